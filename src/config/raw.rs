@@ -1,0 +1,49 @@
+//! Serde mirror of the TOML file. Every struct denies unknown keys; values whose
+//! syntax needs checking (addresses, durations, names) stay strings here so that
+//! `validate` can report all of them at once, each with its key path.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListener {
+    pub name: String,
+    pub listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub listener: Option<String>,
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub upstream: String,
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+    pub send_timeout: Option<String>,
+    #[serde(default)]
+    pub set_headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub balance: Option<String>,
+    pub keepalive: Option<u32>,
+    pub servers: Vec<RawServer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub addr: String,
+    pub weight: Option<u32>,
+}

@@ -1,0 +1,481 @@
+//! Raw TOML → `Config`. Each listener, route and upstream is deserialised on its own
+//! so that one bad element does not hide the problems of the others; then values are
+//! checked and cross-references resolved. Every problem carries its key path.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use http::HeaderName;
+use serde::de::DeserializeOwned;
+
+use super::raw::{RawAdmin, RawListener, RawRoute, RawServer, RawUpstream};
+use super::{
+    AdminConfig, BalanceKind, Config, HeaderTemplate, HostPattern, ListenerConfig, Problem,
+    RouteConfig, ServerConfig, Timeouts, UpstreamConfig, DEFAULT_KEEPALIVE, DEFAULT_WEIGHT,
+    MAX_WEIGHT,
+};
+
+const TOP_LEVEL_KEYS: &[&str] = &["admin", "listener", "route", "upstream"];
+
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.problems.push(Problem::new(path, msg));
+    }
+
+    /// Deserialises one element, reporting a failure at `base` + serde's inner path.
+    fn de<T: DeserializeOwned>(&mut self, base: &str, value: toml::Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let path = match inner.as_str() {
+                    "." => base.to_owned(),
+                    p if p.starts_with('[') => format!("{base}{p}"),
+                    p => format!("{base}.{p}"),
+                };
+                let msg = e.into_inner().to_string();
+                // toml's messages can span lines (with a caret excerpt); keep the first.
+                let msg = msg.lines().next().unwrap_or_default().to_owned();
+                self.err(path, msg);
+                None
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, path: &str, s: &str) -> Option<SocketAddr> {
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    path,
+                    format!("invalid socket address {s:?} (expected ip:port)"),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &str, s: Option<&str>, default: Duration) -> Duration {
+        let Some(s) = s else { return default };
+        match humantime::parse_duration(s) {
+            Ok(d) if d.is_zero() => {
+                self.err(path, "must be greater than zero");
+                default
+            }
+            Ok(d) => d,
+            Err(_) => {
+                self.err(
+                    path,
+                    format!("invalid duration {s:?} (expected e.g. \"250ms\", \"5s\", \"1m\")"),
+                );
+                default
+            }
+        }
+    }
+}
+
+pub(super) fn validate(text: &str) -> Result<Config, Vec<Problem>> {
+    let table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            let msg = e.message().to_owned();
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start].matches('\n').count() + 1;
+                    let col = s.start - text[..s.start].rfind('\n').map_or(0, |p| p + 1) + 1;
+                    format!("line {line}, column {col}")
+                })
+                .unwrap_or_default();
+            return Err(vec![Problem::new(at, format!("TOML syntax error: {msg}"))]);
+        }
+    };
+
+    let mut c = Checker::default();
+    let mut admin = None;
+    let mut raw_listeners = Vec::new();
+    let mut raw_routes = Vec::new();
+    let mut raw_upstreams = BTreeMap::new();
+
+    for (key, value) in table {
+        match key.as_str() {
+            "admin" => admin = c.de::<RawAdmin>("admin", value),
+            "listener" => raw_listeners = elements(&mut c, "listener", value),
+            "route" => raw_routes = elements(&mut c, "route", value),
+            "upstream" => match value {
+                toml::Value::Table(t) => {
+                    for (name, v) in t {
+                        let path = format!("upstream.{name}");
+                        if let Some(u) = c.de::<RawUpstream>(&path, v) {
+                            raw_upstreams.insert(name, u);
+                        }
+                    }
+                }
+                _ => c.err(
+                    "upstream",
+                    "expected a table of upstreams ([upstream.NAME])",
+                ),
+            },
+            other => c.err(
+                other,
+                format!(
+                    "unknown key (expected one of: {})",
+                    TOP_LEVEL_KEYS.join(", ")
+                ),
+            ),
+        }
+    }
+
+    let admin = admin.and_then(|a: RawAdmin| {
+        c.socket_addr("admin.listen", &a.listen)
+            .map(|listen| AdminConfig { listen })
+    });
+    let listeners = check_listeners(&mut c, raw_listeners);
+    let upstreams = check_upstreams(&mut c, raw_upstreams);
+    let routes = check_routes(&mut c, raw_routes, &listeners, &upstreams);
+
+    if c.problems.is_empty() {
+        Ok(Config {
+            source: Default::default(),
+            admin,
+            listeners,
+            routes,
+            upstreams,
+        })
+    } else {
+        Err(c.problems)
+    }
+}
+
+/// `[[listener]]` and `[[route]]` are arrays of tables; deserialise each on its own.
+fn elements<T: DeserializeOwned>(
+    c: &mut Checker,
+    key: &str,
+    value: toml::Value,
+) -> Vec<(usize, T)> {
+    match value {
+        toml::Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| c.de::<T>(&format!("{key}[{i}]"), v).map(|t| (i, t)))
+            .collect(),
+        _ => {
+            c.err(key, format!("expected an array of tables ([[{key}]])"));
+            Vec::new()
+        }
+    }
+}
+
+fn check_listeners(c: &mut Checker, raw: Vec<(usize, RawListener)>) -> Vec<ListenerConfig> {
+    if raw.is_empty() && c.problems.iter().all(|p| !p.path.starts_with("listener")) {
+        c.err("listener", "at least one [[listener]] is required");
+    }
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    let mut out = Vec::new();
+    for (i, l) in raw {
+        let base = format!("listener[{i}]");
+        if l.name.is_empty() {
+            c.err(format!("{base}.name"), "must not be empty");
+        } else if !names.insert(l.name.clone()) {
+            c.err(
+                format!("{base}.name"),
+                format!("duplicate listener name {:?}", l.name),
+            );
+        }
+        if let Some(listen) = c.socket_addr(&format!("{base}.listen"), &l.listen) {
+            if listen.port() != 0 && !addrs.insert(listen) {
+                c.err(
+                    format!("{base}.listen"),
+                    format!("address {listen} is used by another listener"),
+                );
+            }
+            out.push(ListenerConfig {
+                name: l.name,
+                listen,
+            });
+        }
+    }
+    out
+}
+
+fn check_upstreams(c: &mut Checker, raw: BTreeMap<String, RawUpstream>) -> Vec<UpstreamConfig> {
+    let mut out = Vec::new();
+    for (name, u) in raw {
+        let base = format!("upstream.{name}");
+        let balance = match u.balance.as_deref() {
+            None => BalanceKind::RoundRobin,
+            Some(b) => BalanceKind::parse(b).unwrap_or_else(|| {
+                c.err(
+                    format!("{base}.balance"),
+                    format!(
+                        "unknown algorithm {b:?} (expected one of: {})",
+                        BalanceKind::NAMES.join(", ")
+                    ),
+                );
+                BalanceKind::RoundRobin
+            }),
+        };
+        if u.servers.is_empty() {
+            c.err(
+                format!("{base}.servers"),
+                "an upstream needs at least one server",
+            );
+        }
+        let mut servers = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, s) in u.servers.into_iter().enumerate() {
+            let path = format!("{base}.servers[{i}]");
+            for server in check_server(c, &path, s) {
+                if !seen.insert(server.addr) {
+                    c.err(
+                        format!("{path}.addr"),
+                        format!("{} is listed twice in this upstream", server.addr),
+                    );
+                } else {
+                    servers.push(server);
+                }
+            }
+        }
+        out.push(UpstreamConfig {
+            name,
+            balance,
+            keepalive: u.keepalive.map_or(DEFAULT_KEEPALIVE, |k| k as usize),
+            servers,
+        });
+    }
+    out
+}
+
+fn check_server(c: &mut Checker, path: &str, s: RawServer) -> Vec<ServerConfig> {
+    let weight = s.weight.unwrap_or(DEFAULT_WEIGHT);
+    if weight == 0 || weight > MAX_WEIGHT {
+        c.err(
+            format!("{path}.weight"),
+            format!("must be between 1 and {MAX_WEIGHT}, got {weight}"),
+        );
+    }
+    let addrs: Vec<SocketAddr> = match s.addr.parse::<SocketAddr>() {
+        Ok(a) => vec![a],
+        Err(_) => match split_host_port(&s.addr) {
+            None => {
+                c.err(
+                    format!("{path}.addr"),
+                    format!(
+                        "invalid socket address {:?} (expected ip:port or hostname:port)",
+                        s.addr
+                    ),
+                );
+                return Vec::new();
+            }
+            Some(_) => match s.addr.to_socket_addrs() {
+                Ok(a) => a.collect(),
+                Err(e) => {
+                    c.err(
+                        format!("{path}.addr"),
+                        format!("cannot resolve {:?}: {e}", s.addr),
+                    );
+                    return Vec::new();
+                }
+            },
+        },
+    };
+    addrs
+        .into_iter()
+        .map(|addr| ServerConfig {
+            name: s.addr.clone(),
+            addr,
+            weight,
+        })
+        .collect()
+}
+
+/// Accepts `hostname:port` with a plausible DNS name and a numeric port.
+fn split_host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let ok = !host.is_empty()
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    ok.then_some((host, port))
+}
+
+fn check_routes(
+    c: &mut Checker,
+    raw: Vec<(usize, RawRoute)>,
+    listeners: &[ListenerConfig],
+    upstreams: &[UpstreamConfig],
+) -> Vec<RouteConfig> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, r) in raw {
+        let base = format!("route[{i}]");
+        if let Some(l) = &r.listener {
+            if !listeners.iter().any(|x| &x.name == l) {
+                c.err(
+                    format!("{base}.listener"),
+                    format!("no listener named {l:?}"),
+                );
+            }
+        }
+        if !upstreams.iter().any(|u| u.name == r.upstream) {
+            c.err(
+                format!("{base}.upstream"),
+                format!("no upstream named {:?}", r.upstream),
+            );
+        }
+        let host = r.host.as_deref().and_then(|h| match parse_host(h) {
+            Ok(p) => Some(p),
+            Err(m) => {
+                c.err(format!("{base}.host"), m);
+                None
+            }
+        });
+        let path = r.path.unwrap_or_else(|| "/".to_owned());
+        if !path.starts_with('/') {
+            c.err(
+                format!("{base}.path"),
+                format!("must start with \"/\", got {path:?}"),
+            );
+        } else if path
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            c.err(
+                format!("{base}.path"),
+                format!("must not contain spaces or control characters: {path:?}"),
+            );
+        }
+        if !seen.insert((r.listener.clone(), host.clone(), path.clone())) {
+            c.err(&base, "another route has the same listener, host and path");
+        }
+        let timeouts = Timeouts {
+            connect: c.duration(
+                &format!("{base}.connect_timeout"),
+                r.connect_timeout.as_deref(),
+                super::DEFAULT_CONNECT_TIMEOUT,
+            ),
+            read: c.duration(
+                &format!("{base}.read_timeout"),
+                r.read_timeout.as_deref(),
+                super::DEFAULT_READ_TIMEOUT,
+            ),
+            send: c.duration(
+                &format!("{base}.send_timeout"),
+                r.send_timeout.as_deref(),
+                super::DEFAULT_SEND_TIMEOUT,
+            ),
+        };
+        let mut set_headers = Vec::new();
+        for (name, value) in r.set_headers {
+            let path = format!("{base}.set_headers.{name:?}");
+            let Ok(hn) = HeaderName::from_bytes(name.as_bytes()) else {
+                c.err(path, "not a valid header name");
+                continue;
+            };
+            match HeaderTemplate::parse(&value) {
+                Ok(t) => set_headers.push((hn, t)),
+                Err(m) => c.err(path, m),
+            }
+        }
+        out.push(RouteConfig {
+            listener: r.listener,
+            host,
+            path,
+            upstream: r.upstream,
+            timeouts,
+            set_headers,
+        });
+    }
+    out
+}
+
+fn parse_host(h: &str) -> Result<HostPattern, String> {
+    let lower = h.to_ascii_lowercase();
+    let (wild, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    let valid = !name.is_empty()
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !valid {
+        return Err(format!(
+            "invalid host {h:?} (expected a name like \"api.example.com\" or \"*.example.com\", without port)"
+        ));
+    }
+    Ok(if wild {
+        HostPattern::Wildcard(format!(".{name}"))
+    } else {
+        HostPattern::Exact(name.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        validate(text).expect_err("expected problems")
+    }
+
+    const BASE: &str = r#"
+[[listener]]
+name = "public"
+listen = "127.0.0.1:8080"
+
+[[route]]
+upstream = "api"
+
+[upstream.api]
+servers = [{ addr = "127.0.0.1:9001" }]
+"#;
+
+    #[test]
+    fn minimal_config_is_valid_with_nginx_defaults() {
+        let c = validate(BASE).unwrap();
+        assert_eq!(c.routes[0].path, "/");
+        assert_eq!(c.routes[0].timeouts, Timeouts::default());
+        assert_eq!(c.upstreams[0].keepalive, DEFAULT_KEEPALIVE);
+        assert_eq!(c.upstreams[0].servers[0].weight, 1);
+    }
+
+    #[test]
+    fn type_error_points_inside_the_element() {
+        let p = problems(&BASE.replace(
+            "{ addr = \"127.0.0.1:9001\" }",
+            "{ addr = \"127.0.0.1:9001\", weight = \"x\" }",
+        ));
+        assert_eq!(p[0].path, "upstream.api.servers[0].weight", "{p:?}");
+    }
+
+    #[test]
+    fn syntax_error_gives_line() {
+        let p = problems("[[listener]\nname=1");
+        assert!(p[0].path.starts_with("line 1"), "{p:?}");
+    }
+
+    #[test]
+    fn host_patterns() {
+        assert_eq!(
+            parse_host("API.example.com").unwrap(),
+            HostPattern::Exact("api.example.com".into())
+        );
+        assert_eq!(
+            parse_host("*.example.com").unwrap(),
+            HostPattern::Wildcard(".example.com".into())
+        );
+        assert!(parse_host("a*.example.com").is_err());
+        assert!(parse_host("example.com:80").is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! Switchyard: a Layer-7 load-balancing reverse proxy.
+//!
+//! The request path is `server` (accept, hyper connection) → `proxy` (route, pick,
+//! rewrite, forward) → `upstream` (per-server state and connection pool), with the
+//! configuration held in one `ArcSwap<Snapshot>` (`state`).
+
+pub mod balance;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod origin;
+pub mod proxy;
+pub mod server;
+pub mod state;
+pub mod upstream;
+
+pub use config::Config;
+pub use server::{start, Running};

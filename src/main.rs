@@ -1,0 +1,155 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use switchyard::config::Config;
+use switchyard::server::DEFAULT_DRAIN_TIMEOUT;
+
+/// The configuration file used when none is given.
+const DEFAULT_CONFIG: &str = "config/switchyard.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A fast Layer-7 load-balancing reverse proxy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default command).
+    Run {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        drain_timeout: Duration,
+    },
+    /// Validate a configuration file, like `nginx -t`.
+    Check {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Start three sample origins and the proxy in front of them.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Run one sample origin (used by the benchmarks).
+    #[command(hide = true)]
+    Origin {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long, default_value = "origin")]
+        name: String,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Run {
+        config: DEFAULT_CONFIG.into(),
+        drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+    });
+    match command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: configuration is valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run {
+            config,
+            drain_timeout,
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime().block_on(run(config, drain_timeout, None))
+        }
+        Command::Demo { listen } => runtime().block_on(async move {
+            let (config, origins) = match switchyard::demo::prepare(listen).await {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("demo: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            run(config, DEFAULT_DRAIN_TIMEOUT, Some(origins)).await
+        }),
+        Command::Origin { listen, name } => runtime().block_on(async move {
+            match switchyard::origin::spawn(listen, &name).await {
+                Ok((addr, task)) => {
+                    eprintln!("origin {name} on {addr}");
+                    let _ = task.await;
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("origin: {listen}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+async fn run(config: Config, drain: Duration, demo_origins: Option<Vec<SocketAddr>>) -> ExitCode {
+    let running = match switchyard::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(origins) = demo_origins {
+        let proxy = running
+            .addr("public")
+            .expect("the demo has a public listener");
+        println!("{}", switchyard::demo::banner(proxy, &origins));
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown(drain).await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,229 @@
+//! Streaming wrappers around hyper's bodies. Neither buffers: each frame is passed
+//! on as it comes, so backpressure flows through the proxy both ways.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use tokio::time::{Instant, Sleep};
+
+use crate::body::{BoxError, ReqBody};
+use crate::error::ProxyError;
+use crate::upstream::InFlight;
+
+// ===== request side =====
+
+/// Who the request body is waiting on, and since when. Shared between the body (which
+/// hyper polls as the upstream accepts data) and the task awaiting the response head,
+/// which turns a stall into `send_timeout` or the client body timeout.
+#[derive(Debug)]
+pub struct SendProgress {
+    start: Instant,
+    /// Nanoseconds since `start` of the last change, shifted left by 2; the low bits
+    /// hold the phase (`UPSTREAM`, `CLIENT`, `DONE`).
+    word: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendPhase {
+    /// A chunk was handed to hyper; waiting for the upstream to take it.
+    Upstream,
+    /// Waiting for the client to send more of the body.
+    Client,
+    /// The whole body has been sent.
+    Done,
+}
+
+impl SendProgress {
+    pub fn new() -> Self {
+        SendProgress {
+            start: Instant::now(),
+            word: AtomicU64::new(0),
+        }
+    }
+
+    fn mark(&self, phase: SendPhase) {
+        let nanos = self.start.elapsed().as_nanos() as u64;
+        let tag = match phase {
+            SendPhase::Upstream => 0,
+            SendPhase::Client => 1,
+            SendPhase::Done => 2,
+        };
+        self.word.store((nanos << 2) | tag, Ordering::Relaxed);
+    }
+
+    /// The current phase and when it began.
+    pub fn get(&self) -> (SendPhase, Instant) {
+        let w = self.word.load(Ordering::Relaxed);
+        let phase = match w & 3 {
+            0 => SendPhase::Upstream,
+            1 => SendPhase::Client,
+            _ => SendPhase::Done,
+        };
+        (phase, self.start + Duration::from_nanos(w >> 2))
+    }
+}
+
+impl Default for SendProgress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The client's request body on its way upstream.
+#[derive(Debug)]
+pub struct ClientBody {
+    inner: Incoming,
+    progress: Arc<SendProgress>,
+}
+
+impl ClientBody {
+    pub fn new(inner: Incoming, progress: Arc<SendProgress>) -> Self {
+        ClientBody { inner, progress }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let phase = match &polled {
+            Poll::Pending => SendPhase::Client,
+            Poll::Ready(Some(Ok(_))) if !self.inner.is_end_stream() => SendPhase::Upstream,
+            Poll::Ready(_) => SendPhase::Done,
+        };
+        self.progress.mark(phase);
+        polled.map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+// ===== response side =====
+
+/// An upstream response body on its way to the client. It holds the request's
+/// in-flight guard and its upstream connection until the body ends (the connection
+/// then goes back to the pool) or is dropped (the connection is closed).
+#[derive(Debug)]
+pub struct UpstreamBody {
+    inner: Incoming,
+    conn: Option<SendRequest<ReqBody>>,
+    guard: InFlight,
+    read_timeout: Duration,
+    last_read: Instant,
+    /// Armed only when a read has to wait, so quick responses never touch the timer.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl UpstreamBody {
+    pub fn new(
+        inner: Incoming,
+        conn: SendRequest<ReqBody>,
+        guard: InFlight,
+        read_timeout: Duration,
+    ) -> Self {
+        UpstreamBody {
+            inner,
+            conn: Some(conn),
+            guard,
+            read_timeout,
+            last_read: Instant::now(),
+            timer: None,
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(tx) = self.conn.take() {
+            self.guard.server().release(tx);
+        }
+    }
+
+    /// Polls the idle timer; `true` when `read_timeout` has passed since the last read.
+    fn timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.last_read + self.read_timeout;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if this.inner.is_end_stream() {
+                    this.release();
+                } else if this.timer.is_some() {
+                    this.last_read = Instant::now();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                this.release();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.conn = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Pending => {
+                if this.timer.is_none() {
+                    // First wait of this body: measure from now, not from the head.
+                    this.last_read = Instant::now();
+                }
+                if this.timed_out(cx) {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(ProxyError::ReadTimeout.into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // Bodiless responses (HEAD, 204, 304) are never polled; their connection is
+        // still good for the next request.
+        if self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The request path: route → pick a server → rewrite headers → forward → stream the
+//! response back. One `ArcSwap` load per request; errors become responses in
+//! `error.rs` only.
+
+mod body;
+mod forward;
+pub mod headers;
+pub mod route;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+pub use body::{ClientBody, SendPhase, SendProgress, UpstreamBody};
+pub use headers::ClientInfo;
+
+use crate::body::RespBody;
+use crate::error::ProxyError;
+use crate::state::{ListenerId, Shared};
+use route::RouteMatch;
+
+/// The hyper service of one client connection.
+#[derive(Debug, Clone)]
+pub struct ProxyService {
+    shared: Arc<Shared>,
+    listener: ListenerId,
+    client: Arc<ClientInfo>,
+}
+
+impl ProxyService {
+    pub fn new(shared: Arc<Shared>, listener: ListenerId, client: ClientInfo) -> Self {
+        ProxyService {
+            shared,
+            listener,
+            client: Arc::new(client),
+        }
+    }
+
+    async fn handle(self, req: Request<Incoming>) -> Result<Response<RespBody>, ProxyError> {
+        let snapshot = self.shared.load();
+        let (parts, body) = req.into_parts();
+        let host = match headers::request_host(&parts.uri, &parts.headers) {
+            Some(h) => h,
+            // HTTP/1.0 may omit Host; it is routed as an unnamed host.
+            None if parts.version <= Version::HTTP_10 => HeaderValue::from_static(""),
+            None => return Err(ProxyError::BadRequest("missing or invalid Host")),
+        };
+        self.dispatch(&snapshot, parts, body, host).await
+    }
+
+    async fn dispatch(
+        &self,
+        snapshot: &crate::state::Snapshot,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        host: HeaderValue,
+    ) -> Result<Response<RespBody>, ProxyError> {
+        let router = snapshot.router(self.listener).ok_or(ProxyError::NoRoute)?;
+        let route_idx = match router.find(host.to_str().unwrap_or_default(), parts.uri.path()) {
+            RouteMatch::Route(i) => i,
+            RouteMatch::AddSlash => return Ok(add_slash_redirect(&parts.uri)),
+            RouteMatch::None => return Err(ProxyError::NoRoute),
+        };
+        let route = &snapshot.routes[route_idx];
+        let upstream = &snapshot.upstreams[route.upstream];
+        let server = upstream.pick().ok_or(ProxyError::NoServer)?;
+
+        let guard = crate::upstream::InFlight::new(Arc::clone(&server.state));
+        if !parts.headers.contains_key(header::HOST) {
+            // HTTP/2 carries the host in `:authority`; HTTP/1.1 upstreams need `Host`.
+            let h = match parts.uri.authority() {
+                Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+                None => None,
+            };
+            parts.headers.insert(
+                header::HOST,
+                h.unwrap_or_else(|| server.state.addr_header.clone()),
+            );
+        }
+        let vars = headers::Vars {
+            client: &self.client,
+            host: &host,
+            upstream_addr: &server.state.addr_header,
+        };
+        headers::rewrite_request(&mut parts.headers, &vars, &route.set_headers);
+        forward::origin_form(&mut parts.uri);
+        parts.version = Version::HTTP_11;
+        forward::forward(parts, body, guard, route.timeouts).await
+    }
+}
+
+/// 301 to the same path with a trailing slash, query kept (nginx's behaviour for a
+/// `location /api/` asked for `/api`).
+fn add_slash_redirect(uri: &http::Uri) -> Response<RespBody> {
+    let mut location = String::with_capacity(uri.path().len() + 1);
+    location.push_str(uri.path());
+    location.push('/');
+    if let Some(q) = uri.query() {
+        location.push('?');
+        location.push_str(q);
+    }
+    let mut res = crate::error::status_response(StatusCode::MOVED_PERMANENTLY);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    res
+}
+
+impl hyper::service::Service<Request<Incoming>> for ProxyService {
+    type Response = Response<RespBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        let head_only = req.method() == Method::HEAD;
+        Box::pin(async move {
+            Ok(match this.handle(req).await {
+                Ok(res) => res,
+                Err(e) => {
+                    tracing::debug!(error = %e, "request failed");
+                    let mut res = e.to_response();
+                    if head_only {
+                        *res.body_mut() = RespBody::empty();
+                    }
+                    res
+                }
+            })
+        })
+    }
+}

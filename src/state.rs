@@ -1,0 +1,149 @@
+//! The configuration as the request path sees it: one immutable `Snapshot` behind
+//! one `ArcSwap`, built from a `Config` off the request path. Long-lived per-server
+//! state comes from the `Registry`, so a new snapshot shares it with the old one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use http::HeaderName;
+
+use crate::balance;
+use crate::config::{Config, Timeouts};
+use crate::proxy::headers::HeaderAction;
+use crate::proxy::route::Router;
+use crate::upstream::{Registry, ServerKey, Upstream, UpstreamServer};
+
+/// A listener's identity across reloads (its name), as a dense index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerId(pub usize);
+
+/// A route, ready for the request path.
+#[derive(Debug)]
+pub struct Route {
+    /// Index into `Snapshot::upstreams`.
+    pub upstream: usize,
+    pub timeouts: Timeouts,
+    pub set_headers: Vec<(HeaderName, HeaderAction)>,
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Indexed by `ListenerId`; `None` for a listener this configuration lacks.
+    routers: Vec<Option<Router>>,
+    pub routes: Vec<Route>,
+    pub upstreams: Vec<Upstream>,
+    pub config: Config,
+}
+
+impl Snapshot {
+    pub fn router(&self, id: ListenerId) -> Option<&Router> {
+        self.routers.get(id.0).and_then(Option::as_ref)
+    }
+}
+
+/// What every connection shares: the current snapshot and the long-lived state.
+#[derive(Debug)]
+pub struct Shared {
+    state: ArcSwap<Snapshot>,
+    registry: Registry,
+    listener_ids: Mutex<HashMap<String, ListenerId>>,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Arc<Self> {
+        let registry = Registry::default();
+        let listener_ids = Mutex::new(HashMap::new());
+        let snapshot = build(&config, &registry, &listener_ids);
+        Arc::new(Shared {
+            state: ArcSwap::from_pointee(snapshot),
+            registry,
+            listener_ids,
+        })
+    }
+
+    /// The current snapshot; requests keep the one they started with.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.state.load_full()
+    }
+
+    /// Builds a snapshot of `config` and makes it current.
+    pub fn apply(&self, config: Config) {
+        let snapshot = build(&config, &self.registry, &self.listener_ids);
+        self.state.store(Arc::new(snapshot));
+    }
+
+    pub fn listener_id(&self, name: &str) -> ListenerId {
+        listener_id(&self.listener_ids, name)
+    }
+}
+
+fn listener_id(ids: &Mutex<HashMap<String, ListenerId>>, name: &str) -> ListenerId {
+    let mut ids = ids.lock().unwrap_or_else(|e| e.into_inner());
+    let next = ListenerId(ids.len());
+    *ids.entry(name.to_owned()).or_insert(next)
+}
+
+fn build(
+    config: &Config,
+    registry: &Registry,
+    ids: &Mutex<HashMap<String, ListenerId>>,
+) -> Snapshot {
+    let upstreams: Vec<Upstream> = config
+        .upstreams
+        .iter()
+        .map(|u| {
+            let name: Arc<str> = Arc::from(u.name.as_str());
+            let servers: Vec<UpstreamServer> = u
+                .servers
+                .iter()
+                .map(|s| UpstreamServer {
+                    weight: s.weight,
+                    state: registry.server(
+                        ServerKey {
+                            upstream: Arc::clone(&name),
+                            addr: s.addr,
+                        },
+                        u.keepalive,
+                    ),
+                })
+                .collect();
+            Upstream {
+                balancer: balance::build(u.balance, &servers),
+                name,
+                servers,
+            }
+        })
+        .collect();
+    let routes = config
+        .routes
+        .iter()
+        .map(|r| Route {
+            upstream: config
+                .upstreams
+                .iter()
+                .position(|u| u.name == r.upstream)
+                .expect("validated: every route names an existing upstream"),
+            timeouts: r.timeouts,
+            set_headers: r
+                .set_headers
+                .iter()
+                .map(|(n, t)| (n.clone(), HeaderAction::new(t)))
+                .collect(),
+        })
+        .collect();
+    let mut routers = Vec::new();
+    for l in &config.listeners {
+        let id = listener_id(ids, &l.name);
+        if routers.len() <= id.0 {
+            routers.resize_with(id.0 + 1, || None);
+        }
+        routers[id.0] = Some(Router::new(&l.name, &config.routes));
+    }
+    Snapshot {
+        routers,
+        routes,
+        upstreams,
+        config: config.clone(),
+    }
+}
