@@ -1,0 +1,132 @@
+//! Per-request functions of the proxy path: routing, header rewriting, and a
+//! round-robin pick (+ in-flight guard) at 3, 32 and 1024 servers from one and two
+//! threads.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use http::{HeaderMap, HeaderValue};
+use switchyard::balance::{Balancer, RoundRobin};
+use switchyard::config::Config;
+use switchyard::proxy::headers::{self, ClientInfo, HeaderAction, Vars};
+use switchyard::proxy::route::Router;
+use switchyard::upstream::{InFlight, Registry, ServerKey, UpstreamServer};
+
+const CONFIG: &str = r#"
+[[listener]]
+name = "public"
+listen = "127.0.0.1:0"
+[[route]]
+path = "/"
+upstream = "u"
+[[route]]
+path = "/api/"
+upstream = "u"
+[[route]]
+path = "/api/v2/"
+upstream = "u"
+[[route]]
+host = "bots.example.com"
+path = "/webhook/"
+upstream = "u"
+[[route]]
+host = "*.example.com"
+path = "/"
+upstream = "u"
+[upstream.u]
+servers = [{ addr = "127.0.0.1:9001" }]
+"#;
+
+fn routing(c: &mut Criterion) {
+    let config = Config::parse(Path::new("bench"), CONFIG).unwrap();
+    let router = Router::new("public", &config.routes);
+    c.bench_function("route/longest_prefix", |b| {
+        b.iter(|| router.find(std::hint::black_box("api.example.com"), std::hint::black_box("/api/v2/users/42")))
+    });
+}
+
+fn header_rewrite(c: &mut Criterion) {
+    let client = ClientInfo::new("10.1.2.3:40000".parse().unwrap(), "http");
+    let host = HeaderValue::from_static("api.example.com");
+    let upstream = HeaderValue::from_static("127.0.0.1:9001");
+    let set = vec![(
+        http::HeaderName::from_static("x-instance-id"),
+        HeaderAction::Var(switchyard::config::Variable::UpstreamAddr),
+    )];
+    let mut base = HeaderMap::new();
+    base.insert("host", HeaderValue::from_static("api.example.com"));
+    base.insert("user-agent", HeaderValue::from_static("wrk"));
+    base.insert("accept", HeaderValue::from_static("*/*"));
+    c.bench_function("headers/rewrite_request", |b| {
+        b.iter_batched_ref(
+            || base.clone(),
+            |h| {
+                let vars = Vars {
+                    client: &client,
+                    host: &host,
+                    upstream_addr: &upstream,
+                };
+                headers::rewrite_request(h, &vars, &set)
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+fn servers(n: usize) -> Vec<UpstreamServer> {
+    let registry = Registry::default();
+    (0..n)
+        .map(|i| UpstreamServer {
+            weight: 1 + (i % 3) as u32,
+            state: registry.server(
+                ServerKey {
+                    upstream: Arc::from("bench"),
+                    addr: SocketAddr::from(([127, 0, 0, 1], 10000 + i as u16)),
+                },
+                1,
+            ),
+        })
+        .collect()
+}
+
+fn round_robin(c: &mut Criterion) {
+    let mut g = c.benchmark_group("balance/round_robin");
+    g.throughput(Throughput::Elements(1));
+    for n in [3, 32, 1024] {
+        let s = servers(n);
+        let weights: Vec<u32> = s.iter().map(|s| s.weight).collect();
+        let rr = RoundRobin::new(&weights);
+        g.bench_with_input(BenchmarkId::new("pick+release/1thread", n), &n, |b, _| {
+            b.iter(|| {
+                let i = rr.pick(&s).unwrap();
+                drop(InFlight::new(Arc::clone(&s[i].state)));
+            })
+        });
+        // The same with a second thread picking continuously from the same upstream,
+        // to show the cost of the shared cursor under contention.
+        g.bench_with_input(BenchmarkId::new("pick+release/2threads", n), &n, |b, _| {
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            std::thread::scope(|scope| {
+                let stop2 = Arc::clone(&stop);
+                let (rr2, s2) = (&rr, &s);
+                scope.spawn(move || {
+                    while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                        let i = rr2.pick(s2).unwrap();
+                        drop(InFlight::new(Arc::clone(&s2[i].state)));
+                    }
+                });
+                b.iter(|| {
+                    let i = rr.pick(&s).unwrap();
+                    drop(InFlight::new(Arc::clone(&s[i].state)));
+                });
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, routing, header_rewrite, round_robin);
+criterion_main!(benches);
