@@ -1,0 +1,313 @@
+//! Helpers shared by the integration tests: sample origins and the proxy started
+//! in-process on 127.0.0.1:0, a small HTTP/1.1 client and a raw-TCP exchange helper.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use switchyard::{Config, Running};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Upper bound for any single exchange in these tests, so a hang fails instead of
+/// stalling the suite.
+pub const EXCHANGE_LIMIT: Duration = Duration::from_secs(10);
+
+/// A proxy started from a configuration, with the origins it points at.
+pub struct Proxy {
+    pub running: Running,
+    /// Address of the listener named "public".
+    pub addr: SocketAddr,
+    pub origins: Vec<SocketAddr>,
+}
+
+impl Proxy {
+    /// Address of the listener `name`.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.running
+            .addr(name)
+            .unwrap_or_else(|| panic!("no listener named {name:?}"))
+    }
+}
+
+/// Starts one sample origin per name on 127.0.0.1:0 and returns their addresses, in
+/// order. The origins live until the test's runtime ends.
+pub async fn start_origins(names: &[&str]) -> Vec<SocketAddr> {
+    let mut addrs = Vec::new();
+    for name in names {
+        let (addr, _task) = switchyard::origin::spawn(loopback0(), name)
+            .await
+            .expect("origin binds");
+        addrs.push(addr);
+    }
+    addrs
+}
+
+pub fn loopback0() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// `[[listener]]` blocks on 127.0.0.1:0 for each name.
+pub fn listeners(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("[[listener]]\nname = \"{n}\"\nlisten = \"127.0.0.1:0\"\n\n"))
+        .collect()
+}
+
+/// An `[upstream.NAME]` table with the given (address, weight) servers.
+pub fn upstream(name: &str, servers: &[(SocketAddr, u32)]) -> String {
+    let list: Vec<String> = servers
+        .iter()
+        .map(|(a, w)| format!("{{ addr = \"{a}\", weight = {w} }}"))
+        .collect();
+    format!("[upstream.{name}]\nservers = [{}]\n\n", list.join(", "))
+}
+
+/// Validates `toml` and starts the proxy.
+pub async fn start_proxy(toml: &str) -> Running {
+    let config = Config::parse(Path::new("<test>"), toml)
+        .unwrap_or_else(|e| panic!("test configuration is invalid:\n{e}\n---\n{toml}"));
+    switchyard::start(config).await.expect("proxy starts")
+}
+
+/// Starts one origin per name, then the proxy with a "public" listener and the
+/// configuration `body`, in which `@0`, `@1`, … stand for the origins' addresses.
+pub async fn setup(origin_names: &[&str], body: &str) -> Proxy {
+    setup_listeners(origin_names, &["public"], body).await
+}
+
+/// As `setup`, with the given listener names (the first one's address is `addr`).
+pub async fn setup_listeners(origin_names: &[&str], listener_names: &[&str], body: &str) -> Proxy {
+    let origins = start_origins(origin_names).await;
+    let mut text = body.to_owned();
+    // Highest index first so "@1" does not eat the start of "@10".
+    for (i, a) in origins.iter().enumerate().rev() {
+        text = text.replace(&format!("@{i}"), &a.to_string());
+    }
+    let toml = format!("{}{text}", listeners(listener_names));
+    let running = start_proxy(&toml).await;
+    let addr = running.addr(listener_names[0]).expect("listener bound");
+    Proxy {
+        running,
+        addr,
+        origins,
+    }
+}
+
+/// A response as the client saw it.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    /// The `x-origin` header: which sample origin answered.
+    pub fn origin(&self) -> &str {
+        self.headers
+            .get("x-origin")
+            .map(|v| v.to_str().expect("ascii x-origin"))
+            .unwrap_or("<none>")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("ascii header"))
+    }
+
+    /// The request line the sample origin reports (`GET /x?y HTTP/1.1`).
+    pub fn origin_request_line(&self) -> &str {
+        self.body
+            .lines()
+            .find_map(|l| l.strip_prefix("request: "))
+            .unwrap_or_else(|| panic!("no request line in body:\n{}", self.body))
+    }
+
+    /// Every value of header `name` (lower case) the sample origin reports it received.
+    pub fn seen(&self, name: &str) -> Vec<&str> {
+        let prefix = format!("{name}: ");
+        self.body
+            .lines()
+            .skip_while(|l| !l.starts_with("request: "))
+            .skip(1)
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .collect()
+    }
+
+    /// The single value of header `name` the origin received, or `None`.
+    pub fn seen_one(&self, name: &str) -> Option<&str> {
+        let v = self.seen(name);
+        assert!(v.len() <= 1, "origin saw {name} {} times: {v:?}", v.len());
+        v.first().copied()
+    }
+}
+
+/// One HTTP/1.1 client connection to the proxy, for several requests in a row.
+pub struct Conn {
+    tx: http1::SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+}
+
+impl Conn {
+    pub async fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).await.expect("connect to proxy");
+        let _ = stream.set_nodelay(true);
+        let (tx, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("http1 handshake");
+        tokio::spawn(conn);
+        Conn { tx, addr }
+    }
+
+    /// Sends `method path` with `headers` (a `Host` of the proxy's address is added
+    /// unless given) and an optional body, and reads the whole response.
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Resp {
+        let mut b = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).expect("method"))
+            .uri(path);
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            b = b.header("host", self.addr.to_string());
+        }
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        let body = Full::new(Bytes::copy_from_slice(body.unwrap_or_default()));
+        let req = b.body(body).expect("request");
+        let fut = async {
+            self.tx.ready().await.expect("connection ready");
+            let res = self.tx.send_request(req).await.expect("response head");
+            let (parts, body) = res.into_parts();
+            let bytes = body.collect().await.expect("response body").to_bytes();
+            Resp {
+                status: parts.status,
+                headers: parts.headers,
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            }
+        };
+        tokio::time::timeout(EXCHANGE_LIMIT, fut)
+            .await
+            .expect("exchange finished in time")
+    }
+}
+
+/// One request on a fresh connection.
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Resp {
+    Conn::open(addr)
+        .await
+        .send(method, path, headers, body)
+        .await
+}
+
+/// `GET path` on a fresh connection.
+pub async fn get(addr: SocketAddr, path: &str) -> Resp {
+    send(addr, "GET", path, &[], None).await
+}
+
+/// `GET path` with a `Host` header, on a fresh connection.
+pub async fn get_host(addr: SocketAddr, host: &str, path: &str) -> Resp {
+    send(addr, "GET", path, &[("host", host)], None).await
+}
+
+/// A response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResp {
+    pub status: u16,
+    /// The head, status line included, as sent.
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+/// Writes `request` as is and reads one response: the head, then a body of its
+/// `Content-Length` (or up to EOF without one).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawResp {
+    let fut = async {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        // The server may answer (and close) before reading everything, as with an
+        // oversized head; what matters is the answer.
+        let _ = s.write_all(request).await;
+        read_response(&mut s).await
+    };
+    tokio::time::timeout(EXCHANGE_LIMIT, fut)
+        .await
+        .expect("raw exchange finished in time")
+}
+
+/// Reads one HTTP/1.1 response from `s`.
+pub async fn read_response(s: &mut TcpStream) -> RawResp {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(p) = find(&buf, b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = s.read(&mut chunk).await.expect("read response head");
+        assert!(
+            n > 0,
+            "connection closed before a full response head; got {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    let length = head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().expect("numeric content-length"))
+    });
+    let mut body = buf[head_end..].to_vec();
+    match length {
+        Some(len) => {
+            while body.len() < len {
+                let n = s.read(&mut chunk).await.expect("read response body");
+                assert!(n > 0, "connection closed inside the body");
+                body.extend_from_slice(&chunk[..n]);
+            }
+            body.truncate(len);
+        }
+        None => loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+        },
+    }
+    RawResp { status, head, body }
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// An address on which nothing listens: bound, then released.
+pub async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind(loopback0()).await.expect("bind");
+    let addr = l.local_addr().expect("local addr");
+    drop(l);
+    addr
+}
