@@ -43,7 +43,12 @@ fn routing(c: &mut Criterion) {
     let config = Config::parse(Path::new("bench"), CONFIG).unwrap();
     let router = Router::new("public", &config.routes);
     c.bench_function("route/longest_prefix", |b| {
-        b.iter(|| router.find(std::hint::black_box("api.example.com"), std::hint::black_box("/api/v2/users/42")))
+        b.iter(|| {
+            router.find(
+                std::hint::black_box("api.example.com"),
+                std::hint::black_box("/api/v2/users/42"),
+            )
+        })
     });
 }
 
@@ -80,6 +85,7 @@ fn servers(n: usize) -> Vec<UpstreamServer> {
     (0..n)
         .map(|i| UpstreamServer {
             weight: 1 + (i % 3) as u32,
+            down: false,
             state: registry.server(
                 ServerKey {
                     upstream: Arc::from("bench"),

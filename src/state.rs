@@ -99,6 +99,7 @@ fn build(
                 .iter()
                 .map(|s| UpstreamServer {
                     weight: s.weight,
+                    down: s.down,
                     state: registry.server(
                         ServerKey {
                             upstream: Arc::clone(&name),

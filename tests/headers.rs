@@ -247,8 +247,6 @@ async fn upstream_addr_names_the_server_actually_used() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: $host / X-Forwarded-Host keep the client's case; nginx's $host (and the \
-            documented Variable::Host) is lower-cased (src/proxy/headers.rs request_host)"]
 async fn host_variable_is_lower_cased() {
     let p = setup(&["a"], SET_HEADERS).await;
     let r = send(p.addr, "GET", "/", &[("host", "Example.COM:8080")], None).await;
@@ -259,9 +257,6 @@ async fn host_variable_is_lower_cased() {
 // RFC 9112 §3.2: an HTTP/1.1 request MUST carry Host. A client listing `Host` in
 // `Connection` must not make the proxy send one without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: `Connection: Host` makes strip_hop_by_hop remove Host after dispatch \
-            ensured it, so the origin gets an HTTP/1.1 request without Host \
-            (src/proxy/headers.rs rewrite_request, src/proxy/mod.rs dispatch)"]
 async fn connection_naming_host_does_not_remove_host() {
     let r = one(&[("host", "example.com"), ("connection", "Host")]).await;
     assert_eq!(r.seen("host"), ["example.com"], "{}", r.body);
@@ -271,9 +266,6 @@ async fn connection_naming_host_does_not_remove_host() {
 // the target's authority. The proxy routes by the authority (right) but forwards the
 // client's other Host, so the origin is told a different host than the one routed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: with an absolute-form target the client's Host is forwarded unchanged \
-            although routing used the target's authority (src/proxy/mod.rs dispatch keeps \
-            Host; src/proxy/forward.rs origin_form drops the authority)"]
 async fn absolute_form_target_replaces_host() {
     let body = "[[route]]\nhost = \"a.example\"\nupstream = \"a\"\n\n\
                 [[route]]\nhost = \"b.example\"\nupstream = \"b\"\n\n\

@@ -18,11 +18,17 @@ pub trait Balancer: Send + Sync + Debug {
     fn pick(&self, servers: &[UpstreamServer]) -> Option<usize>;
 }
 
+/// Static weights with servers marked `down` at zero, so they never enter a cycle.
+fn effective_weights(servers: &[UpstreamServer]) -> Vec<u32> {
+    servers
+        .iter()
+        .map(|s| if s.down { 0 } else { s.weight })
+        .collect()
+}
+
 /// Builds the balancer a configuration asks for.
 pub fn build(kind: BalanceKind, servers: &[UpstreamServer]) -> Box<dyn Balancer> {
     match kind {
-        BalanceKind::RoundRobin => Box::new(RoundRobin::new(
-            &servers.iter().map(|s| s.weight).collect::<Vec<_>>(),
-        )),
+        BalanceKind::RoundRobin => Box::new(RoundRobin::new(&effective_weights(servers))),
     }
 }

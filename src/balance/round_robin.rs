@@ -127,6 +127,13 @@ mod tests {
     }
 
     #[test]
+    fn zero_weight_servers_are_never_picked() {
+        assert_eq!(sequence(&[2, 0, 1], 6), "acaaca");
+        let rr = RoundRobin::new(&[0, 0]);
+        assert_eq!(rr.pick(&crate::upstream::test_servers(&[0, 0])), None);
+    }
+
+    #[test]
     fn gcd_reduces_the_cycle() {
         let rr = RoundRobin::new(&[500, 100, 100]);
         let Mode::Table(t) = &rr.mode else { panic!() };

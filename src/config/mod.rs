@@ -128,6 +128,8 @@ pub struct ServerConfig {
     pub name: String,
     pub addr: SocketAddr,
     pub weight: u32,
+    /// nginx's `down`: kept in the configuration (and its state kept) but never picked.
+    pub down: bool,
 }
 
 impl Config {

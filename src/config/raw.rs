@@ -46,4 +46,5 @@ pub(crate) struct RawUpstream {
 pub(crate) struct RawServer {
     pub addr: String,
     pub weight: Option<u32>,
+    pub down: Option<bool>,
 }

@@ -292,6 +292,7 @@ fn check_server(c: &mut Checker, path: &str, s: RawServer) -> Vec<ServerConfig> 
             name: s.addr.clone(),
             addr,
             weight,
+            down: s.down.unwrap_or(false),
         })
         .collect()
 }

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use http::request::Parts;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -34,23 +33,22 @@ pub fn origin_form(uri: &mut Uri) {
 }
 
 pub async fn forward(
-    parts: Parts,
-    body: Incoming,
+    req: Request<Incoming>,
     guard: InFlight,
     timeouts: Timeouts,
 ) -> Result<Response<RespBody>, ProxyError> {
     use http_body::Body as _;
     let server = Arc::clone(guard.server());
-    let (req_body, progress) = if body.is_end_stream() {
-        (ReqBody::Empty, None)
-    } else {
-        let p = Arc::new(SendProgress::new());
-        (
-            ReqBody::Stream(ClientBody::new(body, Arc::clone(&p))),
-            Some(p),
-        )
-    };
-    let mut req = Request::from_parts(parts, req_body);
+    let mut progress = None;
+    let mut req = req.map(|body| {
+        if body.is_end_stream() {
+            ReqBody::Empty
+        } else {
+            let p = Arc::new(SendProgress::new());
+            progress = Some(Arc::clone(&p));
+            ReqBody::Stream(ClientBody::new(body, p))
+        }
+    });
 
     // A pooled connection may have been closed by the origin since its last use;
     // hyper hands the request back when it was not sent, and a fresh connection

@@ -16,20 +16,23 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// Headers that describe one hop and never cross the proxy, besides those named in
 /// `Connection`.
-fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
-    [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ]
+fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
-/// Removes hop-by-hop headers, including every header `Connection` names.
+/// Removes hop-by-hop headers, including every header `Connection` names. Most
+/// messages have none, so one scan over the names (cheap enum comparisons for the
+/// standard ones) replaces a hash lookup per hop-by-hop name.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_fixed_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -39,10 +42,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
             .collect();
         for name in named {
-            headers.remove(name);
+            // `Connection: Host` is nonsense; an HTTP/1.1 request must keep its Host.
+            if name != header::HOST {
+                headers.remove(name);
+            }
         }
     }
-    for name in fixed_hop_by_hop() {
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
         headers.remove(name);
     }
 }
@@ -117,22 +131,30 @@ pub fn rewrite_request(
     set: &[(HeaderName, HeaderAction)],
 ) {
     strip_hop_by_hop(headers);
-    // The proxy answers `Expect: 100-continue` itself as it starts reading the body.
-    headers.remove(header::EXPECT);
-
-    let xff = match headers.get(&X_FORWARDED_FOR) {
-        None => vars.client.ip.clone(),
-        Some(_) => {
-            let mut joined = String::new();
-            for v in headers.get_all(&X_FORWARDED_FOR) {
-                if let Ok(s) = v.to_str() {
-                    joined.push_str(s);
-                    joined.push_str(", ");
-                }
+    // Room for the four proxy headers at once rather than growing twice.
+    headers.reserve(4 + set.len());
+    let mut has_xff = false;
+    let mut has_expect = false;
+    for name in headers.keys() {
+        has_xff |= name == X_FORWARDED_FOR;
+        has_expect |= name == header::EXPECT;
+    }
+    if has_expect {
+        // The proxy answers `Expect: 100-continue` itself as it starts reading the body.
+        headers.remove(header::EXPECT);
+    }
+    let xff = if has_xff {
+        let mut joined = String::new();
+        for v in headers.get_all(&X_FORWARDED_FOR) {
+            if let Ok(s) = v.to_str() {
+                joined.push_str(s);
+                joined.push_str(", ");
             }
-            joined.push_str(vars.client.ip.to_str().unwrap_or_default());
-            HeaderValue::from_str(&joined).unwrap_or_else(|_| vars.client.ip.clone())
         }
+        joined.push_str(vars.client.ip.to_str().unwrap_or_default());
+        HeaderValue::from_str(&joined).unwrap_or_else(|_| vars.client.ip.clone())
+    } else {
+        vars.client.ip.clone()
     };
     headers.insert(X_FORWARDED_FOR.clone(), xff);
     headers.insert(X_REAL_IP.clone(), vars.client.ip.clone());
@@ -166,26 +188,65 @@ pub fn rewrite_request(
     }
 }
 
-/// The request's host without port: from the request target's authority (HTTP/2,
-/// absolute-form) or the `Host` header.
-pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> Option<HeaderValue> {
-    let raw: &str = match uri.authority() {
-        Some(a) => a.as_str(),
-        None => headers.get(header::HOST)?.to_str().ok()?,
+/// The request's host without port, lower-cased (nginx's `$host`): from the request
+/// target's authority (HTTP/2, absolute-form), else from the one `Host` header.
+/// `Ok(None)` when there is neither; `Err` for two `Host` headers or a value that is
+/// not `host[:port]` (RFC 9112 §3.2 asks for 400 in both cases).
+pub fn request_host(
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Result<Option<HeaderValue>, &'static str> {
+    let (raw, header_value) = match uri.authority() {
+        Some(a) => (a.as_str(), None),
+        None => {
+            let mut hosts = headers.get_all(header::HOST).iter();
+            let Some(v) = hosts.next() else {
+                return Ok(None);
+            };
+            if hosts.next().is_some() {
+                return Err("more than one Host header");
+            }
+            (v.to_str().map_err(|_| "invalid Host")?, Some(v))
+        }
     };
     let raw = raw.rsplit_once('@').map_or(raw, |(_, h)| h);
-    let host = if raw.starts_with('[') {
-        raw.find(']').map_or(raw, |end| &raw[..=end])
+    let (host, port) = if raw.starts_with('[') {
+        let end = raw.find(']').ok_or("invalid Host")?;
+        match &raw[end + 1..] {
+            "" => (&raw[..=end], None),
+            rest => (
+                &raw[..=end],
+                Some(rest.strip_prefix(':').ok_or("invalid Host")?),
+            ),
+        }
     } else {
-        raw.split_once(':').map_or(raw, |(h, _)| h)
+        match raw.split_once(':') {
+            None => (raw, None),
+            Some((h, p)) => (h, Some(p)),
+        }
     };
-    if host.is_empty() {
-        return None;
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let host_ok = if let Some(inner) = host.strip_prefix('[') {
+        inner.len() > 1
+            && inner[..inner.len() - 1]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+    } else {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    };
+    if !host_ok || !port_ok {
+        return Err("invalid Host");
     }
-    // Reuse the client's value when it is already the bare host.
-    match headers.get(header::HOST) {
-        Some(v) if v.as_bytes() == host.as_bytes() => Some(v.clone()),
-        _ => HeaderValue::from_str(host).ok(),
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Ok(HeaderValue::from_str(&host.to_ascii_lowercase()).ok());
+    }
+    // Reuse the client's value when it already is the bare host.
+    match header_value {
+        Some(v) if v.len() == host.len() => Ok(Some(v.clone())),
+        _ => Ok(HeaderValue::from_str(host).ok()),
     }
 }
 
@@ -218,10 +279,17 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("Example.com:8080"));
         let u: http::Uri = "/x".parse().unwrap();
-        assert_eq!(request_host(&u, &h).unwrap(), "Example.com");
+        assert_eq!(request_host(&u, &h).unwrap().unwrap(), "example.com");
         h.insert(header::HOST, HeaderValue::from_static("[::1]:80"));
-        assert_eq!(request_host(&u, &h).unwrap(), "[::1]");
-        let u: http::Uri = "http://a.b:1/x".parse().unwrap();
-        assert_eq!(request_host(&u, &h).unwrap(), "a.b");
+        assert_eq!(request_host(&u, &h).unwrap().unwrap(), "[::1]");
+        let abs: http::Uri = "http://a.b:1/x".parse().unwrap();
+        assert_eq!(request_host(&abs, &h).unwrap().unwrap(), "a.b");
+        for bad in ["a b", "a/b", "a:x", "[::1", "", "a:"] {
+            h.insert(header::HOST, HeaderValue::from_str(bad).unwrap());
+            assert!(request_host(&u, &h).is_err(), "{bad:?}");
+        }
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.append(header::HOST, HeaderValue::from_static("b"));
+        assert!(request_host(&u, &h).is_err());
     }
 }

@@ -40,56 +40,46 @@ impl ProxyService {
         }
     }
 
-    async fn handle(self, req: Request<Incoming>) -> Result<Response<RespBody>, ProxyError> {
+    async fn handle(self, mut req: Request<Incoming>) -> Result<Response<RespBody>, ProxyError> {
         let snapshot = self.shared.load();
-        let (parts, body) = req.into_parts();
-        let host = match headers::request_host(&parts.uri, &parts.headers) {
-            Some(h) => h,
+        let host = match headers::request_host(req.uri(), req.headers()) {
+            Ok(Some(h)) => h,
             // HTTP/1.0 may omit Host; it is routed as an unnamed host.
-            None if parts.version <= Version::HTTP_10 => HeaderValue::from_static(""),
-            None => return Err(ProxyError::BadRequest("missing or invalid Host")),
+            Ok(None) if req.version() <= Version::HTTP_10 => HeaderValue::from_static(""),
+            Ok(None) => return Err(ProxyError::BadRequest("missing Host")),
+            Err(why) => return Err(ProxyError::BadRequest(why)),
         };
-        self.dispatch(&snapshot, parts, body, host).await
-    }
-
-    async fn dispatch(
-        &self,
-        snapshot: &crate::state::Snapshot,
-        mut parts: http::request::Parts,
-        body: Incoming,
-        host: HeaderValue,
-    ) -> Result<Response<RespBody>, ProxyError> {
         let router = snapshot.router(self.listener).ok_or(ProxyError::NoRoute)?;
-        let route_idx = match router.find(host.to_str().unwrap_or_default(), parts.uri.path()) {
-            RouteMatch::Route(i) => i,
-            RouteMatch::AddSlash => return Ok(add_slash_redirect(&parts.uri)),
+        let route = match router.find(host.to_str().unwrap_or_default(), req.uri().path()) {
+            RouteMatch::Route(i) => &snapshot.routes[i],
+            RouteMatch::AddSlash => return Ok(add_slash_redirect(req.uri())),
             RouteMatch::None => return Err(ProxyError::NoRoute),
         };
-        let route = &snapshot.routes[route_idx];
-        let upstream = &snapshot.upstreams[route.upstream];
-        let server = upstream.pick().ok_or(ProxyError::NoServer)?;
-
+        let server = snapshot.upstreams[route.upstream]
+            .pick()
+            .ok_or(ProxyError::NoServer)?;
         let guard = crate::upstream::InFlight::new(Arc::clone(&server.state));
-        if !parts.headers.contains_key(header::HOST) {
-            // HTTP/2 carries the host in `:authority`; HTTP/1.1 upstreams need `Host`.
-            let h = match parts.uri.authority() {
-                Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-                None => None,
-            };
-            parts.headers.insert(
-                header::HOST,
-                h.unwrap_or_else(|| server.state.addr_header.clone()),
-            );
+
+        // The target's authority, when there is one (HTTP/2, absolute-form), is the
+        // host the request was routed by and replaces any Host header (RFC 9112
+        // §3.2.2); an HTTP/1.0 request without either is sent with the server's.
+        if let Some(a) = req.uri().authority() {
+            if let Ok(h) = HeaderValue::from_str(a.as_str()) {
+                req.headers_mut().insert(header::HOST, h);
+            }
+        } else if req.version() <= Version::HTTP_10 && !req.headers().contains_key(header::HOST) {
+            let h = server.state.addr_header.clone();
+            req.headers_mut().insert(header::HOST, h);
         }
         let vars = headers::Vars {
             client: &self.client,
             host: &host,
             upstream_addr: &server.state.addr_header,
         };
-        headers::rewrite_request(&mut parts.headers, &vars, &route.set_headers);
-        forward::origin_form(&mut parts.uri);
-        parts.version = Version::HTTP_11;
-        forward::forward(parts, body, guard, route.timeouts).await
+        headers::rewrite_request(req.headers_mut(), &vars, &route.set_headers);
+        forward::origin_form(req.uri_mut());
+        *req.version_mut() = Version::HTTP_11;
+        forward::forward(req, guard, route.timeouts).await
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Upstream {
 #[derive(Debug, Clone)]
 pub struct UpstreamServer {
     pub weight: u32,
+    /// Marked `down` in the configuration: never eligible.
+    pub down: bool,
     pub state: Arc<ServerState>,
 }
 
@@ -45,6 +47,7 @@ pub(crate) fn test_servers(weights: &[u32]) -> Vec<UpstreamServer> {
         .enumerate()
         .map(|(i, &weight)| UpstreamServer {
             weight,
+            down: false,
             state: registry.server(
                 ServerKey {
                     upstream: Arc::from("test"),
