@@ -125,6 +125,15 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn run(config: Config, drain: Duration, demo_origins: Option<Vec<SocketAddr>>) -> ExitCode {
+    // Handlers first: a SIGTERM that arrives as soon as "listening" is logged must
+    // drain, not kill the process with the default action.
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let running = match switchyard::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -138,18 +147,31 @@ async fn run(config: Config, drain: Duration, demo_origins: Option<Vec<SocketAdd
             .expect("the demo has a public listener");
         println!("{}", switchyard::demo::banner(proxy, &origins));
     }
-    shutdown_signal().await;
+    signals.shutdown().await;
     tracing::info!("shutting down");
     running.shutdown(drain).await;
     ExitCode::SUCCESS
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, both of which start a graceful shutdown.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn shutdown(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }

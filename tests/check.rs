@@ -489,7 +489,6 @@ fn missing_file_is_named() {
 // to it are reported as naming something that does not exist.
 
 #[test]
-#[ignore = "BUG: a type error inside [upstream.api] also reports a false `route[0].upstream: no upstream named \"api\"`"]
 fn wrong_type_in_an_upstream_is_the_only_problem_reported() {
     let out = check(&edit(
         r#"{ addr = "127.0.0.1:9001" }"#,
@@ -505,7 +504,6 @@ fn wrong_type_in_an_upstream_is_the_only_problem_reported() {
 }
 
 #[test]
-#[ignore = "BUG: a type error inside [[listener]] also reports a false `route[0].listener: no listener named \"public\"`"]
 fn wrong_type_in_a_listener_is_the_only_problem_reported() {
     let out = check(
         &edit(r#"listen = "127.0.0.1:0""#, "listen = 8080").replacen(
@@ -521,7 +519,6 @@ fn wrong_type_in_a_listener_is_the_only_problem_reported() {
 }
 
 #[test]
-#[ignore = "BUG: an unknown key in upstream.api.servers[0] hides the invalid address of servers[2]"]
 fn a_mistake_in_one_server_does_not_hide_another_servers_mistake() {
     let out = check(
         &edit(
@@ -543,7 +540,6 @@ fn a_mistake_in_one_server_does_not_hide_another_servers_mistake() {
 }
 
 #[test]
-#[ignore = "BUG: two routes with different invalid hosts are also reported as duplicates (`route[1]: another route has the same listener, host and path`)"]
 fn routes_with_different_invalid_hosts_are_not_duplicates() {
     let text = edit(
         r#"path = "/""#,

@@ -668,7 +668,6 @@ async fn drain_timeout_flag_bounds_the_wait_for_a_stuck_request() {
 /// exit status none, nothing drained. Here a SIGTERM sent as soon as "listening" is
 /// read kills it about half the time; ten tries make the race show.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a SIGTERM right after the \"listening\" log line kills the process (signal handlers are installed after the listeners are up)"]
 async fn sigterm_right_after_the_listening_line_exits_0() {
     let origin = GatedOrigin::start().await;
     for attempt in 1..=10 {

@@ -38,7 +38,8 @@ pub(crate) struct RawRoute {
 pub(crate) struct RawUpstream {
     pub balance: Option<String>,
     pub keepalive: Option<u32>,
-    pub servers: Vec<RawServer>,
+    /// Deserialised one by one, so one bad server does not hide another's problem.
+    pub servers: Vec<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

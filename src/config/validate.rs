@@ -102,15 +102,22 @@ pub(super) fn validate(text: &str) -> Result<Config, Vec<Problem>> {
     let mut raw_listeners = Vec::new();
     let mut raw_routes = Vec::new();
     let mut raw_upstreams = BTreeMap::new();
+    // Names declared in the file, even by elements that failed to parse, so that a
+    // broken upstream or listener is not also reported as missing by the routes.
+    let mut declared = Declared::default();
 
     for (key, value) in table {
         match key.as_str() {
             "admin" => admin = c.de::<RawAdmin>("admin", value),
-            "listener" => raw_listeners = elements(&mut c, "listener", value),
+            "listener" => {
+                declared.listeners = declared_names(&value);
+                raw_listeners = elements(&mut c, "listener", value)
+            }
             "route" => raw_routes = elements(&mut c, "route", value),
             "upstream" => match value {
                 toml::Value::Table(t) => {
                     for (name, v) in t {
+                        declared.upstreams.insert(name.clone());
                         let path = format!("upstream.{name}");
                         if let Some(u) = c.de::<RawUpstream>(&path, v) {
                             raw_upstreams.insert(name, u);
@@ -138,7 +145,7 @@ pub(super) fn validate(text: &str) -> Result<Config, Vec<Problem>> {
     });
     let listeners = check_listeners(&mut c, raw_listeners);
     let upstreams = check_upstreams(&mut c, raw_upstreams);
-    let routes = check_routes(&mut c, raw_routes, &listeners, &upstreams);
+    let routes = check_routes(&mut c, raw_routes, &declared);
 
     if c.problems.is_empty() {
         Ok(Config {
@@ -151,6 +158,22 @@ pub(super) fn validate(text: &str) -> Result<Config, Vec<Problem>> {
     } else {
         Err(c.problems)
     }
+}
+
+#[derive(Default)]
+struct Declared {
+    listeners: HashSet<String>,
+    upstreams: HashSet<String>,
+}
+
+/// The `name` of every table in a `[[listener]]` array, parsed or not.
+fn declared_names(value: &toml::Value) -> HashSet<String> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.get("name")?.as_str().map(str::to_owned))
+        .collect()
 }
 
 /// `[[listener]]` and `[[route]]` are arrays of tables; deserialise each on its own.
@@ -232,6 +255,9 @@ fn check_upstreams(c: &mut Checker, raw: BTreeMap<String, RawUpstream>) -> Vec<U
         let mut seen = HashSet::new();
         for (i, s) in u.servers.into_iter().enumerate() {
             let path = format!("{base}.servers[{i}]");
+            let Some(s) = c.de::<RawServer>(&path, s) else {
+                continue;
+            };
             for server in check_server(c, &path, s) {
                 if !seen.insert(server.addr) {
                     c.err(
@@ -311,31 +337,32 @@ fn split_host_port(s: &str) -> Option<(&str, u16)> {
 fn check_routes(
     c: &mut Checker,
     raw: Vec<(usize, RawRoute)>,
-    listeners: &[ListenerConfig],
-    upstreams: &[UpstreamConfig],
+    declared: &Declared,
 ) -> Vec<RouteConfig> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (i, r) in raw {
         let base = format!("route[{i}]");
         if let Some(l) = &r.listener {
-            if !listeners.iter().any(|x| &x.name == l) {
+            if !declared.listeners.contains(l) {
                 c.err(
                     format!("{base}.listener"),
                     format!("no listener named {l:?}"),
                 );
             }
         }
-        if !upstreams.iter().any(|u| u.name == r.upstream) {
+        if !declared.upstreams.contains(&r.upstream) {
             c.err(
                 format!("{base}.upstream"),
                 format!("no upstream named {:?}", r.upstream),
             );
         }
+        let mut host_ok = true;
         let host = r.host.as_deref().and_then(|h| match parse_host(h) {
             Ok(p) => Some(p),
             Err(m) => {
                 c.err(format!("{base}.host"), m);
+                host_ok = false;
                 None
             }
         });
@@ -354,7 +381,7 @@ fn check_routes(
                 format!("must not contain spaces or control characters: {path:?}"),
             );
         }
-        if !seen.insert((r.listener.clone(), host.clone(), path.clone())) {
+        if host_ok && !seen.insert((r.listener.clone(), host.clone(), path.clone())) {
             c.err(&base, "another route has the same listener, host and path");
         }
         let timeouts = Timeouts {
