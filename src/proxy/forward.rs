@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use http::{Request, Response, Uri};
+use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -12,7 +12,7 @@ use crate::body::{ReqBody, RespBody};
 use crate::config::Timeouts;
 use crate::error::ProxyError;
 use crate::proxy::headers::strip_hop_by_hop;
-use crate::upstream::InFlight;
+use crate::upstream::{InFlight, PooledConn};
 
 /// nginx's `client_body_timeout`: how long the client may pause while sending a
 /// request body before the exchange is abandoned with 408.
@@ -50,30 +50,63 @@ pub async fn forward(
         }
     });
 
-    // A pooled connection may have been closed by the origin since its last use;
-    // hyper hands the request back when it was not sent, and a fresh connection
-    // gets it. A fresh connection that fails is a real error.
+    // A pooled connection may have been closed by the origin since its last use.
+    // hyper hands the request back when it could not be written, and a fresh
+    // connection gets it. When it was written but the connection then closed with no
+    // answer, a bodiless idempotent request is sent again once on a fresh connection
+    // (RFC 9112 §9.3.1); anything else is the origin's failure.
+    let replayable = matches!(req.body(), ReqBody::Empty) && is_idempotent(req.method());
+    let mut fresh = false;
     let (conn, res) = loop {
-        let mut conn = server.pool.checkout(timeouts.connect).await?;
+        let conn = if fresh {
+            PooledConn {
+                tx: server.pool.connect(timeouts.connect).await?,
+                reused: false,
+            }
+        } else {
+            server.pool.checkout(timeouts.connect).await?
+        };
+        let mut conn = conn;
+        let replay = (conn.reused && replayable).then(|| copy_head(&req));
         let fut = conn.tx.try_send_request(req);
         match await_head(fut, progress.as_deref(), &timeouts).await {
-            Err(Attempt::NotSent(back)) if conn.reused => {
-                req = *back;
-                continue;
-            }
+            Ok(res) => break (conn, res),
+            Err(Attempt::NotSent(back)) if conn.reused => req = *back,
             Err(Attempt::NotSent(_)) => {
                 return Err(ProxyError::Connect(
                     std::io::ErrorKind::ConnectionReset.into(),
                 ))
             }
+            Err(Attempt::Failed(ProxyError::Upstream(e))) if replay.is_some() => {
+                tracing::debug!(error = %e, "pooled connection failed; sending again on a fresh one");
+                req = replay.expect("checked");
+                fresh = true;
+            }
             Err(Attempt::Failed(e)) => return Err(e),
-            Ok(res) => break (conn, res),
         }
     };
     let (mut head, incoming) = res.into_parts();
     strip_hop_by_hop(&mut head.headers);
     let body = UpstreamBody::new(incoming, conn.tx, guard, timeouts.read);
     Ok(Response::from_parts(head, RespBody::Upstream(body)))
+}
+
+/// Methods a client may send twice without changing the outcome (RFC 9110 §9.2.2).
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// A bodiless copy of the request, to send again.
+fn copy_head(req: &Request<ReqBody>) -> Request<ReqBody> {
+    let mut copy = Request::new(ReqBody::Empty);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
 
 enum Attempt {
