@@ -16,4 +16,4 @@ pub mod state;
 pub mod upstream;
 
 pub use config::Config;
-pub use server::{start, Running};
+pub use server::{start, start_threads, Running};

@@ -30,6 +30,10 @@ enum Command {
         /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         drain_timeout: Duration,
+        /// Worker threads, like nginx's `worker_processes` (default: one per CPU
+        /// available to the process, cgroup quotas included).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Validate a configuration file, like `nginx -t`.
     Check {
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Run {
         config: DEFAULT_CONFIG.into(),
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        workers: None,
     });
     match command {
         Command::Check { config } => match Config::load(&config) {
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             drain_timeout,
+            workers,
         } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -89,9 +95,9 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime().block_on(run(config, drain_timeout, None))
+            control_runtime().block_on(run(config, drain_timeout, workers, None))
         }
-        Command::Demo { listen } => runtime().block_on(async move {
+        Command::Demo { listen } => control_runtime().block_on(async move {
             let (config, origins) = match switchyard::demo::prepare(listen).await {
                 Ok(x) => x,
                 Err(e) => {
@@ -99,7 +105,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            run(config, DEFAULT_DRAIN_TIMEOUT, Some(origins)).await
+            run(config, DEFAULT_DRAIN_TIMEOUT, None, Some(origins)).await
         }),
         Command::Origin { listen, name } => runtime().block_on(async move {
             match switchyard::origin::spawn(listen, &name).await {
@@ -117,6 +123,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The main thread's runtime: signals, shutdown and the demo's origins. The proxy
+/// itself runs on its worker threads.
+fn control_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -124,7 +139,12 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("the tokio runtime starts")
 }
 
-async fn run(config: Config, drain: Duration, demo_origins: Option<Vec<SocketAddr>>) -> ExitCode {
+async fn run(
+    config: Config,
+    drain: Duration,
+    workers: Option<usize>,
+    demo_origins: Option<Vec<SocketAddr>>,
+) -> ExitCode {
     // Handlers first: a SIGTERM that arrives as soon as "listening" is logged must
     // drain, not kill the process with the default action.
     let signals = match Signals::install() {
@@ -134,7 +154,9 @@ async fn run(config: Config, drain: Duration, demo_origins: Option<Vec<SocketAdd
             return ExitCode::FAILURE;
         }
     };
-    let running = match switchyard::start(config).await {
+    let workers =
+        workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let running = match switchyard::start_threads(config, workers) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");

@@ -51,8 +51,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config) -> Arc<Self> {
-        let registry = Registry::default();
+    /// The shared state of a proxy running `workers` worker threads.
+    pub fn new(config: Config, workers: usize) -> Arc<Self> {
+        let registry = Registry::new(workers);
         let listener_ids = Mutex::new(HashMap::new());
         let snapshot = build(&config, &registry, &listener_ids);
         Arc::new(Shared {

@@ -9,7 +9,7 @@ mod server;
 use std::sync::Arc;
 
 pub use inflight::InFlight;
-pub use pool::{Pool, PooledConn, DEFAULT_IDLE_TIMEOUT};
+pub use pool::{set_worker_shard, Pool, PooledConn, DEFAULT_IDLE_TIMEOUT};
 pub use server::{Registry, ServerKey, ServerState};
 
 use crate::balance::Balancer;

@@ -1,6 +1,7 @@
 //! Keep-alive pool of HTTP/1.1 connections to one server. The lock is per server and
 //! held for a push or a pop only; there is no pool-wide lock.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,10 +26,23 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// microseconds of the response's end; anything slower is a misbehaving origin.
 const READY_WAIT: Duration = Duration::from_secs(1);
 
+thread_local! {
+    /// The worker this thread serves; selects the pool shard.
+    static SHARD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes the calling thread use pool shard `index`. Each worker thread has its own
+/// shard, so a pooled connection is only used by the thread whose runtime drives it
+/// (no cross-thread wake-ups per request), and `keepalive` counts per worker, as
+/// nginx's `keepalive` does.
+pub fn set_worker_shard(index: usize) {
+    SHARD.set(index);
+}
+
 #[derive(Debug)]
 pub struct Pool {
     addr: SocketAddr,
-    idle: Mutex<Vec<Idle>>,
+    shards: Box<[Mutex<Vec<Idle>>]>,
     max_idle: AtomicUsize,
 }
 
@@ -48,10 +62,12 @@ pub struct PooledConn {
 }
 
 impl Pool {
-    pub fn new(addr: SocketAddr, max_idle: usize) -> Self {
+    pub fn new(addr: SocketAddr, max_idle: usize, shards: usize) -> Self {
         Pool {
             addr,
-            idle: Mutex::new(Vec::with_capacity(max_idle.min(64))),
+            shards: (0..shards.max(1))
+                .map(|_| Mutex::new(Vec::with_capacity(max_idle.min(64))))
+                .collect(),
             max_idle: AtomicUsize::new(max_idle),
         }
     }
@@ -60,12 +76,19 @@ impl Pool {
         self.max_idle.store(n, Ordering::Relaxed);
     }
 
+    /// Idle connections over all workers.
     pub fn idle_count(&self) -> usize {
-        self.lock().len()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
     }
 
+    /// This worker's idle connections. The lock is uncontended in practice: only
+    /// the worker's own thread takes it.
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+        let shard = &self.shards[SHARD.get() % self.shards.len()];
+        shard.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The most recently returned live connection (LIFO keeps few connections warm

@@ -26,11 +26,11 @@ pub struct ServerState {
 }
 
 impl ServerState {
-    fn new(key: ServerKey, keepalive: usize) -> Self {
+    fn new(key: ServerKey, keepalive: usize, workers: usize) -> Self {
         ServerState {
             addr_header: HeaderValue::from_str(&key.addr.to_string())
                 .expect("a socket address is a valid header value"),
-            pool: Pool::new(key.addr, keepalive),
+            pool: Pool::new(key.addr, keepalive, workers),
             key,
             inflight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
@@ -54,12 +54,27 @@ impl ServerState {
 
 /// Hands out the same `ServerState` for the same identity for as long as any
 /// configuration still references it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     servers: Mutex<HashMap<ServerKey, Weak<ServerState>>>,
+    /// Worker threads, hence connection-pool shards per server.
+    workers: usize,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new(1)
+    }
 }
 
 impl Registry {
+    pub fn new(workers: usize) -> Self {
+        Registry {
+            servers: Mutex::new(HashMap::new()),
+            workers: workers.max(1),
+        }
+    }
+
     /// Returns the state for `key`, creating it if no live configuration has it, and
     /// applies the configuration's pool size to it.
     pub fn server(&self, key: ServerKey, keepalive: usize) -> Arc<ServerState> {
@@ -69,7 +84,7 @@ impl Registry {
             s.pool.set_max_idle(keepalive);
             return s;
         }
-        let s = Arc::new(ServerState::new(key.clone(), keepalive));
+        let s = Arc::new(ServerState::new(key.clone(), keepalive, self.workers));
         map.insert(key, Arc::downgrade(&s));
         s
     }
