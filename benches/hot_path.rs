@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use http::{HeaderMap, HeaderValue};
-use switchyard::balance::{Balancer, RoundRobin};
+use switchyard::balance::{Balancer, PickCtx, RoundRobin};
 use switchyard::config::Config;
 use switchyard::proxy::headers::{self, ClientInfo, HeaderAction, Vars};
 use switchyard::proxy::route::Router;
-use switchyard::upstream::{InFlight, Registry, ServerKey, UpstreamServer};
+use switchyard::upstream::{InFlight, Measure, Registry, ServerKey, UpstreamServer};
 
 const CONFIG: &str = r#"
 [[listener]]
@@ -86,12 +86,14 @@ fn servers(n: usize) -> Vec<UpstreamServer> {
         .map(|i| UpstreamServer {
             weight: 1 + (i % 3) as u32,
             down: false,
+            backup: false,
             state: registry.server(
                 ServerKey {
                     upstream: Arc::from("bench"),
                     addr: SocketAddr::from(([127, 0, 0, 1], 10000 + i as u16)),
                 },
                 1,
+                std::time::Duration::from_millis(30),
             ),
         })
         .collect()
@@ -106,8 +108,8 @@ fn round_robin(c: &mut Criterion) {
         let rr = RoundRobin::new(&weights);
         g.bench_with_input(BenchmarkId::new("pick+release/1thread", n), &n, |b, _| {
             b.iter(|| {
-                let i = rr.pick(&s).unwrap();
-                drop(InFlight::new(Arc::clone(&s[i].state)));
+                let i = rr.pick(&s, &PickCtx::default()).unwrap();
+                drop(InFlight::new(Arc::clone(&s[i].state), Measure::Nothing));
             })
         });
         // The same with a second thread picking continuously from the same upstream,
@@ -119,13 +121,13 @@ fn round_robin(c: &mut Criterion) {
                 let (rr2, s2) = (&rr, &s);
                 scope.spawn(move || {
                     while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-                        let i = rr2.pick(s2).unwrap();
-                        drop(InFlight::new(Arc::clone(&s2[i].state)));
+                        let i = rr2.pick(s2, &PickCtx::default()).unwrap();
+                        drop(InFlight::new(Arc::clone(&s2[i].state), Measure::Nothing));
                     }
                 });
                 b.iter(|| {
-                    let i = rr.pick(&s).unwrap();
-                    drop(InFlight::new(Arc::clone(&s[i].state)));
+                    let i = rr.pick(&s, &PickCtx::default()).unwrap();
+                    drop(InFlight::new(Arc::clone(&s[i].state), Measure::Nothing));
                 });
                 stop.store(true, std::sync::atomic::Ordering::Relaxed);
             });

@@ -9,10 +9,10 @@ use arc_swap::ArcSwap;
 use http::HeaderName;
 
 use crate::balance;
-use crate::config::{Config, Timeouts};
+use crate::config::{BalanceKind, Config, Timeouts, UpstreamConfig};
 use crate::proxy::headers::HeaderAction;
 use crate::proxy::route::Router;
-use crate::upstream::{Registry, ServerKey, Upstream, UpstreamServer};
+use crate::upstream::{Measure, Registry, ServerKey, Tier, Upstream, UpstreamServer};
 
 /// A listener's identity across reloads (its name), as a dense index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,6 +85,54 @@ fn listener_id(ids: &Mutex<HashMap<String, ListenerId>>, name: &str) -> Listener
     *ids.entry(name.to_owned()).or_insert(next)
 }
 
+fn build_upstream(u: &UpstreamConfig, registry: &Registry) -> Upstream {
+    let name: Arc<str> = Arc::from(u.name.as_str());
+    // Primaries first, backups after, each keeping the file's order.
+    let mut servers: Vec<UpstreamServer> = u
+        .servers
+        .iter()
+        .map(|s| UpstreamServer {
+            weight: s.weight,
+            down: s.down,
+            backup: s.backup,
+            state: registry.server(
+                ServerKey {
+                    upstream: Arc::clone(&name),
+                    addr: s.addr,
+                },
+                u.keepalive,
+                u.ewma_seed,
+            ),
+        })
+        .collect();
+    servers.sort_by_key(|s| s.backup);
+    let primaries = servers.iter().take_while(|s| !s.backup).count();
+    let tiers = [0..primaries, primaries..servers.len()]
+        .into_iter()
+        .filter(|r| !r.is_empty())
+        .map(|range| Tier {
+            balancer: balance::build(u, &servers[range.clone()]),
+            range,
+        })
+        .collect();
+    let measure = match u.balance {
+        BalanceKind::Ewma => Measure::Peak { tau: u.ewma_decay },
+        BalanceKind::LeastTime => Measure::Average {
+            mode: u.least_time,
+            tau: u.ewma_decay,
+        },
+        _ => Measure::Nothing,
+    };
+    Upstream {
+        name,
+        servers,
+        tiers,
+        hash_key: u.hash_key.clone(),
+        sticky: u.sticky.clone(),
+        measure,
+    }
+}
+
 fn build(
     config: &Config,
     registry: &Registry,
@@ -93,29 +141,7 @@ fn build(
     let upstreams: Vec<Upstream> = config
         .upstreams
         .iter()
-        .map(|u| {
-            let name: Arc<str> = Arc::from(u.name.as_str());
-            let servers: Vec<UpstreamServer> = u
-                .servers
-                .iter()
-                .map(|s| UpstreamServer {
-                    weight: s.weight,
-                    down: s.down,
-                    state: registry.server(
-                        ServerKey {
-                            upstream: Arc::clone(&name),
-                            addr: s.addr,
-                        },
-                        u.keepalive,
-                    ),
-                })
-                .collect();
-            Upstream {
-                balancer: balance::build(u.balance, &servers),
-                name,
-                servers,
-            }
-        })
+        .map(|u| build_upstream(u, registry))
         .collect();
     let routes = config
         .routes

@@ -351,14 +351,14 @@ fn weight_out_of_range() {
 fn unknown_balance_algorithm() {
     let out = check(&edit(
         "[upstream.api]",
-        "[upstream.api]\nbalance = \"random\"",
+        "[upstream.api]\nbalance = \"fastest\"",
     ));
     assert_exactly(
         &out,
         &[(
             "upstream.api.balance",
             // The list of names grows as algorithms are added.
-            r#"unknown algorithm "random" (expected one of: "#,
+            r#"unknown algorithm "fastest" (expected one of: "#,
         )],
     );
 }

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use super::Balancer;
+use super::{Balancer, PickCtx};
 use crate::upstream::UpstreamServer;
 
 /// Work allowed for precomputing a cycle (sequence length × servers). Beyond it —
@@ -79,8 +79,9 @@ fn gcd(a: u32, b: u32) -> u32 {
     }
 }
 
-impl Balancer for RoundRobin {
-    fn pick(&self, servers: &[UpstreamServer]) -> Option<usize> {
+impl RoundRobin {
+    /// The next server of the cycle, eligible or not.
+    fn next(&self) -> Option<usize> {
         match &self.mode {
             Mode::Table(table) if !table.is_empty() => {
                 let i = self.cursor.fetch_add(1, Ordering::Relaxed);
@@ -92,7 +93,27 @@ impl Balancer for RoundRobin {
                 Some(swrr_step(weights, &mut current))
             }
         }
-        .filter(|&i| i < servers.len())
+    }
+
+    fn cycle_len(&self) -> usize {
+        match &self.mode {
+            Mode::Table(t) => t.len(),
+            Mode::Live { weights, .. } => weights.iter().sum::<i64>() as usize,
+        }
+    }
+}
+
+impl Balancer for RoundRobin {
+    /// Skipping ineligible servers keeps the others' proportions exact: their
+    /// entries in the cycle are untouched.
+    fn pick(&self, servers: &[UpstreamServer], _: &PickCtx) -> Option<usize> {
+        for _ in 0..self.cycle_len() {
+            let i = self.next()?;
+            if servers.get(i).is_some_and(UpstreamServer::eligible) {
+                return Some(i);
+            }
+        }
+        None
     }
 }
 
@@ -105,7 +126,7 @@ mod tests {
         let servers = crate::upstream::test_servers(weights);
         let mut s = String::new();
         for _ in 0..n {
-            s.push((b'a' + rr.pick(&servers).unwrap() as u8) as char);
+            s.push((b'a' + rr.pick(&servers, &PickCtx::default()).unwrap() as u8) as char);
         }
         // The live mode must produce the same sequence as the table.
         rr.mode = Mode::Live {
@@ -113,7 +134,7 @@ mod tests {
             current: Mutex::new(vec![0; weights.len()]),
         };
         let live: String = (0..n)
-            .map(|_| (b'a' + rr.pick(&servers).unwrap() as u8) as char)
+            .map(|_| (b'a' + rr.pick(&servers, &PickCtx::default()).unwrap() as u8) as char)
             .collect();
         assert_eq!(s, live);
         s
@@ -130,7 +151,10 @@ mod tests {
     fn zero_weight_servers_are_never_picked() {
         assert_eq!(sequence(&[2, 0, 1], 6), "acaaca");
         let rr = RoundRobin::new(&[0, 0]);
-        assert_eq!(rr.pick(&crate::upstream::test_servers(&[0, 0])), None);
+        assert_eq!(
+            rr.pick(&crate::upstream::test_servers(&[0, 0]), &PickCtx::default()),
+            None
+        );
     }
 
     #[test]

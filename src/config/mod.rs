@@ -101,24 +101,119 @@ pub struct UpstreamConfig {
     pub name: String,
     pub balance: BalanceKind,
     pub keepalive: usize,
+    /// What `least_time` times.
+    pub least_time: LeastTimeMode,
+    /// τ of the latency estimates (`ewma` and `least_time`).
+    pub ewma_decay: Duration,
+    /// Estimate of a server with no samples yet.
+    pub ewma_seed: Duration,
+    /// The request property `hash` balances on; `None` for other algorithms.
+    pub hash_key: Option<HashKey>,
+    /// HAProxy's `hash-balance-factor`: no server takes more than this × the mean
+    /// in-flight load (`None`: unbounded).
+    pub hash_balance_factor: Option<f64>,
+    pub sticky: Option<StickyConfig>,
     pub servers: Vec<ServerConfig>,
 }
 
-/// The selection algorithms. The balancing issue adds the load-aware ones.
+/// τ of the latency estimates: Finagle's and linkerd's default. Long enough that one
+/// slow response does not swing traffic, short enough that a recovered server is
+/// trusted again within a minute.
+pub const DEFAULT_EWMA_DECAY: Duration = Duration::from_secs(10);
+/// Estimate of an unmeasured server: linkerd's default RTT. A new server neither
+/// looks free (and gets flooded) nor prohibitive (and never gets tried).
+pub const DEFAULT_EWMA_SEED: Duration = Duration::from_millis(30);
+/// Floor of the seed: below 1 ms a fresh server looks free (linkerd's `MIN_DEFAULT_RTT`).
+pub const MIN_EWMA_SEED: Duration = Duration::from_millis(1);
+/// Cookie lifetime when `sticky.ttl` is not given.
+pub const DEFAULT_STICKY_TTL: Duration = Duration::from_secs(3600);
+
+/// The selection algorithms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BalanceKind {
     RoundRobin,
+    LeastConn,
+    LeastTime,
+    Ewma,
+    Hash,
+    Random,
 }
 
 impl BalanceKind {
-    pub const NAMES: &'static [&'static str] = &["round_robin"];
+    pub const NAMES: &'static [&'static str] = &[
+        "round_robin",
+        "least_conn",
+        "least_time",
+        "ewma",
+        "hash",
+        "random",
+    ];
 
     fn parse(s: &str) -> Option<Self> {
-        match s {
-            "round_robin" => Some(BalanceKind::RoundRobin),
-            _ => None,
-        }
+        Some(match s {
+            "round_robin" => BalanceKind::RoundRobin,
+            "least_conn" => BalanceKind::LeastConn,
+            "least_time" => BalanceKind::LeastTime,
+            "ewma" => BalanceKind::Ewma,
+            "hash" => BalanceKind::Hash,
+            "random" => BalanceKind::Random,
+            _ => return None,
+        })
     }
+}
+
+/// NGINX's `least_time header | last_byte`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeastTimeMode {
+    Header,
+    LastByte,
+}
+
+/// Where `hash` finds the key of a request. New sources (the Telegram mode's JSON
+/// field) are new variants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Header(HeaderName),
+    Cookie(String),
+    Query(String),
+    Path,
+    Uri,
+}
+
+impl HashKey {
+    fn parse(s: &str) -> Result<Self, String> {
+        let (kind, arg) = s.split_once(':').unwrap_or((s, ""));
+        let need_arg = |a: &str| {
+            if a.is_empty() {
+                Err(format!("{kind:?} needs a name, as in \"{kind}:NAME\""))
+            } else {
+                Ok(a.to_owned())
+            }
+        };
+        Ok(match kind {
+            "client_ip" if arg.is_empty() => HashKey::ClientIp,
+            "path" if arg.is_empty() => HashKey::Path,
+            "uri" if arg.is_empty() => HashKey::Uri,
+            "header" => HashKey::Header(
+                HeaderName::from_bytes(need_arg(arg)?.as_bytes()).map_err(|_| format!("invalid header name {arg:?}"))?,
+            ),
+            "cookie" => HashKey::Cookie(need_arg(arg)?),
+            "query" => HashKey::Query(need_arg(arg)?),
+            _ => {
+                return Err(format!(
+                    "unknown hash key {s:?} (expected \"client_ip\", \"header:NAME\", \"cookie:NAME\", \"query:NAME\", \"path\" or \"uri\")"
+                ))
+            }
+        })
+    }
+}
+
+/// Cookie-based session persistence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyConfig {
+    pub cookie: String,
+    pub ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +225,8 @@ pub struct ServerConfig {
     pub weight: u32,
     /// nginx's `down`: kept in the configuration (and its state kept) but never picked.
     pub down: bool,
+    /// Picked only while no primary server is eligible.
+    pub backup: bool,
 }
 
 impl Config {

@@ -35,8 +35,21 @@ pub(crate) struct RawRoute {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct RawSticky {
+    pub cookie: String,
+    pub ttl: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstream {
     pub balance: Option<String>,
+    pub least_time: Option<String>,
+    pub ewma_decay: Option<String>,
+    pub ewma_seed: Option<String>,
+    pub hash_key: Option<String>,
+    pub hash_balance_factor: Option<f64>,
+    pub sticky: Option<RawSticky>,
     pub keepalive: Option<u32>,
     /// Deserialised one by one, so one bad server does not hide another's problem.
     pub servers: Vec<toml::Value>,
@@ -48,4 +61,5 @@ pub(crate) struct RawServer {
     pub addr: String,
     pub weight: Option<u32>,
     pub down: Option<bool>,
+    pub backup: Option<bool>,
 }

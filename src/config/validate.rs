@@ -11,9 +11,10 @@ use serde::de::DeserializeOwned;
 
 use super::raw::{RawAdmin, RawListener, RawRoute, RawServer, RawUpstream};
 use super::{
-    AdminConfig, BalanceKind, Config, HeaderTemplate, HostPattern, ListenerConfig, Problem,
-    RouteConfig, ServerConfig, Timeouts, UpstreamConfig, DEFAULT_KEEPALIVE, DEFAULT_WEIGHT,
-    MAX_WEIGHT,
+    AdminConfig, BalanceKind, Config, HashKey, HeaderTemplate, HostPattern, LeastTimeMode,
+    ListenerConfig, Problem, RouteConfig, ServerConfig, StickyConfig, Timeouts, UpstreamConfig,
+    DEFAULT_EWMA_DECAY, DEFAULT_EWMA_SEED, DEFAULT_KEEPALIVE, DEFAULT_STICKY_TTL, DEFAULT_WEIGHT,
+    MAX_WEIGHT, MIN_EWMA_SEED,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &["admin", "listener", "route", "upstream"];
@@ -269,10 +270,124 @@ fn check_upstreams(c: &mut Checker, raw: BTreeMap<String, RawUpstream>) -> Vec<U
                 }
             }
         }
+        if !servers.is_empty() && servers.iter().all(|s| s.backup) {
+            c.err(
+                format!("{base}.servers"),
+                "every server is a backup; at least one must be a primary",
+            );
+        }
+        let only = |c: &mut Checker, key: &str, set: bool, kinds: &[BalanceKind]| {
+            if set && !kinds.contains(&balance) {
+                let names: Vec<String> = kinds
+                    .iter()
+                    .map(|k| format!("{:?}", BalanceKind::NAMES[*k as usize]))
+                    .collect();
+                c.err(
+                    format!("{base}.{key}"),
+                    format!("only used with balance = {}", names.join(" or ")),
+                );
+            }
+        };
+        only(
+            c,
+            "least_time",
+            u.least_time.is_some(),
+            &[BalanceKind::LeastTime],
+        );
+        only(
+            c,
+            "ewma_decay",
+            u.ewma_decay.is_some(),
+            &[BalanceKind::Ewma, BalanceKind::LeastTime],
+        );
+        only(
+            c,
+            "ewma_seed",
+            u.ewma_seed.is_some(),
+            &[BalanceKind::Ewma, BalanceKind::LeastTime],
+        );
+        only(c, "hash_key", u.hash_key.is_some(), &[BalanceKind::Hash]);
+        only(
+            c,
+            "hash_balance_factor",
+            u.hash_balance_factor.is_some(),
+            &[BalanceKind::Hash],
+        );
+        let least_time = match u.least_time.as_deref() {
+            None | Some("header") => LeastTimeMode::Header,
+            Some("last_byte") => LeastTimeMode::LastByte,
+            Some(other) => {
+                c.err(
+                    format!("{base}.least_time"),
+                    format!("expected \"header\" or \"last_byte\", got {other:?}"),
+                );
+                LeastTimeMode::Header
+            }
+        };
+        let ewma_decay = c.duration(
+            &format!("{base}.ewma_decay"),
+            u.ewma_decay.as_deref(),
+            DEFAULT_EWMA_DECAY,
+        );
+        let ewma_seed = c.duration(
+            &format!("{base}.ewma_seed"),
+            u.ewma_seed.as_deref(),
+            DEFAULT_EWMA_SEED,
+        );
+        if ewma_seed < MIN_EWMA_SEED {
+            c.err(format!("{base}.ewma_seed"), format!("must be at least {MIN_EWMA_SEED:?}: a smaller seed makes a new server look free"));
+        }
+        let hash_key = match (balance, u.hash_key.as_deref()) {
+            (BalanceKind::Hash, None) => Some(HashKey::ClientIp),
+            (_, None) => None,
+            (_, Some(k)) => match HashKey::parse(k) {
+                Ok(k) => Some(k),
+                Err(m) => {
+                    c.err(format!("{base}.hash_key"), m);
+                    None
+                }
+            },
+        };
+        if let Some(f) = u.hash_balance_factor {
+            if !(f > 1.0 && f.is_finite()) {
+                c.err(
+                    format!("{base}.hash_balance_factor"),
+                    format!("must be greater than 1.0, got {f}"),
+                );
+            }
+        }
+        let sticky = u.sticky.and_then(|s| {
+            let valid = !s.cookie.is_empty()
+                && s.cookie
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid {
+                c.err(
+                    format!("{base}.sticky.cookie"),
+                    format!("{:?} is not a valid cookie name", s.cookie),
+                );
+                return None;
+            }
+            let ttl = c.duration(
+                &format!("{base}.sticky.ttl"),
+                s.ttl.as_deref(),
+                DEFAULT_STICKY_TTL,
+            );
+            Some(StickyConfig {
+                cookie: s.cookie,
+                ttl,
+            })
+        });
         out.push(UpstreamConfig {
             name,
             balance,
             keepalive: u.keepalive.map_or(DEFAULT_KEEPALIVE, |k| k as usize),
+            least_time,
+            ewma_decay,
+            ewma_seed,
+            hash_key,
+            hash_balance_factor: u.hash_balance_factor,
+            sticky,
             servers,
         });
     }
@@ -319,6 +434,7 @@ fn check_server(c: &mut Checker, path: &str, s: RawServer) -> Vec<ServerConfig> 
             addr,
             weight,
             down: s.down.unwrap_or(false),
+            backup: s.backup.unwrap_or(false),
         })
         .collect()
 }

@@ -34,9 +34,30 @@ pub fn origin_form(uri: &mut Uri) {
 
 pub async fn forward(
     req: Request<Incoming>,
-    guard: InFlight,
+    mut guard: InFlight,
     timeouts: Timeouts,
 ) -> Result<Response<RespBody>, ProxyError> {
+    match exchange(req, &guard, timeouts).await {
+        Ok((conn, res)) => {
+            guard.on_head(res.status());
+            let (mut head, incoming) = res.into_parts();
+            strip_hop_by_hop(&mut head.headers);
+            let body = UpstreamBody::new(incoming, conn.tx, guard, timeouts.read);
+            Ok(Response::from_parts(head, RespBody::Upstream(body)))
+        }
+        Err(e) => {
+            guard.fail();
+            Err(e)
+        }
+    }
+}
+
+/// Sends the request on a pooled or new connection and returns the response head.
+async fn exchange(
+    req: Request<Incoming>,
+    guard: &InFlight,
+    timeouts: Timeouts,
+) -> Result<(PooledConn, Response<Incoming>), ProxyError> {
     use http_body::Body as _;
     let server = Arc::clone(guard.server());
     let mut progress = None;
@@ -85,10 +106,7 @@ pub async fn forward(
             Err(Attempt::Failed(e)) => return Err(e),
         }
     };
-    let (mut head, incoming) = res.into_parts();
-    strip_hop_by_hop(&mut head.headers);
-    let body = UpstreamBody::new(incoming, conn.tx, guard, timeouts.read);
-    Ok(Response::from_parts(head, RespBody::Upstream(body)))
+    Ok((conn, res))
 }
 
 /// Methods a client may send twice without changing the outcome (RFC 9110 §9.2.2).

@@ -2,6 +2,7 @@
 //! response back. One `ArcSwap` load per request; errors become responses in
 //! `error.rs` only.
 
+pub mod affinity;
 mod body;
 mod forward;
 pub mod headers;
@@ -18,6 +19,7 @@ use hyper::body::Incoming;
 pub use body::{ClientBody, SendPhase, SendProgress, UpstreamBody};
 pub use headers::ClientInfo;
 
+use crate::balance::PickCtx;
 use crate::body::RespBody;
 use crate::error::ProxyError;
 use crate::state::{ListenerId, Shared};
@@ -55,10 +57,34 @@ impl ProxyService {
             RouteMatch::AddSlash => return Ok(add_slash_redirect(req.uri())),
             RouteMatch::None => return Err(ProxyError::NoRoute),
         };
-        let server = snapshot.upstreams[route.upstream]
-            .pick()
-            .ok_or(ProxyError::NoServer)?;
-        let guard = crate::upstream::InFlight::new(Arc::clone(&server.state));
+        let upstream = &snapshot.upstreams[route.upstream];
+        let sticky = upstream.sticky.as_ref().map(|cfg| {
+            let pinned = affinity::cookie(req.headers(), &cfg.cookie)
+                .and_then(|id| upstream.sticky_server(id));
+            (cfg, pinned)
+        });
+        let server = match sticky {
+            Some((_, Some(pinned))) => pinned,
+            _ => {
+                let key = upstream
+                    .hash_key
+                    .as_ref()
+                    .and_then(|k| affinity::key_hash(k, &req, self.client.remote.ip()));
+                upstream
+                    .pick(&PickCtx { key })
+                    .ok_or(ProxyError::NoServer)?
+            }
+        };
+        // A new or stale sticky cookie is (re)set on the response.
+        let set_cookie = match sticky {
+            Some((cfg, None)) => Some(affinity::sticky_cookie(
+                &cfg.cookie,
+                &server.state.sticky_id,
+                cfg.ttl,
+            )),
+            _ => None,
+        };
+        let guard = crate::upstream::InFlight::new(Arc::clone(&server.state), upstream.measure);
 
         // The target's authority, when there is one (HTTP/2, absolute-form), is the
         // host the request was routed by and replaces any Host header (RFC 9112
@@ -79,7 +105,11 @@ impl ProxyService {
         headers::rewrite_request(req.headers_mut(), &vars, &route.set_headers);
         forward::origin_form(req.uri_mut());
         *req.version_mut() = Version::HTTP_11;
-        forward::forward(req, guard, route.timeouts).await
+        let mut res = forward::forward(req, guard, route.timeouts).await?;
+        if let Some(c) = set_cookie {
+            res.headers_mut().append(header::SET_COOKIE, c);
+        }
+        Ok(res)
     }
 }
 

@@ -1,27 +1,98 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
+use http::StatusCode;
+use tokio::time::Instant;
+
+use super::latency::FAILURE_PENALTY;
 use super::ServerState;
+use crate::config::LeastTimeMode;
+
+/// What a finished request teaches the balancer, per algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// The algorithm looks at in-flight counts only.
+    Nothing,
+    /// Peak-EWMA of the time to the response head (what Finagle and tower time).
+    Peak { tau: Duration },
+    /// Time-decayed average of the time to the head or to the last byte.
+    Average { mode: LeastTimeMode, tau: Duration },
+}
 
 /// Counts one request against a server from pick until its response body ends or
-/// is dropped, so streams and cancelled requests are counted right.
+/// is dropped, so streams and cancelled requests are counted right, and records its
+/// latency sample when it ends.
 #[derive(Debug)]
-pub struct InFlight(Arc<ServerState>);
+pub struct InFlight {
+    server: Arc<ServerState>,
+    measure: Measure,
+    start: Option<Instant>,
+    head: Option<Instant>,
+    failed: bool,
+}
 
 impl InFlight {
-    pub fn new(server: Arc<ServerState>) -> Self {
+    pub fn new(server: Arc<ServerState>, measure: Measure) -> Self {
         server.inflight.fetch_add(1, Ordering::Relaxed);
         server.requests.fetch_add(1, Ordering::Relaxed);
-        InFlight(server)
+        let start = (measure != Measure::Nothing).then(Instant::now);
+        InFlight {
+            server,
+            measure,
+            start,
+            head: None,
+            failed: false,
+        }
     }
 
     pub fn server(&self) -> &Arc<ServerState> {
-        &self.0
+        &self.server
+    }
+
+    /// The response head arrived; a 5xx counts as a failure.
+    pub fn on_head(&mut self, status: StatusCode) {
+        if self.start.is_some() {
+            self.head = Some(Instant::now());
+        }
+        self.failed |= status.is_server_error();
+    }
+
+    /// The exchange failed (connect error, timeout, broken connection).
+    pub fn fail(&mut self) {
+        self.failed = true;
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+        self.server.inflight.fetch_sub(1, Ordering::Relaxed);
+        let Some(start) = self.start else { return };
+        let now = Instant::now();
+        let to_head = self.head.unwrap_or(now) - start;
+        let latency = &self.server.latency;
+        match self.measure {
+            Measure::Nothing => {}
+            Measure::Peak { tau } => {
+                let sample = if self.failed {
+                    to_head.max(FAILURE_PENALTY)
+                } else {
+                    to_head
+                };
+                latency.observe_peak(now, sample, tau);
+            }
+            Measure::Average { mode, tau } => {
+                let sample = match mode {
+                    LeastTimeMode::Header => to_head,
+                    LeastTimeMode::LastByte => now - start,
+                };
+                let sample = if self.failed {
+                    sample.max(FAILURE_PENALTY)
+                } else {
+                    sample
+                };
+                latency.observe_average(now, sample, tau);
+            }
+        }
     }
 }

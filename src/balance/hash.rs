@@ -1,0 +1,99 @@
+//! Consistent hashing on a ketama ring, with HAProxy's bounded load.
+//!
+//! Why ketama rather than Maglev or rendezvous: a lookup is a binary search
+//! (O(log points), no per-server work, unlike rendezvous' O(n)); removing a server
+//! moves exactly its own keys (Maglev moves a few others too); weight is simply the
+//! number of points; and bounded load is a walk clockwise to the next server with
+//! room, which is how HAProxy's `hash-balance-factor` works. nginx's `hash …
+//! consistent` is ketama as well, so operators know its behaviour.
+//!
+//! A request without a key (no such header, cookie…) falls back to round-robin.
+
+use super::{Balancer, PickCtx, RoundRobin};
+use crate::upstream::UpstreamServer;
+
+/// Ring points per unit of weight: nginx's 160. Enough that each server's share of
+/// the key space is within a few percent of its weight's.
+const POINTS_PER_WEIGHT: u64 = 160;
+/// Cap on ring points, so huge pools with large weights keep a ring of a few MiB;
+/// points per weight shrink to fit.
+const MAX_POINTS: u64 = 1 << 20;
+
+#[derive(Debug)]
+pub struct Ketama {
+    /// (point, server index), sorted by point.
+    ring: Box<[(u32, u32)]>,
+    /// `hash_balance_factor`.
+    factor: Option<f64>,
+    fallback: RoundRobin,
+}
+
+impl Ketama {
+    pub fn new(servers: &[UpstreamServer], weights: &[u32], factor: Option<f64>) -> Self {
+        let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+        let per_weight = POINTS_PER_WEIGHT.min(MAX_POINTS / total.max(1)).max(1);
+        let mut ring = Vec::with_capacity((total * per_weight) as usize);
+        for (i, (s, &w)) in servers.iter().zip(weights).enumerate() {
+            // Points derive from the server's identity, not its position, so adding
+            // or removing another server leaves them where they were.
+            let id = s.state.key.addr.to_string();
+            for p in 0..u64::from(w) * per_weight {
+                let h = super::hash_bytes(format!("{id}-{p}").as_bytes());
+                ring.push(((h >> 32) as u32, i as u32));
+            }
+        }
+        ring.sort_unstable();
+        Ketama {
+            ring: ring.into(),
+            factor,
+            fallback: RoundRobin::new(weights),
+        }
+    }
+}
+
+/// In-flight requests of the eligible servers, with this one counted, spread by
+/// weight: server `s` may hold at most ⌈factor × this × weight(s)⌉ before the walk
+/// passes it (Mirrokni et al.'s bound, HAProxy's `hash-balance-factor`).
+fn load_per_weight(factor: f64, servers: &[UpstreamServer]) -> f64 {
+    let (mut load, mut weight) = (0usize, 0u64);
+    for x in servers.iter().filter(|x| x.eligible()) {
+        load += x.state.inflight();
+        weight += u64::from(x.weight);
+    }
+    factor * (load + 1) as f64 / weight.max(1) as f64
+}
+
+impl Balancer for Ketama {
+    fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx) -> Option<usize> {
+        let Some(key) = ctx.key else {
+            return self.fallback.pick(servers, ctx);
+        };
+        if self.ring.is_empty() {
+            return None;
+        }
+        let point = (key >> 32) as u32;
+        let start = self.ring.partition_point(|&(p, _)| p < point);
+        let per_weight = self.factor.map(|f| load_per_weight(f, servers));
+        let mut first_eligible = None;
+        for k in 0..self.ring.len() {
+            let i = self.ring[(start + k) % self.ring.len()].1 as usize;
+            let s = &servers[i];
+            if !s.eligible() {
+                continue;
+            }
+            match per_weight {
+                None => return Some(i),
+                Some(pw) => {
+                    let capacity = (pw * f64::from(s.weight)).ceil() as usize;
+                    if s.state.inflight() < capacity {
+                        return Some(i);
+                    }
+                    first_eligible.get_or_insert(i);
+                }
+            }
+        }
+        // Every eligible server is at capacity (possible only transiently, as
+        // in-flight counts move under the walk): keep the key's own server.
+        first_eligible
+    }
+}

@@ -1,0 +1,71 @@
+//! Peak-EWMA with power of two choices, as Finagle and linkerd do it: two distinct
+//! random eligible servers, the one with the lower cost = estimate × (pending + 1)
+//! wins. The estimate jumps to a slower sample at once and blends faster ones in
+//! with weight exp(−Δt/τ) (`upstream::latency`); failures enter as a penalty.
+//!
+//! Our extension: the cost is divided by the server's weight, so a server of weight
+//! 2 is preferred until it is twice as loaded (or twice as slow) as a weight-1 one.
+//! With equal weights this is exactly Finagle's rule.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{rng, Balancer, PickCtx};
+use crate::upstream::UpstreamServer;
+
+/// Random draws tried before falling back to a scan for eligible servers. With
+/// half the servers ineligible, 8 draws all fail with probability 2⁻⁸.
+const DRAWS: usize = 8;
+
+#[derive(Debug)]
+pub struct PeakEwma {
+    tau: Duration,
+}
+
+impl PeakEwma {
+    pub fn new(tau: Duration) -> Self {
+        PeakEwma { tau }
+    }
+
+    fn cost(&self, s: &UpstreamServer, now: Instant) -> f64 {
+        s.state.latency.peak_ns(now, self.tau) * (s.state.inflight() as f64 + 1.0)
+            / f64::from(s.weight.max(1))
+    }
+}
+
+/// Two distinct eligible servers drawn uniformly, or the only eligible one.
+pub(super) fn eligible_pair(servers: &[UpstreamServer]) -> Option<(usize, Option<usize>)> {
+    let n = servers.len();
+    if n >= 2 {
+        for _ in 0..DRAWS {
+            let (a, b) = rng::distinct_pair(n);
+            if servers[a].eligible() && servers[b].eligible() {
+                return Some((a, Some(b)));
+            }
+        }
+    }
+    // Few eligible servers: take them from a random starting point.
+    let start = rng::below(n.max(1));
+    let mut found = (0..n)
+        .map(|k| (start + k) % n)
+        .filter(|&i| servers[i].eligible());
+    let a = found.next()?;
+    Some((a, found.next()))
+}
+
+impl Balancer for PeakEwma {
+    fn pick(&self, servers: &[UpstreamServer], _: &PickCtx) -> Option<usize> {
+        let (a, b) = eligible_pair(servers)?;
+        let Some(b) = b else { return Some(a) };
+        let now = Instant::now();
+        // A tie goes to the first drawn, as in tower and linkerd.
+        Some(
+            if self.cost(&servers[a], now) <= self.cost(&servers[b], now) {
+                a
+            } else {
+                b
+            },
+        )
+    }
+}

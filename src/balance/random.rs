@@ -1,0 +1,68 @@
+//! nginx's `random two least_conn`: two distinct servers drawn with probability
+//! proportional to weight; the one with fewer in-flight requests per unit of weight
+//! wins.
+
+use super::{less_loaded, rng, Balancer, PickCtx};
+use crate::upstream::UpstreamServer;
+
+/// Draws before falling back to a scan (see `peak_ewma::DRAWS`).
+const DRAWS: usize = 8;
+
+#[derive(Debug)]
+pub struct RandomTwo {
+    /// Running sums of the weights, for weighted draws by binary search.
+    cumulative: Box<[u64]>,
+}
+
+impl RandomTwo {
+    pub fn new(weights: &[u32]) -> Self {
+        let mut sum = 0;
+        let cumulative = weights
+            .iter()
+            .map(|&w| {
+                sum += u64::from(w);
+                sum
+            })
+            .collect();
+        RandomTwo { cumulative }
+    }
+
+    fn draw(&self) -> Option<usize> {
+        let total = *self.cumulative.last()?;
+        if total == 0 {
+            return None;
+        }
+        let r = ((u128::from(rng::next_u64()) * u128::from(total)) >> 64) as u64;
+        Some(self.cumulative.partition_point(|&c| c <= r))
+    }
+}
+
+impl Balancer for RandomTwo {
+    fn pick(&self, servers: &[UpstreamServer], _: &PickCtx) -> Option<usize> {
+        let mut first: Option<usize> = None;
+        for _ in 0..DRAWS * 2 {
+            let Some(i) = self.draw() else { break };
+            if !servers[i].eligible() || first == Some(i) {
+                continue;
+            }
+            match first {
+                None => first = Some(i),
+                Some(a) => {
+                    return Some(if less_loaded(&servers[i], &servers[a]) {
+                        i
+                    } else {
+                        a
+                    })
+                }
+            }
+        }
+        // One eligible server, or unlucky draws: the least loaded eligible one.
+        let mut best: Option<usize> = None;
+        for (i, s) in servers.iter().enumerate() {
+            if s.eligible() && s.weight > 0 && best.is_none_or(|b| less_loaded(s, &servers[b])) {
+                best = Some(i);
+            }
+        }
+        best
+    }
+}

@@ -1,0 +1,188 @@
+//! Per-server latency estimates, updated without a lock: each is an `f32` of
+//! nanoseconds and a `u32` millisecond stamp packed into one `AtomicU64`, replaced by
+//! compare-and-swap. The math is in pure functions taking the elapsed time, so it can
+//! be checked against a worked trace.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What a failed exchange (connect error, 5xx) counts as: linkerd's penalty base
+/// (linkerd2-proxy PR #4537). A backend that fails fast must not look fast; the
+/// penalty enters as a peak, so it dominates at once and then fades with τ.
+pub const FAILURE_PENALTY: Duration = Duration::from_secs(5);
+
+/// Weight of the old estimate after `dt`: exp(−dt/τ). Samples arrive unevenly, so
+/// the weight depends on elapsed time, not on the number of samples (Finagle).
+pub fn decay_weight(dt: Duration, tau: Duration) -> f64 {
+    (-dt.as_secs_f64() / tau.as_secs_f64().max(1e-9)).exp()
+}
+
+/// Peak-EWMA update (Finagle, tower): a sample above the estimate's projection
+/// replaces it at once; a lower one blends in with weight exp(−dt/τ).
+pub fn peak_update(stored: f64, dt: Duration, sample: f64, tau: Duration) -> f64 {
+    let w = decay_weight(dt, tau);
+    if sample > stored * w {
+        sample
+    } else {
+        stored * w + sample * (1.0 - w)
+    }
+}
+
+/// The peak estimate as seen `dt` after its last update: it decays toward zero while
+/// the server gets no samples, so an idle server is tried again (tower's read, but
+/// without storing it: reads do not mutate).
+pub fn peak_projection(stored: f64, dt: Duration, tau: Duration) -> f64 {
+    stored * decay_weight(dt, tau)
+}
+
+/// Plain time-decayed average (`least_time`): every sample blends in.
+pub fn average_update(stored: f64, dt: Duration, sample: f64, tau: Duration) -> f64 {
+    let w = decay_weight(dt, tau);
+    stored * w + sample * (1.0 - w)
+}
+
+/// The two estimates of one server.
+#[derive(Debug)]
+pub struct Latency {
+    epoch: Instant,
+    peak: AtomicU64,
+    average: AtomicU64,
+}
+
+impl Latency {
+    pub fn new(seed: Duration) -> Self {
+        let word = pack(seed.as_nanos() as f64, 0);
+        Latency {
+            epoch: Instant::now(),
+            peak: AtomicU64::new(word),
+            average: AtomicU64::new(word),
+        }
+    }
+
+    fn stamp(&self, now: Instant) -> u32 {
+        // Wraps after 49 days; differences stay right (`elapsed`).
+        now.saturating_duration_since(self.epoch).as_millis() as u32
+    }
+
+    fn elapsed(&self, word: u64, now: Instant) -> Duration {
+        let d = self.stamp(now).wrapping_sub(word as u32);
+        // A stamp from the "future" is a sample that raced a newer one: no time passed.
+        Duration::from_millis(if d > u32::MAX / 2 { 0 } else { u64::from(d) })
+    }
+
+    fn update(&self, cell: &AtomicU64, now: Instant, f: impl Fn(f64, Duration) -> f64) {
+        let stamp = self.stamp(now);
+        let mut cur = cell.load(Ordering::Relaxed);
+        loop {
+            let next = pack(f(value(cur), self.elapsed(cur, now)), stamp);
+            match cell.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+
+    /// Records a sample in the peak estimate.
+    pub fn observe_peak(&self, now: Instant, sample: Duration, tau: Duration) {
+        let s = sample.as_nanos() as f64;
+        self.update(&self.peak, now, |v, dt| peak_update(v, dt, s, tau));
+    }
+
+    /// Records a sample in the average.
+    pub fn observe_average(&self, now: Instant, sample: Duration, tau: Duration) {
+        let s = sample.as_nanos() as f64;
+        self.update(&self.average, now, |v, dt| average_update(v, dt, s, tau));
+    }
+
+    /// The peak estimate at `now`, in nanoseconds (decayed, not stored).
+    pub fn peak_ns(&self, now: Instant, tau: Duration) -> f64 {
+        let w = self.peak.load(Ordering::Relaxed);
+        peak_projection(value(w), self.elapsed(w, now), tau)
+    }
+
+    /// The time-decayed average, in nanoseconds.
+    pub fn average_ns(&self) -> f64 {
+        value(self.average.load(Ordering::Relaxed))
+    }
+}
+
+fn pack(ns: f64, stamp: u32) -> u64 {
+    (u64::from((ns as f32).to_bits()) << 32) | u64::from(stamp)
+}
+
+fn value(word: u64) -> f64 {
+    f64::from(f32::from_bits((word >> 32) as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TAU: Duration = Duration::from_secs(10);
+    const MS: f64 = 1e6;
+
+    /// A worked trace with the paused clock: seed 30 ms; a 100 ms sample is a peak;
+    /// 10 s later (w = e^-1 ≈ 0.3679) the projection is 36.79 ms and a 20 ms sample
+    /// blends to 100·0.3679 + 20·0.6321 = 49.43 ms; the pending term multiplies.
+    #[tokio::test(start_paused = true)]
+    async fn worked_trace() {
+        let l = Latency::new(Duration::from_millis(30));
+        let now = Instant::now();
+        assert!((l.peak_ns(now, TAU) - 30.0 * MS).abs() < 1.0);
+
+        l.observe_peak(now, Duration::from_millis(100), TAU);
+        assert!(
+            (l.peak_ns(now, TAU) - 100.0 * MS).abs() < 10.0,
+            "a slower sample replaces at once"
+        );
+
+        tokio::time::advance(TAU).await;
+        let now = Instant::now();
+        let projected = l.peak_ns(now, TAU);
+        assert!(
+            (projected - 36.788 * MS).abs() < 0.01 * MS,
+            "{projected}: reads decay toward zero"
+        );
+        assert!(
+            (l.peak_ns(now, TAU) - projected).abs() < 1.0,
+            "reads do not mutate"
+        );
+
+        l.observe_peak(now, Duration::from_millis(20), TAU);
+        let blended = l.peak_ns(now, TAU);
+        assert!(
+            (blended - 49.430 * MS).abs() < 0.01 * MS,
+            "{blended}: a faster sample blends in"
+        );
+
+        // Cost with 3 requests pending: estimate × (pending + 1).
+        let cost = blended * (3.0 + 1.0);
+        assert!((cost - 197.72 * MS).abs() < 0.05 * MS);
+
+        // A failure enters as the penalty, a peak.
+        l.observe_peak(now, FAILURE_PENALTY, TAU);
+        assert!((l.peak_ns(now, TAU) - 5000.0 * MS).abs() < 1.0 * MS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn average_blends_every_sample() {
+        let l = Latency::new(Duration::from_millis(30));
+        tokio::time::advance(TAU).await;
+        l.observe_average(Instant::now(), Duration::from_millis(100), TAU);
+        // 30·e^-1 + 100·(1 − e^-1) = 74.25 ms: no peak rule.
+        assert!(
+            (l.average_ns() - 74.248 * MS).abs() < 0.01 * MS,
+            "{}",
+            l.average_ns()
+        );
+    }
+
+    #[test]
+    fn packing_keeps_the_value() {
+        let w = pack(123_456_789.0, 42);
+        assert!((value(w) - 123_456_789.0).abs() < 10.0);
+        assert_eq!(w as u32, 42);
+    }
+}
