@@ -1,30 +1,28 @@
-//! nginx's `least_conn`: fewest in-flight requests per unit of weight. Ties go
-//! round-robin: the scan starts one server further on each pick, and only a strictly
-//! lighter server displaces the first one found.
+//! nginx's `least_conn`: fewest in-flight requests per unit of weight. Ties go to
+//! weighted round-robin, as in nginx: the scan starts at the server the smooth
+//! weighted cycle names next, and only a strictly lighter server displaces it, so an
+//! idle pool is served in exact weight proportions.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use super::{less_loaded, Balancer, PickCtx};
+use super::{less_loaded, Balancer, PickCtx, RoundRobin};
 use crate::upstream::UpstreamServer;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LeastConn {
-    cursor: AtomicUsize,
+    ties: RoundRobin,
 }
 
 impl LeastConn {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(weights: &[u32]) -> Self {
+        LeastConn {
+            ties: RoundRobin::new(weights),
+        }
     }
 }
 
 impl Balancer for LeastConn {
     fn pick(&self, servers: &[UpstreamServer], _: &PickCtx) -> Option<usize> {
         let n = servers.len();
-        if n == 0 {
-            return None;
-        }
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
+        let start = self.ties.next()?;
         let mut best: Option<usize> = None;
         for k in 0..n {
             let i = (start + k) % n;

@@ -52,7 +52,7 @@ pub fn build(config: &UpstreamConfig, servers: &[UpstreamServer]) -> Box<dyn Bal
     let weights = effective_weights(servers);
     match config.balance {
         BalanceKind::RoundRobin => Box::new(RoundRobin::new(&weights)),
-        BalanceKind::LeastConn => Box::new(LeastConn::new()),
+        BalanceKind::LeastConn => Box::new(LeastConn::new(&weights)),
         BalanceKind::LeastTime => Box::new(LeastTime::new()),
         BalanceKind::Ewma => Box::new(PeakEwma::new(config.ewma_decay)),
         BalanceKind::Hash => Box::new(Ketama::new(servers, &weights, config.hash_balance_factor)),

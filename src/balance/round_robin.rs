@@ -81,7 +81,7 @@ fn gcd(a: u32, b: u32) -> u32 {
 
 impl RoundRobin {
     /// The next server of the cycle, eligible or not.
-    fn next(&self) -> Option<usize> {
+    pub(super) fn next(&self) -> Option<usize> {
         match &self.mode {
             Mode::Table(table) if !table.is_empty() => {
                 let i = self.cursor.fetch_add(1, Ordering::Relaxed);
