@@ -3,51 +3,16 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{get, start_proxy};
-use http::{Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Barrier;
-
-/// An origin that counts the connections it accepted. When `barrier` is set, each
-/// request waits on it, so that a known number of requests are in flight at once.
-async fn counting_origin(barrier: Option<Arc<Barrier>>) -> (SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind(common::loopback0()).await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
-    tokio::spawn(async move {
-        loop {
-            let (s, _) = l.accept().await.unwrap();
-            count.fetch_add(1, Ordering::SeqCst);
-            let barrier = barrier.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| {
-                    let barrier = barrier.clone();
-                    async move {
-                        if let Some(b) = barrier {
-                            b.wait().await;
-                        }
-                        Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
-                            bytes::Bytes::from_static(b"ok"),
-                        )))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, accepted)
-}
 
 fn config(origin: SocketAddr, keepalive: usize) -> String {
     format!(
@@ -79,7 +44,7 @@ async fn wait_idle(running: &switchyard::Running, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_requests_reuse_one_upstream_connection() {
-    let (origin, accepted) = counting_origin(None).await;
+    let (origin, accepted) = common::counting_origin(None).await;
     let running = start_proxy(&config(origin, 32)).await;
     let proxy = running.addr("public").unwrap();
     for _ in 0..20 {
@@ -92,7 +57,7 @@ async fn sequential_requests_reuse_one_upstream_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_zero_opens_a_connection_per_request() {
-    let (origin, accepted) = counting_origin(None).await;
+    let (origin, accepted) = common::counting_origin(None).await;
     let running = start_proxy(&config(origin, 0)).await;
     let proxy = running.addr("public").unwrap();
     for _ in 0..5 {
@@ -105,7 +70,7 @@ async fn keepalive_zero_opens_a_connection_per_request() {
 async fn pool_keeps_at_most_keepalive_idle_connections() {
     const WAVE: usize = 6;
     let barrier = Arc::new(Barrier::new(WAVE));
-    let (origin, accepted) = counting_origin(Some(barrier)).await;
+    let (origin, accepted) = common::counting_origin(Some(barrier)).await;
     let running = start_proxy(&config(origin, 2)).await;
     let proxy = running.addr("public").unwrap();
     let wave = || async {

@@ -6,8 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -78,28 +77,7 @@ async fn workers_share_the_round_robin_cycle_and_drain_on_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_worker_keeps_its_own_upstream_connections() {
-    let l = tokio::net::TcpListener::bind(common::loopback0())
-        .await
-        .unwrap();
-    let origin = l.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
-    tokio::spawn(async move {
-        loop {
-            let (s, _) = l.accept().await.unwrap();
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(http::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
-                    ))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
+    let (origin, accepted) = common::counting_origin(None).await;
     let running = switchyard::start_threads(
         config(&format!(
             "[[route]]\nupstream = \"u\"\n\n[upstream.u]\nservers = [{{ addr = \"{origin}\" }}]\n"

@@ -311,3 +311,39 @@ pub async fn closed_port() -> SocketAddr {
     drop(l);
     addr
 }
+
+/// An origin that counts the connections it accepted. When `barrier` is set, each
+/// request waits on it, so that a known number of requests are in flight at once.
+#[allow(dead_code)]
+pub async fn counting_origin(
+    barrier: Option<std::sync::Arc<tokio::sync::Barrier>>,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let l = TcpListener::bind(loopback0()).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let barrier = barrier.clone();
+                    async move {
+                        if let Some(b) = barrier {
+                            b.wait().await;
+                        }
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
