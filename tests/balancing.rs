@@ -38,8 +38,7 @@ const EVENT_LIMIT: Duration = Duration::from_secs(5);
 
 /// Origins `a`, `b`, `c`, … whose behaviour the test steers: each can hold every
 /// request until released, or answer after an extra delay (before the head or
-/// before the body), and all publish how
-/// many requests each is handling right now.
+/// before the body), and all publish how many requests each is handling right now.
 struct Origins {
     addrs: Vec<SocketAddr>,
     /// Requests inside each origin's handler at this moment.
