@@ -457,9 +457,6 @@ async fn least_conn_steers_new_requests_away_from_an_origin_holding_long_ones() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: least_conn breaks a tie between B and C 2:1 for B while A is busier: \
-            A's turns in the round-robin cycle fall to the next server in list order \
-            instead of round-robin among the tied servers (nginx)"]
 async fn least_conn_splits_ties_evenly_while_one_origin_is_busy() {
     let o = Origins::start(3).await;
     let p = Proxy::start(
@@ -589,9 +586,6 @@ async fn least_time_last_byte_avoids_a_slow_origin() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: least_time never re-tries a server whose stored average is high: \
-            the average is read undecayed and only updated by requests sent to that \
-            server, so once it is avoided it is avoided forever, even after it recovers"]
 async fn least_time_trusts_a_recovered_origin_again() {
     let (o, p, _) = slow_origin_share("balance = \"least_time\"").await;
     let t = recovery_time(&o, &p, 12 * TAU).await;
@@ -902,6 +896,26 @@ async fn sticky_cookie_pins_a_client_and_repins_when_its_server_goes() {
 // ---------------------------------------------------------------------------------
 // backup tier
 // ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_cookie_for_a_backup_lets_go_once_a_primary_is_back() {
+    let o = Origins::start(3).await;
+    let upstream = "[upstream.u]\nsticky = { cookie = \"SWY\" }\n\
+        servers = [{ addr = \"@0\" }, { addr = \"@1\" }, { addr = \"@2\", backup = true }]\n";
+    let p = Proxy::start(&o.addrs, upstream).await;
+    p.state(o.addrs[0]).set_up(false);
+    p.state(o.addrs[1]).set_up(false);
+    let r = p.get(&[]).await;
+    assert_eq!(r.origin(), name(2), "only the backup is left");
+    let cookie = format!("SWY={}", sticky_id(&r, &o.addrs));
+    assert_eq!(p.get(&[("cookie", &cookie)]).await.origin(), name(2));
+
+    // A primary is back: the backup's cookie no longer pins, the client is re-pinned.
+    p.state(o.addrs[0]).set_up(true);
+    let r = p.get(&[("cookie", &cookie)]).await;
+    assert_eq!(r.origin(), name(0));
+    assert_ne!(format!("SWY={}", sticky_id(&r, &o.addrs)), cookie);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_serves_only_while_no_primary_is_up() {

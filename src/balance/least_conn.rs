@@ -1,7 +1,7 @@
 //! nginx's `least_conn`: fewest in-flight requests per unit of weight. Ties go to
-//! weighted round-robin, as in nginx: the scan starts at the server the smooth
-//! weighted cycle names next, and only a strictly lighter server displaces it, so an
-//! idle pool is served in exact weight proportions.
+//! weighted round-robin among the tied servers, as in nginx: the smooth weighted
+//! cycle is walked to the next tied server, which keeps the tied servers' weight
+//! proportions (an idle pool is served exactly as by `round_robin`).
 
 use super::{less_loaded, Balancer, PickCtx, RoundRobin};
 use crate::upstream::UpstreamServer;
@@ -21,19 +21,29 @@ impl LeastConn {
 
 impl Balancer for LeastConn {
     fn pick(&self, servers: &[UpstreamServer], _: &PickCtx) -> Option<usize> {
-        let n = servers.len();
-        let start = self.ties.next()?;
         let mut best: Option<usize> = None;
-        for k in 0..n {
-            let i = (start + k) % n;
-            let s = &servers[i];
-            if !s.eligible() {
-                continue;
-            }
-            if best.is_none_or(|b| less_loaded(s, &servers[b])) {
-                best = Some(i);
+        let mut tied = 0;
+        for (i, s) in servers.iter().enumerate().filter(|(_, s)| s.eligible()) {
+            match best {
+                Some(b) if !less_loaded(s, &servers[b]) => {
+                    // Not lighter than the best; equal when the best is not lighter either.
+                    tied += usize::from(!less_loaded(&servers[b], s));
+                }
+                _ => {
+                    best = Some(i);
+                    tied = 1;
+                }
             }
         }
-        best
+        let b = best?;
+        if tied > 1 {
+            for _ in 0..self.ties.cycle_len() {
+                let i = self.ties.next()?;
+                if servers[i].eligible() && !less_loaded(&servers[b], &servers[i]) {
+                    return Some(i);
+                }
+            }
+        }
+        Some(b)
     }
 }

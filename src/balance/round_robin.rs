@@ -95,7 +95,7 @@ impl RoundRobin {
         }
     }
 
-    fn cycle_len(&self) -> usize {
+    pub(super) fn cycle_len(&self) -> usize {
         match &self.mode {
             Mode::Table(t) => t.len(),
             Mode::Live { weights, .. } => weights.iter().sum::<i64>() as usize,

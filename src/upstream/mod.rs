@@ -68,12 +68,12 @@ impl Upstream {
         })
     }
 
-    /// The eligible server a sticky cookie names, if any.
+    /// The server a sticky cookie names, while it is eligible, and, for a backup,
+    /// only while no primary is (clients pinned to a backup come back).
     pub fn sticky_server(&self, id: &str) -> Option<&UpstreamServer> {
-        self.servers
-            .iter()
-            .find(|s| s.state.sticky_id == id)
-            .filter(|s| s.eligible())
+        let s = self.servers.iter().find(|s| s.state.sticky_id == id)?;
+        let primary_up = || self.servers.iter().any(|p| !p.backup && p.eligible());
+        (s.eligible() && !(s.backup && primary_up())).then_some(s)
     }
 }
 
