@@ -5,9 +5,10 @@
 //! threads picking from the same upstream (the second one continuously, in the
 //! background, while the first is measured). `hash` picks use a different key each
 //! time: a counter hashed with `balance::hash_bytes`, as the proxy hashes a request
-//! property.
+//! property. `pick_only` is the pick alone (no guard), for comparison: for `ewma` and
+//! `least_time` the release path reads the clock and updates the estimate.
 //!
-//! Run: `cargo bench --bench balance` (about two minutes). Target from the issue:
+//! Run: `cargo bench --bench balance` (about three minutes). Target from the issue:
 //! ≤ 100 ns per pick at 32 servers, ≤ 250 ns for `hash` with bounded load.
 
 use std::hint::black_box;
@@ -73,6 +74,17 @@ fn pick_release(u: &Upstream, hashed: bool, counter: &mut u64) {
     )));
 }
 
+#[inline]
+fn pick_only(u: &Upstream, hashed: bool, counter: &mut u64) {
+    let key = if hashed {
+        *counter = counter.wrapping_add(1);
+        Some(hash_bytes(&counter.to_le_bytes()))
+    } else {
+        None
+    };
+    black_box(u.pick(&PickCtx { key }).expect("an eligible server"));
+}
+
 fn balance(c: &mut Criterion) {
     for &(name, balance, extra) in ALGOS {
         let mut g = c.benchmark_group(format!("balance_pick/{name}"));
@@ -88,6 +100,12 @@ fn balance(c: &mut Criterion) {
             g.bench_with_input(BenchmarkId::new("1thread", n), &n, |b, _| {
                 let mut counter = 0u64;
                 b.iter(|| pick_release(u, hashed, &mut counter));
+            });
+            // The pick alone, no guard: what the algorithm costs without the
+            // clock reads and estimate update of the release path.
+            g.bench_with_input(BenchmarkId::new("pick_only", n), &n, |b, _| {
+                let mut counter = 0u64;
+                b.iter(|| pick_only(u, hashed, &mut counter));
             });
             g.bench_with_input(BenchmarkId::new("2threads", n), &n, |b, _| {
                 let stop = AtomicBool::new(false);
