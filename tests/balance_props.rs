@@ -296,7 +296,6 @@ fn least_conn_idle_ties_keep_weight_proportions_with_a_server_down() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: least_time gives an ineligible server's tie share to its index successor"]
 async fn least_time_idle_ties_rotate_evenly_with_a_server_down() {
     // least_time's ties rotate by a cursor over indices (`start = cursor % n`, first
     // eligible from there wins): when the cursor lands on the down b, c wins, so c

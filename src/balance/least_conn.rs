@@ -3,7 +3,7 @@
 //! cycle is walked to the next tied server, which keeps the tied servers' weight
 //! proportions (an idle pool is served exactly as by `round_robin`).
 
-use super::{less_loaded, Balancer, PickCtx, RoundRobin};
+use super::{Balancer, PickCtx, RoundRobin};
 use crate::upstream::UpstreamServer;
 
 #[derive(Debug)]
@@ -21,25 +21,28 @@ impl LeastConn {
 
 impl Balancer for LeastConn {
     fn pick(&self, servers: &[UpstreamServer], _: &PickCtx) -> Option<usize> {
-        let mut best: Option<usize> = None;
+        // The best so far as (index, in-flight, weight): one atomic load per server,
+        // loads compared per weight by cross-multiplication.
+        let mut best: Option<(usize, u64, u64)> = None;
         let mut tied = 0;
         for (i, s) in servers.iter().enumerate().filter(|(_, s)| s.eligible()) {
+            let (load, w) = (s.state.inflight() as u64, u64::from(s.weight));
             match best {
-                Some(b) if !less_loaded(s, &servers[b]) => {
-                    // Not lighter than the best; equal when the best is not lighter either.
-                    tied += usize::from(!less_loaded(&servers[b], s));
+                Some((_, bl, bw)) if load * bw >= bl * w => {
+                    tied += usize::from(load * bw == bl * w)
                 }
                 _ => {
-                    best = Some(i);
+                    best = Some((i, load, w));
                     tied = 1;
                 }
             }
         }
-        let b = best?;
+        let (b, bl, bw) = best?;
         if tied > 1 {
             for _ in 0..self.ties.cycle_len() {
                 let i = self.ties.next()?;
-                if servers[i].eligible() && !less_loaded(&servers[b], &servers[i]) {
+                let s = &servers[i];
+                if s.eligible() && s.state.inflight() as u64 * bw == bl * u64::from(s.weight) {
                     return Some(i);
                 }
             }

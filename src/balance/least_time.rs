@@ -1,61 +1,65 @@
 //! NGINX Plus's `least_time`: the lowest time-decayed average response time ×
-//! (in-flight + 1) ÷ weight. Ties go round-robin. What is timed (`header` or
-//! `last_byte`) is decided by the request's `InFlight` guard.
+//! (in-flight + 1) ÷ weight. Ties go to weighted round-robin among the tied servers,
+//! as in `least_conn`. What is timed (`header` or `last_byte`) is decided by the
+//! request's `InFlight` guard.
 //!
 //! The average decays toward zero while a server gets no samples (read-only, as
 //! `ewma` reads its estimate), so a server avoided for being slow is tried again
 //! after a few τ and a recovered one regains traffic; without that it would never be
-//! sampled again. A server sampled within the last τ/64 is read as stored, so a scan
-//! over busy servers costs no exponentials.
+//! sampled again.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Balancer, PickCtx};
-use crate::upstream::UpstreamServer;
+use super::{Balancer, PickCtx, RoundRobin};
+use crate::upstream::{stamp, UpstreamServer};
 
 #[derive(Debug)]
 pub struct LeastTime {
-    cursor: AtomicUsize,
-    tau: Duration,
+    ties: RoundRobin,
+    tau_ms: f64,
 }
 
 impl LeastTime {
-    pub fn new(tau: Duration) -> Self {
+    pub fn new(weights: &[u32], tau: Duration) -> Self {
         LeastTime {
-            cursor: AtomicUsize::new(0),
-            tau,
+            ties: RoundRobin::new(weights),
+            tau_ms: tau.as_secs_f64() * 1e3,
         }
     }
 
     /// Expected time a new request would take on `s`, per unit of weight.
-    fn cost(&self, s: &UpstreamServer, now: Instant) -> f64 {
-        s.state.latency.average_ns_at(now, self.tau) * (s.state.inflight() as f64 + 1.0)
+    fn cost(&self, s: &UpstreamServer, now: u32) -> f64 {
+        s.state.latency.average_ns_at(now, self.tau_ms) * (s.state.inflight() as f64 + 1.0)
             / f64::from(s.weight.max(1))
     }
 }
 
 impl Balancer for LeastTime {
     fn pick(&self, servers: &[UpstreamServer], _: &PickCtx) -> Option<usize> {
-        let n = servers.len();
-        if n == 0 {
-            return None;
-        }
-        let now = Instant::now();
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
+        let now = stamp(Instant::now());
         let mut best: Option<(usize, f64)> = None;
-        for k in 0..n {
-            let i = (start + k) % n;
-            if !servers[i].eligible() {
-                continue;
-            }
-            let c = self.cost(&servers[i], now);
-            if best.is_none_or(|(_, bc)| c < bc) {
-                best = Some((i, c));
+        let mut tied = 0;
+        for (i, s) in servers.iter().enumerate().filter(|(_, s)| s.eligible()) {
+            let c = self.cost(s, now);
+            match best {
+                Some((_, bc)) if c >= bc => tied += usize::from(c == bc),
+                _ => {
+                    best = Some((i, c));
+                    tied = 1;
+                }
             }
         }
-        best.map(|(i, _)| i)
+        let (b, bc) = best?;
+        if tied > 1 {
+            for _ in 0..self.ties.cycle_len() {
+                let i = self.ties.next()?;
+                if servers[i].eligible() && self.cost(&servers[i], now) == bc {
+                    return Some(i);
+                }
+            }
+        }
+        Some(b)
     }
 }

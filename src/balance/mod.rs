@@ -53,7 +53,7 @@ pub fn build(config: &UpstreamConfig, servers: &[UpstreamServer]) -> Box<dyn Bal
     match config.balance {
         BalanceKind::RoundRobin => Box::new(RoundRobin::new(&weights)),
         BalanceKind::LeastConn => Box::new(LeastConn::new(&weights)),
-        BalanceKind::LeastTime => Box::new(LeastTime::new(config.ewma_decay)),
+        BalanceKind::LeastTime => Box::new(LeastTime::new(&weights, config.ewma_decay)),
         BalanceKind::Ewma => Box::new(PeakEwma::new(config.ewma_decay)),
         BalanceKind::Hash => Box::new(Ketama::new(servers, &weights, config.hash_balance_factor)),
         BalanceKind::Random => Box::new(RandomTwo::new(&weights)),

@@ -4,6 +4,7 @@
 //! be checked against a worked trace.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -43,33 +44,48 @@ pub fn average_update(stored: f64, dt: Duration, sample: f64, tau: Duration) -> 
     stored * w + sample * (1.0 - w)
 }
 
+/// Milliseconds since a process-wide epoch, the time base of every estimate, so a
+/// pick reads the clock once and compares stamps as integers. Wraps after 49 days;
+/// differences stay right (`since`).
+pub fn stamp(now: Instant) -> u32 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    now.saturating_duration_since(epoch).as_millis() as u32
+}
+
+/// Milliseconds from stamp `then` to stamp `now`. A stamp from the "future" is a
+/// sample that raced a newer one: no time passed.
+fn since(now: u32, then: u32) -> u32 {
+    let d = now.wrapping_sub(then);
+    if d > u32::MAX / 2 {
+        0
+    } else {
+        d
+    }
+}
+
 /// The two estimates of one server.
 #[derive(Debug)]
 pub struct Latency {
-    epoch: Instant,
     peak: AtomicU64,
     average: AtomicU64,
 }
 
 impl Latency {
     pub fn new(seed: Duration) -> Self {
-        let word = pack(seed.as_nanos() as f64, 0);
+        let word = pack(seed.as_nanos() as f64, stamp(Instant::now()));
         Latency {
-            epoch: Instant::now(),
             peak: AtomicU64::new(word),
             average: AtomicU64::new(word),
         }
     }
 
     fn stamp(&self, now: Instant) -> u32 {
-        // Wraps after 49 days; differences stay right (`elapsed`).
-        now.saturating_duration_since(self.epoch).as_millis() as u32
+        stamp(now)
     }
 
     fn elapsed(&self, word: u64, now: Instant) -> Duration {
-        let d = self.stamp(now).wrapping_sub(word as u32);
-        // A stamp from the "future" is a sample that raced a newer one: no time passed.
-        Duration::from_millis(if d > u32::MAX / 2 { 0 } else { u64::from(d) })
+        Duration::from_millis(u64::from(since(stamp(now), word as u32)))
     }
 
     fn update(&self, cell: &AtomicU64, now: Instant, f: impl Fn(f64, Duration) -> f64) {
@@ -107,15 +123,16 @@ impl Latency {
         value(self.average.load(Ordering::Relaxed))
     }
 
-    /// The average at `now`: decayed toward zero by the time since its last sample
-    /// (not stored). Within τ/64 of a sample the decay is under 2 % and skipped.
-    pub fn average_ns_at(&self, now: Instant, tau: Duration) -> f64 {
+    /// The average at stamp `now` (see `stamp`), τ in milliseconds: decayed toward
+    /// zero by the time since its last sample (not stored). Within τ/64 of a sample
+    /// the decay is under 2 % and skipped, so busy servers cost no exponential.
+    pub fn average_ns_at(&self, now: u32, tau_ms: f64) -> f64 {
         let w = self.average.load(Ordering::Relaxed);
-        let dt = self.elapsed(w, now);
-        if dt < tau / 64 {
+        let dt = f64::from(since(now, w as u32));
+        if dt * 64.0 < tau_ms {
             value(w)
         } else {
-            value(w) * decay_weight(dt, tau)
+            value(w) * (-dt / tau_ms).exp()
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 pub use inflight::{InFlight, Measure};
 pub use latency::{
-    average_update, decay_weight, peak_projection, peak_update, Latency, FAILURE_PENALTY,
+    average_update, decay_weight, peak_projection, peak_update, stamp, Latency, FAILURE_PENALTY,
 };
 pub use pool::{set_worker_shard, Pool, PooledConn, DEFAULT_IDLE_TIMEOUT};
 pub use server::{Registry, ServerKey, ServerState};
