@@ -891,7 +891,7 @@ fn main() {
     // Default τ: how long the estimates take to settle from the 30 ms seed.
     let default_tau: Vec<&str> = ["ewma", "least_time"]
         .into_iter()
-        .filter(|l| wanted(l))
+        .filter(|l| wanted(l) && !default_tau_measure().is_zero())
         .collect();
     if !default_tau.is_empty() {
         println!();
