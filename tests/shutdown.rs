@@ -100,6 +100,11 @@ impl GatedOrigin {
 
 // ===== clients =====
 
+/// Held by every test of this file: each checks that a closed port refuses
+/// connections, which a concurrently running test could otherwise break by being
+/// handed the same ephemeral port for a new listener.
+static PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn connect(addr: SocketAddr) -> (SendRequest<Empty<Bytes>>, JoinHandle<()>) {
     let stream = TcpStream::connect(addr).await.expect("connect to proxy");
     let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -227,6 +232,7 @@ async fn wait_for_log(log: &mut watch::Receiver<String>, needle: &str) {
 
 #[tokio::test]
 async fn in_flight_request_completes_while_new_connections_are_refused() {
+    let _ports = PORTS.lock().await;
     let (_logs, mut log) = capture_logs();
     let mut origin = GatedOrigin::start().await;
     let (running, addr) = start_proxy(origin.addr).await;
@@ -264,6 +270,7 @@ async fn in_flight_request_completes_while_new_connections_are_refused() {
 
 #[tokio::test]
 async fn idle_keep_alive_connection_does_not_delay_shutdown() {
+    let _ports = PORTS.lock().await;
     let origin = GatedOrigin::start().await;
     let (running, addr) = start_proxy(origin.addr).await;
 
@@ -293,6 +300,7 @@ async fn idle_keep_alive_connection_does_not_delay_shutdown() {
 /// a request in flight: shutdown closes it instead of waiting for it.
 #[tokio::test]
 async fn silent_connection_does_not_delay_shutdown() {
+    let _ports = PORTS.lock().await;
     let origin = GatedOrigin::start().await;
     let (running, addr) = start_proxy(origin.addr).await;
 
@@ -329,6 +337,7 @@ async fn silent_connection_does_not_delay_shutdown() {
 /// HTTP/2 (prior knowledge): a stream in flight when shutdown starts completes.
 #[tokio::test]
 async fn in_flight_http2_stream_completes() {
+    let _ports = PORTS.lock().await;
     let (_logs, mut log) = capture_logs();
     let mut origin = GatedOrigin::start().await;
     let (running, addr) = start_proxy(origin.addr).await;
@@ -379,6 +388,7 @@ async fn in_flight_http2_stream_completes() {
 
 #[tokio::test]
 async fn drain_timeout_bounds_shutdown() {
+    let _ports = PORTS.lock().await;
     let mut origin = GatedOrigin::start().await;
     let (running, addr) = start_proxy(origin.addr).await;
 
@@ -576,6 +586,7 @@ impl Drop for Binary {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
+    let _ports = PORTS.lock().await;
     let mut origin = GatedOrigin::start().await;
     let mut proxy = Binary::spawn(origin.addr, &[]).await;
 
@@ -602,6 +613,7 @@ async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_nothing_in_flight_exits_0_promptly() {
+    let _ports = PORTS.lock().await;
     let origin = GatedOrigin::start().await;
     let mut proxy = Binary::spawn(origin.addr, &[]).await;
 
@@ -615,6 +627,7 @@ async fn sigterm_with_nothing_in_flight_exits_0_promptly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_an_idle_keep_alive_connection_exits_0_promptly() {
+    let _ports = PORTS.lock().await;
     let origin = GatedOrigin::start().await;
     let mut proxy = Binary::spawn(origin.addr, &[]).await;
     let (mut tx, conn) = connect(proxy.addr).await;
@@ -635,6 +648,7 @@ async fn sigterm_with_an_idle_keep_alive_connection_exits_0_promptly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_timeout_flag_bounds_the_wait_for_a_stuck_request() {
+    let _ports = PORTS.lock().await;
     let mut origin = GatedOrigin::start().await;
     let mut proxy = Binary::spawn(origin.addr, &["--drain-timeout", "300ms"]).await;
 
@@ -669,6 +683,7 @@ async fn drain_timeout_flag_bounds_the_wait_for_a_stuck_request() {
 /// read kills it about half the time; ten tries make the race show.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_right_after_the_listening_line_exits_0() {
+    let _ports = PORTS.lock().await;
     let origin = GatedOrigin::start().await;
     for attempt in 1..=10 {
         let mut proxy = Binary::spawn(origin.addr, &[]).await;

@@ -14,6 +14,10 @@ use switchyard::Config;
 
 const WORKERS: usize = 2;
 
+/// Held by each test: one checks that the closed port refuses connections, which the
+/// other could break by being handed that ephemeral port for a new listener.
+static PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn config(body: &str) -> Config {
     let toml = format!("{}{body}", common::listeners(&["public"]));
     Config::parse(Path::new("<test>"), &toml).unwrap()
@@ -21,6 +25,7 @@ fn config(body: &str) -> Config {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_share_the_round_robin_cycle_and_drain_on_shutdown() {
+    let _ports = PORTS.lock().await;
     let o = common::start_origins(&["a", "b", "c"]).await;
     let running = switchyard::start_threads(
         config(&format!(
@@ -31,7 +36,7 @@ async fn workers_share_the_round_robin_cycle_and_drain_on_shutdown() {
     )
     .unwrap();
     let proxy = running.addr("public").unwrap();
-    // Fresh connections land on either worker (SO_REUSEPORT); the cycle is shared, so
+    // Fresh connections land on either worker (shared socket); the cycle is shared, so
     // 90 concurrent requests split exactly 30/30/30.
     let reqs: Vec<_> = (0..90)
         .map(|_| tokio::spawn(common::get(proxy, "/")))
@@ -77,6 +82,7 @@ async fn workers_share_the_round_robin_cycle_and_drain_on_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_worker_keeps_its_own_upstream_connections() {
+    let _ports = PORTS.lock().await;
     let (origin, accepted) = common::counting_origin(None).await;
     let running = switchyard::start_threads(
         config(&format!(
