@@ -6,7 +6,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use crate::proxy::UpstreamBody;
 
@@ -95,6 +94,3 @@ impl Body for RespBody {
         }
     }
 }
-
-/// Hyper's incoming body, re-exported so callers need not name hyper.
-pub type ClientIncoming = Incoming;

@@ -43,11 +43,6 @@ impl ProxyError {
         }
     }
 
-    /// True when nothing reached the upstream, so another attempt cannot duplicate work.
-    pub fn is_connect(&self) -> bool {
-        matches!(self, ProxyError::Connect(_) | ProxyError::ConnectTimeout)
-    }
-
     pub fn to_response(&self) -> Response<RespBody> {
         status_response(self.status())
     }
