@@ -239,8 +239,8 @@ async fn worker(
         .is_ok()
 }
 
-/// A connection one worker accepted for another.
-type Accepted = (std::net::TcpStream, SocketAddr, ListenerId);
+/// A connection one worker accepted for another, already counted against it.
+type Accepted = (std::net::TcpStream, SocketAddr, ListenerId, OpenGuard);
 
 /// Open client connections per worker, and each worker's inbox. Workers share a
 /// listening socket, but a burst of connections (a load balancer or a client pool
@@ -307,18 +307,10 @@ impl Serve {
         if target == *me {
             return self.serve(stream, remote, id, Some(guard));
         }
+        // The guard travels with the socket; if the target is shutting down, the
+        // unsent message drops it and the connection closes.
         match stream.into_std() {
-            // The target's inbox owns the count from here; it drops the guard's
-            // twin when the connection ends.
-            Ok(s) => {
-                std::mem::forget(guard);
-                if let Err(e) = h.inboxes[target].send((s, remote, id)) {
-                    // The target is shutting down: release its count; the
-                    // connection closes.
-                    h.open[target].fetch_sub(1, Ordering::Relaxed);
-                    drop(e);
-                }
-            }
+            Ok(s) => drop(h.inboxes[target].send((s, remote, id, guard))),
             Err(e) => tracing::debug!(error = %e, "cannot hand a connection over"),
         }
     }
@@ -379,11 +371,8 @@ async fn inbox_loop(
     serve: Serve,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
-    let Some((h, me)) = serve.handoff.clone() else {
-        return;
-    };
     loop {
-        let (s, remote, id) = tokio::select! {
+        let (s, remote, id, guard) = tokio::select! {
             biased;
             _ = stopped(&mut stop) => return,
             m = rx.recv() => match m {
@@ -391,8 +380,6 @@ async fn inbox_loop(
                 None => return,
             },
         };
-        // The sender already counted it against this worker.
-        let guard = OpenGuard(Arc::clone(&h), me);
         match TcpStream::from_std(s) {
             Ok(stream) => serve.serve(stream, remote, id, Some(guard)),
             Err(e) => tracing::debug!(error = %e, "cannot take a handed-over connection"),

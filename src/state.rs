@@ -33,7 +33,6 @@ pub struct Snapshot {
     routers: Vec<Option<Router>>,
     pub routes: Vec<Route>,
     pub upstreams: Vec<Upstream>,
-    pub config: Config,
 }
 
 impl Snapshot {
@@ -172,6 +171,5 @@ fn build(
         routers,
         routes,
         upstreams,
-        config: config.clone(),
     }
 }

@@ -64,6 +64,11 @@ fn since(now: u32, then: u32) -> u32 {
     }
 }
 
+/// Time from a packed word's stamp to stamp `now`.
+fn elapsed(now: u32, word: u64) -> Duration {
+    Duration::from_millis(u64::from(since(now, word as u32)))
+}
+
 /// The two estimates of one server.
 #[derive(Debug)]
 pub struct Latency {
@@ -80,19 +85,11 @@ impl Latency {
         }
     }
 
-    fn stamp(&self, now: Instant) -> u32 {
-        stamp(now)
-    }
-
-    fn elapsed(&self, word: u64, now: Instant) -> Duration {
-        Duration::from_millis(u64::from(since(stamp(now), word as u32)))
-    }
-
     fn update(&self, cell: &AtomicU64, now: Instant, f: impl Fn(f64, Duration) -> f64) {
-        let stamp = self.stamp(now);
+        let now = stamp(now);
         let mut cur = cell.load(Ordering::Relaxed);
         loop {
-            let next = pack(f(value(cur), self.elapsed(cur, now)), stamp);
+            let next = pack(f(value(cur), elapsed(now, cur)), now);
             match cell.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(seen) => cur = seen,
@@ -115,7 +112,7 @@ impl Latency {
     /// The peak estimate at `now`, in nanoseconds (decayed, not stored).
     pub fn peak_ns(&self, now: Instant, tau: Duration) -> f64 {
         let w = self.peak.load(Ordering::Relaxed);
-        peak_projection(value(w), self.elapsed(w, now), tau)
+        peak_projection(value(w), elapsed(stamp(now), w), tau)
     }
 
     /// The time-decayed average as stored, in nanoseconds.
