@@ -12,7 +12,7 @@ use crate::body::{ReqBody, RespBody};
 use crate::config::Timeouts;
 use crate::error::ProxyError;
 use crate::proxy::headers::strip_hop_by_hop;
-use crate::upstream::{InFlight, PooledConn};
+use crate::upstream::{InFlight, Pool, PooledConn};
 
 /// nginx's `client_body_timeout`: how long the client may pause while sending a
 /// request body before the exchange is abandoned with 408.
@@ -37,7 +37,7 @@ pub async fn forward(
     mut guard: InFlight,
     timeouts: Timeouts,
 ) -> Result<Response<RespBody>, ProxyError> {
-    match exchange(req, &guard, timeouts).await {
+    match exchange(req, &guard.server().pool, timeouts).await {
         Ok((conn, res)) => {
             guard.on_head(res.status());
             let (mut head, incoming) = res.into_parts();
@@ -55,11 +55,10 @@ pub async fn forward(
 /// Sends the request on a pooled or new connection and returns the response head.
 async fn exchange(
     req: Request<Incoming>,
-    guard: &InFlight,
+    pool: &Pool,
     timeouts: Timeouts,
 ) -> Result<(PooledConn, Response<Incoming>), ProxyError> {
     use http_body::Body as _;
-    let server = Arc::clone(guard.server());
     let mut progress = None;
     let mut req = req.map(|body| {
         if body.is_end_stream() {
@@ -81,11 +80,11 @@ async fn exchange(
     let (conn, res) = loop {
         let conn = if fresh {
             PooledConn {
-                tx: server.pool.connect(timeouts.connect).await?,
+                tx: pool.connect(timeouts.connect).await?,
                 reused: false,
             }
         } else {
-            server.pool.checkout(timeouts.connect).await?
+            pool.checkout(timeouts.connect).await?
         };
         let mut conn = conn;
         let replay = (conn.reused && replayable).then(|| copy_head(&req));
