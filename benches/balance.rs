@@ -67,7 +67,7 @@ fn pick_release(u: &Upstream, hashed: bool, counter: &mut u64) {
     } else {
         None
     };
-    let server = u.pick(&PickCtx { key }).expect("an eligible server");
+    let (_, server) = u.pick(&PickCtx::with_key(key)).expect("an eligible server");
     drop(black_box(InFlight::new(
         Arc::clone(&server.state),
         u.measure,
@@ -82,7 +82,7 @@ fn pick_only(u: &Upstream, hashed: bool, counter: &mut u64) {
     } else {
         None
     };
-    black_box(u.pick(&PickCtx { key }).expect("an eligible server"));
+    black_box(u.pick(&PickCtx::with_key(key)).expect("an eligible server"));
 }
 
 fn balance(c: &mut Criterion) {

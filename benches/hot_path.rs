@@ -87,6 +87,7 @@ fn servers(n: usize) -> Vec<UpstreamServer> {
             weight: 1 + (i % 3) as u32,
             down: false,
             backup: false,
+            passive: Default::default(),
             state: registry.server(
                 ServerKey {
                     upstream: Arc::from("bench"),

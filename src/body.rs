@@ -12,10 +12,15 @@ use crate::proxy::UpstreamBody;
 /// Error type carried by proxied bodies; hyper only needs it to abort the stream.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A request body sent upstream: the client's stream, or nothing.
+/// A request body sent upstream: the client's stream, a copy of a body held for
+/// retries, or nothing.
 #[derive(Debug)]
 pub enum ReqBody {
     Stream(crate::proxy::ClientBody),
+    Full {
+        data: Option<Bytes>,
+        trailers: Option<http::HeaderMap>,
+    },
     Empty,
 }
 
@@ -29,6 +34,12 @@ impl Body for ReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ReqBody::Stream(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::Full { data, trailers } => Poll::Ready(
+                data.take()
+                    .map(Frame::data)
+                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .map(Ok),
+            ),
             ReqBody::Empty => Poll::Ready(None),
         }
     }
@@ -36,6 +47,7 @@ impl Body for ReqBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ReqBody::Stream(b) => b.is_end_stream(),
+            ReqBody::Full { data, trailers } => data.is_none() && trailers.is_none(),
             ReqBody::Empty => true,
         }
     }
@@ -43,6 +55,9 @@ impl Body for ReqBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Stream(b) => b.size_hint(),
+            ReqBody::Full { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             ReqBody::Empty => SizeHint::with_exact(0),
         }
     }

@@ -11,8 +11,9 @@ pub enum ProxyError {
     NoRoute,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// Nothing eligible; the client may retry after this long.
     #[error("no server of the upstream is available")]
-    NoServer,
+    NoServer(std::time::Duration),
     #[error("connecting to the upstream failed: {0}")]
     Connect(#[source] std::io::Error),
     #[error("connecting to the upstream timed out")]
@@ -35,7 +36,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoServer(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout | ProxyError::SendTimeout | ProxyError::ReadTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -44,7 +45,13 @@ impl ProxyError {
     }
 
     pub fn to_response(&self) -> Response<RespBody> {
-        status_response(self.status())
+        let mut res = status_response(self.status());
+        if let ProxyError::NoServer(after) = self {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        res
     }
 }
 

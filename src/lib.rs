@@ -9,6 +9,7 @@ pub mod body;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod health;
 pub mod origin;
 pub mod proxy;
 pub mod server;

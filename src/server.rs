@@ -62,6 +62,7 @@ enum WorkerDone {
 pub async fn start(config: Config) -> io::Result<Running> {
     let bound = bind_all(&config, 1)?;
     let shared = Shared::new(config, 1);
+    shared.start_health(tokio::runtime::Handle::current());
     let (stop, stop_rx) = watch::channel(None);
     let (closed_tx, closed) = oneshot::channel();
     let listeners = tokio_listeners(
@@ -99,6 +100,7 @@ pub fn start_threads(config: Config, workers: usize) -> io::Result<Running> {
     let bound = bind_all(&config, workers)?;
     let shared = Shared::new(config, workers);
     let (stop, stop_rx) = watch::channel(None);
+    shared.start_health(health_runtime(stop_rx.clone())?);
     let (senders, mut receivers): (Vec<_>, Vec<_>) =
         (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
     let handoff = Arc::new(Handoff {
@@ -142,6 +144,21 @@ pub fn start_threads(config: Config, workers: usize) -> io::Result<Running> {
         stop,
         workers: handles,
     })
+}
+
+/// A thread with its own runtime for the health checkers, so checks keep their
+/// rhythm whatever the workers' load; it ends when the proxy stops.
+fn health_runtime(
+    mut stop: watch::Receiver<Option<Duration>>,
+) -> io::Result<tokio::runtime::Handle> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = rt.handle().clone();
+    std::thread::Builder::new()
+        .name("switchyard-health".into())
+        .spawn(move || rt.block_on(stopped(&mut stop)))?;
+    Ok(handle)
 }
 
 struct Bound {
@@ -417,6 +434,7 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish for up to `drain`, and returns
     /// whether every connection closed in time.
     pub async fn shutdown(self, drain: Duration) -> bool {
+        self.shared.stop_health();
         let _ = self.stop.send(Some(drain));
         let mut done = Vec::new();
         for w in self.workers {

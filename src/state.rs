@@ -9,10 +9,13 @@ use arc_swap::ArcSwap;
 use http::HeaderName;
 
 use crate::balance;
-use crate::config::{BalanceKind, Config, Timeouts, UpstreamConfig};
+use crate::config::{BalanceKind, Config, RetryPolicy, Timeouts, UpstreamConfig};
+use crate::health::Supervisor;
 use crate::proxy::headers::HeaderAction;
 use crate::proxy::route::Router;
-use crate::upstream::{Measure, Registry, ServerKey, Tier, Upstream, UpstreamServer};
+use crate::upstream::{
+    Active, Measure, Passive, Registry, ServerKey, Tier, Upstream, UpstreamServer,
+};
 
 /// A listener's identity across reloads (its name), as a dense index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,6 +28,7 @@ pub struct Route {
     pub upstream: usize,
     pub timeouts: Timeouts,
     pub set_headers: Vec<(HeaderName, HeaderAction)>,
+    pub retry: RetryPolicy,
 }
 
 #[derive(Debug)]
@@ -47,6 +51,7 @@ pub struct Shared {
     state: ArcSwap<Snapshot>,
     registry: Registry,
     listener_ids: Mutex<HashMap<String, ListenerId>>,
+    health: Mutex<Supervisor>,
 }
 
 impl Shared {
@@ -54,12 +59,25 @@ impl Shared {
     pub fn new(config: Config, workers: usize) -> Arc<Self> {
         let registry = Registry::new(workers);
         let listener_ids = Mutex::new(HashMap::new());
-        let snapshot = build(&config, &registry, &listener_ids);
+        let snapshot = build(&config, &registry, &listener_ids, true);
         Arc::new(Shared {
             state: ArcSwap::from_pointee(snapshot),
             registry,
             listener_ids,
+            health: Mutex::new(Supervisor::default()),
         })
+    }
+
+    /// Starts the active health checkers on `runtime`; later snapshots update them.
+    pub fn start_health(&self, runtime: tokio::runtime::Handle) {
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        h.start(runtime);
+        h.sync(&self.load());
+    }
+
+    /// Stops every health checker (at shutdown).
+    pub fn stop_health(&self) {
+        self.health.lock().unwrap_or_else(|e| e.into_inner()).stop();
     }
 
     /// The current snapshot; requests keep the one they started with.
@@ -69,8 +87,12 @@ impl Shared {
 
     /// Builds a snapshot of `config` and makes it current.
     pub fn apply(&self, config: Config) {
-        let snapshot = build(&config, &self.registry, &self.listener_ids);
-        self.state.store(Arc::new(snapshot));
+        let snapshot = Arc::new(build(&config, &self.registry, &self.listener_ids, false));
+        self.state.store(Arc::clone(&snapshot));
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sync(&snapshot);
     }
 
     pub fn listener_id(&self, name: &str) -> ListenerId {
@@ -84,24 +106,46 @@ fn listener_id(ids: &Mutex<HashMap<String, ListenerId>>, name: &str) -> Listener
     *ids.entry(name.to_owned()).or_insert(next)
 }
 
-fn build_upstream(u: &UpstreamConfig, registry: &Registry) -> Upstream {
+/// `initial`: the first configuration, whose servers are trusted at once (the first
+/// round of checks runs right away); servers a later reload adds warm up first: with
+/// health checks they wait for one passing check, and slow start ramps them.
+fn build_upstream(u: &UpstreamConfig, registry: &Registry, initial: bool) -> Upstream {
     let name: Arc<str> = Arc::from(u.name.as_str());
     // Primaries first, backups after, each keeping the file's order.
     let mut servers: Vec<UpstreamServer> = u
         .servers
         .iter()
-        .map(|s| UpstreamServer {
-            weight: s.weight,
-            down: s.down,
-            backup: s.backup,
-            state: registry.server(
-                ServerKey {
-                    upstream: Arc::clone(&name),
-                    addr: s.addr,
-                },
-                u.keepalive,
-                u.ewma_seed,
-            ),
+        .map(|s| {
+            let passive = Passive {
+                max_fails: s.max_fails,
+                fail_timeout: s.fail_timeout,
+                slow_start: s.slow_start,
+            };
+            let key = ServerKey {
+                upstream: Arc::clone(&name),
+                addr: s.addr,
+            };
+            let state = registry.server_or_new(key, u.keepalive, u.ewma_seed, |fresh| {
+                if initial {
+                    return;
+                }
+                if u.health_check.is_some() {
+                    fresh.set_active(
+                        Active::Warming,
+                        "added; waiting for a passing check",
+                        s.slow_start,
+                    );
+                } else {
+                    fresh.start_ramp(s.slow_start);
+                }
+            });
+            UpstreamServer {
+                weight: s.weight,
+                down: s.down,
+                backup: s.backup,
+                passive,
+                state,
+            }
         })
         .collect();
     servers.sort_by_key(|s| s.backup);
@@ -123,12 +167,15 @@ fn build_upstream(u: &UpstreamConfig, registry: &Registry) -> Upstream {
         _ => Measure::Nothing,
     };
     Upstream {
-        name,
         servers,
         tiers,
         hash_key: u.hash_key.clone(),
         sticky: u.sticky.clone(),
         measure,
+        health_check: u.health_check.clone().map(Arc::new),
+        max_ejected_percent: u.max_ejected_percent,
+        budget: registry.budget(&name),
+        name,
     }
 }
 
@@ -136,11 +183,12 @@ fn build(
     config: &Config,
     registry: &Registry,
     ids: &Mutex<HashMap<String, ListenerId>>,
+    initial: bool,
 ) -> Snapshot {
     let upstreams: Vec<Upstream> = config
         .upstreams
         .iter()
-        .map(|u| build_upstream(u, registry))
+        .map(|u| build_upstream(u, registry, initial))
         .collect();
     let routes = config
         .routes
@@ -157,6 +205,7 @@ fn build(
                 .iter()
                 .map(|(n, t)| (n.clone(), HeaderAction::new(t)))
                 .collect(),
+            retry: r.retry,
         })
         .collect();
     let mut routers = Vec::new();

@@ -96,6 +96,7 @@ impl Setup {
                 weight: s.weight,
                 down: s.down,
                 backup: s.backup,
+                passive: Default::default(),
                 state: registry.server(
                     ServerKey {
                         upstream: Arc::clone(&name),
@@ -125,7 +126,7 @@ impl Setup {
     }
 
     fn pick(&self, key: Option<u64>) -> Option<usize> {
-        self.balancer.pick(&self.servers, &PickCtx { key })
+        self.balancer.pick(&self.servers, &PickCtx::with_key(key))
     }
 
     /// A pick as the proxy makes it: a key for `hash`, none otherwise.
@@ -584,6 +585,7 @@ fn swrr_live_mode_concurrent_picks_keep_exact_proportions() {
                 weight: weights[i],
                 down: false,
                 backup: false,
+                passive: Default::default(),
                 state: registry.server(
                     ServerKey {
                         upstream: Arc::from("live"),
@@ -656,10 +658,8 @@ fn backup_tier_is_used_only_while_no_primary_is_eligible() {
         let picks = |n: u64| -> Vec<SocketAddr> {
             (0..n)
                 .map(|k| {
-                    let ctx = PickCtx {
-                        key: Some(hash_bytes(&k.to_le_bytes())),
-                    };
-                    u.pick(&ctx).expect("some server").state.addr()
+                    let ctx = PickCtx::with_key(Some(hash_bytes(&k.to_le_bytes())));
+                    u.pick(&ctx).expect("some server").1.state.addr()
                 })
                 .collect()
         };
@@ -713,7 +713,7 @@ fn sticky_server_only_while_eligible() {
             .unwrap()
     };
     let id = |i: usize| server(i).state.sticky_id.clone();
-    let sticky = |i: usize| u.sticky_server(&id(i)).map(|s| s.state.addr());
+    let sticky = |i: usize| u.sticky_server(&id(i)).map(|(_, s)| s.state.addr());
 
     let mut ids: Vec<String> = (0..4).map(id).collect();
     ids.sort();

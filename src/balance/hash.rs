@@ -51,20 +51,28 @@ impl Ketama {
     }
 }
 
-/// In-flight requests of the eligible servers, with this one counted, spread by
-/// weight: server `s` may hold at most ⌈factor × this × weight(s)⌉ before the walk
-/// passes it (Mirrokni et al.'s bound, HAProxy's `hash-balance-factor`).
-fn load_per_weight(factor: f64, servers: &[UpstreamServer]) -> f64 {
+/// Bound applied to a slow-starting server when the upstream sets no
+/// `hash_balance_factor`: its keys stay where they are, and it takes up to its
+/// ramped share of HAProxy's usual 1.25 × the mean load, the rest spilling to the
+/// next servers on the ring.
+const RAMP_BALANCE_FACTOR: f64 = 1.25;
+
+/// In-flight requests of the usable servers, with this one counted, per unit of
+/// live weight: server `s` may hold at most ⌈factor × this × weight(s)⌉ before the
+/// walk passes it (Mirrokni et al.'s bound, HAProxy's `hash-balance-factor`).
+fn load_per_weight(servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> f64 {
     let (mut load, mut weight) = (0usize, 0u64);
-    for x in servers.iter().filter(|x| x.eligible()) {
-        load += x.state.inflight();
-        weight += u64::from(x.weight);
+    for (i, x) in servers.iter().enumerate() {
+        if ctx.usable(servers, i) {
+            load += x.state.inflight();
+            weight += x.live_weight();
+        }
     }
-    factor * (load + 1) as f64 / weight.max(1) as f64
+    (load + 1) as f64 / weight.max(1) as f64
 }
 
 impl Balancer for Ketama {
-    fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx) -> Option<usize> {
+    fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> Option<usize> {
         let Some(key) = ctx.key else {
             return self.fallback.pick(servers, ctx);
         };
@@ -73,27 +81,29 @@ impl Balancer for Ketama {
         }
         let point = (key >> 32) as u32;
         let start = self.ring.partition_point(|&(p, _)| p < point);
-        let per_weight = self.factor.map(|f| load_per_weight(f, servers));
-        let mut first_eligible = None;
+        let mut per_weight = None;
+        let mut first_usable = None;
         for k in 0..self.ring.len() {
             let i = self.ring[(start + k) % self.ring.len()].1 as usize;
-            let s = &servers[i];
-            if !s.eligible() {
+            if !ctx.usable(servers, i) {
                 continue;
             }
-            match per_weight {
+            let s = &servers[i];
+            // Slow start keeps key placement and bounds the load instead.
+            let factor = match self.factor {
+                Some(f) => f,
+                None if s.ramp() < 1.0 => RAMP_BALANCE_FACTOR,
                 None => return Some(i),
-                Some(pw) => {
-                    let capacity = (pw * f64::from(s.weight)).ceil() as usize;
-                    if s.state.inflight() < capacity {
-                        return Some(i);
-                    }
-                    first_eligible.get_or_insert(i);
-                }
+            };
+            let pw = *per_weight.get_or_insert_with(|| load_per_weight(servers, ctx));
+            let capacity = (factor * pw * s.live_weight() as f64).ceil() as usize;
+            if s.state.inflight() < capacity {
+                return Some(i);
             }
+            first_usable.get_or_insert(i);
         }
-        // Every eligible server is at capacity (possible only transiently, as
+        // Every usable server is at capacity (possible only transiently, as
         // in-flight counts move under the walk): keep the key's own server.
-        first_eligible
+        first_usable
     }
 }

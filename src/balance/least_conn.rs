@@ -20,13 +20,16 @@ impl LeastConn {
 }
 
 impl Balancer for LeastConn {
-    fn pick(&self, servers: &[UpstreamServer], _: &PickCtx) -> Option<usize> {
+    fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> Option<usize> {
         // The best so far as (index, in-flight, weight): one atomic load per server,
         // loads compared per weight by cross-multiplication.
         let mut best: Option<(usize, u64, u64)> = None;
         let mut tied = 0;
-        for (i, s) in servers.iter().enumerate().filter(|(_, s)| s.eligible()) {
-            let (load, w) = (s.state.inflight() as u64, u64::from(s.weight));
+        for (i, s) in servers.iter().enumerate() {
+            if !ctx.usable(servers, i) {
+                continue;
+            }
+            let (load, w) = (s.state.inflight() as u64, s.live_weight());
             match best {
                 Some((_, bl, bw)) if load * bw >= bl * w => {
                     tied += usize::from(load * bw == bl * w)
@@ -42,7 +45,10 @@ impl Balancer for LeastConn {
             for _ in 0..self.ties.cycle_len() {
                 let i = self.ties.next()?;
                 let s = &servers[i];
-                if s.eligible() && s.state.inflight() as u64 * bw == bl * u64::from(s.weight) {
+                if ctx.usable(servers, i)
+                    && s.state.inflight() as u64 * bw == bl * s.live_weight()
+                    && s.ramp_admits()
+                {
                     return Some(i);
                 }
             }

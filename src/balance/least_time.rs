@@ -32,16 +32,19 @@ impl LeastTime {
     /// Expected time a new request would take on `s`, per unit of weight.
     fn cost(&self, s: &UpstreamServer, now: u32) -> f64 {
         s.state.latency.average_ns_at(now, self.tau_ms) * (s.state.inflight() as f64 + 1.0)
-            / f64::from(s.weight.max(1))
+            / s.live_weight() as f64
     }
 }
 
 impl Balancer for LeastTime {
-    fn pick(&self, servers: &[UpstreamServer], _: &PickCtx) -> Option<usize> {
+    fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> Option<usize> {
         let now = stamp(Instant::now());
         let mut best: Option<(usize, f64)> = None;
         let mut tied = 0;
-        for (i, s) in servers.iter().enumerate().filter(|(_, s)| s.eligible()) {
+        for (i, s) in servers.iter().enumerate() {
+            if !ctx.usable(servers, i) {
+                continue;
+            }
             let c = self.cost(s, now);
             match best {
                 Some((_, bc)) if c >= bc => tied += usize::from(c == bc),
@@ -55,7 +58,10 @@ impl Balancer for LeastTime {
         if tied > 1 {
             for _ in 0..self.ties.cycle_len() {
                 let i = self.ties.next()?;
-                if servers[i].eligible() && self.cost(&servers[i], now) == bc {
+                if ctx.usable(servers, i)
+                    && self.cost(&servers[i], now) == bc
+                    && servers[i].ramp_admits()
+                {
                     return Some(i);
                 }
             }

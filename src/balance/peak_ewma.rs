@@ -30,17 +30,20 @@ impl PeakEwma {
 
     fn cost(&self, s: &UpstreamServer, now: Instant) -> f64 {
         s.state.latency.peak_ns(now, self.tau) * (s.state.inflight() as f64 + 1.0)
-            / f64::from(s.weight.max(1))
+            / s.live_weight() as f64
     }
 }
 
 /// Two distinct eligible servers drawn uniformly, or the only eligible one.
-pub(super) fn eligible_pair(servers: &[UpstreamServer]) -> Option<(usize, Option<usize>)> {
+pub(super) fn eligible_pair(
+    servers: &[UpstreamServer],
+    ctx: &PickCtx<'_>,
+) -> Option<(usize, Option<usize>)> {
     let n = servers.len();
     if n >= 2 {
         for _ in 0..DRAWS {
             let (a, b) = rng::distinct_pair(n);
-            if servers[a].eligible() && servers[b].eligible() {
+            if ctx.usable(servers, a) && ctx.usable(servers, b) {
                 return Some((a, Some(b)));
             }
         }
@@ -49,14 +52,14 @@ pub(super) fn eligible_pair(servers: &[UpstreamServer]) -> Option<(usize, Option
     let start = rng::below(n.max(1));
     let mut found = (0..n)
         .map(|k| (start + k) % n)
-        .filter(|&i| servers[i].eligible());
+        .filter(|&i| ctx.usable(servers, i));
     let a = found.next()?;
     Some((a, found.next()))
 }
 
 impl Balancer for PeakEwma {
-    fn pick(&self, servers: &[UpstreamServer], _: &PickCtx) -> Option<usize> {
-        let (a, b) = eligible_pair(servers)?;
+    fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> Option<usize> {
+        let (a, b) = eligible_pair(servers, ctx)?;
         let Some(b) = b else { return Some(a) };
         let now = Instant::now();
         // A tie goes to the first drawn, as in tower and linkerd.

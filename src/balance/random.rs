@@ -38,11 +38,13 @@ impl RandomTwo {
 }
 
 impl Balancer for RandomTwo {
-    fn pick(&self, servers: &[UpstreamServer], _: &PickCtx) -> Option<usize> {
+    /// A slow-starting server's draw is kept with probability equal to its ramp, so
+    /// it is drawn in proportion to its live weight.
+    fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> Option<usize> {
         let mut first: Option<usize> = None;
         for _ in 0..DRAWS * 2 {
             let Some(i) = self.draw() else { break };
-            if !servers[i].eligible() || first == Some(i) {
+            if !ctx.usable(servers, i) || first == Some(i) || !servers[i].ramp_admits() {
                 continue;
             }
             match first {
@@ -59,7 +61,10 @@ impl Balancer for RandomTwo {
         // One eligible server, or unlucky draws: the least loaded eligible one.
         let mut best: Option<usize> = None;
         for (i, s) in servers.iter().enumerate() {
-            if s.eligible() && s.weight > 0 && best.is_none_or(|b| less_loaded(s, &servers[b])) {
+            if ctx.usable(servers, i)
+                && s.weight > 0
+                && best.is_none_or(|b| less_loaded(s, &servers[b]))
+            {
                 best = Some(i);
             }
         }

@@ -104,16 +104,25 @@ impl RoundRobin {
 }
 
 impl Balancer for RoundRobin {
-    /// Skipping ineligible servers keeps the others' proportions exact: their
-    /// entries in the cycle are untouched.
-    fn pick(&self, servers: &[UpstreamServer], _: &PickCtx) -> Option<usize> {
+    /// Skipping unusable servers keeps the others' proportions exact: their
+    /// entries in the cycle are untouched. A slow-starting server keeps each of its
+    /// turns with probability equal to its ramp, so its share follows the ramp.
+    fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> Option<usize> {
+        let mut passed = None;
         for _ in 0..self.cycle_len() {
             let i = self.next()?;
-            if servers.get(i).is_some_and(UpstreamServer::eligible) {
-                return Some(i);
+            if i < servers.len() && ctx.usable(servers, i) {
+                if servers[i].ramp_admits() {
+                    return Some(i);
+                }
+                passed.get_or_insert(i);
             }
         }
-        None
+        // Concurrent picks share the cursor, so this one may have seen only
+        // unusable turns while a usable server exists: never a false "none".
+        passed.or_else(|| {
+            (0..servers.len()).find(|&i| servers[i].weight > 0 && ctx.usable(servers, i))
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 //! typed (socket addresses, durations, header names) or a `ConfigError` listing
 //! every problem as `FILE: key.path: what is wrong`.
 
+mod health;
 mod raw;
 mod template;
 mod validate;
@@ -14,6 +15,10 @@ use std::time::Duration;
 
 use http::HeaderName;
 
+pub use health::{
+    HealthCheckConfig, NextUpstream, RetryPolicy, StatusSet, DEFAULT_FAIL_TIMEOUT,
+    DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_FAILS,
+};
 pub use template::{HeaderTemplate, Segment, Variable};
 
 /// nginx's `proxy_connect_timeout` default: operators moving from nginx keep its feel.
@@ -66,6 +71,7 @@ pub struct RouteConfig {
     pub upstream: String,
     pub timeouts: Timeouts,
     pub set_headers: Vec<(HeaderName, HeaderTemplate)>,
+    pub retry: RetryPolicy,
 }
 
 /// Host patterns as nginx's `server_name`: exact names win over wildcards.
@@ -113,6 +119,10 @@ pub struct UpstreamConfig {
     /// in-flight load (`None`: unbounded).
     pub hash_balance_factor: Option<f64>,
     pub sticky: Option<StickyConfig>,
+    /// Active health checks; `None`: servers are judged by their traffic only.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Envoy's cap: passive ejection leaves at least the rest of the primaries.
+    pub max_ejected_percent: u32,
     pub servers: Vec<ServerConfig>,
 }
 
@@ -227,6 +237,13 @@ pub struct ServerConfig {
     pub down: bool,
     /// Picked only while no primary server is eligible.
     pub backup: bool,
+    /// nginx's `max_fails`: failures within `fail_timeout` that eject the server
+    /// (0: never ejected by its traffic).
+    pub max_fails: u32,
+    pub fail_timeout: std::time::Duration,
+    /// Ramp of the effective weight from 10 % to 100 % after the server recovers or
+    /// is added (zero: no ramp).
+    pub slow_start: std::time::Duration,
 }
 
 impl Config {

@@ -31,6 +31,11 @@ pub(crate) struct RawRoute {
     pub send_timeout: Option<String>,
     #[serde(default)]
     pub set_headers: BTreeMap<String, String>,
+    pub next_upstream: Option<Vec<String>>,
+    pub next_upstream_tries: Option<u32>,
+    pub next_upstream_timeout: Option<String>,
+    /// A byte count or a string such as "64KiB".
+    pub retry_body_limit: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +56,8 @@ pub(crate) struct RawUpstream {
     pub hash_balance_factor: Option<f64>,
     pub sticky: Option<RawSticky>,
     pub keepalive: Option<u32>,
+    pub max_ejected_percent: Option<u32>,
+    pub health_check: Option<RawHealthCheck>,
     /// Deserialised one by one, so one bad server does not hide another's problem.
     pub servers: Vec<toml::Value>,
 }
@@ -62,4 +69,23 @@ pub(crate) struct RawServer {
     pub weight: Option<u32>,
     pub down: Option<bool>,
     pub backup: Option<bool>,
+    pub max_fails: Option<u32>,
+    pub fail_timeout: Option<String>,
+    pub slow_start: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealthCheck {
+    pub path: Option<String>,
+    pub method: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub jitter: Option<String>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    pub expect_status: Option<String>,
+    pub expect_body: Option<String>,
 }

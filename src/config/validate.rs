@@ -9,6 +9,9 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::de::DeserializeOwned;
 
+use super::health::{
+    self, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_FAILS, MAX_MAX_FAILS,
+};
 use super::raw::{RawAdmin, RawListener, RawRoute, RawServer, RawUpstream};
 use super::{
     AdminConfig, BalanceKind, Config, HashKey, HeaderTemplate, HostPattern, LeastTimeMode,
@@ -20,12 +23,12 @@ use super::{
 const TOP_LEVEL_KEYS: &[&str] = &["admin", "listener", "route", "upstream"];
 
 #[derive(Default)]
-struct Checker {
-    problems: Vec<Problem>,
+pub(super) struct Checker {
+    pub(super) problems: Vec<Problem>,
 }
 
 impl Checker {
-    fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+    pub(super) fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
         self.problems.push(Problem::new(path, msg));
     }
 
@@ -62,13 +65,25 @@ impl Checker {
         }
     }
 
-    fn duration(&mut self, path: &str, s: Option<&str>, default: Duration) -> Duration {
-        let Some(s) = s else { return default };
-        match humantime::parse_duration(s) {
-            Ok(d) if d.is_zero() => {
+    pub(super) fn duration(&mut self, path: &str, s: Option<&str>, default: Duration) -> Duration {
+        match self.duration_or_zero(path, s, default) {
+            d if d.is_zero() => {
                 self.err(path, "must be greater than zero");
                 default
             }
+            d => d,
+        }
+    }
+
+    /// A duration where "0s" means "off".
+    pub(super) fn duration_or_zero(
+        &mut self,
+        path: &str,
+        s: Option<&str>,
+        default: Duration,
+    ) -> Duration {
+        let Some(s) = s else { return default };
+        match humantime::parse_duration(s) {
             Ok(d) => d,
             Err(_) => {
                 self.err(
@@ -378,6 +393,16 @@ fn check_upstreams(c: &mut Checker, raw: BTreeMap<String, RawUpstream>) -> Vec<U
                 ttl,
             })
         });
+        let health_check = u
+            .health_check
+            .and_then(|h| health::check_health(c, &format!("{base}.health_check"), h));
+        let max_ejected_percent = u.max_ejected_percent.unwrap_or(DEFAULT_MAX_EJECTED_PERCENT);
+        if max_ejected_percent > 100 {
+            c.err(
+                format!("{base}.max_ejected_percent"),
+                format!("must be between 0 and 100, got {max_ejected_percent}"),
+            );
+        }
         out.push(UpstreamConfig {
             name,
             balance,
@@ -388,6 +413,8 @@ fn check_upstreams(c: &mut Checker, raw: BTreeMap<String, RawUpstream>) -> Vec<U
             hash_key,
             hash_balance_factor: u.hash_balance_factor,
             sticky,
+            health_check,
+            max_ejected_percent,
             servers,
         });
     }
@@ -402,6 +429,23 @@ fn check_server(c: &mut Checker, path: &str, s: RawServer) -> Vec<ServerConfig> 
             format!("must be between 1 and {MAX_WEIGHT}, got {weight}"),
         );
     }
+    let max_fails = s.max_fails.unwrap_or(DEFAULT_MAX_FAILS);
+    if max_fails > MAX_MAX_FAILS {
+        c.err(
+            format!("{path}.max_fails"),
+            format!("must be at most {MAX_MAX_FAILS} (0 turns ejection off), got {max_fails}"),
+        );
+    }
+    let fail_timeout = c.duration(
+        &format!("{path}.fail_timeout"),
+        s.fail_timeout.as_deref(),
+        DEFAULT_FAIL_TIMEOUT,
+    );
+    let slow_start = c.duration_or_zero(
+        &format!("{path}.slow_start"),
+        s.slow_start.as_deref(),
+        Duration::ZERO,
+    );
     let addrs: Vec<SocketAddr> = match s.addr.parse::<SocketAddr>() {
         Ok(a) => vec![a],
         Err(_) => match split_host_port(&s.addr) {
@@ -435,6 +479,9 @@ fn check_server(c: &mut Checker, path: &str, s: RawServer) -> Vec<ServerConfig> 
             weight,
             down: s.down.unwrap_or(false),
             backup: s.backup.unwrap_or(false),
+            max_fails,
+            fail_timeout,
+            slow_start,
         })
         .collect()
 }
@@ -529,7 +576,16 @@ fn check_routes(
                 Err(m) => c.err(path, m),
             }
         }
+        let retry = health::check_retry(
+            c,
+            &base,
+            r.next_upstream,
+            r.next_upstream_tries,
+            r.next_upstream_timeout,
+            r.retry_body_limit,
+        );
         out.push(RouteConfig {
+            retry,
             listener: r.listener,
             host,
             path,

@@ -29,6 +29,9 @@ pub struct SendProgress {
     /// Nanoseconds since `start` of the last change, shifted left by 2; the low bits
     /// hold the phase (`UPSTREAM`, `CLIENT`, `DONE`).
     word: AtomicU64,
+    /// Signalled when the body is done, which can bring the deadline forward
+    /// (`read_timeout` may be shorter than the send-side timeouts).
+    done: tokio::sync::Notify,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +49,7 @@ impl SendProgress {
         SendProgress {
             start: Instant::now(),
             word: AtomicU64::new(0),
+            done: tokio::sync::Notify::new(),
         }
     }
 
@@ -56,7 +60,16 @@ impl SendProgress {
             SendPhase::Client => 1,
             SendPhase::Done => 2,
         };
-        self.word.store((nanos << 2) | tag, Ordering::Relaxed);
+        let old = self.word.swap((nanos << 2) | tag, Ordering::Relaxed);
+        if tag == 2 && old & 3 != 2 {
+            self.done.notify_one();
+        }
+    }
+
+    /// Resolves once the whole body has been sent (a permit is kept if nobody
+    /// waits yet).
+    pub async fn done(&self) {
+        self.done.notified().await
     }
 
     /// The current phase and when it began.
@@ -80,13 +93,28 @@ impl Default for SendProgress {
 /// The client's request body on its way upstream.
 #[derive(Debug)]
 pub struct ClientBody {
+    /// What was read ahead while trying to hold the body for retries.
+    prefix: Option<Bytes>,
     inner: Incoming,
     progress: Arc<SendProgress>,
 }
 
 impl ClientBody {
     pub fn new(inner: Incoming, progress: Arc<SendProgress>) -> Self {
-        ClientBody { inner, progress }
+        ClientBody {
+            prefix: None,
+            inner,
+            progress,
+        }
+    }
+
+    /// The body with `prefix` (already read from `inner`) sent first.
+    pub fn with_prefix(prefix: Bytes, inner: Incoming, progress: Arc<SendProgress>) -> Self {
+        ClientBody {
+            prefix: Some(prefix).filter(|p| !p.is_empty()),
+            inner,
+            progress,
+        }
     }
 }
 
@@ -98,6 +126,10 @@ impl Body for ClientBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(p) = self.prefix.take() {
+            self.progress.mark(SendPhase::Upstream);
+            return Poll::Ready(Some(Ok(Frame::data(p))));
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         let phase = match &polled {
             Poll::Pending => SendPhase::Client,
@@ -109,11 +141,20 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.prefix.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let mut h = self.inner.size_hint();
+        if let Some(p) = &self.prefix {
+            let n = p.len() as u64;
+            let lower = h.lower() + n;
+            if let Some(u) = h.upper() {
+                h.set_upper(u + n);
+            }
+            h.set_lower(lower);
+        }
+        h
     }
 }
 

@@ -1,13 +1,11 @@
 //! Sending one request upstream and waiting for its response head under the route's
 //! timeouts.
 
-use std::sync::Arc;
-
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{ClientBody, SendPhase, SendProgress, UpstreamBody};
+use super::body::{SendPhase, SendProgress, UpstreamBody};
 use crate::body::{ReqBody, RespBody};
 use crate::config::Timeouts;
 use crate::error::ProxyError;
@@ -32,98 +30,76 @@ pub fn origin_form(uri: &mut Uri) {
     }
 }
 
-pub async fn forward(
-    req: Request<Incoming>,
-    mut guard: InFlight,
+/// Turns an upstream response head into the client's response: hop-by-hop headers
+/// stripped, the body streamed with the in-flight guard and the connection, which
+/// goes back to the pool when the body ends.
+pub fn respond(
+    conn: PooledConn,
+    res: Response<Incoming>,
+    guard: InFlight,
     timeouts: Timeouts,
-) -> Result<Response<RespBody>, ProxyError> {
-    match exchange(req, &guard.server().pool, timeouts).await {
-        Ok((conn, res)) => {
-            guard.on_head(res.status());
-            let (mut head, incoming) = res.into_parts();
-            strip_hop_by_hop(&mut head.headers);
-            let body = UpstreamBody::new(incoming, conn.tx, guard, timeouts.read);
-            Ok(Response::from_parts(head, RespBody::Upstream(body)))
-        }
-        Err(e) => {
-            guard.fail();
-            Err(e)
-        }
-    }
+) -> Response<RespBody> {
+    let (mut head, incoming) = res.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    let body = UpstreamBody::new(incoming, conn.tx, guard, timeouts.read);
+    Response::from_parts(head, RespBody::Upstream(body))
 }
 
-/// Sends the request on a pooled or new connection and returns the response head.
-async fn exchange(
-    req: Request<Incoming>,
+/// Sends the request on `conn` (a connection to one server) and returns the
+/// response head.
+///
+/// A pooled connection may have been closed by the origin since its last use.
+/// hyper hands the request back when it could not be written, and another
+/// connection gets it. When it was written but the connection then closed with no
+/// answer, `again` may supply a copy (bodiless or buffered idempotent requests),
+/// sent once on a fresh connection to the same server (RFC 9112 §9.3.1): a stale
+/// keep-alive connection is not the server's failure. Anything else is.
+pub async fn exchange(
+    mut conn: PooledConn,
+    mut req: Request<ReqBody>,
+    progress: Option<&SendProgress>,
     pool: &Pool,
     timeouts: Timeouts,
+    again: impl Fn() -> Option<Request<ReqBody>>,
 ) -> Result<(PooledConn, Response<Incoming>), ProxyError> {
-    use http_body::Body as _;
-    let mut progress = None;
-    let mut req = req.map(|body| {
-        if body.is_end_stream() {
-            ReqBody::Empty
-        } else {
-            let p = Arc::new(SendProgress::new());
-            progress = Some(Arc::clone(&p));
-            ReqBody::Stream(ClientBody::new(body, p))
-        }
-    });
-
-    // A pooled connection may have been closed by the origin since its last use.
-    // hyper hands the request back when it could not be written, and a fresh
-    // connection gets it. When it was written but the connection then closed with no
-    // answer, a bodiless idempotent request is sent again once on a fresh connection
-    // (RFC 9112 §9.3.1); anything else is the origin's failure.
-    let replayable = matches!(req.body(), ReqBody::Empty) && is_idempotent(req.method());
-    let mut fresh = false;
-    let (conn, res) = loop {
-        let conn = if fresh {
-            PooledConn {
-                tx: pool.connect(timeouts.connect).await?,
-                reused: false,
-            }
-        } else {
-            pool.checkout(timeouts.connect).await?
-        };
-        let mut conn = conn;
-        let replay = (conn.reused && replayable).then(|| copy_head(&req));
+    let mut replayed = false;
+    loop {
+        let reused = conn.reused;
         let fut = conn.tx.try_send_request(req);
-        match await_head(fut, progress.as_deref(), &timeouts).await {
-            Ok(res) => break (conn, res),
-            Err(Attempt::NotSent(back)) if conn.reused => req = *back,
+        match await_head(fut, progress, &timeouts).await {
+            Ok(res) => return Ok((conn, res)),
+            Err(Attempt::NotSent(back)) if reused => {
+                req = *back;
+                conn = pool.checkout(timeouts.connect).await?;
+            }
             Err(Attempt::NotSent(_)) => {
                 return Err(ProxyError::Connect(
                     std::io::ErrorKind::ConnectionReset.into(),
                 ))
             }
-            Err(Attempt::Failed(ProxyError::Upstream(e))) if replay.is_some() => {
+            Err(Attempt::Failed(ProxyError::Upstream(e))) if reused && !replayed => {
+                let Some(copy) = again() else {
+                    return Err(ProxyError::Upstream(e));
+                };
                 tracing::debug!(error = %e, "pooled connection failed; sending again on a fresh one");
-                req = replay.expect("checked");
-                fresh = true;
+                req = copy;
+                replayed = true;
+                conn = PooledConn {
+                    tx: pool.connect(timeouts.connect).await?,
+                    reused: false,
+                };
             }
             Err(Attempt::Failed(e)) => return Err(e),
         }
-    };
-    Ok((conn, res))
+    }
 }
 
 /// Methods a client may send twice without changing the outcome (RFC 9110 §9.2.2).
-fn is_idempotent(m: &Method) -> bool {
+pub fn is_idempotent(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
-}
-
-/// A bodiless copy of the request, to send again.
-fn copy_head(req: &Request<ReqBody>) -> Request<ReqBody> {
-    let mut copy = Request::new(ReqBody::Empty);
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
 }
 
 enum Attempt {
@@ -158,24 +134,32 @@ where
         }
     };
     tokio::pin!(fut);
-    let (mut until, _) = deadline();
+    // While the body is still going, its end can bring the deadline forward.
+    let mut body_going = progress.filter(|p| p.get().0 != SendPhase::Done);
     loop {
-        match tokio::time::timeout_at(until, &mut fut).await {
-            Ok(Ok(res)) => return Ok(res),
-            Ok(Err(mut e)) => {
-                return Err(match e.take_message() {
-                    Some(req) => Attempt::NotSent(Box::new(req)),
-                    None => Attempt::Failed(ProxyError::Upstream(e.into_error())),
-                })
+        let (until, err) = deadline();
+        if until <= Instant::now() {
+            return Err(Attempt::Failed(err));
+        }
+        let body_done = async {
+            match body_going {
+                Some(p) => p.done().await,
+                None => std::future::pending().await,
             }
-            Err(_) => {
-                let now = Instant::now();
-                let (next, err) = deadline();
-                if next <= now {
-                    return Err(Attempt::Failed(err));
+        };
+        tokio::select! {
+            biased;
+            r = &mut fut => {
+                return match r {
+                    Ok(res) => Ok(res),
+                    Err(mut e) => Err(match e.take_message() {
+                        Some(req) => Attempt::NotSent(Box::new(req)),
+                        None => Attempt::Failed(ProxyError::Upstream(e.into_error())),
+                    }),
                 }
-                until = next;
             }
+            () = tokio::time::sleep_until(until) => {}
+            () = body_done => body_going = None,
         }
     }
 }

@@ -3,9 +3,11 @@
 //! `error.rs` only.
 
 pub mod affinity;
+mod attempts;
 mod body;
 mod forward;
 pub mod headers;
+mod payload;
 pub mod route;
 
 use std::convert::Infallible;
@@ -19,10 +21,11 @@ use hyper::body::Incoming;
 pub use body::{ClientBody, SendPhase, SendProgress, UpstreamBody};
 pub use headers::ClientInfo;
 
-use crate::balance::PickCtx;
 use crate::body::RespBody;
 use crate::error::ProxyError;
 use crate::state::{ListenerId, Shared};
+use attempts::Attempts;
+use payload::Head;
 use route::RouteMatch;
 
 /// The hyper service of one client connection.
@@ -58,56 +61,44 @@ impl ProxyService {
             RouteMatch::None => return Err(ProxyError::NoRoute),
         };
         let upstream = &snapshot.upstreams[route.upstream];
-        let sticky = upstream.sticky.as_ref().map(|cfg| {
-            let pinned = affinity::cookie(req.headers(), &cfg.cookie)
-                .and_then(|id| upstream.sticky_server(id));
-            (cfg, pinned)
-        });
-        let server = match sticky {
-            Some((_, Some(pinned))) => pinned,
-            _ => {
-                let key = upstream
-                    .hash_key
-                    .as_ref()
-                    .and_then(|k| affinity::key_hash(k, &req, self.client.remote.ip()));
-                upstream
-                    .pick(&PickCtx { key })
-                    .ok_or(ProxyError::NoServer)?
-            }
+        let cookie = upstream
+            .sticky
+            .as_ref()
+            .and_then(|cfg| affinity::cookie(req.headers(), &cfg.cookie));
+        let pinned = cookie.and_then(|id| upstream.sticky_server(id));
+        let cookie = cookie.map(str::to_owned);
+        let key = match pinned {
+            Some(_) => None,
+            None => upstream
+                .hash_key
+                .as_ref()
+                .and_then(|k| affinity::key_hash(k, &req, self.client.remote.ip())),
         };
-        // A new or stale sticky cookie is (re)set on the response.
-        let set_cookie = match sticky {
-            Some((cfg, None)) => Some(affinity::sticky_cookie(
-                &cfg.cookie,
-                &server.state.sticky_id,
-                cfg.ttl,
-            )),
-            _ => None,
-        };
-        let guard = crate::upstream::InFlight::new(Arc::clone(&server.state), upstream.measure);
 
         // The target's authority, when there is one (HTTP/2, absolute-form), is the
         // host the request was routed by and replaces any Host header (RFC 9112
-        // §3.2.2); an HTTP/1.0 request without either is sent with the server's.
+        // §3.2.2).
         if let Some(a) = req.uri().authority() {
             if let Ok(h) = HeaderValue::from_str(a.as_str()) {
                 req.headers_mut().insert(header::HOST, h);
             }
-        } else if req.version() <= Version::HTTP_10 && !req.headers().contains_key(header::HOST) {
-            let h = server.state.addr_header.clone();
-            req.headers_mut().insert(header::HOST, h);
         }
-        let vars = headers::Vars {
-            client: &self.client,
-            host: &host,
-            upstream_addr: &server.state.addr_header,
-        };
-        headers::rewrite_request(req.headers_mut(), &vars, &route.set_headers);
         forward::origin_form(req.uri_mut());
-        *req.version_mut() = Version::HTTP_11;
-        let mut res = forward::forward(req, guard, route.timeouts).await?;
-        if let Some(c) = set_cookie {
-            res.headers_mut().append(header::SET_COOKIE, c);
+        let (parts, body) = req.into_parts();
+        let head = Head {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+        };
+        let attempts = Attempts::new(&self, route, upstream, &host, head, body).await?;
+        let (server, mut res) = attempts.run(pinned, key).await?;
+        if let Some(cfg) = &upstream.sticky {
+            // A new or stale cookie, or a retry that moved the client: (re)set it.
+            if cookie.as_deref() != Some(server.state.sticky_id.as_str()) {
+                let c = affinity::sticky_cookie(&cfg.cookie, &server.state.sticky_id, cfg.ttl);
+                res.headers_mut().append(header::SET_COOKIE, c);
+            }
         }
         Ok(res)
     }

@@ -123,6 +123,7 @@ mod tests {
             upstream: "u".into(),
             timeouts: Timeouts::default(),
             set_headers: vec![],
+            retry: Default::default(),
         }
     }
 

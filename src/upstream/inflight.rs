@@ -5,6 +5,7 @@ use std::time::Duration;
 use http::StatusCode;
 use tokio::time::Instant;
 
+use super::health::Admission;
 use super::latency::FAILURE_PENALTY;
 use super::ServerState;
 use crate::config::LeastTimeMode;
@@ -30,6 +31,8 @@ pub struct InFlight {
     start: Option<Instant>,
     head: Option<Instant>,
     failed: bool,
+    /// A trial request's verdict is still owed to the server's passive health.
+    admission: Admission,
 }
 
 impl InFlight {
@@ -43,7 +46,19 @@ impl InFlight {
             start,
             head: None,
             failed: false,
+            admission: Admission::Normal,
         }
+    }
+
+    /// Marks the request as the server's trial (see `ServerState::admit`).
+    pub fn set_admission(&mut self, admission: Admission) {
+        self.admission = admission;
+    }
+
+    /// The admission, handed over once to whoever records the verdict; later calls
+    /// (and the drop) see `Normal`.
+    pub fn take_admission(&mut self) -> Admission {
+        std::mem::replace(&mut self.admission, Admission::Normal)
     }
 
     pub fn server(&self) -> &Arc<ServerState> {
@@ -67,6 +82,9 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.server.inflight.fetch_sub(1, Ordering::Relaxed);
+        if self.admission == Admission::Trial {
+            self.server.trial_abandoned();
+        }
         let Some(start) = self.start else { return };
         let now = Instant::now();
         let to_head = self.head.unwrap_or(now) - start;

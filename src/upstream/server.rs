@@ -1,10 +1,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use http::HeaderValue;
 
+use super::budget::RetryBudget;
+use super::health::{Active, Health};
 use super::latency::Latency;
 use super::pool::Pool;
 
@@ -25,8 +27,7 @@ pub struct ServerState {
     pub latency: Latency,
     /// Opaque id of this server in sticky cookies (not its address).
     pub sticky_id: String,
-    /// Health as the health checks see it; until they arrive, always up.
-    up: AtomicBool,
+    pub(super) health: Health,
     pub(super) inflight: AtomicUsize,
     pub(super) requests: AtomicU64,
 }
@@ -37,7 +38,7 @@ impl ServerState {
         ServerState {
             latency: Latency::new(seed),
             sticky_id: format!("{id:016x}"),
-            up: AtomicBool::new(true),
+            health: Health::new(Active::Up),
             addr_header: HeaderValue::from_str(&key.addr.to_string())
                 .expect("a socket address is a valid header value"),
             pool: Pool::new(key.addr, keepalive, workers),
@@ -56,14 +57,15 @@ impl ServerState {
         self.inflight.load(Ordering::Relaxed)
     }
 
-    /// Whether health checking lets the server take traffic.
+    /// Whether the active checks consider the server up.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.active() == Active::Up
     }
 
-    /// Marks the server up or down (the health checks' lever; tests use it too).
+    /// Marks the server up or down by hand (tests, the admin API), without a ramp.
     pub fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::Relaxed);
+        let to = if up { Active::Up } else { Active::Down };
+        self.set_active(to, "set by hand", std::time::Duration::ZERO);
     }
 
     /// Requests sent to this server since it first appeared in a configuration.
@@ -77,6 +79,7 @@ impl ServerState {
 #[derive(Debug)]
 pub struct Registry {
     servers: Mutex<HashMap<ServerKey, Weak<ServerState>>>,
+    budgets: Mutex<HashMap<Arc<str>, Weak<RetryBudget>>>,
     /// Worker threads, hence connection-pool shards per server.
     workers: usize,
 }
@@ -91,6 +94,7 @@ impl Registry {
     pub fn new(workers: usize) -> Self {
         Registry {
             servers: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(HashMap::new()),
             workers: workers.max(1),
         }
     }
@@ -103,14 +107,40 @@ impl Registry {
         keepalive: usize,
         seed: std::time::Duration,
     ) -> Arc<ServerState> {
+        self.server_or_new(key, keepalive, seed, |_| {})
+    }
+
+    /// As `server`; `fresh` prepares a newly created state (warming, slow start)
+    /// before anyone else sees it.
+    pub fn server_or_new(
+        &self,
+        key: ServerKey,
+        keepalive: usize,
+        seed: std::time::Duration,
+        fresh: impl FnOnce(&ServerState),
+    ) -> Arc<ServerState> {
         let mut map = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, w| w.strong_count() > 0);
         if let Some(s) = map.get(&key).and_then(Weak::upgrade) {
             s.pool.set_max_idle(keepalive);
             return s;
         }
-        let s = Arc::new(ServerState::new(key.clone(), keepalive, self.workers, seed));
+        let s = ServerState::new(key.clone(), keepalive, self.workers, seed);
+        fresh(&s);
+        let s = Arc::new(s);
         map.insert(key, Arc::downgrade(&s));
         s
+    }
+
+    /// The retry budget of upstream `name`, shared across reloads like server state.
+    pub fn budget(&self, name: &Arc<str>) -> Arc<RetryBudget> {
+        let mut map = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, w| w.strong_count() > 0);
+        if let Some(b) = map.get(name).and_then(Weak::upgrade) {
+            return b;
+        }
+        let b = Arc::new(RetryBudget::default());
+        map.insert(Arc::clone(name), Arc::downgrade(&b));
+        b
     }
 }

@@ -347,3 +347,4 @@ pub async fn counting_origin(
     });
     (addr, accepted)
 }
+pub mod control;

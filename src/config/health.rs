@@ -1,0 +1,411 @@
+//! Health and retry settings: `[upstream.NAME.health_check]`, the per-server passive
+//! keys (`max_fails`, `fail_timeout`, `slow_start`) and the route's `next_upstream`
+//! family. Types, defaults and their validation live together here.
+
+use std::time::Duration;
+
+use http::{HeaderValue, Method, StatusCode};
+
+use super::raw::RawHealthCheck;
+use super::validate::Checker;
+
+/// nginx's `max_fails` default: one failure takes a server out for `fail_timeout`.
+pub const DEFAULT_MAX_FAILS: u32 = 1;
+/// nginx's `fail_timeout` default is 10 s: both the window failures are counted in
+/// and how long an ejected server rests before its trial request.
+pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on `max_fails`: the exact sliding window keeps one timestamp per failure.
+pub const MAX_MAX_FAILS: u32 = 1000;
+/// Envoy's outlier detection caps ejections at a share of the pool; 50 % keeps half
+/// the primaries serving through any blip, while still ejecting one bad server of two.
+pub const DEFAULT_MAX_EJECTED_PERCENT: u32 = 50;
+
+/// HAProxy's `option httpchk` convention, and what bot frameworks serve.
+pub const DEFAULT_CHECK_PATH: &str = "/health";
+/// A check every 5 s finds a dead server within `fall` × 5 s: HAProxy's 2 s `inter` is
+/// chattier than a fleet of small bots needs, nginx Plus's 5 s is the common choice.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// A server slower than this to answer its health check is not healthy.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Spread of each interval (±), so the checks of many proxies and servers do not
+/// march in lock-step (HAProxy's `spread-checks`).
+pub const DEFAULT_CHECK_JITTER: f64 = 0.10;
+/// HAProxy's `rise 2`: one lucky answer does not bring a flapping server back.
+pub const DEFAULT_RISE: u32 = 2;
+/// HAProxy's `fall 3`: one lost check does not take a healthy server out.
+pub const DEFAULT_FALL: u32 = 3;
+/// nginx Plus's `match` default: any 2xx or 3xx.
+pub const DEFAULT_EXPECT_STATUS: &str = "200-399";
+/// Largest jitter accepted: beyond ±50 % the interval stops meaning anything.
+const MAX_JITTER: f64 = 0.5;
+
+/// Attempts per request, the first included: HAProxy's `retries 3` counts retries,
+/// nginx counts tries; three tries ride out one dead server and one stale connection.
+pub const DEFAULT_NEXT_UPSTREAM_TRIES: u32 = 3;
+/// Request bodies up to this size are held so that a retry can send them again;
+/// larger ones stream and are sent once (nginx buffers whole bodies, which costs
+/// memory per request and delays the upload).
+pub const DEFAULT_RETRY_BODY_LIMIT: u64 = 64 * 1024;
+/// Upper bound on `retry_body_limit`: a retry buffer per in-flight request.
+const MAX_RETRY_BODY_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// `[upstream.NAME.health_check]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckConfig {
+    pub method: Method,
+    /// Path and query of the check request.
+    pub path: String,
+    /// Host header; `None` sends the server's `ip:port`.
+    pub host: Option<HeaderValue>,
+    /// Port to check instead of the server's.
+    pub port: Option<u16>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Each interval is drawn from `interval × (1 ± jitter)`.
+    pub jitter: f64,
+    pub rise: u32,
+    pub fall: u32,
+    pub expect_status: StatusSet,
+    pub expect_body: Option<String>,
+}
+
+/// Status codes as inclusive ranges (`"200-399"`, `"200,204"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSet(Vec<(u16, u16)>);
+
+impl StatusSet {
+    pub fn contains(&self, s: StatusCode) -> bool {
+        let s = s.as_u16();
+        self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&s))
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        let code = |t: &str| {
+            t.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+                .ok_or_else(|| format!("{:?} is not a status code (100-599)", t.trim()))
+        };
+        let mut ranges = Vec::new();
+        for part in text.split(',') {
+            let (lo, hi) = match part.split_once('-') {
+                Some((a, b)) => (code(a)?, code(b)?),
+                None => (code(part)?, code(part)?),
+            };
+            if lo > hi {
+                return Err(format!("range {:?} is empty", part.trim()));
+            }
+            ranges.push((lo, hi));
+        }
+        Ok(StatusSet(ranges))
+    }
+}
+
+/// What `next_upstream` lists: the outcomes that count as a server's failure and
+/// that may be retried on another server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextUpstream {
+    pub error: bool,
+    pub timeout: bool,
+    /// Statuses listed as `http_XXX`, as a bit per entry of `RETRY_STATUSES`.
+    statuses: u8,
+    pub non_idempotent: bool,
+}
+
+/// The statuses `next_upstream` may name (nginx's set).
+const RETRY_STATUSES: [u16; 5] = [500, 502, 503, 504, 429];
+
+impl Default for NextUpstream {
+    /// nginx's `proxy_next_upstream error timeout`.
+    fn default() -> Self {
+        NextUpstream {
+            error: true,
+            timeout: true,
+            statuses: 0,
+            non_idempotent: false,
+        }
+    }
+}
+
+impl NextUpstream {
+    pub const NAMES: &'static [&'static str] = &[
+        "error",
+        "timeout",
+        "http_500",
+        "http_502",
+        "http_503",
+        "http_504",
+        "http_429",
+        "non_idempotent",
+    ];
+
+    /// Whether a response with this status is a failure to retry.
+    pub fn status(&self, s: StatusCode) -> bool {
+        self.statuses != 0
+            && RETRY_STATUSES
+                .iter()
+                .enumerate()
+                .any(|(i, &c)| self.statuses & (1 << i) != 0 && s.as_u16() == c)
+    }
+
+    /// Whether anything may be retried once the request has been sent.
+    pub fn after_send(&self) -> bool {
+        self.error || self.timeout || self.statuses != 0
+    }
+
+    fn parse(names: &[String]) -> Result<Self, String> {
+        let mut n = NextUpstream {
+            error: false,
+            timeout: false,
+            statuses: 0,
+            non_idempotent: false,
+        };
+        for name in names {
+            match name.as_str() {
+                "error" => n.error = true,
+                "timeout" => n.timeout = true,
+                "non_idempotent" => n.non_idempotent = true,
+                other => {
+                    let i = other
+                        .strip_prefix("http_")
+                        .and_then(|c| c.parse::<u16>().ok())
+                        .and_then(|c| RETRY_STATUSES.iter().position(|&s| s == c))
+                        .ok_or_else(|| {
+                            format!(
+                                "unknown condition {other:?} (expected any of: {})",
+                                Self::NAMES.join(", ")
+                            )
+                        })?;
+                    n.statuses |= 1 << i;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A route's retry policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub on: NextUpstream,
+    /// Attempts in all, the first included; 0 = each server once.
+    pub tries: u32,
+    /// No new attempt once this long has passed since the first; `None`: no limit.
+    pub timeout: Option<Duration>,
+    pub body_limit: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            on: NextUpstream::default(),
+            tries: DEFAULT_NEXT_UPSTREAM_TRIES,
+            timeout: None,
+            body_limit: DEFAULT_RETRY_BODY_LIMIT,
+        }
+    }
+}
+
+pub(super) fn check_health(
+    c: &mut Checker,
+    base: &str,
+    raw: RawHealthCheck,
+) -> Option<HealthCheckConfig> {
+    let ok_before = c.problems.len();
+    let path = raw.path.unwrap_or_else(|| DEFAULT_CHECK_PATH.to_owned());
+    if !path.starts_with('/')
+        || path
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        c.err(
+            format!("{base}.path"),
+            format!("must start with \"/\" and contain no spaces: {path:?}"),
+        );
+    }
+    let method = match raw.method.as_deref() {
+        None => Method::GET,
+        Some(m) => Method::from_bytes(m.as_bytes()).unwrap_or_else(|_| {
+            c.err(format!("{base}.method"), format!("invalid method {m:?}"));
+            Method::GET
+        }),
+    };
+    let host = raw.host.and_then(|h| match HeaderValue::from_str(&h) {
+        Ok(v) if !h.is_empty() => Some(v),
+        _ => {
+            c.err(format!("{base}.host"), format!("invalid Host value {h:?}"));
+            None
+        }
+    });
+    if raw.port == Some(0) {
+        c.err(format!("{base}.port"), "must be between 1 and 65535");
+    }
+    let interval = c.duration(
+        &format!("{base}.interval"),
+        raw.interval.as_deref(),
+        DEFAULT_CHECK_INTERVAL,
+    );
+    let timeout = c.duration(
+        &format!("{base}.timeout"),
+        raw.timeout.as_deref(),
+        DEFAULT_CHECK_TIMEOUT,
+    );
+    let jitter = match raw.jitter.as_deref() {
+        None => DEFAULT_CHECK_JITTER,
+        Some(j) => match parse_percent(j) {
+            Some(p) if p <= MAX_JITTER => p,
+            _ => {
+                c.err(
+                    format!("{base}.jitter"),
+                    format!("expected a percentage from \"0%\" to \"50%\", got {j:?}"),
+                );
+                DEFAULT_CHECK_JITTER
+            }
+        },
+    };
+    let mut count = |key: &str, v: Option<u32>, default: u32| {
+        let v = v.unwrap_or(default);
+        if !(1..=100).contains(&v) {
+            c.err(
+                format!("{base}.{key}"),
+                format!("must be between 1 and 100, got {v}"),
+            );
+        }
+        v
+    };
+    let rise = count("rise", raw.rise, DEFAULT_RISE);
+    let fall = count("fall", raw.fall, DEFAULT_FALL);
+    let expect_status = StatusSet::parse(
+        raw.expect_status
+            .as_deref()
+            .unwrap_or(DEFAULT_EXPECT_STATUS),
+    )
+    .unwrap_or_else(|m| {
+        c.err(
+            format!("{base}.expect_status"),
+            format!("{m} (expected e.g. \"200-399\" or \"200,204\")"),
+        );
+        StatusSet(Vec::new())
+    });
+    (c.problems.len() == ok_before).then_some(HealthCheckConfig {
+        method,
+        path,
+        host,
+        port: raw.port,
+        interval,
+        timeout,
+        jitter,
+        rise,
+        fall,
+        expect_status,
+        expect_body: raw.expect_body.filter(|b| !b.is_empty()),
+    })
+}
+
+/// Checks the route's retry keys.
+pub(super) fn check_retry(
+    c: &mut Checker,
+    base: &str,
+    next_upstream: Option<Vec<String>>,
+    tries: Option<u32>,
+    timeout: Option<String>,
+    body_limit: Option<toml::Value>,
+) -> RetryPolicy {
+    let mut p = RetryPolicy::default();
+    if let Some(names) = next_upstream {
+        match NextUpstream::parse(&names) {
+            Ok(n) => p.on = n,
+            Err(m) => c.err(format!("{base}.next_upstream"), m),
+        }
+    }
+    if let Some(t) = tries {
+        if t > 100 {
+            c.err(
+                format!("{base}.next_upstream_tries"),
+                format!("must be at most 100 (0: each server once), got {t}"),
+            );
+        }
+        p.tries = t;
+    }
+    let t = c.duration_or_zero(
+        &format!("{base}.next_upstream_timeout"),
+        timeout.as_deref(),
+        Duration::ZERO,
+    );
+    p.timeout = (!t.is_zero()).then_some(t);
+    if let Some(v) = body_limit {
+        match parse_size(&v) {
+            Some(n) if n <= MAX_RETRY_BODY_LIMIT => p.body_limit = n,
+            _ => c.err(
+                format!("{base}.retry_body_limit"),
+                format!("expected a size up to 16MiB such as \"64KiB\" or a byte count, got {v}"),
+            ),
+        }
+    }
+    p
+}
+
+/// `"10%"` → 0.1.
+fn parse_percent(s: &str) -> Option<f64> {
+    let v: f64 = s.strip_suffix('%')?.trim().parse().ok()?;
+    (v.is_finite() && v >= 0.0).then_some(v / 100.0)
+}
+
+/// A byte count, or a string with nginx's or IEC suffixes: `"512"`, `"64k"`,
+/// `"64KiB"`, `"1m"`, `"1MiB"` (all binary, as nginx's sizes are).
+fn parse_size(v: &toml::Value) -> Option<u64> {
+    match v {
+        toml::Value::Integer(n) => u64::try_from(*n).ok(),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let n: u64 = s[..digits].parse().ok()?;
+            let unit = match s[digits..].trim().to_ascii_lowercase().as_str() {
+                "" | "b" => 1,
+                "k" | "kb" | "kib" => 1 << 10,
+                "m" | "mb" | "mib" => 1 << 20,
+                _ => return None,
+            };
+            n.checked_mul(unit)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_sets() {
+        let s = StatusSet::parse("200-299, 304").unwrap();
+        assert!(s.contains(StatusCode::OK) && s.contains(StatusCode::NOT_MODIFIED));
+        assert!(!s.contains(StatusCode::MOVED_PERMANENTLY));
+        assert!(StatusSet::parse("abc").is_err());
+        assert!(StatusSet::parse("399-200").is_err());
+        assert!(StatusSet::parse("700").is_err());
+    }
+
+    #[test]
+    fn sizes_and_percentages() {
+        let s = |t: &str| parse_size(&toml::Value::String(t.into()));
+        assert_eq!(s("64KiB"), Some(65536));
+        assert_eq!(s("64k"), Some(65536));
+        assert_eq!(s("1MiB"), Some(1 << 20));
+        assert_eq!(s("12"), Some(12));
+        assert_eq!(s("1 GB"), None);
+        assert_eq!(parse_size(&toml::Value::Integer(100)), Some(100));
+        assert_eq!(parse_percent("10%"), Some(0.1));
+        assert_eq!(parse_percent("10"), None);
+    }
+
+    #[test]
+    fn next_upstream_names() {
+        let n = NextUpstream::parse(&["http_502".into(), "non_idempotent".into()]).unwrap();
+        assert!(n.status(StatusCode::BAD_GATEWAY) && !n.status(StatusCode::INTERNAL_SERVER_ERROR));
+        assert!(!n.error && !n.timeout && n.non_idempotent && n.after_send());
+        assert!(NextUpstream::parse(&["http_418".into()]).is_err());
+        assert!(!NextUpstream::parse(&[]).unwrap().after_send());
+    }
+}

@@ -1,0 +1,219 @@
+//! Active health checks: one checker task per upstream with a `health_check` table,
+//! probing every server (except those marked `down`) each interval, HAProxy's
+//! rise/fall style. The checkers run on one runtime, apart from the request path,
+//! and act on servers only through `ServerState::set_active`, so a reload that keeps
+//! a server keeps its health.
+
+mod probe;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use crate::config::HealthCheckConfig;
+use crate::state::Snapshot;
+use crate::upstream::{Active, ServerState};
+
+pub use probe::probe;
+
+/// The checkers of the current snapshot.
+#[derive(Debug, Default)]
+pub struct Supervisor {
+    runtime: Option<Handle>,
+    checkers: HashMap<Arc<str>, Checker>,
+}
+
+#[derive(Debug)]
+struct Checker {
+    config: Arc<HealthCheckConfig>,
+    targets: Vec<Target>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Debug, Clone)]
+struct Target {
+    state: Arc<ServerState>,
+    slow_start: Duration,
+}
+
+impl Target {
+    fn same(&self, other: &Target) -> bool {
+        Arc::ptr_eq(&self.state, &other.state) && self.slow_start == other.slow_start
+    }
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Supervisor {
+    pub fn start(&mut self, runtime: Handle) {
+        self.runtime = Some(runtime);
+    }
+
+    pub fn stop(&mut self) {
+        self.runtime = None;
+        self.checkers.clear();
+    }
+
+    /// Brings the checkers in line with `snapshot`: unchanged upstreams keep their
+    /// checker (and its rise/fall counts), changed ones get a new one, and servers of
+    /// upstreams that no longer have checks are released from the checks' verdict.
+    pub fn sync(&mut self, snapshot: &Snapshot) {
+        let Some(runtime) = self.runtime.clone() else {
+            return;
+        };
+        let mut next = HashMap::new();
+        for u in &snapshot.upstreams {
+            let Some(config) = &u.health_check else {
+                continue;
+            };
+            let targets: Vec<Target> = u
+                .servers
+                .iter()
+                .filter(|s| !s.down)
+                .map(|s| Target {
+                    state: Arc::clone(&s.state),
+                    slow_start: s.passive.slow_start,
+                })
+                .collect();
+            let checker = match self.checkers.remove(&u.name) {
+                Some(c)
+                    if c.config == *config
+                        && c.targets.len() == targets.len()
+                        && c.targets.iter().zip(&targets).all(|(a, b)| a.same(b)) =>
+                {
+                    c
+                }
+                _ => Checker {
+                    task: runtime.spawn(run(Arc::clone(config), targets.clone())),
+                    config: Arc::clone(config),
+                    targets,
+                },
+            };
+            next.insert(Arc::clone(&u.name), checker);
+        }
+        for (_, old) in self.checkers.drain() {
+            for t in &old.targets {
+                t.state
+                    .set_active(Active::Up, "health checks removed", Duration::ZERO);
+            }
+        }
+        self.checkers = next;
+    }
+}
+
+/// HAProxy's rise/fall counting for one server.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Streak {
+    passes: u32,
+    fails: u32,
+}
+
+impl Streak {
+    /// Counts one check result and returns the state the server should now be in.
+    pub fn record(&mut self, passed: bool, current: Active, rise: u32, fall: u32) -> Active {
+        if passed {
+            self.passes += 1;
+            self.fails = 0;
+        } else {
+            self.fails += 1;
+            self.passes = 0;
+        }
+        match current {
+            Active::Up if self.fails >= fall => Active::Down,
+            Active::Down if self.passes >= rise => Active::Up,
+            // A new server needs one passing check; one that fails must rise.
+            Active::Warming if passed => Active::Up,
+            Active::Warming => Active::Down,
+            other => other,
+        }
+    }
+}
+
+/// One interval, drawn uniformly from `interval × (1 ± jitter)`.
+pub fn jittered(interval: Duration, jitter: f64) -> Duration {
+    let u = (crate::balance::rng::next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    interval.mul_f64(1.0 + jitter * (2.0 * u - 1.0))
+}
+
+async fn run(config: Arc<HealthCheckConfig>, targets: Vec<Target>) {
+    let mut streaks = vec![Streak::default(); targets.len()];
+    loop {
+        let mut round = tokio::task::JoinSet::new();
+        for (i, t) in targets.iter().enumerate() {
+            let config = Arc::clone(&config);
+            let addr = t.state.addr();
+            round.spawn(async move { (i, probe(&config, addr).await) });
+        }
+        while let Some(done) = round.join_next().await {
+            let Ok((i, result)) = done else { continue };
+            let t = &targets[i];
+            let current = t.state.active();
+            let next = streaks[i].record(result.is_ok(), current, config.rise, config.fall);
+            if next != current {
+                let reason = match (&result, next) {
+                    (Err(e), _) => format!(
+                        "{} consecutive check(s) failed, last: {e}",
+                        streaks[i].fails
+                    ),
+                    (Ok(()), Active::Up) if current == Active::Warming => {
+                        "first check passed".to_owned()
+                    }
+                    (Ok(()), _) => format!("{} consecutive check(s) passed", streaks[i].passes),
+                };
+                t.state.set_active(next, &reason, t.slow_start);
+            }
+        }
+        tokio::time::sleep(jittered(config.interval, config.jitter)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rise_and_fall_need_consecutive_results() {
+        let mut s = Streak::default();
+        let (rise, fall) = (2, 3);
+        let mut state = Active::Up;
+        for passed in [false, false, true, false, false] {
+            state = s.record(passed, state, rise, fall);
+            assert_eq!(state, Active::Up, "a pass resets the failure count");
+        }
+        state = s.record(false, state, rise, fall);
+        assert_eq!(state, Active::Down);
+        state = s.record(true, state, rise, fall);
+        assert_eq!(state, Active::Down);
+        state = s.record(false, state, rise, fall);
+        state = s.record(true, state, rise, fall);
+        assert_eq!(state, Active::Down);
+        state = s.record(true, state, rise, fall);
+        assert_eq!(state, Active::Up);
+    }
+
+    #[test]
+    fn warming_needs_one_pass() {
+        let mut s = Streak::default();
+        assert_eq!(s.record(true, Active::Warming, 3, 3), Active::Up);
+        let mut s = Streak::default();
+        assert_eq!(s.record(false, Active::Warming, 3, 3), Active::Down);
+    }
+
+    #[test]
+    fn jitter_stays_in_its_band_and_spreads() {
+        let i = Duration::from_secs(10);
+        let draws: Vec<Duration> = (0..1000).map(|_| jittered(i, 0.1)).collect();
+        assert!(draws
+            .iter()
+            .all(|d| *d >= Duration::from_secs(9) && *d <= Duration::from_secs(11)));
+        let low = draws.iter().filter(|d| **d < i).count();
+        assert!((400..=600).contains(&low), "{low}");
+    }
+}

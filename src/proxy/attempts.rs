@@ -1,0 +1,279 @@
+//! One client request's attempts: pick a server not tried yet, connect, send, and
+//! judge the outcome for passive health and for a retry on the next server
+//! (nginx's `proxy_next_upstream`, HAProxy's `retries` + `redispatch`).
+//!
+//! What may be retried:
+//! - a failed connect, always: nothing was sent;
+//! - after sending, the outcomes `next_upstream` lists, only for idempotent methods
+//!   (or with `non_idempotent`), only with a body held in memory, and only within
+//!   the upstream's retry budget; the response has not reached the client yet, as
+//!   it is returned only once judged.
+
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Request, Response, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::forward;
+use super::headers::{self, Vars};
+use super::payload::{Head, Payload};
+use super::ProxyService;
+use crate::body::{ReqBody, RespBody};
+use crate::error::ProxyError;
+use crate::state::Route;
+use crate::upstream::{InFlight, Upstream, UpstreamServer};
+
+pub(super) struct Attempts<'a> {
+    svc: &'a ProxyService,
+    route: &'a Route,
+    upstream: &'a Upstream,
+    host: &'a HeaderValue,
+    /// `None` once moved into the only attempt that may send it.
+    head: Option<Head>,
+    payload: Payload,
+    /// Each attempt sends a copy: the request may have to be sent again.
+    keep: bool,
+    /// Failures after sending may move to another server.
+    after_send: bool,
+}
+
+/// How an attempt that got no usable response failed, in `next_upstream` terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Error,
+    Timeout,
+    /// The client's side failed; not the server's fault, and not retried.
+    Client,
+}
+
+fn kind(e: &ProxyError) -> Kind {
+    match e {
+        ProxyError::ConnectTimeout | ProxyError::ReadTimeout | ProxyError::SendTimeout => {
+            Kind::Timeout
+        }
+        ProxyError::ClientBodyTimeout | ProxyError::BadRequest(_) => Kind::Client,
+        _ => Kind::Error,
+    }
+}
+
+impl<'a> Attempts<'a> {
+    /// Prepares the attempts, reading the body into memory when a retry could need
+    /// it again (see `Payload::read`).
+    pub async fn new(
+        svc: &'a ProxyService,
+        route: &'a Route,
+        upstream: &'a Upstream,
+        host: &'a HeaderValue,
+        head: Head,
+        body: Incoming,
+    ) -> Result<Attempts<'a>, ProxyError> {
+        let on = route.retry.on;
+        let idempotent = forward::is_idempotent(&head.method);
+        let may_resend = idempotent || on.non_idempotent;
+        // Idempotent bodies are held even without retries listed, so a stale pooled
+        // connection can be replayed.
+        let hold = may_resend && (idempotent || (on.after_send() && route.retry.tries != 1));
+        let payload = Payload::read(body, hold, route.retry.body_limit).await?;
+        let keep = may_resend && payload.resendable();
+        Ok(Attempts {
+            svc,
+            route,
+            upstream,
+            host,
+            head: Some(head),
+            after_send: keep && on.after_send(),
+            keep,
+            payload,
+        })
+    }
+
+    /// Runs attempts until one gives a response to return, and returns it with the
+    /// server that gave it.
+    pub async fn run(
+        mut self,
+        mut pinned: Option<(usize, &'a UpstreamServer)>,
+        key: Option<u64>,
+    ) -> Result<(&'a UpstreamServer, Response<RespBody>), ProxyError> {
+        let policy = self.route.retry;
+        let upstream = self.upstream;
+        let max_tries = match policy.tries {
+            0 => upstream.servers.len(),
+            n => n as usize,
+        };
+        let deadline = policy.timeout.map(|t| Instant::now() + t);
+        // Servers to skip; filled only when a retry follows, so a request that
+        // succeeds at once allocates nothing here.
+        let mut tried: Vec<usize> = Vec::new();
+        let mut attempts = 0;
+        let mut last: Option<Result<(&'a UpstreamServer, Response<RespBody>), ProxyError>> = None;
+        let timeouts = self.route.timeouts;
+        loop {
+            let chosen = pinned.take().or_else(|| {
+                upstream.pick(&crate::balance::PickCtx {
+                    key,
+                    skip: &tried,
+                    base: 0,
+                })
+            });
+            let Some((idx, server)) = chosen else {
+                return last.unwrap_or_else(|| Err(ProxyError::NoServer(upstream.retry_after())));
+            };
+            // Lost the race for a resting server's one trial request: pick again.
+            let Some(admission) = server.state.admit() else {
+                tried.push(idx);
+                continue;
+            };
+            attempts += 1;
+            let mut guard = InFlight::new(Arc::clone(&server.state), upstream.measure);
+            guard.set_admission(admission);
+            let more = attempts < max_tries && deadline.is_none_or(|d| Instant::now() < d);
+
+            let conn = match server.state.pool.checkout(timeouts.connect).await {
+                Ok(c) => c,
+                Err(e) => {
+                    guard.fail();
+                    self.failed(idx, &mut guard, &e.to_string());
+                    drop(guard);
+                    if more {
+                        tracing::debug!(server = %server.state.addr(), error = %e, "connect failed; trying the next server");
+                        tried.push(idx);
+                        last = Some(Err(e));
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            let Some((req, progress)) = self.request(server) else {
+                // Unreachable: without `keep`, the one request is only taken after a
+                // successful connect, and nothing retries after it was sent.
+                return last.unwrap_or(Err(ProxyError::NoServer(upstream.retry_after())));
+            };
+            let sent = forward::exchange(
+                conn,
+                req,
+                progress.as_deref(),
+                &server.state.pool,
+                timeouts,
+                || self.copy(server),
+            )
+            .await;
+            match sent {
+                Ok((conn, res)) => {
+                    let status = res.status();
+                    guard.on_head(status);
+                    if !policy.on.status(status) {
+                        self.succeeded(idx, &mut guard);
+                        return Ok((server, forward::respond(conn, res, guard, timeouts)));
+                    }
+                    self.failed(idx, &mut guard, &format!("status {}", status.as_u16()));
+                    let res = forward::respond(conn, res, guard, timeouts);
+                    if more && self.after_send && self.budget() {
+                        tracing::debug!(server = %server.state.addr(), %status, "retrying on the next server");
+                        // Kept, unread, in case no other server can answer.
+                        tried.push(idx);
+                        last = Some(Ok((server, res)));
+                        continue;
+                    }
+                    return Ok((server, res));
+                }
+                Err(e) => {
+                    guard.fail();
+                    let listed = match kind(&e) {
+                        Kind::Error => policy.on.error,
+                        Kind::Timeout => policy.on.timeout,
+                        Kind::Client => return Err(e),
+                    };
+                    if !listed {
+                        self.succeeded(idx, &mut guard);
+                        return Err(e);
+                    }
+                    self.failed(idx, &mut guard, &e.to_string());
+                    drop(guard);
+                    if more && self.after_send && self.budget() {
+                        tracing::debug!(server = %server.state.addr(), error = %e, "retrying on the next server");
+                        tried.push(idx);
+                        last = Some(Err(e));
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The request for an attempt on `server`, with its body.
+    fn request(
+        &mut self,
+        server: &UpstreamServer,
+    ) -> Option<(Request<ReqBody>, Option<Arc<super::SendProgress>>)> {
+        let (body, progress) = self.payload.take()?;
+        let head = if self.keep {
+            self.head.as_ref()?.copy()
+        } else {
+            self.head.take()?
+        };
+        Some((self.finish(head, server, body), progress))
+    }
+
+    /// Another copy of a held request, for replay on a fresh connection.
+    fn copy(&self, server: &UpstreamServer) -> Option<Request<ReqBody>> {
+        if !self.keep {
+            return None;
+        }
+        let body = match &self.payload {
+            Payload::Empty => ReqBody::Empty,
+            Payload::Held { data, trailers } => ReqBody::Full {
+                data: Some(data.clone()).filter(|d| !d.is_empty()),
+                trailers: trailers.clone(),
+            },
+            Payload::Stream(_) => return None,
+        };
+        Some(self.finish(self.head.as_ref()?.copy(), server, body))
+    }
+
+    /// The server-dependent part of the head: proxy headers and `set_headers`.
+    fn finish(&self, mut head: Head, server: &UpstreamServer, body: ReqBody) -> Request<ReqBody> {
+        // An HTTP/1.0 request without a Host goes with the server's.
+        if head.version <= Version::HTTP_10 && !head.headers.contains_key(header::HOST) {
+            head.headers
+                .insert(header::HOST, server.state.addr_header.clone());
+        }
+        let vars = Vars {
+            client: &self.svc.client,
+            host: self.host,
+            upstream_addr: &server.state.addr_header,
+        };
+        headers::rewrite_request(&mut head.headers, &vars, &self.route.set_headers);
+        head.version = Version::HTTP_11;
+        head.into_request(body)
+    }
+
+    fn budget(&self) -> bool {
+        let ok = self
+            .upstream
+            .budget
+            .withdraw(Instant::now(), self.upstream.requests());
+        if !ok {
+            tracing::debug!(upstream = %self.upstream.name, "retry budget exhausted");
+        }
+        ok
+    }
+
+    fn failed(&self, idx: usize, guard: &mut InFlight, reason: &str) {
+        let s = &self.upstream.servers[idx];
+        s.state.record_failure(
+            guard.take_admission(),
+            s.passive.max_fails,
+            s.passive.fail_timeout,
+            || self.upstream.may_eject(idx),
+            reason,
+        );
+    }
+
+    fn succeeded(&self, idx: usize, guard: &mut InFlight) {
+        let s = &self.upstream.servers[idx];
+        s.state
+            .record_success(guard.take_admission(), s.passive.slow_start);
+    }
+}

@@ -1,0 +1,123 @@
+//! The request as the attempts see it: the client's head, made ready once, copied
+//! for each attempt that may be followed by another, and the body, held in memory
+//! (up to `retry_body_limit`) when a retry could need to send it again.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, Request, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::body::{ClientBody, SendProgress};
+use super::forward::CLIENT_BODY_TIMEOUT;
+use crate::body::ReqBody;
+use crate::error::ProxyError;
+
+/// The client's request head, after the changes that do not depend on the server.
+#[derive(Debug)]
+pub struct Head {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+impl Head {
+    pub fn copy(&self) -> Head {
+        Head {
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            version: self.version,
+            headers: self.headers.clone(),
+        }
+    }
+
+    pub fn into_request(self, body: ReqBody) -> Request<ReqBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers;
+        req
+    }
+}
+
+#[derive(Debug)]
+pub enum Payload {
+    Empty,
+    /// The whole body, held so that it can be sent again.
+    Held {
+        data: Bytes,
+        trailers: Option<HeaderMap>,
+    },
+    /// Streamed as it arrives, so it can be sent once; `prefix` was read ahead
+    /// before the body turned out larger than the limit.
+    Stream(Option<(Bytes, Incoming)>),
+}
+
+impl Payload {
+    /// Reads the body into memory when `hold` and it fits in `limit`; otherwise it
+    /// will stream.
+    pub async fn read(body: Incoming, hold: bool, limit: u64) -> Result<Payload, ProxyError> {
+        if body.is_end_stream() {
+            return Ok(Payload::Empty);
+        }
+        if !hold || body.size_hint().lower() > limit {
+            return Ok(Payload::Stream(Some((Bytes::new(), body))));
+        }
+        let mut body = body;
+        let mut buf = BytesMut::new();
+        let mut trailers = None;
+        loop {
+            let frame = tokio::time::timeout(CLIENT_BODY_TIMEOUT, body.frame())
+                .await
+                .map_err(|_| ProxyError::ClientBodyTimeout)?;
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|_| ProxyError::BadRequest("incomplete request body"))?;
+            match frame.into_data() {
+                Ok(data) => {
+                    if (buf.len() + data.len()) as u64 > limit {
+                        buf.extend_from_slice(&data);
+                        return Ok(Payload::Stream(Some((buf.freeze(), body))));
+                    }
+                    buf.extend_from_slice(&data);
+                }
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        Ok(Payload::Held {
+            data: buf.freeze(),
+            trailers,
+        })
+    }
+
+    /// Whether the body can be sent more than once.
+    pub fn resendable(&self) -> bool {
+        !matches!(self, Payload::Stream(_))
+    }
+
+    /// The body for one attempt, with the progress tracker of a streamed body; `None`
+    /// once a stream has been sent.
+    pub fn take(&mut self) -> Option<(ReqBody, Option<Arc<SendProgress>>)> {
+        Some(match self {
+            Payload::Empty => (ReqBody::Empty, None),
+            Payload::Held { data, trailers } => (
+                ReqBody::Full {
+                    data: Some(data.clone()).filter(|d| !d.is_empty()),
+                    trailers: trailers.clone(),
+                },
+                None,
+            ),
+            Payload::Stream(s) => {
+                let (prefix, inner) = s.take()?;
+                let p = Arc::new(SendProgress::new());
+                (
+                    ReqBody::Stream(ClientBody::with_prefix(prefix, inner, Arc::clone(&p))),
+                    Some(p),
+                )
+            }
+        })
+    }
+}
