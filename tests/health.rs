@@ -1010,3 +1010,40 @@ async fn server_added_by_a_reload_warms_up_before_traffic() {
     .await;
     assert!(state(&running, n.addr()).is_up());
 }
+
+/// Passive ejection rests a server for `fail_timeout` (30 s here), but when active
+/// checks pass `rise` times during the rest, the next request is its trial: a
+/// briefly restarted origin serves again within about `rise` intervals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passing_checks_cut_a_passive_rest_short() {
+    let a = Origin::start("a").await;
+    let b = Origin::start("b").await;
+    let (running, proxy) = proxy(&format!(
+        "[[route]]\nupstream = \"u\"\n\n[upstream.u]\n{}\n\
+         [upstream.u.health_check]\ninterval = \"100ms\"\ntimeout = \"500ms\"\nfall = 50\nrise = 2\n",
+        servers(&[(a.addr(), ""), (b.addr(), "max_fails = 1, fail_timeout = \"30s\"")])
+    ))
+    .await;
+    let mut client = Client::new(proxy);
+    b.stop().await;
+    // A request that meets the refused port is retried on a; b is ejected.
+    let b_state = state(&running, b.addr());
+    until_answer(&mut client, Duration::from_secs(5), "b ejected", |_| {
+        b_state.ejected()
+    })
+    .await;
+    assert!(
+        b_state.is_up(),
+        "fall = 50: the checks alone never mark b down"
+    );
+    b.restart().await;
+    let back = until_answer(
+        &mut client,
+        intervals(2) + SLACK * 3,
+        "b serves again",
+        |r| r.origin() == Some("b"),
+    )
+    .await;
+    assert!(!b_state.ejected(), "its trial succeeded");
+    assert!(back < Duration::from_secs(30));
+}

@@ -46,11 +46,11 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-die() { echo "failover: error: $*" >&2; exit 1; }
-log() { echo "== $*" >&2; }
-
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
+PROG=failover
+# shellcheck source=benches/compare/common.sh
+. "$HERE/common.sh"
 read -r -a ORIGINS <<<"$ORIGIN_PORTS"
 read -r -a RUN <<<"$PROXIES"
 declare -A PORT=([switchyard]=$SY_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
@@ -79,127 +79,31 @@ awk -v e="$LAST_EVENT" -v d="$DURATION_S" 'BEGIN {exit !(e + 1 <= d)}' ||
     die "KILL_AT + RESTART_AFTER = ${LAST_EVENT}s must be at least 1 s before wrk ends (DURATION=$DURATION)"
 
 # ---------------------------------------------------------------- tools, build
-need=()
+tools=()
 for p in "${RUN[@]}"; do
-    case $p in nginx|haproxy) command -v "$p" >/dev/null || need+=("$p") ;; esac
+    case $p in nginx|haproxy) tools+=("$p") ;; esac
 done
-command -v wrk >/dev/null || need+=(wrk)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq
-    # policy-rc.d or no systemd keeps the packaged services from starting; if
-    # they do start they listen on :80, not on our ports.
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-for t in taskset ss curl; do command -v $t >/dev/null || die "$t is required"; done
+install_missing ${tools[@]+"${tools[@]}"} wrk
+require taskset ss curl
 
 # The origins are the release binary's `switchyard origin`, so it is needed even
 # when Switchyard itself is not in PROXIES.
-if [ "$BUILD" = 1 ]; then
-    log "building switchyard (release)"
-    (cd "$ROOT" && cargo build --release --quiet --bin switchyard)
-fi
+[ "$BUILD" != 1 ] || build_switchyard
 [ -x "$ROOT/target/release/switchyard" ] || die "no $ROOT/target/release/switchyard; run with BUILD=1"
 
 # --------------------------------------------------------------- ports, tmpdir
 ALL_PORTS=("${ORIGINS[@]}")
 for p in "${RUN[@]}"; do ALL_PORTS+=("${PORT[$p]}"); done
 [[ " ${RUN[*]} " == *" haproxy "* ]] && ALL_PORTS+=("$HAPROXY_STATS_PORT")
-for p in "${ALL_PORTS[@]}"; do
-    if [ -n "$(ss -Htln "sport = :$p")" ]; then
-        ss -Htlnp "sport = :$p" >&2 || true
-        die "port $p is busy; free it or set SY_PORT/NGINX_PORT/HAPROXY_PORT/HAPROXY_STATS_PORT/ORIGIN_PORTS"
-    fi
-done
+check_ports SY_PORT/NGINX_PORT/HAPROXY_PORT/HAPROXY_STATS_PORT/ORIGIN_PORTS "${ALL_PORTS[@]}"
 
 # Other work on the machine lowers req/s (not the failure counts); say so.
-cpu_line() { awk '/^cpu / {idle = $5 + $6; t = 0; for (i = 2; i <= 9; i++) t += $i; print t, idle}' /proc/stat; }
-read -r t0 i0 < <(cpu_line); sleep 1; read -r t1 i1 < <(cpu_line)
-BUSY=$(( (t1 - t0 - (i1 - i0)) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1) ))
-if [ "$BUSY" -gt 10 ]; then
-    log "WARNING: the machine is already ${BUSY}% busy before the run starts; req/s will be low and noisy"
-    ps -eo pcpu=,pid=,args= --sort=-pcpu | head -n 3 | cut -c1-120 >&2 || true
-fi
+warn_if_busy "the run starts; req/s will be low and noisy"
 
-TMP=$(mktemp -d /tmp/switchyard-failover.XXXXXX)
-OUT_DIR=$ROOT/target/compare
-mkdir -p "$OUT_DIR"
-CSV=$OUT_DIR/failover-$(date +%Y%m%d-%H%M%S).csv
-
-# Every process this script started and has not yet stopped and reaped, keyed
-# by pid. A pid leaves the set once it is reaped, so the trap never signals a
-# pid that the kernel may have given to something else.
-declare -A LIVE=()
-
-# stop PID...: SIGTERM, up to 5 s of grace, then SIGKILL; reaps each one.
-stop() {
-    local pid
-    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "$@"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        unset "LIVE[$pid]"
-    done
-}
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    [ ${#LIVE[@]} -eq 0 ] || stop "${!LIVE[@]}"
-    if [ "$KEEP_TMP" = 1 ] || [ $rc -ne 0 ]; then
-        echo "failover: configs and logs kept in $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# A copy, so a concurrent `cargo build` cannot swap the binary mid-run.
-mkdir "$TMP/bin"
-SY=$TMP/bin/switchyard
-cp "$ROOT/target/release/switchyard" "$SY"
-
-if [ "$PIN" = 1 ]; then
-    PIN_ORIGINS=(taskset -c 0)
-    PIN_WRK=(taskset -c 1)
-else
-    PIN_ORIGINS=()
-    PIN_WRK=()
-fi
-
-# wait_port PORT NAME PID LOG: until something listens on PORT (10 s at most).
-wait_port() {
-    local i
-    for i in $(seq 100); do
-        [ -n "$(ss -Htln "sport = :$1")" ] && return 0
-        kill -0 "$3" 2>/dev/null || die "$2 exited at startup; see $4:
-$(tail -n 20 "$4" 2>/dev/null)"
-        sleep 0.1
-    done
-    die "$2 did not listen on port $1 within 10 s; see $4"
-}
-
-# start VAR NAME PORT LOG CMD...: runs CMD in the background, output in LOG, its
-# pid in VAR, and waits for PORT. taskset and the proxies exec, so the pid is the
-# process's own.
-start() {
-    local var=$1 name=$2 port=$3 logf=$4; shift 4
-    "$@" >"$logf" 2>&1 &
-    printf -v "$var" %s $!
-    LIVE[$!]=1
-    wait_port "$port" "$name" "$!" "$logf"
-}
-
-render() { # template output dir port
-    local i=1 p args=(-e "s|@DIR@|$3|g" -e "s|@PORT@|$4|g" -e "s|@STATS_PORT@|$HAPROXY_STATS_PORT|g")
-    for p in "${ORIGINS[@]}"; do args+=(-e "s|@ORIGIN_$i@|127.0.0.1:$p|g"); i=$((i + 1)); done
-    sed "${args[@]}" "$1" >"$2"
-}
+make_workdir failover
+# Not TMP/switchyard: that is the directory of the switchyard run.
+copy_switchyard "$TMP/bin"
+pin_setup
 
 # since T: seconds from $EPOCHREALTIME value T until now, to 0.1 s.
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.1f", b - a}'; }
@@ -213,8 +117,7 @@ sleep_until() { # absolute $EPOCHREALTIME
 origins_of() { # url n
     local args=() i
     for i in $(seq "$2"); do args+=(-o /dev/null "$1"); done
-    curl -sS -g -m 2 -D - "${args[@]}" 2>/dev/null |
-        awk -F': *' 'tolower($1) == "x-origin" {sub(/\r$/, "", $2); print $2}' || true
+    curl -sS -g -m 2 -D - "${args[@]}" 2>/dev/null | x_origins || true
 }
 
 # probe_recovery URL NAME SINCE OUT: writes to OUT how many seconds after SINCE a
@@ -252,27 +155,7 @@ wrk_counts() { # file → "requests rps non2xx connect read write timeout"
 # /proc/PID/stat) of this shell, every live pid and its children; processes
 # reaped meanwhile (wrk, the killed origin, curl, awk) land in the cutime of
 # this shell or of the probe subshell.
-ticks_of() {
-    local pid stat total=0 f
-    for pid in "$@"; do
-        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        read -r -a f <<<"${stat##*) }"
-        total=$((total + f[11] + f[12] + f[13] + f[14]))
-    done
-    echo $total
-}
-own_ticks() {
-    local p pids=($$)
-    for p in "${!LIVE[@]}"; do
-        pids+=("$p")
-        read -r -a kids < <(ps -o pid= --ppid "$p" 2>/dev/null | tr '\n' ' ') || true
-        pids+=(${kids[@]+"${kids[@]}"})
-    done
-    ticks_of "${pids[@]}"
-}
-machine_ticks() { # busy total
-    awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat
-}
+own_ticks() { ticks_of all "$$ $(with_children "${!LIVE[@]}")"; }
 
 # ------------------------------------------------------------- one proxy run
 KILLED=origin$KILL
@@ -310,7 +193,8 @@ $(cat "$dir/check.log")"
                 nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
             ;;
         haproxy)
-            render "$HERE/failover-haproxy.cfg.tmpl" "$dir/haproxy.cfg" "$dir" "$port"
+            render "$HERE/failover-haproxy.cfg.tmpl" "$dir/haproxy.cfg" "$dir" "$port" \
+                "s|@STATS_PORT@|$HAPROXY_STATS_PORT|g"
             haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy rejected $dir/haproxy.cfg"
             start pid_proxy haproxy "$port" "$dir/haproxy.log" haproxy -db -f "$dir/haproxy.cfg"
             ;;
@@ -333,7 +217,7 @@ $(cat "$dir/check.log")"
     t0=$EPOCHREALTIME
     ${PIN_WRK[@]+"${PIN_WRK[@]}"} wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "$url" >"$dir/wrk.txt" 2>&1 &
     pid_wrk=$!
-    LIVE[$pid_wrk]=1
+    track "$pid_wrk"
 
     sleep_until "$(awk -v a="$t0" -v k="$KILL_AT" 'BEGIN {printf "%.6f", a + k}')"
     t_kill=$EPOCHREALTIME
@@ -353,7 +237,7 @@ $(cat "$dir/check.log")"
         log "$name: +$(since "$t0")s restarted $KILLED (listening after $(since "$t_restart")s)"
         probe_recovery "http://127.0.0.1:$port/ping" "$KILLED" "$t_restart" "$dir/recovery" &
         pid_probe=$!
-        LIVE[$pid_probe]=1
+        track "$pid_probe"
     fi
 
     local rc=0

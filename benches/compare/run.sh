@@ -38,123 +38,39 @@ case $SCENARIO in /*) ;; *) echo "SCENARIO must start with /: $SCENARIO" >&2; ex
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
+PROG=compare
+# shellcheck source=benches/compare/common.sh
+. "$HERE/common.sh"
 PROXIES=(switchyard nginx haproxy)
 declare -A PORT=([switchyard]=$SY_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
 declare -A PID=()
-STARTED=() # every pid this script started, killed in reverse order on exit
-
-die() { echo "compare: error: $*" >&2; exit 1; }
-log() { echo "== $*" >&2; }
+read -r -a ORIGINS <<<"$ORIGIN_PORTS"
 
 # ---------------------------------------------------------------- tools, build
-need=()
-command -v nginx >/dev/null || need+=(nginx)
-command -v haproxy >/dev/null || need+=(haproxy)
-command -v wrk >/dev/null || need+=(wrk)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq
-    # policy-rc.d or no systemd keeps the packaged services from starting; if
-    # they do start they listen on :80, not on our ports.
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-for t in taskset ss curl getconf; do command -v $t >/dev/null || die "$t is required"; done
-
-log "building switchyard (release)"
-(cd "$ROOT" && cargo build --release --quiet --bin switchyard)
+install_missing nginx haproxy wrk
+require taskset ss curl getconf
+build_switchyard
 
 # --------------------------------------------------------------- ports, tmpdir
-for p in "${PORT[@]}" $ORIGIN_PORTS; do
-    if [ -n "$(ss -Htln "sport = :$p")" ]; then
-        ss -Htlnp "sport = :$p" >&2 || true
-        die "port $p is busy; free it or set SY_PORT/NGINX_PORT/HAPROXY_PORT/ORIGIN_PORTS"
-    fi
-done
+check_ports SY_PORT/NGINX_PORT/HAPROXY_PORT/ORIGIN_PORTS "${PORT[@]}" "${ORIGINS[@]}"
 
 # Anything else using the CPUs skews all three proxies, not necessarily alike.
-cpu_line() { awk '/^cpu / {idle = $5 + $6; t = 0; for (i = 2; i <= 9; i++) t += $i; print t, idle}' /proc/stat; }
-read -r t0 i0 < <(cpu_line); sleep 1; read -r t1 i1 < <(cpu_line)
-BUSY=$(( (t1 - t0 - (i1 - i0)) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1) ))
-if [ "$BUSY" -gt 10 ]; then
-    log "WARNING: the machine is already ${BUSY}% busy before the benchmark starts; results will be noisy"
-    ps -eo pcpu=,pid=,args= --sort=-pcpu | head -n 3 | cut -c1-120 >&2 || true
-fi
+warn_if_busy "the benchmark starts; results will be noisy"
 
-TMP=$(mktemp -d /tmp/switchyard-compare.XXXXXX)
-OUT_DIR=$ROOT/target/compare
-mkdir -p "$OUT_DIR"
-CSV=$OUT_DIR/results-$(date +%Y%m%d-%H%M%S).csv
+make_workdir results
 FAILED=0
+copy_switchyard "$TMP"
+pin_setup
 
-cleanup() {
-    local rc=$? i pid
-    trap - EXIT INT TERM
-    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
-        kill -TERM "${STARTED[i]}" 2>/dev/null || true
-    done
-    for pid in "${STARTED[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ "$KEEP_TMP" = 1 ] || [ $rc -ne 0 ]; then
-        echo "compare: configs and logs kept in $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# A copy, so a concurrent `cargo build` cannot swap the binary mid-run.
-SY=$TMP/switchyard
-cp "$ROOT/target/release/switchyard" "$SY"
-
-# CPU placement, identical for every proxy. The proxies themselves are never
-# pinned, so each sees both CPUs and sizes itself to 2 workers/threads.
-if [ "$PIN" = 1 ]; then
-    PIN_ORIGINS=(taskset -c 0)
-    PIN_WRK=(taskset -c 1)
-else
-    PIN_ORIGINS=()
-    PIN_WRK=()
-fi
-
-wait_port() { # port name pid
-    local i
-    for i in $(seq 100); do
-        [ -n "$(ss -Htln "sport = :$1")" ] && return 0
-        kill -0 "$3" 2>/dev/null || die "$2 exited at startup; see $TMP/$2.log:
-$(tail -n 20 "$TMP/$2.log" 2>/dev/null)"
-        sleep 0.1
-    done
-    die "$2 did not listen on port $1 within 10 s; see $TMP/$2.log"
-}
-
-# start NAME PORT CMD...: runs CMD in the background with its output in a log.
-# taskset and exec keep the pid the process's own pid.
-start() {
-    local name=$1 port=$2; shift 2
-    "$@" >"$TMP/$name.log" 2>&1 &
-    PID[$name]=$!
-    STARTED+=($!)
-    wait_port "$port" "$name" "${PID[$name]}"
-}
-
-render() { # template output
-    local i=1 p args=(-e "s|@DIR@|$3|g" -e "s|@PORT@|$4|g")
-    for p in $ORIGIN_PORTS; do args+=(-e "s|@ORIGIN_$i@|127.0.0.1:$p|g"); i=$((i + 1)); done
-    sed "${args[@]}" "$1" >"$2"
-}
+# launch NAME PORT CMD...: start, with the pid in PID[NAME] and the output in
+# TMP/NAME.log.
+launch() { start "PID[$1]" "$1" "$2" "$TMP/$1.log" "${@:3}"; }
 
 # ------------------------------------------------------------------- origins
 log "starting origins on $ORIGIN_PORTS${PIN_ORIGINS:+ (${PIN_ORIGINS[*]})}"
 i=1
 for p in $ORIGIN_PORTS; do
-    start "origin$i" "$p" ${PIN_ORIGINS[@]+"${PIN_ORIGINS[@]}"} \
+    launch "origin$i" "$p" ${PIN_ORIGINS[@]+"${PIN_ORIGINS[@]}"} \
         "$SY" origin --listen "127.0.0.1:$p" --name "origin$i"
     i=$((i + 1))
 done
@@ -163,53 +79,31 @@ done
 log "starting switchyard :$SY_PORT, nginx :$NGINX_PORT, haproxy :$HAPROXY_PORT"
 render "$HERE/switchyard.toml.tmpl" "$TMP/switchyard.toml" "$TMP" "$SY_PORT"
 "$SY" check --config "$TMP/switchyard.toml" >/dev/null
-RUST_LOG=warn start switchyard "$SY_PORT" "$SY" run --config "$TMP/switchyard.toml"
+RUST_LOG=warn launch switchyard "$SY_PORT" "$SY" run --config "$TMP/switchyard.toml"
 
 mkdir -p "$TMP/nginx"
 render "$HERE/nginx.conf.tmpl" "$TMP/nginx/nginx.conf" "$TMP/nginx" "$NGINX_PORT"
 nginx -t -q -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" \
     || die "nginx rejected $TMP/nginx/nginx.conf"
-start nginx "$NGINX_PORT" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log"
+launch nginx "$NGINX_PORT" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log"
 
 render "$HERE/haproxy.cfg.tmpl" "$TMP/haproxy.cfg" "$TMP" "$HAPROXY_PORT"
 haproxy -c -q -f "$TMP/haproxy.cfg" || die "haproxy rejected $TMP/haproxy.cfg"
 # -db: foreground, no master process; the pid we hold is the one doing the work.
-start haproxy "$HAPROXY_PORT" haproxy -db -f "$TMP/haproxy.cfg"
+launch haproxy "$HAPROXY_PORT" haproxy -db -f "$TMP/haproxy.cfg"
 
 # ------------------------------------------------------------ /proc sampling
 CLK_TCK=$(getconf CLK_TCK)
 
 # The proxy's pid and its children (nginx workers); as of now.
-proxy_pids() {
-    local root=${PID[$1]}
-    echo "$root"
-    ps -o pid= --ppid "$root" 2>/dev/null || true
-}
+proxy_pids() { with_children "${PID[$1]}"; }
 
-# utime+stime (fields 14 and 15 of /proc/PID/stat, clock ticks), summed over
-# the pids given. The process's own line covers all its threads. comm (field 2)
-# may hold spaces, so fields are counted after its closing parenthesis: field 14
-# is the 12th there.
-ticks_of() {
-    local pid stat total=0 f
-    for pid in "$@"; do
-        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        read -r -a f <<<"${stat##*) }"
-        total=$((total + f[11] + f[12]))
-    done
-    echo $total
-}
-cpu_ticks() { ticks_of $(proxy_pids "$1"); }
+# utime+stime of the proxy's processes (ticks_of in common.sh).
+cpu_ticks() { ticks_of own "$(proxy_pids "$1")"; }
 
 # For the "others" column: CPU used during a run by anything this script did not
 # start. Everything started here (origins, proxies, nginx workers):
-all_pids() {
-    local p
-    for p in "${STARTED[@]}"; do
-        echo "$p"
-        ps -o pid= --ppid "$p" 2>/dev/null || true
-    done
-}
+all_pids() { with_children "${STARTED[@]}"; }
 # wrk's CPU, once it has exited: cutime+cstime (fields 16, 17) of this shell.
 reaped_ticks() {
     local stat f
@@ -217,11 +111,6 @@ reaped_ticks() {
     read -r -a f <<<"${stat##*) }"
     echo $((f[13] + f[14]))
 }
-# "busy total" for all CPUs from /proc/stat (user nice system irq softirq steal).
-machine_ticks() {
-    awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat
-}
-
 rss_kib() {
     local pid total=0 v
     for pid in $(proxy_pids "$1"); do
@@ -240,7 +129,7 @@ for name in "${PROXIES[@]}"; do
     heads=$(curl -sS -g -D - -o /dev/null "$url" -o /dev/null "$url" -o /dev/null "$url") \
         || die "$name: curl $url failed"
     codes=$(awk '/^HTTP\// {print $2}' <<<"$heads" | tr '\n' ' ')
-    origins=$(awk -F': *' 'tolower($1) == "x-origin" {sub(/\r$/, "", $2); print $2}' <<<"$heads" | tr '\n' ' ')
+    origins=$(x_origins <<<"$heads" | tr '\n' ' ')
     printf '  %-10s status: %s x-origin: %s\n' "$name" "$codes" "$origins" >&2
     [ "$codes" = "200 200 200 " ] || die "$name: expected three 200s, got: $codes"
     distinct=$(tr ' ' '\n' <<<"$origins" | sed '/^$/d' | sort -u | wc -l)
@@ -288,11 +177,11 @@ log "measuring: $ROUNDS rounds × ${PROXIES[*]}, wrk -t$THREADS -c$CONNECTIONS -
 for round in $(seq "$ROUNDS"); do
     for name in "${PROXIES[@]}"; do
         out=$TMP/round$round-$name.txt
-        before=$(cpu_ticks "$name"); all0=$(ticks_of $(all_pids)); wrk0=$(reaped_ticks)
+        before=$(cpu_ticks "$name"); all0=$(ticks_of own "$(all_pids)"); wrk0=$(reaped_ticks)
         read -r busy0 total0 < <(machine_ticks)
         run_wrk "$name" "$DURATION" "$out"
         read -r busy1 total1 < <(machine_ticks)
-        after=$(cpu_ticks "$name"); all1=$(ticks_of $(all_pids)); wrk1=$(reaped_ticks)
+        after=$(cpu_ticks "$name"); all1=$(ticks_of own "$(all_pids)"); wrk1=$(reaped_ticks)
         # Clamped at 0: tick rounding can make the difference slightly negative.
         others=$(( (busy1 - busy0) - (all1 - all0) - (wrk1 - wrk0) ))
         others_pct=$(( (others > 0 ? others : 0) * 100 / (total1 - total0) ))
@@ -302,10 +191,10 @@ for round in $(seq "$ROUNDS"); do
         rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
         p50=$(to_us "$(awk '$1 == "50%" {print $2}' "$out")")
         p99=$(to_us "$(awk '$1 == "99%" {print $2}' "$out")")
-        [ -n "$requests" ] && [ -n "$rps" ] && [ "$requests" -gt 0 ] || {
+        if ! { [ -n "$requests" ] && [ -n "$rps" ] && [ "$requests" -gt 0 ]; }; then
             cat "$out" >&2
             die "could not parse wrk output for $name"
-        }
+        fi
         ticks=$((after - before))
         cpu_per_req=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="$requests" 'BEGIN {printf "%.2f", t * 1e6 / hz / n}')
         non2xx=$(awk -F': *' '/Non-2xx/ {print $2}' "$out")

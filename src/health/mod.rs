@@ -113,6 +113,8 @@ impl Supervisor {
 pub struct Streak {
     passes: u32,
     fails: u32,
+    /// Passes since passive ejection rested the server.
+    resting: u32,
 }
 
 impl Streak {
@@ -168,6 +170,18 @@ async fn run(config: Arc<HealthCheckConfig>, targets: Vec<Target>) {
                     (Ok(()), _) => format!("{} consecutive check(s) passed", streaks[i].passes),
                 };
                 t.state.set_active(next, &reason, t.slow_start);
+            }
+            // A server resting after passive ejection whose checks keep passing
+            // gets its trial request now rather than after `fail_timeout`.
+            let streak = &mut streaks[i];
+            streak.resting = match (t.state.rest_left(), &result) {
+                (Some(_), Ok(())) => streak.resting + 1,
+                _ => 0,
+            };
+            if streak.resting >= config.rise {
+                streak.resting = 0;
+                let why = format!("{} check(s) passed while resting", config.rise);
+                t.state.end_rest(&why);
             }
         }
         tokio::time::sleep(jittered(config.interval, config.jitter)).await;

@@ -236,6 +236,24 @@ impl ServerState {
         }
     }
 
+    /// Cuts a rest short (active checks keep passing): the next request is the
+    /// trial, which decides as usual.
+    pub fn end_rest(&self, reason: &str) {
+        let h = self.health();
+        let until = h.passive.load(Ordering::Relaxed);
+        if until == 0 || until == TRIAL {
+            return;
+        }
+        let now = now_stamp(Instant::now());
+        if !reached(now, until)
+            && h.passive
+                .compare_exchange(until, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.changed("trial due", reason);
+        }
+    }
+
     /// Whether passive ejection has the server out (resting or on trial).
     pub fn ejected(&self) -> bool {
         self.health().passive.load(Ordering::Relaxed) != 0
@@ -364,8 +382,12 @@ mod tests {
         assert_eq!(s.admit(), None);
         s.record_failure(Admission::Trial, 3, T, || true, "still bad");
         assert!(!s.available(), "a failed trial rests again");
-        tokio::time::advance(T).await;
-        assert_eq!(s.admit(), Some(Admission::Trial));
+        s.end_rest("checks pass");
+        assert_eq!(
+            s.admit(),
+            Some(Admission::Trial),
+            "a rest cut short allows a trial"
+        );
         s.trial_abandoned();
         assert_eq!(
             s.admit(),

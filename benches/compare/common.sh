@@ -1,0 +1,202 @@
+# shellcheck shell=bash
+# Helpers shared by run.sh and failover.sh; sourced, not run. The caller sets
+# PROG (the prefix of its messages), ROOT (the repository), ORIGIN_PORTS, PIN
+# and KEEP_TMP. Linux only (reads /proc).
+
+die() { echo "$PROG: error: $*" >&2; exit 1; }
+log() { echo "== $*" >&2; }
+
+# ---------------------------------------------------------------- tools, build
+# install_missing CMD...: installs with apt-get the package of each CMD that is
+# not on PATH (each package has its command's name).
+install_missing() {
+    local c sudo='' need=()
+    for c in "$@"; do command -v "$c" >/dev/null || need+=("$c"); done
+    [ ${#need[@]} -gt 0 ] || return 0
+    log "installing ${need[*]}"
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    # policy-rc.d or no systemd keeps the packaged services from starting; if
+    # they do start they listen on :80, not on our ports.
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+}
+
+require() { # CMD...
+    local t
+    for t in "$@"; do command -v "$t" >/dev/null || die "$t is required"; done
+}
+
+build_switchyard() {
+    log "building switchyard (release)"
+    (cd "$ROOT" && cargo build --release --quiet --bin switchyard)
+}
+
+# ------------------------------------------------------------- machine state
+# check_ports KNOBS PORT...: dies if something already listens on a PORT. KNOBS
+# names the variables that move the ports, for the message.
+check_ports() {
+    local knobs=$1 p; shift
+    for p in "$@"; do
+        if [ -n "$(ss -Htln "sport = :$p")" ]; then
+            ss -Htlnp "sport = :$p" >&2 || true
+            die "port $p is busy; free it or set $knobs"
+        fi
+    done
+}
+
+# "busy total" for all CPUs from /proc/stat (user nice system irq softirq steal;
+# total adds idle and iowait).
+machine_ticks() {
+    awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat
+}
+
+# warn_if_busy WHEN: samples the CPUs for 1 s and, if they are more than 10%
+# busy, warns "... busy before WHEN" and lists the top three processes.
+warn_if_busy() {
+    local busy0 total0 busy1 total1 busy
+    read -r busy0 total0 < <(machine_ticks); sleep 1; read -r busy1 total1 < <(machine_ticks)
+    busy=$(( (busy1 - busy0) * 100 / (total1 - total0 > 0 ? total1 - total0 : 1) ))
+    if [ "$busy" -gt 10 ]; then
+        log "WARNING: the machine is already ${busy}% busy before $1"
+        ps -eo pcpu=,pid=,args= --sort=-pcpu | head -n 3 | cut -c1-120 >&2 || true
+    fi
+}
+
+# ------------------------------------------------------- temp dir, processes
+# Every process the script started, in order (STARTED), and those it has not
+# yet stopped and reaped (LIVE, keyed by pid). A pid leaves LIVE once it is
+# reaped, so the trap never signals a pid that the kernel may have given to
+# something else.
+STARTED=()
+declare -A LIVE=()
+track() { STARTED+=("$1"); LIVE[$1]=1; }
+
+# stop PID...: SIGTERM to all, in the order given, then up to 5 s of grace for
+# each before SIGKILL; reaps each one.
+stop() {
+    local pid
+    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "$@"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        unset "LIVE[$pid]"
+    done
+}
+
+# On exit: stops what is still running, newest first, and removes TMP unless
+# KEEP_TMP=1 or the script failed.
+cleanup() {
+    local rc=$? i pids=()
+    trap - EXIT INT TERM
+    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
+        [ -z "${LIVE[${STARTED[i]}]:-}" ] || pids+=("${STARTED[i]}")
+    done
+    [ ${#pids[@]} -eq 0 ] || stop "${pids[@]}"
+    if [ "$KEEP_TMP" = 1 ] || [ $rc -ne 0 ]; then
+        echo "$PROG: configs and logs kept in $TMP" >&2
+    else
+        rm -rf "$TMP"
+    fi
+    exit $rc
+}
+
+# make_workdir CSV_NAME: TMP, a fresh /tmp/switchyard-PROG.XXXXXX, and CSV,
+# target/compare/CSV_NAME-DATE.csv; from now on the EXIT trap cleans up.
+# shellcheck disable=SC2034 # CSV is for the caller
+make_workdir() {
+    local out_dir=$ROOT/target/compare
+    TMP=$(mktemp -d "/tmp/switchyard-$PROG.XXXXXX")
+    mkdir -p "$out_dir"
+    CSV=$out_dir/$1-$(date +%Y%m%d-%H%M%S).csv
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+# copy_switchyard DIR: SY, a copy of the release binary in DIR, so that a
+# concurrent `cargo build` cannot swap the binary mid-run.
+copy_switchyard() {
+    mkdir -p "$1"
+    SY=$1/switchyard
+    cp "$ROOT/target/release/switchyard" "$SY"
+}
+
+# CPU placement, identical for every proxy: with PIN=1 the origins run on CPU 0
+# and wrk on CPU 1. The proxies themselves are never pinned, so each sees both
+# CPUs and sizes itself to 2 workers/threads.
+# shellcheck disable=SC2034 # PIN_ORIGINS and PIN_WRK are for the caller
+pin_setup() {
+    if [ "$PIN" = 1 ]; then
+        PIN_ORIGINS=(taskset -c 0)
+        PIN_WRK=(taskset -c 1)
+    else
+        PIN_ORIGINS=()
+        PIN_WRK=()
+    fi
+}
+
+# wait_port PORT NAME PID LOG: until something listens on PORT (10 s at most).
+wait_port() {
+    local i
+    for i in $(seq 100); do
+        [ -n "$(ss -Htln "sport = :$1")" ] && return 0
+        kill -0 "$3" 2>/dev/null || die "$2 exited at startup; see $4:
+$(tail -n 20 "$4" 2>/dev/null)"
+        sleep 0.1
+    done
+    die "$2 did not listen on port $1 within 10 s; see $4"
+}
+
+# start VAR NAME PORT LOG CMD...: runs CMD in the background, output in LOG, its
+# pid in VAR (which may be an array element), and waits for PORT. taskset and
+# the proxies exec, so the pid is the process's own.
+start() {
+    local var=$1 name=$2 port=$3 logf=$4; shift 4
+    "$@" >"$logf" 2>&1 &
+    printf -v "$var" %s $!
+    track $!
+    wait_port "$port" "$name" "$!" "$logf"
+}
+
+# render TEMPLATE OUTPUT DIR PORT [SED_EXPR...]: fills in @DIR@, @PORT@ and
+# @ORIGIN_1@... (from ORIGIN_PORTS), and applies any further sed expressions.
+render() {
+    local tmpl=$1 out=$2 i=1 p args=(-e "s|@DIR@|$3|g" -e "s|@PORT@|$4|g")
+    shift 4
+    for p in $ORIGIN_PORTS; do args+=(-e "s|@ORIGIN_$i@|127.0.0.1:$p|g"); i=$((i + 1)); done
+    for p in "$@"; do args+=(-e "$p"); done
+    sed "${args[@]}" "$tmpl" >"$out"
+}
+
+# x_origins: the x-origin header values in the response headers on stdin, one a
+# line.
+x_origins() {
+    awk -F': *' 'tolower($1) == "x-origin" {sub(/\r$/, "", $2); print $2}'
+}
+
+# ------------------------------------------------------------ /proc sampling
+# with_children PID...: each pid and its children (nginx workers), as of now.
+with_children() {
+    local p
+    for p in "$@"; do
+        echo "$p"
+        ps -o pid= --ppid "$p" 2>/dev/null || true
+    done
+}
+
+# ticks_of own|all PIDS: CPU time, in clock ticks, summed over PIDS (a
+# whitespace-separated list): utime+stime (fields 14 and 15 of /proc/PID/stat)
+# with "own", plus the reaped children's cutime+cstime (16, 17) with "all". The
+# process's own line covers all its threads. comm (field 2) may hold spaces, so
+# fields are counted after its closing parenthesis: field 14 is the 12th there.
+ticks_of() {
+    local pid stat total=0 f
+    for pid in $2; do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        read -r -a f <<<"${stat##*) }"
+        total=$((total + f[11] + f[12]))
+        [ "$1" = own ] || total=$((total + f[13] + f[14]))
+    done
+    echo $total
+}
