@@ -4,9 +4,11 @@
 //! rewrite, forward) → `upstream` (per-server state and connection pool), with the
 //! configuration held in one `ArcSwap<Snapshot>` (`state`).
 
+pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod error;
 pub mod health;
@@ -15,6 +17,7 @@ pub mod proxy;
 pub mod server;
 pub mod state;
 pub mod upstream;
+pub mod watch;
 
 pub use config::Config;
 pub use server::{start, start_threads, Running};

@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -34,11 +35,19 @@ enum Command {
         /// available to the process, cgroup quotas included).
         #[arg(long)]
         workers: Option<usize>,
+        /// Do not reload when the configuration file changes (SIGHUP and the admin
+        /// API still reload).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Validate a configuration file, like `nginx -t`.
     Check {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Also validate OLD and print what reloading from OLD to the new file would
+        /// change, one line per change (a dry run of a reload).
+        #[arg(long, value_name = "OLD")]
+        diff_against: Option<PathBuf>,
     },
     /// Start three sample origins and the proxy in front of them.
     Demo {
@@ -71,9 +80,13 @@ fn main() -> ExitCode {
         config: DEFAULT_CONFIG.into(),
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         workers: None,
+        no_watch: false,
     });
     match command {
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check {
+            config,
+            diff_against: None,
+        } => match Config::load(&config) {
             Ok(_) => {
                 println!("{}: configuration is valid", config.display());
                 ExitCode::SUCCESS
@@ -83,10 +96,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Check {
+            config,
+            diff_against: Some(old),
+        } => check_diff(&config, &old),
         Command::Run {
             config,
             drain_timeout,
             workers,
+            no_watch,
         } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -95,7 +113,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            control_runtime().block_on(run(config, drain_timeout, workers, None))
+            control_runtime().block_on(run(config, drain_timeout, workers, None, !no_watch))
         }
         Command::Demo { listen } => control_runtime().block_on(async move {
             let (config, origins) = match switchyard::demo::prepare(listen).await {
@@ -105,7 +123,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            run(config, DEFAULT_DRAIN_TIMEOUT, None, Some(origins)).await
+            run(config, DEFAULT_DRAIN_TIMEOUT, None, Some(origins), false).await
         }),
         Command::Origin { listen, name } => runtime().block_on(async move {
             match switchyard::origin::spawn(listen, &name).await {
@@ -121,6 +139,29 @@ fn main() -> ExitCode {
             }
         }),
     }
+}
+
+/// `check --config NEW --diff-against OLD`: both files must be valid (the problems
+/// of each are printed as `check` prints them); then one line per change, or
+/// "no changes".
+fn check_diff(new: &Path, old: &Path) -> ExitCode {
+    let (new, old) = match (Config::load(new), Config::load(old)) {
+        (Ok(new), Ok(old)) => (new, old),
+        (new, old) => {
+            for e in [new.err(), old.err()].into_iter().flatten() {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let changes = switchyard::config::diff(&old, &new);
+    if changes.is_empty() {
+        println!("no changes");
+    }
+    for c in changes {
+        println!("{c}");
+    }
+    ExitCode::SUCCESS
 }
 
 /// The main thread's runtime: signals, shutdown and the demo's origins. The proxy
@@ -144,7 +185,9 @@ async fn run(
     drain: Duration,
     workers: Option<usize>,
     demo_origins: Option<Vec<SocketAddr>>,
+    watch: bool,
 ) -> ExitCode {
+    let demo = demo_origins.is_some();
     // Handlers first: a SIGTERM that arrives as soon as "listening" is logged must
     // drain, not kill the process with the default action.
     let signals = match Signals::install() {
@@ -169,16 +212,47 @@ async fn run(
             .expect("the demo has a public listener");
         println!("{}", switchyard::demo::banner(proxy, &origins));
     }
-    signals.shutdown().await;
+    // The demo's file names origins that only exist in this process: no reloads.
+    let _watcher = if watch && !demo {
+        match switchyard::watch::watch(
+            Arc::clone(&running.control),
+            &tokio::runtime::Handle::current(),
+        ) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the configuration file; reload with SIGHUP or the admin API");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut signals = signals;
+    loop {
+        match signals.next().await {
+            Signal::Reload if !demo => {
+                let control = Arc::clone(&running.control);
+                let _ = tokio::task::spawn_blocking(move || control.reload()).await;
+            }
+            Signal::Reload => tracing::info!("the demo does not reload"),
+            Signal::Stop => break,
+        }
+    }
     tracing::info!("shutting down");
     running.shutdown(drain).await;
     ExitCode::SUCCESS
 }
 
-/// SIGTERM and SIGINT, both of which start a graceful shutdown.
+/// SIGTERM and SIGINT start a graceful shutdown; SIGHUP reloads.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+enum Signal {
+    Stop,
+    Reload,
 }
 
 impl Signals {
@@ -187,13 +261,15 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
-    async fn shutdown(mut self) {
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
         }
     }
 }

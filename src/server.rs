@@ -1,9 +1,10 @@
 //! Listeners: bind, accept, serve each connection with hyper-util's auto builder
 //! (HTTP/1.1 and HTTP/2 prior knowledge on one port), and drain on shutdown.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -16,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::control::Control;
 use crate::proxy::{ClientInfo, ProxyService};
 use crate::state::{ListenerId, Shared};
 
@@ -39,7 +41,10 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// A started proxy: its listeners accept until `shutdown`.
 pub struct Running {
     pub shared: Arc<Shared>,
-    addrs: Vec<(String, SocketAddr)>,
+    /// Listener changes and reloads at runtime.
+    pub control: Arc<Control>,
+    /// The admin API's bound address, when `[admin]` is configured.
+    pub admin: Option<SocketAddr>,
     /// `Some(drain)` tells every worker to stop accepting and drain for that long.
     stop: watch::Sender<Option<Duration>>,
     workers: Vec<Worker>,
@@ -60,17 +65,23 @@ enum WorkerDone {
 /// Binds every listener of `config` and serves on the calling runtime, as one
 /// worker. Tests and embedders use this; the binary uses `start_threads`.
 pub async fn start(config: Config) -> io::Result<Running> {
-    let bound = bind_all(&config, 1)?;
-    let shared = Shared::new(config, 1);
+    let shared = Shared::new(config.clone(), 1);
     shared.start_health(tokio::runtime::Handle::current());
     let (stop, stop_rx) = watch::channel(None);
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let control = Control::new(Arc::clone(&shared), vec![cmd_tx], &config)?;
+    let admin = match &config.admin {
+        Some(a) => Some(crate::admin::start(
+            a.listen,
+            Arc::clone(&control),
+            stop_rx.clone(),
+            &tokio::runtime::Handle::current(),
+        )?),
+        None => None,
+    };
     let (closed_tx, closed) = oneshot::channel();
-    let listeners = tokio_listeners(
-        &shared,
-        bound.sockets.into_iter().next().unwrap_or_default(),
-    )?;
     let task = tokio::spawn(worker(
-        listeners,
+        cmd_rx,
         Arc::clone(&shared),
         None,
         stop_rx,
@@ -78,7 +89,8 @@ pub async fn start(config: Config) -> io::Result<Running> {
     ));
     Ok(Running {
         shared,
-        addrs: bound.addrs,
+        control,
+        admin,
         stop,
         workers: vec![Worker {
             closed,
@@ -97,10 +109,22 @@ pub async fn start(config: Config) -> io::Result<Running> {
 /// runtime's worker context or from a current-thread runtime.
 pub fn start_threads(config: Config, workers: usize) -> io::Result<Running> {
     let workers = workers.max(1);
-    let bound = bind_all(&config, workers)?;
-    let shared = Shared::new(config, workers);
+    let shared = Shared::new(config.clone(), workers);
     let (stop, stop_rx) = watch::channel(None);
-    shared.start_health(health_runtime(stop_rx.clone())?);
+    let background = health_runtime(stop_rx.clone())?;
+    shared.start_health(background.clone());
+    let (cmd_txs, cmd_rxs): (Vec<_>, Vec<_>) =
+        (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
+    let control = Control::new(Arc::clone(&shared), cmd_txs, &config)?;
+    let admin = match &config.admin {
+        Some(a) => Some(crate::admin::start(
+            a.listen,
+            Arc::clone(&control),
+            stop_rx.clone(),
+            &background,
+        )?),
+        None => None,
+    };
     let (senders, mut receivers): (Vec<_>, Vec<_>) =
         (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
     let handoff = Arc::new(Handoff {
@@ -108,7 +132,7 @@ pub fn start_threads(config: Config, workers: usize) -> io::Result<Running> {
         inboxes: senders.into(),
     });
     let mut handles = Vec::new();
-    for (index, sockets) in bound.sockets.into_iter().enumerate() {
+    for (index, cmds) in cmd_rxs.into_iter().enumerate() {
         let (closed_tx, closed) = oneshot::channel();
         let handoff = Some((Arc::clone(&handoff), index, receivers.remove(0)));
         let shared = Arc::clone(&shared);
@@ -121,17 +145,7 @@ pub fn start_threads(config: Config, workers: usize) -> io::Result<Running> {
                     .enable_all()
                     .build()
                     .expect("a worker runtime starts");
-                rt.block_on(async move {
-                    match tokio_listeners(&shared, sockets) {
-                        Ok(listeners) => {
-                            worker(listeners, shared, handoff, stop_rx, closed_tx).await
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "worker cannot use its sockets");
-                            false
-                        }
-                    }
-                })
+                rt.block_on(worker(cmds, shared, handoff, stop_rx, closed_tx))
             })?;
         handles.push(Worker {
             closed,
@@ -140,14 +154,16 @@ pub fn start_threads(config: Config, workers: usize) -> io::Result<Running> {
     }
     Ok(Running {
         shared,
-        addrs: bound.addrs,
+        control,
+        admin,
         stop,
         workers: handles,
     })
 }
 
-/// A thread with its own runtime for the health checkers, so checks keep their
-/// rhythm whatever the workers' load; it ends when the proxy stops.
+/// A thread with its own runtime for the health checkers and the admin API, so
+/// checks keep their rhythm whatever the workers' load; it ends when the proxy
+/// stops.
 fn health_runtime(
     mut stop: watch::Receiver<Option<Duration>>,
 ) -> io::Result<tokio::runtime::Handle> {
@@ -161,37 +177,7 @@ fn health_runtime(
     Ok(handle)
 }
 
-struct Bound {
-    addrs: Vec<(String, SocketAddr)>,
-    /// Per worker, one socket per listener (name, socket).
-    sockets: Vec<Vec<(String, std::net::TcpListener)>>,
-}
-
-/// Binds each listener once and hands every worker its own handle (a `dup`) of the
-/// socket, to register with its own runtime.
-fn bind_all(config: &Config, copies: usize) -> io::Result<Bound> {
-    let mut addrs = Vec::new();
-    let mut sockets: Vec<Vec<_>> = (0..copies).map(|_| Vec::new()).collect();
-    for l in &config.listeners {
-        let fail = |e: io::Error| {
-            io::Error::new(
-                e.kind(),
-                format!("listener {:?}: cannot listen on {}: {e}", l.name, l.listen),
-            )
-        };
-        let socket = bind_one(l.listen).map_err(fail)?;
-        let addr = socket.local_addr()?;
-        tracing::info!(listener = %l.name, %addr, "listening");
-        for copy in sockets.iter_mut().skip(1) {
-            copy.push((l.name.clone(), socket.try_clone()?));
-        }
-        sockets[0].push((l.name.clone(), socket));
-        addrs.push((l.name.clone(), addr));
-    }
-    Ok(Bound { addrs, sockets })
-}
-
-fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     s.set_reuse_address(true)?;
@@ -201,25 +187,15 @@ fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-fn tokio_listeners(
-    shared: &Shared,
-    sockets: Vec<(String, std::net::TcpListener)>,
-) -> io::Result<Vec<(ListenerId, TcpListener)>> {
-    sockets
-        .into_iter()
-        .map(|(name, s)| Ok((shared.listener_id(&name), TcpListener::from_std(s)?)))
-        .collect()
-}
-
-/// Runs one worker's accept loops until told to stop, then drains its connections.
+/// Runs one worker: starts accept loops as `Control` asks, until told to stop; then
+/// drains its connections.
 async fn worker(
-    listeners: Vec<(ListenerId, TcpListener)>,
+    mut cmds: mpsc::UnboundedReceiver<Cmd>,
     shared: Arc<Shared>,
     handoff: Option<(Arc<Handoff>, usize, mpsc::UnboundedReceiver<Accepted>)>,
     mut stop: watch::Receiver<Option<Duration>>,
     closed: oneshot::Sender<()>,
 ) -> bool {
-    let graceful = Arc::new(GracefulShutdown::new());
     let (handoff, inbox) = match handoff {
         Some((h, me, rx)) => (Some((h, me)), Some(rx)),
         None => (None, None),
@@ -227,37 +203,80 @@ async fn worker(
     let serve = Serve {
         shared,
         builder: builder(),
-        graceful: Arc::clone(&graceful),
+        gracefuls: Arc::default(),
         handoff,
     };
-    let mut loops: Vec<_> = listeners
-        .into_iter()
-        .map(|(id, l)| tokio::spawn(accept_loop(l, id, serve.clone(), stop.clone())))
-        .collect();
+    let mut loops = Vec::new();
     if let Some(rx) = inbox {
         loops.push(tokio::spawn(inbox_loop(rx, serve.clone(), stop.clone())));
     }
-    drop(serve);
-    let drain = match stop.wait_for(Option::is_some).await {
-        Ok(d) => d.unwrap_or_default(),
-        // The proxy was dropped without a shutdown: stop at once.
-        Err(_) => Duration::ZERO,
+    let mut open = true;
+    let for_loops = stop.clone();
+    let drain = loop {
+        tokio::select! {
+            biased;
+            d = stop.wait_for(Option::is_some) => {
+                // `Err`: the proxy was dropped without a shutdown: stop at once.
+                break d.map(|d| d.unwrap_or_default()).unwrap_or_default();
+            }
+            cmd = cmds.recv(), if open => match cmd {
+                Some(Cmd::Listen { id, generation, socket, retire }) => {
+                    match TcpListener::from_std(socket) {
+                        Ok(l) => loops.push(tokio::spawn(accept_loop(
+                            l,
+                            (id, generation),
+                            serve.clone(),
+                            for_loops.clone(),
+                            retire,
+                        ))),
+                        Err(e) => tracing::error!(error = %e, "worker cannot use a listening socket"),
+                    }
+                }
+                None => open = false,
+            },
+        }
     };
     for l in loops {
         let _ = l.await;
     }
     let _ = closed.send(());
-    // The accept loops have returned, so this is the last reference.
-    let Ok(graceful) = Arc::try_unwrap(graceful) else {
-        return false;
-    };
-    tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_ok()
+    let gracefuls: Vec<_> = serve.take_gracefuls();
+    drop(serve);
+    let all = futures_join(
+        gracefuls
+            .into_iter()
+            .filter_map(|g| Arc::try_unwrap(g).ok()),
+    );
+    tokio::time::timeout(drain, all).await.is_ok()
 }
 
+/// Drains every listener's connections at once.
+async fn futures_join(gracefuls: impl Iterator<Item = GracefulShutdown>) {
+    let mut set = tokio::task::JoinSet::new();
+    for g in gracefuls {
+        set.spawn(g.shutdown());
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// A command from `Control` to every worker.
+pub(crate) enum Cmd {
+    /// Accept on this socket (a worker's own `dup`) until `retire` turns true.
+    Listen {
+        id: ListenerId,
+        /// Distinguishes a listener's sockets across reloads (an address change
+        /// keeps the name, hence the id).
+        generation: u64,
+        socket: std::net::TcpListener,
+        retire: watch::Receiver<bool>,
+    },
+}
+
+/// A listener as the workers know it: its id and socket generation.
+type ListenerTag = (ListenerId, u64);
+
 /// A connection one worker accepted for another, already counted against it.
-type Accepted = (std::net::TcpStream, SocketAddr, ListenerId, OpenGuard);
+type Accepted = (std::net::TcpStream, SocketAddr, ListenerTag, OpenGuard);
 
 /// Open client connections per worker, and each worker's inbox. Workers share a
 /// listening socket, but a burst of connections (a load balancer or a client pool
@@ -307,14 +326,40 @@ impl Drop for OpenGuard {
 struct Serve {
     shared: Arc<Shared>,
     builder: auto::Builder<TokioExecutor>,
-    graceful: Arc<GracefulShutdown>,
+    /// Per listener socket generation: its connections, drained together when the
+    /// listener is removed by a reload or the worker stops.
+    gracefuls: Arc<Mutex<HashMap<u64, Arc<GracefulShutdown>>>>,
     /// With several workers: the balance and this worker's index.
     handoff: Option<(Arc<Handoff>, usize)>,
 }
 
 impl Serve {
+    fn graceful(&self, generation: u64) -> Arc<GracefulShutdown> {
+        let mut map = self.gracefuls.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(map.entry(generation).or_default())
+    }
+
+    /// A removed listener's connections finish their current request and close.
+    fn retire(&self, generation: u64) {
+        let g = self
+            .gracefuls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&generation);
+        if let Some(g) = g.and_then(|g| Arc::try_unwrap(g).ok()) {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(DEFAULT_DRAIN_TIMEOUT, g.shutdown()).await;
+            });
+        }
+    }
+
+    fn take_gracefuls(&self) -> Vec<Arc<GracefulShutdown>> {
+        let mut map = self.gracefuls.lock().unwrap_or_else(|e| e.into_inner());
+        map.drain().map(|(_, g)| g).collect()
+    }
+
     /// A connection this worker accepted: served here, or handed to a lighter worker.
-    fn accepted(&self, stream: TcpStream, remote: SocketAddr, id: ListenerId) {
+    fn accepted(&self, stream: TcpStream, remote: SocketAddr, id: ListenerTag) {
         let Some((h, me)) = &self.handoff else {
             return self.serve(stream, remote, id, None);
         };
@@ -336,7 +381,7 @@ impl Serve {
         &self,
         stream: TcpStream,
         remote: SocketAddr,
-        id: ListenerId,
+        (id, generation): ListenerTag,
         guard: Option<OpenGuard>,
     ) {
         let _ = stream.set_nodelay(true);
@@ -349,7 +394,7 @@ impl Serve {
             .builder
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)
             .into_owned();
-        let conn = self.graceful.watch(conn);
+        let conn = self.graceful(generation).watch(conn);
         tokio::spawn(async move {
             let _guard = guard;
             if let Err(e) = conn.await {
@@ -361,14 +406,20 @@ impl Serve {
 
 async fn accept_loop(
     listener: TcpListener,
-    id: ListenerId,
+    id: ListenerTag,
     serve: Serve,
     mut stop: watch::Receiver<Option<Duration>>,
+    mut retire: watch::Receiver<bool>,
 ) {
     loop {
         let (stream, remote) = tokio::select! {
             biased;
             _ = stopped(&mut stop) => return,
+            () = retired(&mut retire) => {
+                drop(listener);
+                serve.retire(id.1);
+                return;
+            }
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -416,6 +467,11 @@ fn builder() -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// Resolves once the listener is removed (or its `Control` dropped).
+async fn retired(retire: &mut watch::Receiver<bool>) {
+    let _ = retire.wait_for(|r| *r).await;
+}
+
 /// Resolves once a stop has been requested (or the proxy dropped).
 async fn stopped(stop: &mut watch::Receiver<Option<Duration>>) {
     let _ = stop.wait_for(Option::is_some).await;
@@ -424,11 +480,12 @@ async fn stopped(stop: &mut watch::Receiver<Option<Duration>>) {
 impl Running {
     /// The bound address of the listener named `name` (useful with port 0).
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
-        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+        self.control.addr(name)
     }
 
-    pub fn addrs(&self) -> &[(String, SocketAddr)] {
-        &self.addrs
+    /// Every listener's name and bound address, as of now.
+    pub fn addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.control.addrs()
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `drain`, and returns

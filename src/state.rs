@@ -52,6 +52,9 @@ pub struct Shared {
     registry: Registry,
     listener_ids: Mutex<HashMap<String, ListenerId>>,
     health: Mutex<Supervisor>,
+    /// The configuration the current snapshot was built from; its lock also keeps
+    /// two rebuilds from interleaving.
+    config: Mutex<Arc<Config>>,
 }
 
 impl Shared {
@@ -65,6 +68,7 @@ impl Shared {
             registry,
             listener_ids,
             health: Mutex::new(Supervisor::default()),
+            config: Mutex::new(Arc::new(config)),
         })
     }
 
@@ -87,12 +91,27 @@ impl Shared {
 
     /// Builds a snapshot of `config` and makes it current.
     pub fn apply(&self, config: Config) {
+        let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
         let snapshot = Arc::new(build(&config, &self.registry, &self.listener_ids, false));
         self.state.store(Arc::clone(&snapshot));
+        *current = Arc::new(config);
+        drop(current);
         self.health
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .sync(&snapshot);
+    }
+
+    /// The configuration currently applied.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Builds the snapshot again from the current configuration, for runtime
+    /// overrides (weights) that balancers precompute.
+    pub fn rebuild(&self) {
+        let config = (*self.config()).clone();
+        self.apply(config);
     }
 
     pub fn listener_id(&self, name: &str) -> ListenerId {
@@ -140,7 +159,7 @@ fn build_upstream(u: &UpstreamConfig, registry: &Registry, initial: bool) -> Ups
                 }
             });
             UpstreamServer {
-                weight: s.weight,
+                weight: state.weight_override().unwrap_or(s.weight),
                 down: s.down,
                 backup: s.backup,
                 passive,

@@ -1,6 +1,8 @@
 //! `switchyard check --config FILE` (like `nginx -t`): a valid file passes with exit
 //! status 0; a file with mistakes fails with status 1 and one line per problem on
 //! stderr, `FILE: key.path: what is wrong`, every problem and not only the first.
+//! With `--diff-against OLD` both files are checked, then what a reload from OLD would
+//! change is printed, one line per change.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -553,4 +555,107 @@ fn routes_with_different_invalid_hosts_are_not_duplicates() {
             ("route[1].host", r#"invalid host "a*.example.com""#),
         ],
     );
+}
+
+// ===== --diff-against: what a reload would change =====
+
+/// `switchyard check --config NEW --diff-against OLD`.
+fn check_diff(old: &str, new: &str) -> (Outcome, TempConfig, TempConfig) {
+    let (old, new) = (TempConfig::new(old), TempConfig::new(new));
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("check")
+        .arg("--config")
+        .arg(&new.file)
+        .arg("--diff-against")
+        .arg(&old.file)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run switchyard check --diff-against");
+    let out = Outcome {
+        file: new.file.display().to_string(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    (out, old, new)
+}
+
+/// Asserts a successful diff printed exactly `expected`, one change per line.
+fn assert_changes(out: &Outcome, expected: &[&str]) {
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert_eq!(out.stderr, "");
+    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), expected);
+}
+
+#[test]
+fn diff_against_identical_file_prints_no_changes() {
+    let (out, ..) = check_diff(BASE, BASE);
+    assert_changes(&out, &["no changes"]);
+}
+
+#[test]
+fn diff_against_reports_a_changed_weight() {
+    let new = edit(
+        r#"{ addr = "127.0.0.1:9002" }"#,
+        r#"{ addr = "127.0.0.1:9002", weight = 3 }"#,
+    );
+    let (out, ..) = check_diff(BASE, &new);
+    assert_changes(
+        &out,
+        &["changed upstream api, server 127.0.0.1:9002: weight 1 → 3"],
+    );
+}
+
+#[test]
+fn diff_against_reports_an_added_server() {
+    let new = edit(
+        r#"  { addr = "127.0.0.1:9003" },"#,
+        r#"  { addr = "127.0.0.1:9003" },
+  { addr = "127.0.0.1:9004", backup = true },"#,
+    );
+    let (out, ..) = check_diff(BASE, &new);
+    assert_changes(
+        &out,
+        &["added upstream api, server 127.0.0.1:9004 (weight 1, backup)"],
+    );
+}
+
+#[test]
+fn diff_against_reports_a_removed_route() {
+    let old = edit(
+        "[upstream.api]",
+        "[[route]]\nhost = \"*.example.com\"\npath = \"/webhook/\"\nupstream = \"api\"\n\n[upstream.api]",
+    );
+    let (out, ..) = check_diff(&old, BASE);
+    assert_changes(
+        &out,
+        &["removed route[1] (host *.example.com, path /webhook/, upstream api)"],
+    );
+}
+
+#[test]
+fn diff_against_with_an_invalid_new_file_reports_its_problems() {
+    let new = edit(r#"{ addr = "127.0.0.1:9003" }"#, r#"{ addr = "x" }"#);
+    let (out, ..) = check_diff(BASE, &new);
+    assert_exactly(
+        &out,
+        &[(
+            "upstream.api.servers[2].addr",
+            r#"invalid socket address "x""#,
+        )],
+    );
+    assert_eq!(out.stdout, "", "no diff for an invalid file");
+}
+
+#[test]
+fn diff_against_an_invalid_old_file_reports_its_problems() {
+    let old = edit("upstream = \"api\"", "upstream = \"apii\"");
+    let (mut out, old_cfg, _new) = check_diff(&old, BASE);
+    out.file = old_cfg.file.display().to_string();
+    assert_exactly(
+        &out,
+        &[("route[0].upstream", r#"no upstream named "apii""#)],
+    );
+    assert_eq!(out.stdout, "", "no diff against an invalid file");
 }

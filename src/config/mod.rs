@@ -3,6 +3,7 @@
 //! typed (socket addresses, durations, header names) or a `ConfigError` listing
 //! every problem as `FILE: key.path: what is wrong`.
 
+mod diff;
 mod health;
 mod raw;
 mod template;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 
+pub use diff::{diff, Action, Change};
 pub use health::{
     HealthCheckConfig, NextUpstream, RetryPolicy, StatusSet, DEFAULT_FAIL_TIMEOUT,
     DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_FAILS,
@@ -53,7 +55,13 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Bearer token every admin request must carry; `None`: no authentication.
+    pub token: Option<String>,
 }
+
+/// Where the admin API listens when `[admin]` gives no `listen`: loopback only, so
+/// that turning it on never exposes it (Envoy's admin port).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {

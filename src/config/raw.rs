@@ -9,7 +9,8 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
-    pub listen: String,
+    pub listen: Option<String>,
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

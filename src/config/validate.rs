@@ -156,8 +156,18 @@ pub(super) fn validate(text: &str) -> Result<Config, Vec<Problem>> {
     }
 
     let admin = admin.and_then(|a: RawAdmin| {
-        c.socket_addr("admin.listen", &a.listen)
-            .map(|listen| AdminConfig { listen })
+        let listen = a.listen.as_deref().unwrap_or(super::DEFAULT_ADMIN_LISTEN);
+        if a.token.as_deref() == Some("") {
+            c.err(
+                "admin.token",
+                "must not be empty (leave it out to turn authentication off)",
+            );
+        }
+        c.socket_addr("admin.listen", listen)
+            .map(|listen| AdminConfig {
+                listen,
+                token: a.token,
+            })
     });
     let listeners = check_listeners(&mut c, raw_listeners);
     let upstreams = check_upstreams(&mut c, raw_upstreams);

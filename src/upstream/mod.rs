@@ -86,10 +86,10 @@ const WEIGHT_SCALE: u32 = 10;
 
 impl UpstreamServer {
     /// The one eligibility view every algorithm consults: not marked down in the
-    /// file, up as far as active checks know, and not resting after passive
-    /// ejection.
+    /// file nor drained by the operator, up as far as active checks know, and not
+    /// resting after passive ejection.
     pub fn eligible(&self) -> bool {
-        !self.down && self.state.available()
+        !self.down && !self.state.drained() && self.state.available()
     }
 
     /// The share of its weight slow start allows now (1 when not ramping).

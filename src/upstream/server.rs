@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use http::HeaderValue;
@@ -28,6 +28,10 @@ pub struct ServerState {
     /// Opaque id of this server in sticky cookies (not its address).
     pub sticky_id: String,
     pub(super) health: Health,
+    /// Operator's drain (maintenance): no new requests.
+    drained: AtomicBool,
+    /// Operator's weight, replacing the configured one while the server exists.
+    weight_override: AtomicU32,
     pub(super) inflight: AtomicUsize,
     pub(super) requests: AtomicU64,
 }
@@ -39,6 +43,8 @@ impl ServerState {
             latency: Latency::new(seed),
             sticky_id: format!("{id:016x}"),
             health: Health::new(Active::Up),
+            drained: AtomicBool::new(false),
+            weight_override: AtomicU32::new(0),
             addr_header: HeaderValue::from_str(&key.addr.to_string())
                 .expect("a socket address is a valid header value"),
             pool: Pool::new(key.addr, keepalive, workers),
@@ -66,6 +72,33 @@ impl ServerState {
     pub fn set_up(&self, up: bool) {
         let to = if up { Active::Up } else { Active::Down };
         self.set_active(to, "set by hand", std::time::Duration::ZERO);
+    }
+
+    pub fn drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Drains the server (no new requests; in-flight ones finish) or lets it back.
+    pub fn set_drained(&self, drained: bool) {
+        if self.drained.swap(drained, Ordering::Relaxed) != drained {
+            let state = if drained { "drained" } else { "undrained" };
+            tracing::info!(upstream = %self.key.upstream, server = %self.key.addr, state, "server state changed by the operator");
+        }
+    }
+
+    /// The operator's weight, if set.
+    pub fn weight_override(&self) -> Option<u32> {
+        match self.weight_override.load(Ordering::Relaxed) {
+            0 => None,
+            w => Some(w),
+        }
+    }
+
+    /// Sets (`Some`) or clears the operator's weight; the snapshot must be rebuilt
+    /// for balancers to see it.
+    pub fn set_weight_override(&self, weight: Option<u32>) {
+        self.weight_override
+            .store(weight.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Requests sent to this server since it first appeared in a configuration.

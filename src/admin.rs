@@ -1,0 +1,305 @@
+//! The admin API: a small JSON API on its own listener (loopback by default).
+//!
+//! - `GET  /upstreams`                                    every upstream and server with its state
+//! - `GET  /upstreams/NAME`                               one upstream
+//! - `POST /upstreams/NAME/servers/ADDR/drain|undrain`    maintenance: no new requests / back
+//! - `PUT  /upstreams/NAME/servers/ADDR/weight`           `{"weight": 5}`, or `{"weight": null}` to clear
+//! - `POST /config/reload`                                200 with the changes, or 400 with the errors
+//! - `GET  /config/reload`                                reload counters and the last error
+//!
+//! Overrides (weight, drain) live in the server's long-lived state, so they
+//! survive reloads for as long as the server stays in the configuration. With
+//! `admin.token` set, every request needs `Authorization: Bearer TOKEN`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::config::MAX_WEIGHT;
+use crate::control::Control;
+use crate::upstream::{Upstream, UpstreamServer};
+
+/// Largest admin request body read; the API takes tiny JSON documents.
+const MAX_ADMIN_BODY: usize = 16 * 1024;
+
+/// Binds the admin listener and serves it on `runtime` until `stop`.
+pub fn start(
+    addr: SocketAddr,
+    control: Arc<Control>,
+    mut stop: tokio::sync::watch::Receiver<Option<std::time::Duration>>,
+    runtime: &tokio::runtime::Handle,
+) -> std::io::Result<SocketAddr> {
+    let std_listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("admin: cannot listen on {addr}: {e}"))
+    })?;
+    std_listener.set_nonblocking(true)?;
+    let bound = std_listener.local_addr()?;
+    let token_set = control
+        .shared
+        .config()
+        .admin
+        .as_ref()
+        .is_some_and(|a| a.token.is_some());
+    if !bound.ip().is_loopback() && !token_set {
+        tracing::warn!(%bound, "admin API on a non-loopback address without admin.token: anyone who can reach it can change the proxy");
+    }
+    tracing::info!(addr = %bound, "admin API listening");
+    runtime.spawn(async move {
+        let listener = match TcpListener::from_std(std_listener) {
+            Ok(l) => l,
+            Err(e) => return tracing::error!(error = %e, "admin API cannot listen"),
+        };
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = stop.wait_for(Option::is_some) => return,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(_) => continue,
+                },
+            };
+            let control = Arc::clone(&control);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let control = Arc::clone(&control);
+                    async move { Ok::<_, Infallible>(handle(&control, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if !authorized(control, &req) {
+        let mut res = reply(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "missing or wrong bearer token"}),
+        );
+        res.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return res;
+    }
+    let method = req.method().clone();
+    let path: Vec<String> = req
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    match (&method, path.as_slice()) {
+        (&Method::GET, ["upstreams"]) => {
+            let snapshot = control.shared.load();
+            let all: Vec<Value> = snapshot.upstreams.iter().map(upstream_json).collect();
+            reply(StatusCode::OK, json!({ "upstreams": all }))
+        }
+        (&Method::GET, ["upstreams", name]) => {
+            let snapshot = control.shared.load();
+            match snapshot.upstreams.iter().find(|u| &*u.name == *name) {
+                Some(u) => reply(StatusCode::OK, upstream_json(u)),
+                None => not_found("no such upstream"),
+            }
+        }
+        (&Method::POST, ["upstreams", name, "servers", addr, action @ ("drain" | "undrain")]) => {
+            let snapshot = control.shared.load();
+            let Some((u, s)) = find_server(&snapshot.upstreams, name, addr) else {
+                return not_found("no such server");
+            };
+            s.state.set_drained(*action == "drain");
+            reply(StatusCode::OK, server_json(u, s))
+        }
+        (&Method::PUT | &Method::POST, ["upstreams", name, "servers", addr, "weight"]) => {
+            let weight = match read_json(req).await {
+                Ok(v) => v.get("weight").cloned().unwrap_or(Value::Null),
+                Err(e) => return reply(StatusCode::BAD_REQUEST, json!({ "error": e })),
+            };
+            let weight = match weight {
+                Value::Null => None,
+                Value::Number(n) => match n.as_u64() {
+                    Some(w) if (1..=u64::from(MAX_WEIGHT)).contains(&w) => Some(w as u32),
+                    _ => {
+                        return reply(
+                            StatusCode::BAD_REQUEST,
+                            json!({ "error": format!("weight must be between 1 and {MAX_WEIGHT}, or null") }),
+                        )
+                    }
+                },
+                _ => {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        json!({ "error": "expected {\"weight\": N} or {\"weight\": null}" }),
+                    )
+                }
+            };
+            {
+                let snapshot = control.shared.load();
+                let Some((_, s)) = find_server(&snapshot.upstreams, name, addr) else {
+                    return not_found("no such server");
+                };
+                s.state.set_weight_override(weight);
+            }
+            // Balancers precompute from weights: build the snapshot again.
+            control.shared.rebuild();
+            let snapshot = control.shared.load();
+            match find_server(&snapshot.upstreams, name, addr) {
+                Some((u, s)) => reply(StatusCode::OK, server_json(u, s)),
+                None => not_found("no such server"),
+            }
+        }
+        (&Method::POST, ["config", "reload"]) => {
+            // A small file read and a build off the request path: fine inline here.
+            match control.reload() {
+                Ok(changes) => reply(
+                    StatusCode::OK,
+                    json!({
+                        "reloaded": true,
+                        "changes": changes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    }),
+                ),
+                Err(e) => reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({ "reloaded": false, "errors": e.lines() }),
+                ),
+            }
+        }
+        (&Method::GET, ["config", "reload"]) => {
+            let s = &control.stats;
+            let last = s
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            reply(
+                StatusCode::OK,
+                json!({
+                    "file": control.source().display().to_string(),
+                    "succeeded": s.succeeded.load(Ordering::Relaxed),
+                    "failed": s.failed.load(Ordering::Relaxed),
+                    "last_error": last,
+                }),
+            )
+        }
+        (_, ["upstreams", ..] | ["config", "reload"]) => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({ "error": "method not allowed here" }),
+        ),
+        _ => not_found("no such endpoint"),
+    }
+}
+
+fn authorized(control: &Control, req: &Request<Incoming>) -> bool {
+    let config = control.shared.config();
+    let Some(token) = config.admin.as_ref().and_then(|a| a.token.as_deref()) else {
+        return true;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compared without an early exit, so timing does not reveal the prefix.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn find_server<'a>(
+    upstreams: &'a [Upstream],
+    name: &str,
+    addr: &str,
+) -> Option<(&'a Upstream, &'a UpstreamServer)> {
+    let u = upstreams.iter().find(|u| &*u.name == name)?;
+    let s = u
+        .servers
+        .iter()
+        .find(|s| s.state.addr().to_string() == addr)?;
+    Some((u, s))
+}
+
+fn upstream_json(u: &Upstream) -> Value {
+    json!({
+        "name": &*u.name,
+        "servers": u.servers.iter().map(|s| server_json(u, s)).collect::<Vec<_>>(),
+    })
+}
+
+fn server_json(_u: &Upstream, s: &UpstreamServer) -> Value {
+    let h = s.state.health_view();
+    json!({
+        "addr": s.state.addr().to_string(),
+        "weight": s.weight,
+        "weight_override": s.state.weight_override(),
+        "backup": s.backup,
+        "down": s.down,
+        "drained": s.state.drained(),
+        "eligible": s.eligible(),
+        "active": h.active.as_str(),
+        "ejected": h.ejected,
+        "ramping": h.ramping,
+        "inflight": s.state.inflight(),
+        "requests": s.state.requests(),
+        "transitions": h.transitions,
+    })
+}
+
+async fn read_json(req: Request<Incoming>) -> Result<Value, String> {
+    let body = Limited::new(req.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("cannot read the body: {e}"))?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| format!("invalid JSON: {e}"))
+}
+
+fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    let mut text = serde_json::to_vec_pretty(&body).unwrap_or_default();
+    text.push(b'\n');
+    let mut res = Response::new(Full::new(Bytes::from(text)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+fn not_found(what: &str) -> Response<Full<Bytes>> {
+    reply(StatusCode::NOT_FOUND, json!({ "error": what }))
+}
+
+/// `%3A` → `:` and the like, for addresses in paths.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

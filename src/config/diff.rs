@@ -1,0 +1,987 @@
+//! What a reload from one configuration to another changes, as a list of readable
+//! lines: `switchyard check --diff-against` prints it (a dry run), reloads log it and
+//! the admin API returns it.
+//!
+//! Elements are matched by identity, not position: listeners and upstreams by name,
+//! servers by address within their upstream, routes by (listener, host, path), so
+//! reordering a file changes nothing. Order of the result: admin, listeners (by
+//! name), routes (removed ones in old order, then added and changed ones in new
+//! order), upstreams (by name), each upstream's settings before its servers (by
+//! address).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+use http::StatusCode;
+use serde::Serialize;
+
+use super::{
+    AdminConfig, BalanceKind, Config, HashKey, HeaderTemplate, HealthCheckConfig, HostPattern,
+    LeastTimeMode, ListenerConfig, NextUpstream, RetryPolicy, RouteConfig, Segment, ServerConfig,
+    StatusSet, StickyConfig, UpstreamConfig, Variable, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS,
+};
+
+/// One difference between two configurations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub action: Action,
+    /// The element: `listener public`, `route[2] (host api.example.com, path /api/)`,
+    /// `upstream bots`, `upstream bots, server 127.0.0.1:9001`, `admin`.
+    pub what: String,
+    /// For added and removed elements, a summary of the element; for changed ones,
+    /// `key old → new`. May be empty.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Added,
+    Removed,
+    Changed,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Added => "added",
+            Action::Removed => "removed",
+            Action::Changed => "changed",
+        })
+    }
+}
+
+impl fmt::Display for Change {
+    /// `changed upstream bots, server 127.0.0.1:9001: weight 1 → 2`,
+    /// `added route[2] (host api.example.com, path /api/, upstream api)`,
+    /// `removed listener internal (127.0.0.1:8081)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.action, self.what)?;
+        if self.detail.is_empty() {
+            Ok(())
+        } else if self.action == Action::Changed {
+            write!(f, ": {}", self.detail)
+        } else {
+            write!(f, " ({})", self.detail)
+        }
+    }
+}
+
+/// Everything that differs from `old` to `new`, in a deterministic order (see the
+/// module documentation). Secrets (the admin token) are never printed.
+pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
+    let mut d = Diff::default();
+    d.admin(old.admin.as_ref(), new.admin.as_ref());
+    d.listeners(&old.listeners, &new.listeners);
+    d.routes(&old.routes, &new.routes);
+    d.upstreams(&old.upstreams, &new.upstreams);
+    d.out
+}
+
+#[derive(Default)]
+struct Diff {
+    out: Vec<Change>,
+}
+
+impl Diff {
+    fn push(&mut self, action: Action, what: impl Into<String>, detail: impl Into<String>) {
+        self.out.push(Change {
+            action,
+            what: what.into(),
+            detail: detail.into(),
+        });
+    }
+
+    /// Records `key old → new` against `what` when the values differ.
+    fn field<T: PartialEq + ?Sized>(
+        &mut self,
+        what: &str,
+        key: &str,
+        old: &T,
+        new: &T,
+        show: impl Fn(&T) -> String,
+    ) {
+        if old != new {
+            self.push(
+                Action::Changed,
+                what,
+                format!("{key} {} → {}", show(old), show(new)),
+            );
+        }
+    }
+
+    fn admin(&mut self, old: Option<&AdminConfig>, new: Option<&AdminConfig>) {
+        let summary = |a: &AdminConfig| {
+            let auth = if a.token.is_some() {
+                ", token required"
+            } else {
+                ""
+            };
+            format!("{}{auth}", a.listen)
+        };
+        match (old, new) {
+            (None, None) => {}
+            (None, Some(n)) => self.push(Action::Added, "admin", summary(n)),
+            (Some(o), None) => self.push(Action::Removed, "admin", summary(o)),
+            (Some(o), Some(n)) => {
+                self.field("admin", "listen", &o.listen, &n.listen, show);
+                // Never the token itself: the diff is logged and served by the API.
+                match (&o.token, &n.token) {
+                    (None, Some(_)) => self.push(Action::Added, "admin token", ""),
+                    (Some(_), None) => self.push(Action::Removed, "admin token", ""),
+                    (Some(a), Some(b)) if a != b => self.push(Action::Changed, "admin token", ""),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn listeners(&mut self, old: &[ListenerConfig], new: &[ListenerConfig]) {
+        let pairs = by_key(
+            old.iter().map(|l| (l.name.as_str(), l)),
+            new.iter().map(|l| (l.name.as_str(), l)),
+        );
+        for (name, pair) in pairs {
+            let what = format!("listener {name}");
+            match pair {
+                (None, Some(n)) => self.push(Action::Added, what, n.listen.to_string()),
+                (Some(o), None) => self.push(Action::Removed, what, o.listen.to_string()),
+                (Some(o), Some(n)) => self.field(&what, "listen", &o.listen, &n.listen, show),
+                (None, None) => unreachable!(),
+            }
+        }
+    }
+
+    fn routes(&mut self, old: &[RouteConfig], new: &[RouteConfig]) {
+        type Key<'a> = (Option<&'a str>, Option<&'a HostPattern>, &'a str);
+        fn key(r: &RouteConfig) -> Key<'_> {
+            (r.listener.as_deref(), r.host.as_ref(), r.path.as_str())
+        }
+        let old_keys: HashMap<Key<'_>, &RouteConfig> = old.iter().map(|r| (key(r), r)).collect();
+        let new_keys: HashMap<Key<'_>, &RouteConfig> = new.iter().map(|r| (key(r), r)).collect();
+        for (i, r) in old.iter().enumerate() {
+            if !new_keys.contains_key(&key(r)) {
+                self.push(Action::Removed, format!("route[{i}]"), route_summary(r));
+            }
+        }
+        for (i, n) in new.iter().enumerate() {
+            match old_keys.get(&key(n)) {
+                None => self.push(Action::Added, format!("route[{i}]"), route_summary(n)),
+                Some(o) => self.route(&format!("route[{i}] ({})", route_ident(n)), o, n),
+            }
+        }
+    }
+
+    fn route(&mut self, what: &str, o: &RouteConfig, n: &RouteConfig) {
+        self.field(what, "upstream", &o.upstream, &n.upstream, String::clone);
+        let (ot, nt) = (&o.timeouts, &n.timeouts);
+        self.field(what, "connect_timeout", &ot.connect, &nt.connect, dur);
+        self.field(what, "read_timeout", &ot.read, &nt.read, dur);
+        self.field(what, "send_timeout", &ot.send, &nt.send, dur);
+        let headers = by_key(
+            o.set_headers.iter().map(|(h, t)| (h.as_str(), t)),
+            n.set_headers.iter().map(|(h, t)| (h.as_str(), t)),
+        );
+        for (name, (ot, nt)) in headers {
+            self.field(what, &format!("set_headers {name}"), &ot, &nt, |t| {
+                t.map_or_else(|| "unset".to_owned(), |t| format!("{:?}", template_text(t)))
+            });
+        }
+        self.retry(what, &o.retry, &n.retry);
+    }
+
+    fn retry(&mut self, what: &str, o: &RetryPolicy, n: &RetryPolicy) {
+        self.field(what, "next_upstream", &o.on, &n.on, next_upstream_text);
+        self.field(what, "next_upstream_tries", &o.tries, &n.tries, show);
+        self.field(what, "next_upstream_timeout", &o.timeout, &n.timeout, |t| {
+            t.as_ref().map_or_else(|| "none".to_owned(), dur)
+        });
+        self.field(
+            what,
+            "retry_body_limit",
+            &o.body_limit,
+            &n.body_limit,
+            |b| size(*b),
+        );
+    }
+
+    fn upstreams(&mut self, old: &[UpstreamConfig], new: &[UpstreamConfig]) {
+        let pairs = by_key(
+            old.iter().map(|u| (u.name.as_str(), u)),
+            new.iter().map(|u| (u.name.as_str(), u)),
+        );
+        for (name, pair) in pairs {
+            let what = format!("upstream {name}");
+            match pair {
+                (None, Some(n)) => self.push(Action::Added, what, upstream_summary(n)),
+                (Some(o), None) => self.push(Action::Removed, what, upstream_summary(o)),
+                (Some(o), Some(n)) => self.upstream(&what, o, n),
+                (None, None) => unreachable!(),
+            }
+        }
+    }
+
+    fn upstream(&mut self, what: &str, o: &UpstreamConfig, n: &UpstreamConfig) {
+        self.field(what, "balance", &o.balance, &n.balance, |b| {
+            balance_name(*b).to_owned()
+        });
+        self.field(what, "keepalive", &o.keepalive, &n.keepalive, show);
+        // Settings of one algorithm only matter while the new file uses it: when
+        // `balance` changes, the old algorithm's settings going back to their
+        // defaults is not news.
+        let uses = |kinds: &[BalanceKind]| kinds.contains(&n.balance);
+        if uses(&[BalanceKind::LeastTime]) {
+            self.field(what, "least_time", &o.least_time, &n.least_time, |m| {
+                match m {
+                    LeastTimeMode::Header => "header",
+                    LeastTimeMode::LastByte => "last_byte",
+                }
+                .to_owned()
+            });
+        }
+        if uses(&[BalanceKind::Ewma, BalanceKind::LeastTime]) {
+            self.field(what, "ewma_decay", &o.ewma_decay, &n.ewma_decay, dur);
+            self.field(what, "ewma_seed", &o.ewma_seed, &n.ewma_seed, dur);
+        }
+        if uses(&[BalanceKind::Hash]) {
+            self.field(what, "hash_key", &o.hash_key, &n.hash_key, |k| {
+                k.as_ref().map_or_else(|| "none".to_owned(), hash_key_text)
+            });
+            self.field(
+                what,
+                "hash_balance_factor",
+                &o.hash_balance_factor,
+                &n.hash_balance_factor,
+                |f| f.map_or_else(|| "none".to_owned(), |f| f.to_string()),
+            );
+        }
+        match (&o.sticky, &n.sticky) {
+            (Some(os), Some(ns)) => {
+                self.field(what, "sticky.cookie", &os.cookie, &ns.cookie, String::clone);
+                self.field(what, "sticky.ttl", &os.ttl, &ns.ttl, dur);
+            }
+            (os, ns) => self.field(what, "sticky", os, ns, |s| {
+                s.as_ref().map_or_else(|| "none".to_owned(), sticky_text)
+            }),
+        }
+        match (&o.health_check, &n.health_check) {
+            (Some(oh), Some(nh)) => self.health_check(what, oh, nh),
+            (oh, nh) => self.field(what, "health_check", oh, nh, |h| {
+                h.as_ref().map_or_else(|| "none".to_owned(), health_summary)
+            }),
+        }
+        self.field(
+            what,
+            "max_ejected_percent",
+            &o.max_ejected_percent,
+            &n.max_ejected_percent,
+            |p| format!("{p}%"),
+        );
+        self.servers(&o.name, &o.servers, &n.servers);
+    }
+
+    fn health_check(&mut self, what: &str, o: &HealthCheckConfig, n: &HealthCheckConfig) {
+        let k = |key: &str| format!("health_check.{key}");
+        self.field(what, &k("method"), &o.method, &n.method, show);
+        self.field(what, &k("path"), &o.path, &n.path, String::clone);
+        self.field(what, &k("host"), &o.host, &n.host, |h| match h {
+            None => "the server's address".to_owned(),
+            Some(v) => format!("{:?}", String::from_utf8_lossy(v.as_bytes())),
+        });
+        self.field(what, &k("port"), &o.port, &n.port, |p| {
+            p.map_or_else(|| "the server's".to_owned(), |p| p.to_string())
+        });
+        self.field(what, &k("interval"), &o.interval, &n.interval, dur);
+        self.field(what, &k("timeout"), &o.timeout, &n.timeout, dur);
+        self.field(what, &k("jitter"), &o.jitter, &n.jitter, |j| percent(*j));
+        self.field(what, &k("rise"), &o.rise, &n.rise, show);
+        self.field(what, &k("fall"), &o.fall, &n.fall, show);
+        self.field(
+            what,
+            &k("expect_status"),
+            &o.expect_status,
+            &n.expect_status,
+            status_set_text,
+        );
+        self.field(
+            what,
+            &k("expect_body"),
+            &o.expect_body,
+            &n.expect_body,
+            |b| {
+                b.as_ref()
+                    .map_or_else(|| "none".to_owned(), |b| format!("{b:?}"))
+            },
+        );
+    }
+
+    fn servers(&mut self, upstream: &str, old: &[ServerConfig], new: &[ServerConfig]) {
+        let pairs = by_key(
+            old.iter().map(|s| (s.addr, s)),
+            new.iter().map(|s| (s.addr, s)),
+        );
+        for (addr, pair) in pairs {
+            let what = format!("upstream {upstream}, server {addr}");
+            match pair {
+                (None, Some(n)) => self.push(Action::Added, what, server_summary(n)),
+                (Some(o), None) => self.push(Action::Removed, what, server_summary(o)),
+                (Some(o), Some(n)) => {
+                    self.field(&what, "name", &o.name, &n.name, |s| format!("{s:?}"));
+                    self.field(&what, "weight", &o.weight, &n.weight, show);
+                    self.field(&what, "down", &o.down, &n.down, show);
+                    self.field(&what, "backup", &o.backup, &n.backup, show);
+                    self.field(&what, "max_fails", &o.max_fails, &n.max_fails, show);
+                    self.field(&what, "fail_timeout", &o.fail_timeout, &n.fail_timeout, dur);
+                    self.field(&what, "slow_start", &o.slow_start, &n.slow_start, dur);
+                }
+                (None, None) => unreachable!(),
+            }
+        }
+    }
+}
+
+/// Pairs the elements of `old` and `new` by key, sorted by key.
+fn by_key<K: Ord, T>(
+    old: impl Iterator<Item = (K, T)>,
+    new: impl Iterator<Item = (K, T)>,
+) -> BTreeMap<K, (Option<T>, Option<T>)> {
+    let mut map: BTreeMap<K, (Option<T>, Option<T>)> = BTreeMap::new();
+    for (k, v) in old {
+        map.entry(k).or_insert((None, None)).0 = Some(v);
+    }
+    for (k, v) in new {
+        map.entry(k).or_insert((None, None)).1 = Some(v);
+    }
+    map
+}
+
+fn show<T: fmt::Display>(v: &T) -> String {
+    v.to_string()
+}
+
+fn dur(d: &Duration) -> String {
+    humantime::format_duration(*d).to_string()
+}
+
+/// `65536` → `64KiB`, as the file would say it.
+fn size(b: u64) -> String {
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+    match b {
+        0 => "0".to_owned(),
+        b if b % MIB == 0 => format!("{}MiB", b / MIB),
+        b if b % KIB == 0 => format!("{}KiB", b / KIB),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// `0.1` → `10%`.
+fn percent(f: f64) -> String {
+    format!("{}%", (f * 100_000.0).round() / 1000.0)
+}
+
+fn balance_name(b: BalanceKind) -> &'static str {
+    BalanceKind::NAMES[b as usize]
+}
+
+/// `listener internal, host *.example.com, path /`.
+fn route_ident(r: &RouteConfig) -> String {
+    let mut s = String::new();
+    if let Some(l) = &r.listener {
+        let _ = write!(s, "listener {l}, ");
+    }
+    match &r.host {
+        Some(HostPattern::Exact(h)) => {
+            let _ = write!(s, "host {h}, ");
+        }
+        Some(HostPattern::Wildcard(suffix)) => {
+            let _ = write!(s, "host *{suffix}, ");
+        }
+        None => {}
+    }
+    let _ = write!(s, "path {}", r.path);
+    s
+}
+
+fn route_summary(r: &RouteConfig) -> String {
+    format!("{}, upstream {}", route_ident(r), r.upstream)
+}
+
+fn upstream_summary(u: &UpstreamConfig) -> String {
+    let servers: Vec<String> = u.servers.iter().map(|s| s.addr.to_string()).collect();
+    let plural = if servers.len() == 1 { "" } else { "s" };
+    format!(
+        "balance {}, server{plural} {}",
+        balance_name(u.balance),
+        servers.join(", ")
+    )
+}
+
+/// The server's settings, those at their defaults left out but the weight.
+fn server_summary(s: &ServerConfig) -> String {
+    let mut parts = vec![format!("weight {}", s.weight)];
+    if s.down {
+        parts.push("down".to_owned());
+    }
+    if s.backup {
+        parts.push("backup".to_owned());
+    }
+    if s.max_fails != DEFAULT_MAX_FAILS {
+        parts.push(format!("max_fails {}", s.max_fails));
+    }
+    if s.fail_timeout != DEFAULT_FAIL_TIMEOUT {
+        parts.push(format!("fail_timeout {}", dur(&s.fail_timeout)));
+    }
+    if !s.slow_start.is_zero() {
+        parts.push(format!("slow_start {}", dur(&s.slow_start)));
+    }
+    if s.name != s.addr.to_string() {
+        parts.push(format!("from {:?}", s.name));
+    }
+    parts.join(", ")
+}
+
+fn sticky_text(s: &StickyConfig) -> String {
+    format!("cookie {}, ttl {}", s.cookie, dur(&s.ttl))
+}
+
+fn health_summary(h: &HealthCheckConfig) -> String {
+    format!("{} {} every {}", h.method, h.path, dur(&h.interval))
+}
+
+fn hash_key_text(k: &HashKey) -> String {
+    match k {
+        HashKey::ClientIp => "client_ip".to_owned(),
+        HashKey::Header(h) => format!("header:{h}"),
+        HashKey::Cookie(c) => format!("cookie:{c}"),
+        HashKey::Query(q) => format!("query:{q}"),
+        HashKey::Path => "path".to_owned(),
+        HashKey::Uri => "uri".to_owned(),
+    }
+}
+
+/// `[error, timeout, http_502]`, in the order of `NextUpstream::NAMES`.
+fn next_upstream_text(n: &NextUpstream) -> String {
+    let names: Vec<&str> = NextUpstream::NAMES
+        .iter()
+        .copied()
+        .filter(|name| match *name {
+            "error" => n.error,
+            "timeout" => n.timeout,
+            "non_idempotent" => n.non_idempotent,
+            other => other
+                .strip_prefix("http_")
+                .and_then(|c| c.parse().ok())
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .is_some_and(|s| n.status(s)),
+        })
+        .collect();
+    format!("[{}]", names.join(", "))
+}
+
+/// `200-399`, `200,204`: the set as ranges, whatever the file's spelling.
+fn status_set_text(s: &StatusSet) -> String {
+    let mut ranges: Vec<(u16, u16)> = Vec::new();
+    for code in 100..=599u16 {
+        let Ok(status) = StatusCode::from_u16(code) else {
+            continue;
+        };
+        if !s.contains(status) {
+            continue;
+        }
+        match ranges.last_mut() {
+            Some((_, hi)) if *hi + 1 == code => *hi = code,
+            _ => ranges.push((code, code)),
+        }
+    }
+    if ranges.is_empty() {
+        return "none".to_owned();
+    }
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        })
+        .collect();
+    parts.join(",")
+}
+
+/// The template as it would be written in the file.
+fn template_text(t: &HeaderTemplate) -> String {
+    let mut s = String::new();
+    for (i, seg) in t.segments.iter().enumerate() {
+        match seg {
+            Segment::Literal(l) => s.push_str(&l.replace('$', "$$")),
+            Segment::Var(v) => {
+                let name = match v {
+                    Variable::RemoteAddr => "remote_addr",
+                    Variable::UpstreamAddr => "upstream_addr",
+                    Variable::Host => "host",
+                    Variable::Scheme => "scheme",
+                };
+                let word_follows = matches!(
+                    t.segments.get(i + 1),
+                    Some(Segment::Literal(l))
+                        if l.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                );
+                if word_follows {
+                    let _ = write!(s, "${{{name}}}");
+                } else {
+                    let _ = write!(s, "${name}");
+                }
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const BASE: &str = r#"
+[admin]
+listen = "127.0.0.1:9901"
+
+[[listener]]
+name = "public"
+listen = "127.0.0.1:8080"
+
+[[listener]]
+name = "internal"
+listen = "127.0.0.1:8081"
+
+[[route]]
+host = "api.example.com"
+path = "/api/"
+upstream = "api"
+read_timeout = "30s"
+
+[[route]]
+listener = "internal"
+host = "*.example.com"
+upstream = "bots"
+
+[[route]]
+path = "/"
+upstream = "bots"
+
+[upstream.bots]
+servers = [
+  { addr = "127.0.0.1:9002" },
+  { addr = "127.0.0.1:9001" },
+]
+
+[upstream.api]
+servers = [{ addr = "127.0.0.1:9011" }]
+"#;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(Path::new("a.toml"), text)
+            .unwrap_or_else(|e| panic!("invalid test config:\n{e}\n---\n{text}"))
+    }
+
+    /// `BASE` with `from` replaced by `to` (which must occur).
+    fn edit(from: &str, to: &str) -> String {
+        assert!(BASE.contains(from), "{from:?} is not in BASE");
+        BASE.replacen(from, to, 1)
+    }
+
+    /// The changes from `BASE` to `new`, as display lines.
+    fn lines(new: &str) -> Vec<String> {
+        lines_between(BASE, new)
+    }
+
+    fn lines_between(old: &str, new: &str) -> Vec<String> {
+        diff(&parse(old), &parse(new))
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn identical_configs_have_no_changes() {
+        assert_eq!(lines(BASE), Vec::<String>::new());
+    }
+
+    #[test]
+    fn reordering_elements_is_not_a_change() {
+        let reordered = r#"
+[[listener]]
+name = "internal"
+listen = "127.0.0.1:8081"
+
+[[listener]]
+name = "public"
+listen = "127.0.0.1:8080"
+
+[[route]]
+path = "/"
+upstream = "bots"
+
+[[route]]
+host = "API.example.com"
+path = "/api/"
+upstream = "api"
+read_timeout = "30000ms"
+
+[[route]]
+listener = "internal"
+host = "*.example.com"
+path = "/"
+upstream = "bots"
+
+[upstream.api]
+servers = [{ addr = "127.0.0.1:9011", weight = 1 }]
+
+[upstream.bots]
+servers = [{ addr = "127.0.0.1:9001" }, { addr = "127.0.0.1:9002" }]
+
+[admin]
+"#;
+        assert_eq!(lines(reordered), Vec::<String>::new());
+    }
+
+    #[test]
+    fn server_weight_and_settings() {
+        let new = edit(
+            r#"{ addr = "127.0.0.1:9001" }"#,
+            r#"{ addr = "127.0.0.1:9001", weight = 2, down = true, backup = true, max_fails = 3, fail_timeout = "30s", slow_start = "1m" }"#,
+        );
+        assert_eq!(
+            lines(&new),
+            [
+                "changed upstream bots, server 127.0.0.1:9001: weight 1 → 2",
+                "changed upstream bots, server 127.0.0.1:9001: down false → true",
+                "changed upstream bots, server 127.0.0.1:9001: backup false → true",
+                "changed upstream bots, server 127.0.0.1:9001: max_fails 1 → 3",
+                "changed upstream bots, server 127.0.0.1:9001: fail_timeout 10s → 30s",
+                "changed upstream bots, server 127.0.0.1:9001: slow_start 0s → 1m",
+            ]
+        );
+    }
+
+    #[test]
+    fn servers_added_and_removed_by_address_in_address_order() {
+        let new = edit(
+            r#"  { addr = "127.0.0.1:9002" },"#,
+            r#"  { addr = "127.0.0.1:9004", weight = 3, slow_start = "30s" },
+  { addr = "127.0.0.1:9003", backup = true },"#,
+        );
+        assert_eq!(
+            lines(&new),
+            [
+                "removed upstream bots, server 127.0.0.1:9002 (weight 1)",
+                "added upstream bots, server 127.0.0.1:9003 (weight 1, backup)",
+                "added upstream bots, server 127.0.0.1:9004 (weight 3, slow_start 30s)",
+            ]
+        );
+    }
+
+    #[test]
+    fn server_given_by_name_shows_it() {
+        let new = edit(
+            r#"{ addr = "127.0.0.1:9011" }"#,
+            r#"{ addr = "localhost:9012" }"#,
+        );
+        let out = lines(&new);
+        assert_eq!(
+            out[0],
+            "removed upstream api, server 127.0.0.1:9011 (weight 1)"
+        );
+        assert!(
+            out.iter()
+                .any(|l| l.starts_with("added upstream api, server ")
+                    && l.ends_with("(weight 1, from \"localhost:9012\")")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn listeners_by_name() {
+        let new = edit(
+            "name = \"internal\"\nlisten = \"127.0.0.1:8081\"",
+            "name = \"metrics\"\nlisten = \"127.0.0.1:8081\"",
+        )
+        .replacen("127.0.0.1:8080", "0.0.0.0:8080", 1)
+        .replacen("listener = \"internal\"\n", "", 1);
+        assert_eq!(
+            lines(&new),
+            [
+                "removed listener internal (127.0.0.1:8081)",
+                "added listener metrics (127.0.0.1:8081)",
+                "changed listener public: listen 127.0.0.1:8080 → 0.0.0.0:8080",
+                "removed route[1] (listener internal, host *.example.com, path /, upstream bots)",
+                "added route[1] (host *.example.com, path /, upstream bots)",
+            ]
+        );
+    }
+
+    #[test]
+    fn routes_added_removed_and_changed() {
+        let new = edit("[[route]]\npath = \"/\"\nupstream = \"bots\"\n", "").replacen(
+            "upstream = \"api\"\nread_timeout = \"30s\"",
+            "upstream = \"bots\"",
+            1,
+        )
+            + "\n[[route]]\nhost = \"chat.example.com\"\npath = \"/ws/\"\nupstream = \"api\"\n";
+        assert_eq!(
+            lines(&new),
+            [
+                "removed route[2] (path /, upstream bots)",
+                "changed route[0] (host api.example.com, path /api/): upstream api → bots",
+                "changed route[0] (host api.example.com, path /api/): read_timeout 30s → 1m",
+                "added route[2] (host chat.example.com, path /ws/, upstream api)",
+            ]
+        );
+    }
+
+    #[test]
+    fn route_timeouts_headers_and_retry() {
+        let new = edit(
+            "read_timeout = \"30s\"",
+            r#"read_timeout = "30s"
+connect_timeout = "250ms"
+send_timeout = "1m 30s"
+set_headers = { "X-Instance-ID" = "$upstream_addr", "X-Via" = "sy ${host}x $$5" }
+next_upstream = ["error", "http_502", "http_429"]
+next_upstream_tries = 5
+next_upstream_timeout = "10s"
+retry_body_limit = "1MiB""#,
+        );
+        let old = edit(
+            "read_timeout = \"30s\"",
+            "read_timeout = \"30s\"\nset_headers = { \"X-Via\" = \"old\", \"X-Drop\" = \"\" }",
+        );
+        let what = "changed route[0] (host api.example.com, path /api/)";
+        let expected: Vec<String> = [
+            "connect_timeout 1m → 250ms",
+            "send_timeout 1m → 1m 30s",
+            "set_headers x-drop \"\" → unset",
+            "set_headers x-instance-id unset → \"$upstream_addr\"",
+            "set_headers x-via \"old\" → \"sy ${host}x $$5\"",
+            "next_upstream [error, timeout] → [error, http_502, http_429]",
+            "next_upstream_tries 3 → 5",
+            "next_upstream_timeout none → 10s",
+            "retry_body_limit 64KiB → 1MiB",
+        ]
+        .iter()
+        .map(|d| format!("{what}: {d}"))
+        .collect();
+        assert_eq!(lines_between(&old, &new), expected);
+    }
+
+    #[test]
+    fn upstreams_added_and_removed() {
+        let new = edit(
+            "[upstream.api]\nservers = [{ addr = \"127.0.0.1:9011\" }]",
+            "[upstream.chats]\nbalance = \"hash\"\nservers = [{ addr = \"127.0.0.1:9021\" }, { addr = \"127.0.0.1:9022\" }]",
+        )
+        .replace("upstream = \"api\"", "upstream = \"chats\"");
+        assert_eq!(
+            lines(&new),
+            [
+                "changed route[0] (host api.example.com, path /api/): upstream api → chats",
+                "removed upstream api (balance round_robin, server 127.0.0.1:9011)",
+                "added upstream chats (balance hash, servers 127.0.0.1:9021, 127.0.0.1:9022)",
+            ]
+        );
+    }
+
+    #[test]
+    fn upstream_settings() {
+        let old = edit(
+            "[upstream.bots]\n",
+            "[upstream.bots]\nbalance = \"least_time\"\nsticky = { cookie = \"SWY\" }\n",
+        );
+        let new = edit(
+            "[upstream.bots]\n",
+            r#"[upstream.bots]
+balance = "least_time"
+least_time = "last_byte"
+ewma_decay = "5s"
+ewma_seed = "10ms"
+keepalive = 8
+max_ejected_percent = 100
+sticky = { cookie = "SID", ttl = "10m" }
+health_check = { path = "/ready" }
+"#,
+        );
+        let what = "changed upstream bots";
+        let expected: Vec<String> = [
+            "keepalive 32 → 8",
+            "least_time header → last_byte",
+            "ewma_decay 10s → 5s",
+            "ewma_seed 30ms → 10ms",
+            "sticky.cookie SWY → SID",
+            "sticky.ttl 1h → 10m",
+            "health_check none → GET /ready every 5s",
+            "max_ejected_percent 50% → 100%",
+        ]
+        .iter()
+        .map(|d| format!("{what}: {d}"))
+        .collect();
+        assert_eq!(lines_between(&old, &new), expected);
+        // And back: sticky and health checks turned off.
+        assert_eq!(
+            lines_between(&new, &old)[5..7],
+            [
+                "changed upstream bots: sticky.ttl 10m → 1h",
+                "changed upstream bots: health_check GET /ready every 5s → none",
+            ]
+        );
+        assert_eq!(
+            lines(&old),
+            [
+                "changed upstream bots: balance round_robin → least_time",
+                "changed upstream bots: sticky none → cookie SWY, ttl 1h",
+            ]
+        );
+    }
+
+    #[test]
+    fn settings_of_an_algorithm_no_longer_used_are_not_reported() {
+        let old = edit(
+            "[upstream.bots]\n",
+            "[upstream.bots]\nbalance = \"hash\"\nhash_key = \"header:X-Chat-Id\"\nhash_balance_factor = 1.25\n",
+        );
+        assert_eq!(
+            lines_between(&old, BASE),
+            ["changed upstream bots: balance hash → round_robin"]
+        );
+        let new = old
+            .replace("header:X-Chat-Id", "cookie:sid")
+            .replace("1.25", "1.5");
+        assert_eq!(
+            lines_between(&old, &new),
+            [
+                "changed upstream bots: hash_key header:x-chat-id → cookie:sid",
+                "changed upstream bots: hash_balance_factor 1.25 → 1.5",
+            ]
+        );
+    }
+
+    #[test]
+    fn health_check_settings() {
+        let old = edit("[upstream.bots]\n", "[upstream.bots]\nhealth_check = {}\n");
+        let new = edit(
+            "[upstream.bots]\n",
+            r#"[upstream.bots]
+health_check = { method = "HEAD", path = "/ready", host = "bots.internal", port = 9100, interval = "2s", timeout = "1s", jitter = "25%", rise = 1, fall = 5, expect_status = "200,204-206", expect_body = "ok" }
+"#,
+        );
+        let what = "changed upstream bots";
+        let expected: Vec<String> = [
+            "health_check.method GET → HEAD",
+            "health_check.path /health → /ready",
+            "health_check.host the server's address → \"bots.internal\"",
+            "health_check.port the server's → 9100",
+            "health_check.interval 5s → 2s",
+            "health_check.timeout 2s → 1s",
+            "health_check.jitter 10% → 25%",
+            "health_check.rise 2 → 1",
+            "health_check.fall 3 → 5",
+            "health_check.expect_status 200-399 → 200,204-206",
+            "health_check.expect_body none → \"ok\"",
+        ]
+        .iter()
+        .map(|d| format!("{what}: {d}"))
+        .collect();
+        assert_eq!(lines_between(&old, &new), expected);
+    }
+
+    #[test]
+    fn admin_section_and_token_never_shown() {
+        let no_admin = edit("[admin]\nlisten = \"127.0.0.1:9901\"\n", "");
+        assert_eq!(lines(&no_admin), ["removed admin (127.0.0.1:9901)"]);
+        let with_token = edit(
+            "listen = \"127.0.0.1:9901\"",
+            "listen = \"127.0.0.1:9902\"\ntoken = \"s3cret-one\"",
+        );
+        assert_eq!(
+            lines_between(&no_admin, &with_token),
+            ["added admin (127.0.0.1:9902, token required)"]
+        );
+        assert_eq!(
+            lines(&with_token),
+            [
+                "changed admin: listen 127.0.0.1:9901 → 127.0.0.1:9902",
+                "added admin token",
+            ]
+        );
+        let other_token = with_token.replace("s3cret-one", "s3cret-two");
+        let changed = diff(&parse(&with_token), &parse(&other_token));
+        assert_eq!(
+            changed,
+            [Change {
+                action: Action::Changed,
+                what: "admin token".into(),
+                detail: String::new(),
+            }]
+        );
+        assert_eq!(changed[0].to_string(), "changed admin token");
+        let back = lines_between(&with_token, BASE);
+        assert_eq!(back[1], "removed admin token");
+        let all = format!("{:?}", [back, lines_between(&with_token, &other_token)]);
+        assert!(!all.contains("s3cret"), "{all}");
+    }
+
+    #[test]
+    fn order_is_admin_listeners_routes_upstreams() {
+        let new = BASE
+            .replace("127.0.0.1:9901", "127.0.0.1:9909")
+            .replace("127.0.0.1:8081", "127.0.0.1:8089")
+            .replace("read_timeout = \"30s\"", "read_timeout = \"5s\"")
+            .replace("127.0.0.1:9011", "127.0.0.1:9019")
+            .replace(
+                "{ addr = \"127.0.0.1:9001\" }",
+                "{ addr = \"127.0.0.1:9001\", weight = 4 }",
+            );
+        assert_eq!(
+            lines(&new),
+            [
+                "changed admin: listen 127.0.0.1:9901 → 127.0.0.1:9909",
+                "changed listener internal: listen 127.0.0.1:8081 → 127.0.0.1:8089",
+                "changed route[0] (host api.example.com, path /api/): read_timeout 30s → 5s",
+                "removed upstream api, server 127.0.0.1:9011 (weight 1)",
+                "added upstream api, server 127.0.0.1:9019 (weight 1)",
+                "changed upstream bots, server 127.0.0.1:9001: weight 1 → 4",
+            ]
+        );
+    }
+
+    #[test]
+    fn serialises_for_the_admin_api() {
+        let c = Change {
+            action: Action::Removed,
+            what: "listener internal".into(),
+            detail: "127.0.0.1:8081".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&c).unwrap(),
+            serde_json::json!({
+                "action": "removed",
+                "what": "listener internal",
+                "detail": "127.0.0.1:8081",
+            })
+        );
+    }
+
+    #[test]
+    fn value_formats() {
+        assert_eq!(size(65536), "64KiB");
+        assert_eq!(size(3 << 20), "3MiB");
+        assert_eq!(size(1000), "1000 bytes");
+        assert_eq!(percent(0.1), "10%");
+        assert_eq!(percent(0.125), "12.5%");
+        let t = HeaderTemplate::parse("a$host-${scheme}x$$").unwrap();
+        assert_eq!(template_text(&t), "a$host-${scheme}x$$");
+    }
+}
