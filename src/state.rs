@@ -110,8 +110,10 @@ impl Shared {
     /// Builds the snapshot again from the current configuration, for runtime
     /// overrides (weights) that balancers precompute.
     pub fn rebuild(&self) {
-        let config = (*self.config()).clone();
-        self.apply(config);
+        // Under the lock, so a reload cannot slip in between and be undone.
+        let current = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = Arc::new(build(&current, &self.registry, &self.listener_ids, false));
+        self.state.store(snapshot);
     }
 
     pub fn listener_id(&self, name: &str) -> ListenerId {
