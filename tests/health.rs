@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::control::{eventually, refusing_port, Client, Hit, Load, Mode, Origin, Sample};
+use common::control::{eventually, refusing_port, Client, Load, Mode, Origin, Sample};
 use http::StatusCode;
 use switchyard::upstream::ServerState;
 use switchyard::{Config, Running};
