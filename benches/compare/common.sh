@@ -200,3 +200,12 @@ ticks_of() {
     done
     echo $total
 }
+
+# to_us 1.23ms → 1230: a wrk latency in microseconds.
+to_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        f = (u == "us") ? 1 : (u == "ms") ? 1e3 : (u == "s") ? 1e6 : (u == "m") ? 6e7 : -1
+        if (f < 0) { print "NaN"; exit }
+        printf "%.0f", n * f }'
+}

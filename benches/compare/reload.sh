@@ -183,15 +183,6 @@ probe_stats() {
         END { printf "%d %d %d %d %d\n", n, bad, seen["origin1"], seen["origin2"], seen["origin3"] }' "$1"
 }
 
-# Latency as wrk prints it (850.00us, 1.20ms, 2.00s) → whole microseconds.
-to_us() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-        f = (u == "us") ? 1 : (u == "ms") ? 1e3 : (u == "s") ? 1e6 : (u == "m") ? 6e7 : -1
-        if (f < 0) { print "NaN"; exit }
-        printf "%.0f", n * f }'
-}
-
 # wrk_summary FILE → "requests rps non2xx connect read write timeout p50 p99
 # max", the latencies in µs, from wrk --latency output.
 wrk_summary() {

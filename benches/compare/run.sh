@@ -151,15 +151,6 @@ run_wrk() {
     }
 }
 
-# Latency as wrk prints it (850.00us, 1.20ms, 2.00s) → whole microseconds.
-to_us() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-        f = (u == "us") ? 1 : (u == "ms") ? 1e3 : (u == "s") ? 1e6 : (u == "m") ? 6e7 : -1
-        if (f < 0) { print "NaN"; exit }
-        printf "%.0f", n * f }'
-}
-
 # errors OUTFILE → "" or a description of non-2xx responses / socket errors.
 wrk_errors() {
     grep -E 'Non-2xx|Socket errors' "$1" | sed 's/^ *//' | tr '\n' ';' || true
