@@ -839,7 +839,8 @@ async fn weight_override_changes_distribution_and_survives_reload() {
 // 11. Upgraded connection across reloads
 // ---------------------------------------------------------------------------------
 
-/// An origin that answers an `Upgrade: echo` request with 101 and then echoes bytes.
+/// An origin that answers an `Upgrade: echo` request with 101 and then echoes bytes
+/// (and anything else with 400).
 async fn upgrade_origin() -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -857,6 +858,15 @@ async fn upgrade_origin() -> SocketAddr {
                         Ok(0) | Err(_) => return,
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
+                }
+                // Only a request that still asks for the switch gets it.
+                let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                if !(head.contains("\r\nupgrade: echo\r\n") && head.contains("connection: upgrade"))
+                {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
                 }
                 let _ = s
                     .write_all(
@@ -882,7 +892,6 @@ async fn upgrade_origin() -> SocketAddr {
 /// An upgraded connection (101, then raw bytes both ways) keeps working across 10
 /// reloads, including ones removing its server.
 #[tokio::test]
-#[ignore = "src/proxy relays the 101 head, then closes the client connection: upgrades are not tunnelled yet"]
 async fn upgraded_connection_survives_ten_reloads() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = upgrade_origin().await;

@@ -36,6 +36,8 @@ pub(super) struct Attempts<'a> {
     keep: bool,
     /// Failures after sending may move to another server.
     after_send: bool,
+    /// The client asked to switch protocols (WebSocket and the like).
+    upgrade: Option<super::tunnel::Upgrade>,
 }
 
 /// How an attempt that got no usable response failed, in `next_upstream` terms.
@@ -67,6 +69,7 @@ impl<'a> Attempts<'a> {
         host: &'a HeaderValue,
         head: Head,
         body: Incoming,
+        upgrade: Option<super::tunnel::Upgrade>,
     ) -> Result<Attempts<'a>, ProxyError> {
         let on = route.retry.on;
         let idempotent = forward::is_idempotent(&head.method);
@@ -85,6 +88,7 @@ impl<'a> Attempts<'a> {
             after_send: keep && on.after_send(),
             keep,
             payload,
+            upgrade,
         })
     }
 
@@ -162,6 +166,18 @@ impl<'a> Attempts<'a> {
                 Ok((conn, res)) => {
                     let status = res.status();
                     guard.on_head(status);
+                    if status == http::StatusCode::SWITCHING_PROTOCOLS {
+                        let Some(upgrade) = self.upgrade.take() else {
+                            // A switch nobody asked for cannot be relayed.
+                            guard.fail();
+                            return Err(ProxyError::Connect(std::io::Error::other(
+                                "unrequested 101 Switching Protocols",
+                            )));
+                        };
+                        self.succeeded(idx, &mut guard);
+                        drop(conn);
+                        return Ok((server, super::tunnel::relay(res, upgrade, guard)));
+                    }
                     if !policy.on.status(status) {
                         self.succeeded(idx, &mut guard);
                         return Ok((server, forward::respond(conn, res, guard, timeouts)));
@@ -245,6 +261,10 @@ impl<'a> Attempts<'a> {
             upstream_addr: &server.state.addr_header,
         };
         headers::rewrite_request(&mut head.headers, &vars, &self.route.set_headers);
+        if let Some(u) = &self.upgrade {
+            // Hop-by-hop, hence stripped above; an upgrade carries them on purpose.
+            u.restore(&mut head.headers);
+        }
         head.version = Version::HTTP_11;
         head.into_request(body)
     }

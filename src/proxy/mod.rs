@@ -9,6 +9,7 @@ mod forward;
 pub mod headers;
 mod payload;
 pub mod route;
+mod tunnel;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -84,6 +85,7 @@ impl ProxyService {
             }
         }
         forward::origin_form(req.uri_mut());
+        let upgrade = tunnel::requested(&mut req);
         let (parts, body) = req.into_parts();
         let head = Head {
             method: parts.method,
@@ -91,7 +93,7 @@ impl ProxyService {
             version: parts.version,
             headers: parts.headers,
         };
-        let attempts = Attempts::new(&self, route, upstream, &host, head, body).await?;
+        let attempts = Attempts::new(&self, route, upstream, &host, head, body, upgrade).await?;
         let (server, mut res) = attempts.run(pinned, key).await?;
         if let Some(cfg) = &upstream.sticky {
             // A new or stale cookie, or a retry that moved the client: (re)set it.
