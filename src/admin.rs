@@ -115,11 +115,11 @@ async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Byte
         }
         (&Method::POST, ["upstreams", name, "servers", addr, action @ ("drain" | "undrain")]) => {
             let snapshot = control.shared.load();
-            let Some((u, s)) = find_server(&snapshot.upstreams, name, addr) else {
+            let Some(s) = find_server(&snapshot.upstreams, name, addr) else {
                 return not_found("no such server");
             };
             s.state.set_drained(*action == "drain");
-            reply(StatusCode::OK, server_json(u, s))
+            reply(StatusCode::OK, server_json(s))
         }
         (&Method::PUT | &Method::POST, ["upstreams", name, "servers", addr, "weight"]) => {
             let weight = match read_json(req).await {
@@ -146,7 +146,7 @@ async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Byte
             };
             {
                 let snapshot = control.shared.load();
-                let Some((_, s)) = find_server(&snapshot.upstreams, name, addr) else {
+                let Some(s) = find_server(&snapshot.upstreams, name, addr) else {
                     return not_found("no such server");
                 };
                 s.state.set_weight_override(weight);
@@ -155,7 +155,7 @@ async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Byte
             control.shared.rebuild();
             let snapshot = control.shared.load();
             match find_server(&snapshot.upstreams, name, addr) {
-                Some((u, s)) => reply(StatusCode::OK, server_json(u, s)),
+                Some(s) => reply(StatusCode::OK, server_json(s)),
                 None => not_found("no such server"),
             }
         }
@@ -224,23 +224,23 @@ fn find_server<'a>(
     upstreams: &'a [Upstream],
     name: &str,
     addr: &str,
-) -> Option<(&'a Upstream, &'a UpstreamServer)> {
-    let u = upstreams.iter().find(|u| &*u.name == name)?;
-    let s = u
+) -> Option<&'a UpstreamServer> {
+    upstreams
+        .iter()
+        .find(|u| &*u.name == name)?
         .servers
         .iter()
-        .find(|s| s.state.addr().to_string() == addr)?;
-    Some((u, s))
+        .find(|s| s.state.addr().to_string() == addr)
 }
 
 fn upstream_json(u: &Upstream) -> Value {
     json!({
         "name": &*u.name,
-        "servers": u.servers.iter().map(|s| server_json(u, s)).collect::<Vec<_>>(),
+        "servers": u.servers.iter().map(server_json).collect::<Vec<_>>(),
     })
 }
 
-fn server_json(_u: &Upstream, s: &UpstreamServer) -> Value {
+fn server_json(s: &UpstreamServer) -> Value {
     let h = s.state.health_view();
     json!({
         "addr": s.state.addr().to_string(),

@@ -209,13 +209,15 @@ impl Control {
                 });
             }
             tracing::info!(listener = %name, %addr, "listening");
-            // An older socket of the same name (address changed) retires below.
-            for old in table.iter_mut().filter(|l| l.name == name) {
+            // An older socket of the same name (its address changed) retires.
+            table.retain(|old| {
+                if old.name != name {
+                    return true;
+                }
                 tracing::info!(listener = %old.name, addr = %old.bound, "listener moved; draining its old socket");
                 let _ = old.retire.send(true);
-                old.name.clear();
-            }
-            table.retain(|l| !l.name.is_empty());
+                false
+            });
             table.push(Listening {
                 name,
                 configured,

@@ -242,7 +242,7 @@ async fn worker(
     let _ = closed.send(());
     let gracefuls: Vec<_> = serve.take_gracefuls();
     drop(serve);
-    let all = futures_join(
+    let all = drain_all(
         gracefuls
             .into_iter()
             .filter_map(|g| Arc::try_unwrap(g).ok()),
@@ -251,7 +251,7 @@ async fn worker(
 }
 
 /// Drains every listener's connections at once.
-async fn futures_join(gracefuls: impl Iterator<Item = GracefulShutdown>) {
+async fn drain_all(gracefuls: impl Iterator<Item = GracefulShutdown>) {
     let mut set = tokio::task::JoinSet::new();
     for g in gracefuls {
         set.spawn(g.shutdown());

@@ -24,6 +24,11 @@ pub fn next_u64() -> u64 {
     })
 }
 
+/// Uniform in `[0, 1)`, from the top 53 bits (an f64's mantissa).
+pub fn unit() -> f64 {
+    (next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2⁻³² for any n a
 /// proxy sees).
 pub fn below(n: usize) -> usize {

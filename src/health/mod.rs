@@ -140,8 +140,7 @@ impl Streak {
 
 /// One interval, drawn uniformly from `interval × (1 ± jitter)`.
 pub fn jittered(interval: Duration, jitter: f64) -> Duration {
-    let u = (crate::balance::rng::next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    interval.mul_f64(1.0 + jitter * (2.0 * u - 1.0))
+    interval.mul_f64(1.0 + jitter * (2.0 * crate::balance::rng::unit() - 1.0))
 }
 
 async fn run(config: Arc<HealthCheckConfig>, targets: Vec<Target>) {

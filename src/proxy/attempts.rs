@@ -237,14 +237,7 @@ impl<'a> Attempts<'a> {
         if !self.keep {
             return None;
         }
-        let body = match &self.payload {
-            Payload::Empty => ReqBody::Empty,
-            Payload::Held { data, trailers } => ReqBody::Full {
-                data: Some(data.clone()).filter(|d| !d.is_empty()),
-                trailers: trailers.clone(),
-            },
-            Payload::Stream(_) => return None,
-        };
+        let body = self.payload.copy()?;
         Some(self.finish(self.head.as_ref()?.copy(), server, body))
     }
 

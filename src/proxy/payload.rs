@@ -98,26 +98,29 @@ impl Payload {
         !matches!(self, Payload::Stream(_))
     }
 
+    /// Another copy of a body held in memory; `None` for a stream.
+    pub fn copy(&self) -> Option<ReqBody> {
+        match self {
+            Payload::Empty => Some(ReqBody::Empty),
+            Payload::Held { data, trailers } => Some(ReqBody::Full {
+                data: Some(data.clone()).filter(|d| !d.is_empty()),
+                trailers: trailers.clone(),
+            }),
+            Payload::Stream(_) => None,
+        }
+    }
+
     /// The body for one attempt, with the progress tracker of a streamed body; `None`
     /// once a stream has been sent.
     pub fn take(&mut self) -> Option<(ReqBody, Option<Arc<SendProgress>>)> {
-        Some(match self {
-            Payload::Empty => (ReqBody::Empty, None),
-            Payload::Held { data, trailers } => (
-                ReqBody::Full {
-                    data: Some(data.clone()).filter(|d| !d.is_empty()),
-                    trailers: trailers.clone(),
-                },
-                None,
-            ),
-            Payload::Stream(s) => {
-                let (prefix, inner) = s.take()?;
-                let p = Arc::new(SendProgress::new());
-                (
-                    ReqBody::Stream(ClientBody::with_prefix(prefix, inner, Arc::clone(&p))),
-                    Some(p),
-                )
-            }
-        })
+        let Payload::Stream(s) = self else {
+            return self.copy().map(|b| (b, None));
+        };
+        let (prefix, inner) = s.take()?;
+        let p = Arc::new(SendProgress::new());
+        Some((
+            ReqBody::Stream(ClientBody::with_prefix(prefix, inner, Arc::clone(&p))),
+            Some(p),
+        ))
     }
 }

@@ -113,15 +113,11 @@ fn ms(d: Duration) -> u32 {
 }
 
 impl ServerState {
-    fn health(&self) -> &Health {
-        &self.health
-    }
-
     /// Whether the server may take a request now, health-wise: up as far as the
     /// checks know, and not resting after passive ejection (or resting over, with no
     /// trial out yet).
     pub fn available(&self) -> bool {
-        let h = self.health();
+        let h = &self.health;
         if h.active.load(Ordering::Relaxed) != Active::Up as u8 {
             return false;
         }
@@ -135,7 +131,7 @@ impl ServerState {
     /// Claims the server for a request the balancer picked. `None` when another
     /// request won the race for its trial.
     pub fn admit(&self) -> Option<Admission> {
-        let h = self.health();
+        let h = &self.health;
         match h.passive.load(Ordering::Relaxed) {
             0 => Some(Admission::Normal),
             TRIAL => None,
@@ -157,7 +153,7 @@ impl ServerState {
     pub fn trial_abandoned(&self) {
         let now = now_stamp(Instant::now());
         let _ =
-            self.health()
+            self.health
                 .passive
                 .compare_exchange(TRIAL, now, Ordering::AcqRel, Ordering::Relaxed);
     }
@@ -167,7 +163,7 @@ impl ServerState {
         if admission != Admission::Trial {
             return;
         }
-        let h = self.health();
+        let h = &self.health;
         if h.passive
             .compare_exchange(TRIAL, 0, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
@@ -190,7 +186,7 @@ impl ServerState {
         may_eject: impl FnOnce() -> bool,
         reason: &str,
     ) {
-        let h = self.health();
+        let h = &self.health;
         let now = now_stamp(Instant::now());
         let until = now.wrapping_add(ms(fail_timeout)).max(1);
         if admission == Admission::Trial {
@@ -239,7 +235,7 @@ impl ServerState {
     /// Cuts a rest short (active checks keep passing): the next request is the
     /// trial, which decides as usual.
     pub fn end_rest(&self, reason: &str) {
-        let h = self.health();
+        let h = &self.health;
         let until = h.passive.load(Ordering::Relaxed);
         if until == 0 || until == TRIAL {
             return;
@@ -256,12 +252,12 @@ impl ServerState {
 
     /// Whether passive ejection has the server out (resting or on trial).
     pub fn ejected(&self) -> bool {
-        self.health().passive.load(Ordering::Relaxed) != 0
+        self.health.passive.load(Ordering::Relaxed) != 0
     }
 
     /// The end of the current rest, if resting.
     pub fn rest_left(&self) -> Option<Duration> {
-        match self.health().passive.load(Ordering::Relaxed) {
+        match self.health.passive.load(Ordering::Relaxed) {
             0 | TRIAL => None,
             until => {
                 let now = now_stamp(Instant::now());
@@ -272,13 +268,13 @@ impl ServerState {
     }
 
     pub fn active(&self) -> Active {
-        Active::from_u8(self.health().active.load(Ordering::Relaxed))
+        Active::from_u8(self.health.active.load(Ordering::Relaxed))
     }
 
     /// Sets the active state (the checker's lever), logging a change once with its
     /// reason; coming up starts the slow-start ramp.
     pub fn set_active(&self, to: Active, reason: &str, slow_start: Duration) {
-        let from = Active::from_u8(self.health().active.swap(to as u8, Ordering::AcqRel));
+        let from = Active::from_u8(self.health.active.swap(to as u8, Ordering::AcqRel));
         if from == to {
             return;
         }
@@ -286,7 +282,7 @@ impl ServerState {
         if to == Active::Up {
             // Checks that saw the server recover outrank an ejection from its
             // traffic while it was failing: no need to wait out `fail_timeout`.
-            let h = self.health();
+            let h = &self.health;
             if h.passive.swap(0, Ordering::AcqRel) != 0 {
                 h.failures.lock().unwrap_or_else(|e| e.into_inner()).clear();
             }
@@ -297,7 +293,7 @@ impl ServerState {
     /// Starts a slow-start ramp now (no-op when `slow_start` is zero).
     pub fn start_ramp(&self, slow_start: Duration) {
         if !slow_start.is_zero() {
-            self.health()
+            self.health
                 .ramp_start
                 .store(now_stamp(Instant::now()), Ordering::Relaxed);
         }
@@ -306,7 +302,7 @@ impl ServerState {
     /// The share of its weight the server gets now: 1 normally, rising linearly from
     /// `SLOW_START_FLOOR` over `slow_start` after a recovery.
     pub fn ramp(&self, slow_start: Duration) -> f64 {
-        let start = self.health().ramp_start.load(Ordering::Relaxed);
+        let start = self.health.ramp_start.load(Ordering::Relaxed);
         if start == 0 {
             return 1.0;
         }
@@ -314,7 +310,7 @@ impl ServerState {
         let total = ms(slow_start);
         if elapsed >= total || elapsed > u32::MAX / 2 {
             // Done (or the configuration dropped slow start): stop reading the clock.
-            let _ = self.health().ramp_start.compare_exchange(
+            let _ = self.health.ramp_start.compare_exchange(
                 start,
                 0,
                 Ordering::Relaxed,
@@ -329,7 +325,7 @@ impl ServerState {
     }
 
     pub fn health_view(&self) -> HealthView {
-        let h = self.health();
+        let h = &self.health;
         HealthView {
             active: self.active(),
             ejected: self.ejected(),
@@ -339,7 +335,7 @@ impl ServerState {
     }
 
     fn changed(&self, state: &str, reason: &str) {
-        self.health().transitions.fetch_add(1, Ordering::Relaxed);
+        self.health.transitions.fetch_add(1, Ordering::Relaxed);
         if state == "up" || state == "restored" || state == "ramped" {
             tracing::info!(upstream = %self.key.upstream, server = %self.key.addr, state, reason, "server state changed");
         } else {

@@ -116,7 +116,7 @@ impl UpstreamServer {
     pub fn ramp_admits(&self) -> bool {
         match self.ramp() {
             r if r >= 1.0 => true,
-            r => (crate::balance::rng::next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) < r,
+            r => crate::balance::rng::unit() < r,
         }
     }
 }
