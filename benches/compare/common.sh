@@ -4,6 +4,20 @@
 # and KEEP_TMP. Linux only (reads /proc).
 
 die() { echo "$PROG: error: $*" >&2; exit 1; }
+
+# usage: the script's header comment (from line 2 to the first line that is not a
+# comment), as --help prints it.
+usage() { awk 'NR == 1 {next} /^#/ {sub(/^# ?/, ""); print; next} {exit}' "$0"; }
+
+# help_or_no_args "$@": for scripts that take only --help.
+help_or_no_args() {
+    while [ $# -gt 0 ]; do
+        case $1 in
+            -h|--help) usage; exit 0 ;;
+            *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
+        esac
+    done
+}
 log() { echo "== $*" >&2; }
 
 # ---------------------------------------------------------------- tools, build

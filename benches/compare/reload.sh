@@ -41,19 +41,12 @@ HAPROXY_PORT=${HAPROXY_PORT:-18102}
 ORIGIN_PORTS=${ORIGIN_PORTS:-"19121 19122 19123"}
 KEEP_TMP=${KEEP_TMP:-0}          # 1: keep the temp dir (configs, logs, wrk output)
 
-usage() { awk 'NR == 1 {next} /^#/ {sub(/^# ?/, ""); print; next} {exit}' "$0"; }
-while [ $# -gt 0 ]; do
-    case $1 in
-        -h|--help) usage; exit 0 ;;
-        *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
-    esac
-done
-
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 PROG=reload
 # shellcheck source=benches/compare/common.sh
 . "$HERE/common.sh"
+help_or_no_args "$@"
 read -r -a ORIGINS <<<"$ORIGIN_PORTS"
 read -r -a RUN <<<"$PROXIES"
 declare -A PORT=([switchyard]=$SY_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)

@@ -25,7 +25,11 @@ HAPROXY_PORT=${HAPROXY_PORT:-18082}
 ORIGIN_PORTS=${ORIGIN_PORTS:-"19101 19102 19103"}
 KEEP_TMP=${KEEP_TMP:-0}        # 1: keep the temp dir (configs, logs, wrk output)
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+PROG=compare
+# shellcheck source=benches/compare/common.sh
+. "$HERE/common.sh"
 while [ $# -gt 0 ]; do
     case $1 in
         --scenario) SCENARIO=${2:?--scenario needs a path}; shift 2 ;;
@@ -36,11 +40,6 @@ while [ $# -gt 0 ]; do
 done
 case $SCENARIO in /*) ;; *) echo "SCENARIO must start with /: $SCENARIO" >&2; exit 2 ;; esac
 
-HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-PROG=compare
-# shellcheck source=benches/compare/common.sh
-. "$HERE/common.sh"
 PROXIES=(switchyard nginx haproxy)
 declare -A PORT=([switchyard]=$SY_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
 declare -A PID=()
