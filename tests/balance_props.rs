@@ -14,16 +14,6 @@ use switchyard::state::Shared;
 use switchyard::upstream::{InFlight, Measure, Registry, ServerKey, UpstreamServer};
 use switchyard::Config;
 
-/// Every algorithm, by its configuration name.
-const ALGOS: &[&str] = &[
-    "round_robin",
-    "least_conn",
-    "least_time",
-    "ewma",
-    "hash",
-    "random",
-];
-
 fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 10000 + i as u16))
 }
@@ -649,7 +639,7 @@ fn backup_config(balance: &str) -> Config {
 
 #[test]
 fn backup_tier_is_used_only_while_no_primary_is_eligible() {
-    for algo in ALGOS {
+    for algo in BalanceKind::NAMES {
         let shared = Shared::new(backup_config(algo), 1);
         let snapshot = shared.load();
         let u = &snapshot.upstreams[0];
@@ -782,12 +772,12 @@ proptest! {
     #[test]
     fn never_an_ineligible_server(
         servers in prop::collection::vec((1u32..10, health(), 0usize..5), 1..12),
-        algo in 0..ALGOS.len() + 1,
+        algo in 0..BalanceKind::NAMES.len() + 1,
         keys in prop::collection::vec(prop::option::of(any::<u64>()), 1..24),
     ) {
         let (name, extra) = match algo {
             6 => ("hash", "hash_balance_factor = 1.5"),
-            a => (ALGOS[a], ""),
+            a => (BalanceKind::NAMES[a], ""),
         };
         let specs: Vec<Spec> = servers
             .iter()

@@ -20,8 +20,9 @@ use bytes::Bytes;
 use common::{Conn, Resp};
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::rt::TokioIo;
+use switchyard::config::BalanceKind;
 use switchyard::upstream::ServerState;
 use switchyard::{Config, Running};
 use tokio::net::{TcpListener, TcpSocket};
@@ -154,6 +155,12 @@ impl Origins {
         self.hold[i].send_replace(on);
     }
 
+    fn hold_all(&self, on: bool) {
+        for i in 0..self.addrs.len() {
+            self.hold(i, on);
+        }
+    }
+
     fn set_delay(&self, i: usize, delay: Duration) {
         self.delay_ms[i].store(delay.as_millis() as u64, Ordering::SeqCst);
     }
@@ -253,6 +260,15 @@ impl Proxy {
         r
     }
 
+    /// `n` `GET /`s one after another; the answering origins, in order.
+    async fn origins(&self, n: usize) -> Vec<String> {
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            seen.push(self.get(&[]).await.origin().to_owned());
+        }
+        seen
+    }
+
     /// `GET /` with `headers`, in a task, answered whenever the origin lets it.
     fn spawn_get(&self, headers: &[(&str, &str)]) -> JoinHandle<Resp> {
         let addr = self.addr;
@@ -330,13 +346,7 @@ async fn get_from(ip: Ipv4Addr, proxy: SocketAddr) -> Resp {
             .header("host", proxy.to_string())
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let (parts, body) = tx.send_request(req).await.expect("response").into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        Resp {
-            status: parts.status,
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
+        Resp::read(tx.send_request(req).await.expect("response")).await
     };
     tokio::time::timeout(common::EXCHANGE_LIMIT, fut)
         .await
@@ -398,17 +408,33 @@ async fn finish(tasks: Vec<JoinHandle<Resp>>) -> Vec<String> {
 // least_conn
 // ---------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn least_conn_steers_new_requests_away_from_an_origin_holding_long_ones() {
+/// Three origins, every one holding its requests, behind a `least_conn` upstream.
+async fn least_conn_all_held() -> (Arc<Origins>, Proxy) {
     let o = Origins::start(3).await;
     let p = Proxy::start(
         &o.addrs,
         "[upstream.u]\nbalance = \"least_conn\"\nservers = [{ addr = \"@0\" }, { addr = \"@1\" }, { addr = \"@2\" }]\n",
     )
     .await;
-    for i in 0..3 {
-        o.hold(i, true);
-    }
+    o.hold_all(true);
+    (o, p)
+}
+
+/// Lets `b` and `c` answer the requests they hold; the origins that answered them.
+async fn release_b_and_c(
+    o: &Origins,
+    held: &mut [Vec<JoinHandle<Resp>>],
+) -> (Vec<String>, Vec<String>) {
+    o.hold(1, false);
+    o.hold(2, false);
+    let done_b = finish(std::mem::take(&mut held[1])).await;
+    let done_c = finish(std::mem::take(&mut held[2])).await;
+    (done_b, done_c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_conn_steers_new_requests_away_from_an_origin_holding_long_ones() {
+    let (o, p) = least_conn_all_held().await;
     // Long requests spread one per origin, then two, then three per origin.
     let mut held = send_held_one_by_one(&p, &o, 9, &[], |total, now| {
         let (min, max) = (now.iter().min().unwrap(), now.iter().max().unwrap());
@@ -422,10 +448,7 @@ async fn least_conn_steers_new_requests_away_from_an_origin_holding_long_ones() 
     assert_eq!(p.inflight(&o.addrs), [3, 3, 3]);
 
     // B and C finish theirs; A still holds three.
-    o.hold(1, false);
-    o.hold(2, false);
-    let done_b = finish(std::mem::take(&mut held[1])).await;
-    let done_c = finish(std::mem::take(&mut held[2])).await;
+    let (done_b, done_c) = release_b_and_c(&o, &mut held).await;
     assert!(done_b.iter().all(|n| n == "b") && done_c.iter().all(|n| n == "c"));
     o.wait_active("b and c to go idle", |v| v[..] == [3, 0, 0])
         .await;
@@ -445,11 +468,7 @@ async fn least_conn_steers_new_requests_away_from_an_origin_holding_long_ones() 
     o.hold(0, false);
     let done_a = finish(std::mem::take(&mut held[0])).await;
     assert_eq!(done_a, ["a", "a", "a"]);
-    let mut after = Vec::new();
-    for _ in 0..12 {
-        after.push(p.get(&[]).await.origin().to_owned());
-    }
-    let c = counts(&after);
+    let c = counts(&p.origins(12).await);
     assert!(
         c.get("a").copied().unwrap_or(0) >= 3,
         "A gets no traffic after release: {c:?}"
@@ -458,20 +477,9 @@ async fn least_conn_steers_new_requests_away_from_an_origin_holding_long_ones() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_conn_splits_ties_evenly_while_one_origin_is_busy() {
-    let o = Origins::start(3).await;
-    let p = Proxy::start(
-        &o.addrs,
-        "[upstream.u]\nbalance = \"least_conn\"\nservers = [{ addr = \"@0\" }, { addr = \"@1\" }, { addr = \"@2\" }]\n",
-    )
-    .await;
-    for i in 0..3 {
-        o.hold(i, true);
-    }
+    let (o, p) = least_conn_all_held().await;
     let mut held = send_held_one_by_one(&p, &o, 3, &[], |_, _| {}).await;
-    o.hold(1, false);
-    o.hold(2, false);
-    finish(std::mem::take(&mut held[1])).await;
-    finish(std::mem::take(&mut held[2])).await;
+    release_b_and_c(&o, &mut held).await;
     p.wait_inflight(&o.addrs, &[1, 0, 0]).await;
 
     // A holds one request; B and C are idle, so every pick is a tie between them.
@@ -658,13 +666,7 @@ async fn hash_keeps_each_key_on_one_origin_and_a_removal_moves_only_its_keys() {
     }
 
     // A request without the key goes round-robin.
-    let keyless: HashSet<String> = {
-        let mut s = HashSet::new();
-        for _ in 0..3 {
-            s.insert(p.get(&[]).await.origin().to_owned());
-        }
-        s
-    };
+    let keyless: HashSet<String> = p.origins(3).await.into_iter().collect();
     assert_eq!(keyless.len(), 3, "keyless requests: {keyless:?}");
 
     // A reload without c: only c's keys move.
@@ -704,10 +706,7 @@ async fn hash_on_client_ip_keeps_a_client_on_one_origin() {
         &format!("[upstream.u]\nbalance = \"hash\"\nhash_key = \"client_ip\"\n{THREE}"),
     )
     .await;
-    let mut seen = HashSet::new();
-    for _ in 0..20 {
-        seen.insert(p.get(&[]).await.origin().to_owned());
-    }
+    let seen: HashSet<String> = p.origins(20).await.into_iter().collect();
     assert_eq!(seen.len(), 1, "127.0.0.1 was sent to {seen:?}");
 
     // Other client addresses are placed by their own hash, each one stable.
@@ -742,9 +741,7 @@ async fn hash_balance_factor_bounds_the_load_of_a_hot_key() {
     let key = [("x-chat-id", "hot")];
     let home = index(p.get(&key).await.origin());
 
-    for i in 0..3 {
-        o.hold(i, true);
-    }
+    o.hold_all(true);
     let bound = |total: usize| (FACTOR * total as f64 / 3.0).ceil() as usize;
     let mut proxy_counts = Vec::new();
     let held = send_held_one_by_one(&p, &o, N, &key, |total, now| {
@@ -781,9 +778,7 @@ async fn hash_balance_factor_bounds_the_load_of_a_hot_key() {
         );
     }
 
-    for i in 0..3 {
-        o.hold(i, false);
-    }
+    o.hold_all(false);
     for tasks in held {
         finish(tasks).await;
     }
@@ -925,11 +920,7 @@ async fn backup_serves_only_while_no_primary_is_up() {
         "[upstream.u]\nservers = [{ addr = \"@0\" }, { addr = \"@1\" }, { addr = \"@2\", backup = true }]\n",
     )
     .await;
-    let mut seen = Vec::new();
-    for _ in 0..30 {
-        seen.push(p.get(&[]).await.origin().to_owned());
-    }
-    let c = counts(&seen);
+    let c = counts(&p.origins(30).await);
     assert_eq!(
         (c.get("a"), c.get("b"), c.get("c")),
         (Some(&15), Some(&15), None),
@@ -983,14 +974,7 @@ async fn random_follows_weights() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_marked_down_gets_nothing_under_any_algorithm() {
     let o = Origins::start(3).await;
-    for algorithm in [
-        "round_robin",
-        "least_conn",
-        "least_time",
-        "ewma",
-        "hash",
-        "random",
-    ] {
+    for &algorithm in BalanceKind::NAMES {
         let extra = match algorithm {
             "hash" => "hash_key = \"header:X-Key\"\n",
             "ewma" | "least_time" => "ewma_decay = \"500ms\"\n",

@@ -43,17 +43,7 @@ async fn h2_send(
     let fut = async {
         tx.ready().await.expect("h2 ready");
         let res = tx.send_request(req).await.expect("h2 response");
-        let version = res.version();
-        let (parts, body) = res.into_parts();
-        let bytes = body.collect().await.expect("h2 body").to_bytes();
-        (
-            version,
-            Resp {
-                status: parts.status,
-                headers: parts.headers,
-                body: String::from_utf8_lossy(&bytes).into_owned(),
-            },
-        )
+        (res.version(), Resp::read(res).await)
     };
     tokio::time::timeout(EXCHANGE_LIMIT, fut)
         .await

@@ -83,6 +83,16 @@ fn upstream(name: &str, servers: &[SocketAddr], extra: &str) -> String {
     )
 }
 
+/// `PUBLIC`, then `head`, then a catch-all route to upstream `u` of `servers` with
+/// `extra` keys.
+fn config_u(head: &str, servers: &[SocketAddr], extra: &str) -> String {
+    format!(
+        "{PUBLIC}{head}{}{}",
+        route("u"),
+        upstream("u", servers, extra)
+    )
+}
+
 /// An unrelated upstream and route on `/other/`, to make a reload that does not
 /// touch upstream `u`.
 fn other(addr: SocketAddr) -> String {
@@ -175,8 +185,8 @@ fn count(list: &[String], name: &str) -> usize {
 async fn two_hundred_reloads_under_load_fail_no_request() {
     let o = common::start_origins(&["o1", "o2", "o3"]).await;
     let dir = Dir::new("load");
-    let a = format!("{PUBLIC}{}{}", route("u"), upstream("u", &[o[0], o[1]], ""));
-    let b = format!("{PUBLIC}{}{}", route("u"), upstream("u", &[o[1], o[2]], ""));
+    let a = config_u("", &[o[0], o[1]], "");
+    let b = config_u("", &[o[1], o[2]], "");
     let running = start_file(&dir, &a).await;
     let addr = running.addr("public").expect("public bound");
 
@@ -274,22 +284,14 @@ async fn two_hundred_reloads_under_load_fail_no_request() {
 async fn invalid_file_keeps_the_old_configuration() {
     let o = common::start_origins(&["o1", "o2"]).await;
     let dir = Dir::new("invalid");
-    let good = format!(
-        "{PUBLIC}{ADMIN}{}{}",
-        route("u"),
-        upstream("u", &[o[0]], "")
-    );
+    let good = config_u(ADMIN, &[o[0]], "");
     let running = start_file(&dir, &good).await;
     let addr = running.addr("public").unwrap();
     let admin_addr = running.admin.expect("admin bound");
     assert_eq!(origins_of(addr, "/", 2).await, ["o1", "o1"]);
 
     // A bad value (with a new server that must not be applied).
-    let bad = format!(
-        "{PUBLIC}{ADMIN}{}{}",
-        route("u"),
-        upstream("u", &[o[1]], "balance = \"sideways\"\n")
-    );
+    let bad = config_u(ADMIN, &[o[1]], "balance = \"sideways\"\n");
     write_file(&dir.file(), &bad);
     let err = running
         .control
@@ -351,14 +353,7 @@ async fn invalid_file_keeps_the_old_configuration() {
     assert!(body["last_error"].is_string(), "{body}");
 
     // Fixing the file applies it.
-    write_file(
-        &dir.file(),
-        &format!(
-            "{PUBLIC}{ADMIN}{}{}",
-            route("u"),
-            upstream("u", &[o[1]], "")
-        ),
-    );
+    write_file(&dir.file(), &config_u(ADMIN, &[o[1]], ""));
     let (status, body) = admin(admin_addr, "POST", "/config/reload", None, None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["reloaded"], true, "{body}");
@@ -380,11 +375,7 @@ async fn server_down_by_health_checks_stays_out_after_reload() {
     a.set_health(Mode::Status(500));
     let dir = Dir::new("health");
     let check = "[upstream.u.health_check]\ninterval = \"100ms\"\ntimeout = \"500ms\"\nfall = 1\nrise = 1\n\n";
-    let base = format!(
-        "{PUBLIC}{}{}{check}",
-        route("u"),
-        upstream("u", &[a.addr(), b.addr()], "")
-    );
+    let base = config_u("", &[a.addr(), b.addr()], "") + check;
     let running = start_file(&dir, &base).await;
     let addr = running.addr("public").unwrap();
     let state = server_state(&running, "u", a.addr());
@@ -416,7 +407,7 @@ async fn server_down_by_health_checks_stays_out_after_reload() {
 async fn server_marked_down_stays_out_after_reload() {
     let o = common::start_origins(&["o1", "o2", "spare"]).await;
     let dir = Dir::new("down");
-    let base = format!("{PUBLIC}{}{}", route("u"), upstream("u", &[o[0], o[1]], ""));
+    let base = config_u("", &[o[0], o[1]], "");
     let running = start_file(&dir, &base).await;
     let addr = running.addr("public").unwrap();
     server_state(&running, "u", o[0]).set_up(false);
@@ -441,11 +432,7 @@ async fn inflight_and_latency_survive_reload() {
     let b = Origin::start("b").await;
     let spare = common::start_origins(&["spare"]).await;
     let dir = Dir::new("inflight");
-    let base = format!(
-        "{PUBLIC}{}{}",
-        route("u"),
-        upstream("u", &[a.addr()], "balance = \"ewma\"\n")
-    );
+    let base = config_u("", &[a.addr()], "balance = \"ewma\"\n");
     let running = start_file(&dir, &base).await;
     let addr = running.addr("public").unwrap();
     // Some latency samples first.
@@ -473,11 +460,7 @@ async fn inflight_and_latency_survive_reload() {
     assert_eq!(after.inflight(), 1);
 
     // Now change the upstream itself: a second server.
-    let grown = format!(
-        "{PUBLIC}{}{}",
-        route("u"),
-        upstream("u", &[a.addr(), b.addr()], "balance = \"ewma\"\n")
-    );
+    let grown = config_u("", &[a.addr(), b.addr()], "balance = \"ewma\"\n");
     write_file(&dir.file(), &grown);
     running.control.reload().expect("reload 2");
     let after = server_state(&running, "u", a.addr());
@@ -509,11 +492,7 @@ async fn inflight_and_latency_survive_reload() {
 async fn watch_applies_write_then_rename() {
     let o = common::start_origins(&["o1", "o2"]).await;
     let dir = Dir::new("watch-rename");
-    let running = start_file(
-        &dir,
-        &format!("{PUBLIC}{}{}", route("u"), upstream("u", &[o[0]], "")),
-    )
-    .await;
+    let running = start_file(&dir, &config_u("", &[o[0]], "")).await;
     let addr = running.addr("public").unwrap();
     let _w = switchyard::watch::watch(
         Arc::clone(&running.control),
@@ -522,10 +501,7 @@ async fn watch_applies_write_then_rename() {
     .expect("watch");
     assert_eq!(origins_of(addr, "/", 1).await, ["o1"]);
 
-    write_file(
-        &dir.file(),
-        &format!("{PUBLIC}{}{}", route("u"), upstream("u", &[o[1]], "")),
-    );
+    write_file(&dir.file(), &config_u("", &[o[1]], ""));
     let took = eventually(Duration::from_secs(1), || {
         server_addrs(&running, "u") == [o[1]]
     })
@@ -534,10 +510,7 @@ async fn watch_applies_write_then_rename() {
     assert_eq!(origins_of(addr, "/", 2).await, ["o2", "o2"]);
 
     // And again (the watch survives the inode going away).
-    write_file(
-        &dir.file(),
-        &format!("{PUBLIC}{}{}", route("u"), upstream("u", &[o[0]], "")),
-    );
+    write_file(&dir.file(), &config_u("", &[o[0]], ""));
     let took = eventually(Duration::from_secs(1), || {
         server_addrs(&running, "u") == [o[0]]
     })
@@ -557,11 +530,7 @@ async fn watch_applies_configmap_symlink_swap() {
     let va = dir.0.join("..2026_a");
     let vb = dir.0.join("..2026_b");
     std::fs::create_dir(&va).unwrap();
-    std::fs::write(
-        va.join("config.toml"),
-        format!("{PUBLIC}{}{}", route("u"), upstream("u", &[o[0]], "")),
-    )
-    .unwrap();
+    std::fs::write(va.join("config.toml"), config_u("", &[o[0]], "")).unwrap();
     symlink("..2026_a", dir.0.join("..data")).unwrap();
     symlink("..data/config.toml", dir.file()).unwrap();
     let config = Config::load(&dir.file()).expect("valid");
@@ -575,11 +544,7 @@ async fn watch_applies_configmap_symlink_swap() {
     assert_eq!(origins_of(addr, "/", 1).await, ["o1"]);
 
     std::fs::create_dir(&vb).unwrap();
-    std::fs::write(
-        vb.join("config.toml"),
-        format!("{PUBLIC}{}{}", route("u"), upstream("u", &[o[1]], "")),
-    )
-    .unwrap();
+    std::fs::write(vb.join("config.toml"), config_u("", &[o[1]], "")).unwrap();
     symlink("..2026_b", dir.0.join("..data_tmp")).unwrap();
     std::fs::rename(dir.0.join("..data_tmp"), dir.0.join("..data")).unwrap();
     std::fs::remove_dir_all(&va).unwrap();
@@ -601,8 +566,8 @@ async fn watch_applies_configmap_symlink_swap() {
 async fn streaming_response_survives_ten_reloads() {
     let o = common::start_origins(&["s", "o2"]).await;
     let dir = Dir::new("stream");
-    let a = format!("{PUBLIC}{}{}", route("u"), upstream("u", &[o[0]], ""));
-    let b = format!("{PUBLIC}{}{}", route("u"), upstream("u", &[o[1]], ""));
+    let a = config_u("", &[o[0]], "");
+    let b = config_u("", &[o[1]], "");
     let running = start_file(&dir, &a).await;
     let addr = running.addr("public").unwrap();
     let stream =
@@ -636,11 +601,7 @@ async fn drain_via_admin_api() {
     let b = Origin::start("b").await;
     let spare = common::start_origins(&["spare"]).await;
     let dir = Dir::new("drain");
-    let base = format!(
-        "{PUBLIC}{ADMIN}{}{}",
-        route("u"),
-        upstream("u", &[a.addr(), b.addr()], "")
-    );
+    let base = config_u(ADMIN, &[a.addr(), b.addr()], "");
     let running = start_file(&dir, &base).await;
     let addr = running.addr("public").unwrap();
     let admin_addr = running.admin.unwrap();
@@ -704,7 +665,7 @@ async fn drain_via_admin_api() {
 async fn reload_adds_and_removes_listeners() {
     let o = common::start_origins(&["o1"]).await;
     let dir = Dir::new("listeners");
-    let base = format!("{PUBLIC}{}{}", route("u"), upstream("u", &[o[0]], ""));
+    let base = config_u("", &[o[0]], "");
     let running = start_file(&dir, &base).await;
     let public = running.addr("public").unwrap();
     assert!(running.addr("extra").is_none());
@@ -746,10 +707,10 @@ async fn reload_adds_and_removes_listeners() {
 async fn admin_token_is_required() {
     let o = common::start_origins(&["o1"]).await;
     let dir = Dir::new("token");
-    let text = format!(
-        "{PUBLIC}[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n\n{}{}",
-        route("u"),
-        upstream("u", &[o[0]], "")
+    let text = config_u(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n\n",
+        &[o[0]],
+        "",
     );
     let running = start_file(&dir, &text).await;
     let admin_addr = running.admin.unwrap();
@@ -788,11 +749,7 @@ async fn admin_token_is_required() {
 async fn weight_override_changes_distribution_and_survives_reload() {
     let o = common::start_origins(&["o1", "o2", "spare"]).await;
     let dir = Dir::new("weight");
-    let base = format!(
-        "{PUBLIC}{ADMIN}{}{}",
-        route("u"),
-        upstream("u", &[o[0], o[1]], "")
-    );
+    let base = config_u(ADMIN, &[o[0], o[1]], "");
     let running = start_file(&dir, &base).await;
     let addr = running.addr("public").unwrap();
     let admin_addr = running.admin.unwrap();
@@ -897,8 +854,8 @@ async fn upgraded_connection_survives_ten_reloads() {
     let up = upgrade_origin().await;
     let o = common::start_origins(&["o2"]).await;
     let dir = Dir::new("upgrade");
-    let a = format!("{PUBLIC}{}{}", route("u"), upstream("u", &[up], ""));
-    let b = format!("{PUBLIC}{}{}", route("u"), upstream("u", &[o[0]], ""));
+    let a = config_u("", &[up], "");
+    let b = config_u("", &[o[0]], "");
     let running = start_file(&dir, &a).await;
     let addr = running.addr("public").unwrap();
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

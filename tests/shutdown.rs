@@ -7,10 +7,12 @@
 //! rather than a guess. The proxy's own log lines ("listeners closed; draining
 //! connections") are the event that says shutdown has closed the listeners.
 
+mod common;
+
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -161,31 +163,6 @@ async fn assert_refused(addr: SocketAddr) {
     }
 }
 
-fn config_text(origin: SocketAddr) -> String {
-    format!(
-        r#"
-[[listener]]
-name = "public"
-listen = "127.0.0.1:0"
-
-[[route]]
-path = "/"
-upstream = "origin"
-
-[upstream.origin]
-servers = [{{ addr = "{origin}" }}]
-"#
-    )
-}
-
-async fn start_proxy(origin: SocketAddr) -> (switchyard::Running, SocketAddr) {
-    let config = switchyard::Config::parse(Path::new("shutdown-test.toml"), &config_text(origin))
-        .expect("test configuration is valid");
-    let running = switchyard::start(config).await.expect("proxy starts");
-    let addr = running.addr("public").expect("listener public exists");
-    (running, addr)
-}
-
 // ===== in-process log capture =====
 
 /// Collects the formatted log of the current thread. The in-process tests run on a
@@ -235,7 +212,7 @@ async fn in_flight_request_completes_while_new_connections_are_refused() {
     let _ports = PORTS.lock().await;
     let (_logs, mut log) = capture_logs();
     let mut origin = GatedOrigin::start().await;
-    let (running, addr) = start_proxy(origin.addr).await;
+    let (running, addr) = common::start_proxy_to(origin.addr).await;
 
     let request = spawn_get(addr, "/slow").await;
     origin.wait_arrival().await;
@@ -272,7 +249,7 @@ async fn in_flight_request_completes_while_new_connections_are_refused() {
 async fn idle_keep_alive_connection_does_not_delay_shutdown() {
     let _ports = PORTS.lock().await;
     let origin = GatedOrigin::start().await;
-    let (running, addr) = start_proxy(origin.addr).await;
+    let (running, addr) = common::start_proxy_to(origin.addr).await;
 
     let (mut tx, conn) = connect(addr).await;
     let answer = get(&mut tx, "/fast").await.expect("a first request");
@@ -302,7 +279,7 @@ async fn idle_keep_alive_connection_does_not_delay_shutdown() {
 async fn silent_connection_does_not_delay_shutdown() {
     let _ports = PORTS.lock().await;
     let origin = GatedOrigin::start().await;
-    let (running, addr) = start_proxy(origin.addr).await;
+    let (running, addr) = common::start_proxy_to(origin.addr).await;
 
     let mut silent = TcpStream::connect(addr).await.expect("connect to proxy");
     // Connections are accepted in order: once a later one has been served, the
@@ -340,7 +317,7 @@ async fn in_flight_http2_stream_completes() {
     let _ports = PORTS.lock().await;
     let (_logs, mut log) = capture_logs();
     let mut origin = GatedOrigin::start().await;
-    let (running, addr) = start_proxy(origin.addr).await;
+    let (running, addr) = common::start_proxy_to(origin.addr).await;
 
     let stream = TcpStream::connect(addr).await.expect("connect to proxy");
     let (mut tx, conn) = hyper::client::conn::http2::handshake(
@@ -390,7 +367,7 @@ async fn in_flight_http2_stream_completes() {
 async fn drain_timeout_bounds_shutdown() {
     let _ports = PORTS.lock().await;
     let mut origin = GatedOrigin::start().await;
-    let (running, addr) = start_proxy(origin.addr).await;
+    let (running, addr) = common::start_proxy_to(origin.addr).await;
 
     let _request = spawn_get(addr, "/slow").await;
     origin.wait_arrival().await;
@@ -448,7 +425,7 @@ impl Binary {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::write(&config, config_text(origin)).expect("write config");
+        std::fs::write(&config, common::one_origin_config(origin)).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .arg("run")
             .arg("--config")

@@ -8,17 +8,19 @@
 //! a measurement. The memory tests read /proc and run on Linux only.
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Request, StatusCode};
+use http::{header, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -80,28 +82,6 @@ const STEP: Duration = Duration::from_secs(60);
 
 // ===== helpers =====
 
-async fn start_proxy(origin: SocketAddr) -> (switchyard::Running, SocketAddr) {
-    let text = format!(
-        r#"
-[[listener]]
-name = "public"
-listen = "127.0.0.1:0"
-
-[[route]]
-path = "/"
-upstream = "origin"
-
-[upstream.origin]
-servers = [{{ addr = "{origin}" }}]
-"#
-    );
-    let config = switchyard::Config::parse(Path::new("streaming-test.toml"), &text)
-        .expect("test configuration is valid");
-    let running = switchyard::start(config).await.expect("proxy starts");
-    let addr = running.addr("public").expect("listener public exists");
-    (running, addr)
-}
-
 async fn start_origin_and_proxy() -> (switchyard::Running, SocketAddr) {
     let (origin, _task) = switchyard::origin::spawn(
         "127.0.0.1:0".parse().expect("valid address"),
@@ -109,7 +89,7 @@ async fn start_origin_and_proxy() -> (switchyard::Running, SocketAddr) {
     )
     .await
     .expect("origin starts");
-    start_proxy(origin).await
+    common::start_proxy_to(origin).await
 }
 
 /// An HTTP/1.1 client connection to `addr` (hyper's low-level client).
@@ -128,6 +108,30 @@ where
         let _ = conn.await;
     });
     tx
+}
+
+/// Sends `method path` with a `Host` and `body` on `tx`; the response head, in time.
+async fn send_head<B>(
+    tx: &mut SendRequest<B>,
+    method: Method,
+    path: &str,
+    body: B,
+) -> Response<Incoming>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, "streaming.test")
+        .body(body)
+        .expect("request");
+    timeout(STEP, tx.send_request(req))
+        .await
+        .expect("response head in time")
+        .expect("response head")
 }
 
 fn mib(n: usize) -> f64 {
@@ -204,14 +208,13 @@ async fn download_of_1_gib_streams_with_bounded_memory() {
 
     let baseline = reset_peak();
     let start = Instant::now();
-    let req = Request::get(format!("/?bytes={GIB}"))
-        .header(header::HOST, "streaming.test")
-        .body(Empty::new())
-        .expect("request");
-    let res = timeout(STEP, tx.send_request(req))
-        .await
-        .expect("response head in time")
-        .expect("response head");
+    let res = send_head(
+        &mut tx,
+        Method::GET,
+        &format!("/?bytes={GIB}"),
+        Empty::new(),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         res.headers()
@@ -260,14 +263,7 @@ async fn upload_of_1_gib_streams_with_bounded_memory() {
 
     let baseline = reset_peak();
     let start = Instant::now();
-    let req = Request::post("/upload")
-        .header(header::HOST, "streaming.test")
-        .body(StaticBody { left: GIB })
-        .expect("request");
-    let res = timeout(STEP, tx.send_request(req))
-        .await
-        .expect("response head in time")
-        .expect("response head");
+    let res = send_head(&mut tx, Method::POST, "/upload", StaticBody { left: GIB }).await;
     let status = res.status();
     let text = timeout(STEP, res.into_body().collect())
         .await
@@ -304,14 +300,7 @@ async fn first_chunk_of_a_chunked_response_arrives_before_the_origin_finishes() 
     let mut tx = connect::<Empty<Bytes>>(addr).await;
 
     let start = Instant::now();
-    let req = Request::get("/?chunks=3&interval=1s")
-        .header(header::HOST, "streaming.test")
-        .body(Empty::new())
-        .expect("request");
-    let res = timeout(STEP, tx.send_request(req))
-        .await
-        .expect("response head in time")
-        .expect("response head");
+    let res = send_head(&mut tx, Method::GET, "/?chunks=3&interval=1s", Empty::new()).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(
         res.headers().get(header::CONTENT_LENGTH).is_none(),

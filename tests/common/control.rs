@@ -198,13 +198,7 @@ impl Origin {
 
     /// Requests other than `/health` received so far.
     pub fn requests(&self) -> usize {
-        self.inner
-            .hits
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|h| !h.is_health())
-            .count()
+        self.request_times().len()
     }
 
     /// `/health` requests received so far.
@@ -442,17 +436,7 @@ impl Client {
         body: Option<&[u8]>,
     ) -> Result<Reply, String> {
         if self.tx.as_ref().is_none_or(|tx| tx.is_closed()) {
-            let stream = TcpStream::connect(self.addr)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            let _ = stream.set_nodelay(true);
-            let (tx, conn) = http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("handshake: {e}"))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            self.tx = Some(tx);
+            self.tx = Some(connect(self.addr).await?);
         }
         let tx = self.tx.as_mut().expect("connected");
         let mut b = Request::builder()
@@ -482,6 +466,22 @@ impl Client {
             body: String::from_utf8_lossy(&bytes).into_owned(),
         })
     }
+}
+
+/// Opens an HTTP/1.1 client connection to `addr` (its driver runs in a task of its
+/// own); `Err` says which step failed.
+pub async fn connect(addr: SocketAddr) -> Result<http1::SendRequest<Full<Bytes>>, String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (tx, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(tx)
 }
 
 /// One request of a load run.

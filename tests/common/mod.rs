@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use switchyard::{Config, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -77,6 +76,33 @@ pub async fn start_proxy(toml: &str) -> Running {
     switchyard::start(config).await.expect("proxy starts")
 }
 
+/// A "public" listener on 127.0.0.1:0 and one catch-all route to an upstream of the
+/// single server `origin`.
+pub fn one_origin_config(origin: SocketAddr) -> String {
+    format!(
+        r#"
+[[listener]]
+name = "public"
+listen = "127.0.0.1:0"
+
+[[route]]
+path = "/"
+upstream = "origin"
+
+[upstream.origin]
+servers = [{{ addr = "{origin}" }}]
+"#
+    )
+}
+
+/// Starts the proxy with `one_origin_config(origin)`; returns it and the address of
+/// its "public" listener.
+pub async fn start_proxy_to(origin: SocketAddr) -> (Running, SocketAddr) {
+    let running = start_proxy(&one_origin_config(origin)).await;
+    let addr = running.addr("public").expect("listener public exists");
+    (running, addr)
+}
+
 /// Starts one origin per name, then the proxy with a "public" listener and the
 /// configuration `body`, in which `@0`, `@1`, … stand for the origins' addresses.
 pub async fn setup(origin_names: &[&str], body: &str) -> Proxy {
@@ -110,6 +136,17 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// Reads the whole of `res`.
+    pub async fn read(res: http::Response<hyper::body::Incoming>) -> Resp {
+        let (parts, body) = res.into_parts();
+        let bytes = body.collect().await.expect("response body").to_bytes();
+        Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
     /// The `x-origin` header: which sample origin answered.
     pub fn origin(&self) -> &str {
         self.headers
@@ -159,12 +196,9 @@ pub struct Conn {
 
 impl Conn {
     pub async fn open(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).await.expect("connect to proxy");
-        let _ = stream.set_nodelay(true);
-        let (tx, conn) = http1::handshake(TokioIo::new(stream))
+        let tx = control::connect(addr)
             .await
-            .expect("http1 handshake");
-        tokio::spawn(conn);
+            .unwrap_or_else(|e| panic!("connection to proxy: {e}"));
         Conn { tx, addr }
     }
 
@@ -191,13 +225,7 @@ impl Conn {
         let fut = async {
             self.tx.ready().await.expect("connection ready");
             let res = self.tx.send_request(req).await.expect("response head");
-            let (parts, body) = res.into_parts();
-            let bytes = body.collect().await.expect("response body").to_bytes();
-            Resp {
-                status: parts.status,
-                headers: parts.headers,
-                body: String::from_utf8_lossy(&bytes).into_owned(),
-            }
+            Resp::read(res).await
         };
         tokio::time::timeout(EXCHANGE_LIMIT, fut)
             .await
