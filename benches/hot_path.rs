@@ -60,6 +60,7 @@ fn header_rewrite(c: &mut Criterion) {
         http::HeaderName::from_static("x-instance-id"),
         HeaderAction::Var(switchyard::config::Variable::UpstreamAddr),
     )];
+    let request_id = switchyard::observe::request_id::generate();
     let mut base = HeaderMap::new();
     base.insert("host", HeaderValue::from_static("api.example.com"));
     base.insert("user-agent", HeaderValue::from_static("wrk"));
@@ -72,6 +73,7 @@ fn header_rewrite(c: &mut Criterion) {
                     client: &client,
                     host: &host,
                     upstream_addr: &upstream,
+                    request_id: &request_id,
                 };
                 headers::rewrite_request(h, &vars, &set)
             },

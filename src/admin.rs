@@ -1,5 +1,9 @@
 //! The admin API: a small JSON API on its own listener (loopback by default).
 //!
+//! - `GET  /metrics`                                      Prometheus text exposition
+//! - `GET  /healthz`                                      200 while the process runs
+//! - `GET  /readyz`                                       200 once listening, 503 before and while draining
+//! - `GET  /status`, `GET /status.json`                   the status page, as HTML or JSON
 //! - `GET  /upstreams`                                    every upstream and server with its state
 //! - `GET  /upstreams/NAME`                               one upstream
 //! - `POST /upstreams/NAME/servers/ADDR/drain|undrain`    maintenance: no new requests / back
@@ -26,6 +30,7 @@ use tokio::net::TcpListener;
 
 use crate::config::MAX_WEIGHT;
 use crate::control::Control;
+use crate::observe::status::Status;
 use crate::upstream::{Upstream, UpstreamServer};
 
 /// Largest admin request body read; the API takes tiny JSON documents.
@@ -81,8 +86,14 @@ pub fn start(
     Ok(bound)
 }
 
+/// Probes that need no token: Kubernetes' HTTP probes cannot send one, and they
+/// reveal nothing. (Prometheus can: `authorization` in its scrape config.)
+fn public(req: &Request<Incoming>) -> bool {
+    req.method() == Method::GET && matches!(req.uri().path(), "/healthz" | "/readyz")
+}
+
 async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if !authorized(control, &req) {
+    if !public(&req) && !authorized(control, &req) {
         let mut res = reply(
             StatusCode::UNAUTHORIZED,
             json!({"error": "missing or wrong bearer token"}),
@@ -101,6 +112,33 @@ async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Byte
         .collect();
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
     match (&method, path.as_slice()) {
+        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::GET, ["readyz"]) => {
+            if control.shared.ready() {
+                text(StatusCode::OK, "text/plain", "ready\n".into())
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "not ready\n".into(),
+                )
+            }
+        }
+        (&Method::GET, ["metrics"]) => {
+            let body = control.shared.metrics.render(&control.shared.load());
+            text(StatusCode::OK, "text/plain; version=0.0.4", body)
+        }
+        (&Method::GET, ["status.json"]) => {
+            let status = Status::collect(control);
+            reply(
+                StatusCode::OK,
+                serde_json::to_value(&status).unwrap_or(Value::Null),
+            )
+        }
+        (&Method::GET, ["status"]) => {
+            let page = crate::observe::status_page::render(&Status::collect(control));
+            text(StatusCode::OK, "text/html; charset=utf-8", page)
+        }
         (&Method::GET, ["upstreams"]) => {
             let snapshot = control.shared.load();
             let all: Vec<Value> = snapshot.upstreams.iter().map(upstream_json).collect();
@@ -277,6 +315,14 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    res
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from(body)));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
 }
 

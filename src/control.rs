@@ -52,6 +52,8 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Listen(std::io::Error),
+    #[error("{0}")]
+    AccessLog(std::io::Error),
 }
 
 impl ReloadError {
@@ -62,26 +64,31 @@ impl ReloadError {
 }
 
 impl Control {
-    /// Binds `config`'s listeners and has every worker accept on them.
+    /// Control over `workers`, with nothing bound yet (see `listen`).
     pub(crate) fn new(
         shared: Arc<Shared>,
         workers: Vec<mpsc::UnboundedSender<Cmd>>,
         config: &Config,
-    ) -> std::io::Result<Arc<Control>> {
-        let control = Control {
+    ) -> Arc<Control> {
+        Arc::new(Control {
             shared,
             workers,
             listeners: Mutex::new(Vec::new()),
             next_generation: AtomicU64::new(1),
             source: config.source.clone(),
             stats: ReloadStats::default(),
-        };
-        {
-            let mut table = control.lock();
-            let bound = control.bind_new(&table, config)?;
-            control.start(&mut table, bound)?;
-        }
-        Ok(Arc::new(control))
+        })
+    }
+
+    /// Binds the current configuration's listeners and has every worker accept on
+    /// them; the proxy is ready from then on.
+    pub(crate) fn listen(&self) -> std::io::Result<()> {
+        let config = self.shared.config();
+        let mut table = self.lock();
+        let bound = self.bind_new(&table, &config)?;
+        self.start(&mut table, bound)?;
+        self.shared.set_ready(true);
+        Ok(())
     }
 
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
@@ -108,6 +115,7 @@ impl Control {
         match &result {
             Ok(changes) => {
                 self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
+                // `switchyard_config_reloads_total{result="ok"}` counts in `apply`.
                 *self
                     .stats
                     .last_error
@@ -120,6 +128,7 @@ impl Control {
             }
             Err(e) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.shared.metrics.reloads_failed.increment(1);
                 *self
                     .stats
                     .last_error
@@ -146,7 +155,7 @@ impl Control {
             .iter()
             .map(|l| (l.name.clone(), l.listen))
             .collect();
-        self.shared.apply(config);
+        self.shared.apply(config).map_err(ReloadError::AccessLog)?;
         self.start(&mut table, bound).map_err(ReloadError::Listen)?;
         table.retain(|l| {
             let kept = keep.iter().any(|(n, a)| *n == l.name && *a == l.configured);

@@ -12,6 +12,7 @@ pub mod control;
 pub mod demo;
 pub mod error;
 pub mod health;
+pub mod observe;
 pub mod origin;
 pub mod proxy;
 pub mod server;
@@ -20,4 +21,4 @@ pub mod upstream;
 pub mod watch;
 
 pub use config::Config;
-pub use server::{start, start_threads, Running};
+pub use server::{prepare, start, start_threads, Running};

@@ -235,6 +235,7 @@ async fn run(
                 let _ = tokio::task::spawn_blocking(move || control.reload()).await;
             }
             Signal::Reload => tracing::info!("the demo does not reload"),
+            Signal::ReopenLog => running.shared.reopen_log(),
             Signal::Stop => break,
         }
     }
@@ -243,16 +244,19 @@ async fn run(
     ExitCode::SUCCESS
 }
 
-/// SIGTERM and SIGINT start a graceful shutdown; SIGHUP reloads.
+/// SIGTERM and SIGINT start a graceful shutdown; SIGHUP reloads; SIGUSR1 reopens
+/// the access log (nginx's signals).
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
 }
 
 enum Signal {
     Stop,
     Reload,
+    ReopenLog,
 }
 
 impl Signals {
@@ -262,6 +266,7 @@ impl Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
         })
     }
 
@@ -270,6 +275,7 @@ impl Signals {
             _ = self.term.recv() => Signal::Stop,
             _ = self.int.recv() => Signal::Stop,
             _ = self.hup.recv() => Signal::Reload,
+            _ = self.usr1.recv() => Signal::ReopenLog,
         }
     }
 }

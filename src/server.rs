@@ -38,7 +38,8 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// `large_client_header_buffers` allows 4 × 8 KiB.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// A started proxy: its listeners accept until `shutdown`.
+/// A started proxy: its listeners accept until `shutdown`. (Between `prepare` and
+/// `listen` it is not listening yet, and `/readyz` says so.)
 pub struct Running {
     pub shared: Arc<Shared>,
     /// Listener changes and reloads at runtime.
@@ -65,11 +66,19 @@ enum WorkerDone {
 /// Binds every listener of `config` and serves on the calling runtime, as one
 /// worker. Tests and embedders use this; the binary uses `start_threads`.
 pub async fn start(config: Config) -> io::Result<Running> {
-    let shared = Shared::new(config.clone(), 1);
+    let running = prepare(config).await?;
+    running.listen()?;
+    Ok(running)
+}
+
+/// As `start`, but stops short of binding the listeners: the admin listener and
+/// the health checks run, `/readyz` answers 503 until `Running::listen`.
+pub async fn prepare(config: Config) -> io::Result<Running> {
+    let shared = Shared::try_new(config.clone(), 1)?;
     shared.start_health(tokio::runtime::Handle::current());
     let (stop, stop_rx) = watch::channel(None);
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let control = Control::new(Arc::clone(&shared), vec![cmd_tx], &config)?;
+    let control = Control::new(Arc::clone(&shared), vec![cmd_tx], &config);
     let admin = match &config.admin {
         Some(a) => Some(crate::admin::start(
             a.listen,
@@ -79,6 +88,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
         )?),
         None => None,
     };
+    spawn_upkeep(&shared, &tokio::runtime::Handle::current(), stop_rx.clone());
     let (closed_tx, closed) = oneshot::channel();
     let task = tokio::spawn(worker(
         cmd_rx,
@@ -109,13 +119,14 @@ pub async fn start(config: Config) -> io::Result<Running> {
 /// runtime's worker context or from a current-thread runtime.
 pub fn start_threads(config: Config, workers: usize) -> io::Result<Running> {
     let workers = workers.max(1);
-    let shared = Shared::new(config.clone(), workers);
+    let shared = Shared::try_new(config.clone(), workers)?;
     let (stop, stop_rx) = watch::channel(None);
     let background = health_runtime(stop_rx.clone())?;
     shared.start_health(background.clone());
+    spawn_upkeep(&shared, &background, stop_rx.clone());
     let (cmd_txs, cmd_rxs): (Vec<_>, Vec<_>) =
         (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
-    let control = Control::new(Arc::clone(&shared), cmd_txs, &config)?;
+    let control = Control::new(Arc::clone(&shared), cmd_txs, &config);
     let admin = match &config.admin {
         Some(a) => Some(crate::admin::start(
             a.listen,
@@ -152,13 +163,37 @@ pub fn start_threads(config: Config, workers: usize) -> io::Result<Running> {
             done: WorkerDone::Thread(thread),
         });
     }
-    Ok(Running {
+    let running = Running {
         shared,
         control,
         admin,
         stop,
         workers: handles,
-    })
+    };
+    running.listen()?;
+    Ok(running)
+}
+
+/// Folds histogram samples into buckets now and then, so an unscraped proxy's
+/// metrics stay small.
+fn spawn_upkeep(
+    shared: &Arc<Shared>,
+    runtime: &tokio::runtime::Handle,
+    mut stop: watch::Receiver<Option<Duration>>,
+) {
+    if !shared.metrics.enabled() {
+        return;
+    }
+    let metrics = Arc::clone(&shared.metrics);
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(crate::observe::metrics::UPKEEP_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = stopped(&mut stop) => return,
+                _ = tick.tick() => metrics.upkeep(),
+            }
+        }
+    });
 }
 
 /// A thread with its own runtime for the health checkers and the admin API, so
@@ -385,6 +420,8 @@ impl Serve {
         guard: Option<OpenGuard>,
     ) {
         let _ = stream.set_nodelay(true);
+        let open = self.shared.load().connections(id);
+        open.increment(1.0);
         let svc = ProxyService::new(
             Arc::clone(&self.shared),
             id,
@@ -400,6 +437,7 @@ impl Serve {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %remote, "client connection ended with an error");
             }
+            open.decrement(1.0);
         });
     }
 }
@@ -488,9 +526,17 @@ impl Running {
         self.control.addrs()
     }
 
+    /// Binds the listeners of a proxy made by `prepare` (`start` does both).
+    pub fn listen(&self) -> io::Result<()> {
+        self.control.listen()
+    }
+
     /// Stops accepting, lets in-flight requests finish for up to `drain`, and returns
     /// whether every connection closed in time.
     pub async fn shutdown(self, drain: Duration) -> bool {
+        // Readiness goes first, so orchestrators stop sending traffic while the
+        // drain runs.
+        self.shared.set_ready(false);
         self.shared.stop_health();
         let _ = self.stop.send(Some(drain));
         let mut done = Vec::new();

@@ -3,6 +3,7 @@
 //! state comes from the `Registry`, so a new snapshot shares it with the old one.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -11,6 +12,7 @@ use http::HeaderName;
 use crate::balance;
 use crate::config::{BalanceKind, Config, RetryPolicy, Timeouts, UpstreamConfig};
 use crate::health::Supervisor;
+use crate::observe::{AccessLog, Metrics, RouteMetrics};
 use crate::proxy::headers::HeaderAction;
 use crate::proxy::route::Router;
 use crate::upstream::{
@@ -29,19 +31,35 @@ pub struct Route {
     pub timeouts: Timeouts,
     pub set_headers: Vec<(HeaderName, HeaderAction)>,
     pub retry: RetryPolicy,
+    /// Whether its requests go to the access log.
+    pub access_log: bool,
+    pub metrics: Arc<RouteMetrics>,
 }
 
 #[derive(Debug)]
 pub struct Snapshot {
     /// Indexed by `ListenerId`; `None` for a listener this configuration lacks.
     routers: Vec<Option<Router>>,
+    /// Open client connections, indexed like `routers`.
+    connections: Vec<metrics::Gauge>,
     pub routes: Vec<Route>,
     pub upstreams: Vec<Upstream>,
+    /// Metrics of requests that match no route.
+    pub unrouted: Arc<RouteMetrics>,
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 impl Snapshot {
     pub fn router(&self, id: ListenerId) -> Option<&Router> {
         self.routers.get(id.0).and_then(Option::as_ref)
+    }
+
+    /// The open-connections gauge of listener `id`.
+    pub fn connections(&self, id: ListenerId) -> metrics::Gauge {
+        self.connections
+            .get(id.0)
+            .cloned()
+            .unwrap_or_else(metrics::Gauge::noop)
     }
 }
 
@@ -55,21 +73,56 @@ pub struct Shared {
     /// The configuration the current snapshot was built from; its lock also keeps
     /// two rebuilds from interleaving.
     config: Mutex<Arc<Config>>,
+    /// Metrics are recorded only when an admin listener can serve them.
+    pub metrics: Arc<Metrics>,
+    started: std::time::Instant,
+    /// Listeners bound and accepting (`/readyz`); false again once draining.
+    ready: AtomicBool,
 }
 
 impl Shared {
-    /// The shared state of a proxy running `workers` worker threads.
+    /// The shared state of a proxy running `workers` worker threads. Panics when
+    /// the access log cannot be opened; `try_new` reports that instead.
     pub fn new(config: Config, workers: usize) -> Arc<Self> {
+        Shared::try_new(config, workers).expect("the access log opens")
+    }
+
+    /// As `new`; fails when the access log cannot be opened.
+    pub fn try_new(config: Config, workers: usize) -> std::io::Result<Arc<Self>> {
         let registry = Registry::new(workers);
         let listener_ids = Mutex::new(HashMap::new());
-        let snapshot = build(&config, &registry, &listener_ids, true);
-        Arc::new(Shared {
+        let metrics = Metrics::new(config.admin.is_some());
+        let log = open_log(None, &config)?;
+        let snapshot = build(&config, &registry, &listener_ids, &metrics, log, true);
+        Ok(Arc::new(Shared {
             state: ArcSwap::from_pointee(snapshot),
             registry,
             listener_ids,
             health: Mutex::new(Supervisor::default()),
             config: Mutex::new(Arc::new(config)),
-        })
+            metrics,
+            started: std::time::Instant::now(),
+            ready: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn started(&self) -> std::time::Instant {
+        self.started
+    }
+
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Reopens the access log's file (SIGUSR1, after logrotate moved it).
+    pub fn reopen_log(&self) {
+        if let Some(l) = &self.load().access_log {
+            l.reopen();
+        }
     }
 
     /// Starts the active health checkers on `runtime`; later snapshots update them.
@@ -89,17 +142,28 @@ impl Shared {
         self.state.load_full()
     }
 
-    /// Builds a snapshot of `config` and makes it current.
-    pub fn apply(&self, config: Config) {
+    /// Builds a snapshot of `config` and makes it current; fails, changing nothing,
+    /// when a new access log cannot be opened.
+    pub fn apply(&self, config: Config) -> std::io::Result<()> {
         let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
-        let snapshot = Arc::new(build(&config, &self.registry, &self.listener_ids, false));
+        let log = open_log(self.load().access_log.as_ref(), &config)?;
+        let snapshot = Arc::new(build(
+            &config,
+            &self.registry,
+            &self.listener_ids,
+            &self.metrics,
+            log,
+            false,
+        ));
         self.state.store(Arc::clone(&snapshot));
+        self.metrics.applied();
         *current = Arc::new(config);
         drop(current);
         self.health
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .sync(&snapshot);
+        Ok(())
     }
 
     /// The configuration currently applied.
@@ -112,12 +176,35 @@ impl Shared {
     pub fn rebuild(&self) {
         // Under the lock, so a reload cannot slip in between and be undone.
         let current = self.config.lock().unwrap_or_else(|e| e.into_inner());
-        let snapshot = Arc::new(build(&current, &self.registry, &self.listener_ids, false));
+        let log = self.load().access_log.clone();
+        let snapshot = Arc::new(build(
+            &current,
+            &self.registry,
+            &self.listener_ids,
+            &self.metrics,
+            log,
+            false,
+        ));
         self.state.store(snapshot);
     }
 
     pub fn listener_id(&self, name: &str) -> ListenerId {
         listener_id(&self.listener_ids, name)
+    }
+}
+
+/// The access log `config` asks for: the running one when unchanged (its queue and
+/// file carry on), else a new one.
+fn open_log(
+    current: Option<&Arc<AccessLog>>,
+    config: &Config,
+) -> std::io::Result<Option<Arc<AccessLog>>> {
+    let Some(want) = &config.access_log else {
+        return Ok(None);
+    };
+    match current {
+        Some(l) if l.config == *want => Ok(Some(Arc::clone(l))),
+        _ => AccessLog::open(want).map(|l| Some(Arc::new(l))),
     }
 }
 
@@ -130,7 +217,12 @@ fn listener_id(ids: &Mutex<HashMap<String, ListenerId>>, name: &str) -> Listener
 /// `initial`: the first configuration, whose servers are trusted at once (the first
 /// round of checks runs right away); servers a later reload adds warm up first: with
 /// health checks they wait for one passing check, and slow start ramps them.
-fn build_upstream(u: &UpstreamConfig, registry: &Registry, initial: bool) -> Upstream {
+fn build_upstream(
+    u: &UpstreamConfig,
+    registry: &Registry,
+    metrics: &Metrics,
+    initial: bool,
+) -> Upstream {
     let name: Arc<str> = Arc::from(u.name.as_str());
     // Primaries first, backups after, each keeping the file's order.
     let mut servers: Vec<UpstreamServer> = u
@@ -188,6 +280,8 @@ fn build_upstream(u: &UpstreamConfig, registry: &Registry, initial: bool) -> Ups
         _ => Measure::Nothing,
     };
     Upstream {
+        balance: u.balance,
+        metrics: metrics.upstream(&name),
         servers,
         tiers,
         hash_key: u.hash_key.clone(),
@@ -204,22 +298,35 @@ fn build(
     config: &Config,
     registry: &Registry,
     ids: &Mutex<HashMap<String, ListenerId>>,
+    metrics: &Metrics,
+    access_log: Option<Arc<AccessLog>>,
     initial: bool,
 ) -> Snapshot {
     let upstreams: Vec<Upstream> = config
         .upstreams
         .iter()
-        .map(|u| build_upstream(u, registry, initial))
+        .map(|u| build_upstream(u, registry, metrics, initial))
         .collect();
     let routes = config
         .routes
         .iter()
-        .map(|r| Route {
-            upstream: config
+        .map(|r| {
+            let upstream = config
                 .upstreams
                 .iter()
                 .position(|u| u.name == r.upstream)
-                .expect("validated: every route names an existing upstream"),
+                .expect("validated: every route names an existing upstream");
+            let servers: Vec<String> = upstreams[upstream]
+                .servers
+                .iter()
+                .map(|s| s.state.addr().to_string())
+                .collect();
+            (r, upstream, metrics.route(&r.name, &r.upstream, &servers))
+        })
+        .map(|(r, upstream, route_metrics)| Route {
+            upstream,
+            access_log: r.access_log,
+            metrics: Arc::new(route_metrics),
             timeouts: r.timeouts,
             set_headers: r
                 .set_headers
@@ -230,16 +337,22 @@ fn build(
         })
         .collect();
     let mut routers = Vec::new();
+    let mut connections = Vec::new();
     for l in &config.listeners {
         let id = listener_id(ids, &l.name);
         if routers.len() <= id.0 {
             routers.resize_with(id.0 + 1, || None);
+            connections.resize_with(id.0 + 1, metrics::Gauge::noop);
         }
         routers[id.0] = Some(Router::new(&l.name, &config.routes));
+        connections[id.0] = metrics.connections(&l.name);
     }
     Snapshot {
         routers,
+        connections,
         routes,
         upstreams,
+        unrouted: Arc::new(metrics.unrouted()),
+        access_log,
     }
 }

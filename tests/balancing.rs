@@ -670,10 +670,13 @@ async fn hash_keeps_each_key_on_one_origin_and_a_removal_moves_only_its_keys() {
     assert_eq!(keyless.len(), 3, "keyless requests: {keyless:?}");
 
     // A reload without c: only c's keys move.
-    p.running.shared.apply(config(
-        &o.addrs,
-        &format!("{upstream}servers = [{{ addr = \"@0\" }}, {{ addr = \"@1\" }}]\n"),
-    ));
+    p.running
+        .shared
+        .apply(config(
+            &o.addrs,
+            &format!("{upstream}servers = [{{ addr = \"@0\" }}, {{ addr = \"@1\" }}]\n"),
+        ))
+        .unwrap();
     let mut moved = 0;
     for k in &keys {
         let r = p.get(&[("x-chat-id", k)]).await;
@@ -878,10 +881,13 @@ async fn sticky_cookie_pins_a_client_and_repins_when_its_server_goes() {
         .filter(|&i| name(i) != pinned)
         .map(|i| format!("{{ addr = \"@{i}\" }}"))
         .collect();
-    p.running.shared.apply(config(
-        &o.addrs,
-        &format!("{upstream}servers = [{}]\n", rest.join(", ")),
-    ));
+    p.running
+        .shared
+        .apply(config(
+            &o.addrs,
+            &format!("{upstream}servers = [{}]\n", rest.join(", ")),
+        ))
+        .unwrap();
     let r = p.get(&[("cookie", &cookie)]).await;
     assert_ne!(r.origin(), pinned, "sent to a removed server");
     let id3 = sticky_id(&r, &o.addrs);

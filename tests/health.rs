@@ -989,7 +989,7 @@ async fn server_added_by_a_reload_warms_up_before_traffic() {
         checked(&[(a.addr(), ""), (n.addr(), "")])
     );
     let added = Config::parse(Path::new("<reload>"), &text).expect("valid");
-    running.shared.apply(added);
+    running.shared.apply(added).unwrap();
     assert_eq!(
         state(&running, n.addr()).active(),
         switchyard::upstream::Active::Warming

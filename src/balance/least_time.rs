@@ -37,6 +37,11 @@ impl LeastTime {
 }
 
 impl Balancer for LeastTime {
+    /// The cost in seconds: the average × (in-flight + 1) per unit of weight.
+    fn load(&self, s: &UpstreamServer) -> f64 {
+        self.cost(s, stamp(Instant::now())) * f64::from(1u32 << crate::upstream::WEIGHT_SCALE) / 1e9
+    }
+
     fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> Option<usize> {
         let now = stamp(Instant::now());
         let mut best: Option<(usize, f64)> = None;

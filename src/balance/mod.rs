@@ -59,6 +59,17 @@ pub trait Balancer: Send + Sync + Debug {
     /// (`PickCtx::usable`). `servers` is the slice the balancer was built for.
     /// Weights are `UpstreamServer::live_weight`, which slow start lowers.
     fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> Option<usize>;
+
+    /// What this algorithm compares for `s`, for metrics and the status page (lower
+    /// is preferred). By default in-flight requests per unit of weight.
+    fn load(&self, s: &UpstreamServer) -> f64 {
+        s.state.inflight() as f64 / weight_units(s)
+    }
+}
+
+/// A server's live weight in units of its configured weight (slow start lowers it).
+pub(crate) fn weight_units(s: &UpstreamServer) -> f64 {
+    s.live_weight() as f64 / f64::from(1u32 << crate::upstream::WEIGHT_SCALE)
 }
 
 /// Static weights with servers marked `down` at zero, so they never enter a cycle.

@@ -58,6 +58,11 @@ pub(super) fn eligible_pair(
 }
 
 impl Balancer for PeakEwma {
+    /// The cost in seconds: the estimate × (in-flight + 1) per unit of weight.
+    fn load(&self, s: &UpstreamServer) -> f64 {
+        self.cost(s, Instant::now()) * f64::from(1u32 << crate::upstream::WEIGHT_SCALE) / 1e9
+    }
+
     fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> Option<usize> {
         let (a, b) = eligible_pair(servers, ctx)?;
         let Some(b) = b else { return Some(a) };

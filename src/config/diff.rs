@@ -17,9 +17,10 @@ use http::StatusCode;
 use serde::Serialize;
 
 use super::{
-    AdminConfig, BalanceKind, Config, HashKey, HeaderTemplate, HealthCheckConfig, HostPattern,
-    LeastTimeMode, ListenerConfig, NextUpstream, RetryPolicy, RouteConfig, Segment, ServerConfig,
-    StatusSet, StickyConfig, UpstreamConfig, Variable, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS,
+    AccessLogConfig, AdminConfig, BalanceKind, Config, HashKey, HeaderTemplate, HealthCheckConfig,
+    HostPattern, LeastTimeMode, ListenerConfig, LogFormat, LogTarget, NextUpstream, RetryPolicy,
+    RouteConfig, Segment, ServerConfig, StatusSet, StickyConfig, UpstreamConfig, Variable,
+    DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS,
 };
 
 /// One difference between two configurations.
@@ -73,6 +74,7 @@ impl fmt::Display for Change {
 pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
     let mut d = Diff::default();
     d.admin(old.admin.as_ref(), new.admin.as_ref());
+    d.access_log(old.access_log.as_ref(), new.access_log.as_ref());
     d.listeners(&old.listeners, &new.listeners);
     d.routes(&old.routes, &new.routes);
     d.upstreams(&old.upstreams, &new.upstreams);
@@ -137,6 +139,31 @@ impl Diff {
         }
     }
 
+    fn access_log(&mut self, old: Option<&AccessLogConfig>, new: Option<&AccessLogConfig>) {
+        let summary = |a: &AccessLogConfig| {
+            let target = match &a.target {
+                LogTarget::Stdout => "stdout".to_owned(),
+                LogTarget::File(p) => p.display().to_string(),
+            };
+            let format = match a.format {
+                LogFormat::Json => "json",
+                LogFormat::Combined => "combined",
+            };
+            format!("{target}, {format}")
+        };
+        match (old, new) {
+            (None, None) => {}
+            (None, Some(n)) => self.push(Action::Added, "access_log", summary(n)),
+            (Some(o), None) => self.push(Action::Removed, "access_log", summary(o)),
+            (Some(o), Some(n)) if o != n => self.push(
+                Action::Changed,
+                "access_log",
+                format!("{} → {}", summary(o), summary(n)),
+            ),
+            (Some(_), Some(_)) => {}
+        }
+    }
+
     fn listeners(&mut self, old: &[ListenerConfig], new: &[ListenerConfig]) {
         let pairs = by_key(
             old.iter().map(|l| (l.name.as_str(), l)),
@@ -174,6 +201,8 @@ impl Diff {
     }
 
     fn route(&mut self, what: &str, o: &RouteConfig, n: &RouteConfig) {
+        self.field(what, "name", &o.name, &n.name, |s| format!("{s:?}"));
+        self.field(what, "access_log", &o.access_log, &n.access_log, show);
         self.field(what, "upstream", &o.upstream, &n.upstream, String::clone);
         let (ot, nt) = (&o.timeouts, &n.timeouts);
         self.field(what, "connect_timeout", &ot.connect, &nt.connect, dur);
@@ -224,7 +253,7 @@ impl Diff {
 
     fn upstream(&mut self, what: &str, o: &UpstreamConfig, n: &UpstreamConfig) {
         self.field(what, "balance", &o.balance, &n.balance, |b| {
-            balance_name(*b).to_owned()
+            b.as_str().to_owned()
         });
         self.field(what, "keepalive", &o.keepalive, &n.keepalive, show);
         // Settings of one algorithm only matter while the new file uses it: when
@@ -381,10 +410,6 @@ fn percent(f: f64) -> String {
     format!("{}%", (f * 100_000.0).round() / 1000.0)
 }
 
-fn balance_name(b: BalanceKind) -> &'static str {
-    BalanceKind::NAMES[b as usize]
-}
-
 /// `listener internal, host *.example.com, path /`.
 fn route_ident(r: &RouteConfig) -> String {
     let mut s = String::new();
@@ -413,7 +438,7 @@ fn upstream_summary(u: &UpstreamConfig) -> String {
     let plural = if servers.len() == 1 { "" } else { "s" };
     format!(
         "balance {}, server{plural} {}",
-        balance_name(u.balance),
+        u.balance.as_str(),
         servers.join(", ")
     )
 }
@@ -523,6 +548,7 @@ fn template_text(t: &HeaderTemplate) -> String {
                     Variable::UpstreamAddr => "upstream_addr",
                     Variable::Host => "host",
                     Variable::Scheme => "scheme",
+                    Variable::RequestId => "request_id",
                 };
                 let word_follows = matches!(
                     t.segments.get(i + 1),

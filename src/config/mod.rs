@@ -46,6 +46,9 @@ pub struct Config {
     /// The file it was read from, for messages.
     pub source: PathBuf,
     pub admin: Option<AdminConfig>,
+    /// `None`: no access log (nginx logs by default; a sidecar's stdout is often
+    /// collected already, so logging is asked for, not assumed).
+    pub access_log: Option<AccessLogConfig>,
     pub listeners: Vec<ListenerConfig>,
     pub routes: Vec<RouteConfig>,
     /// Sorted by name.
@@ -63,6 +66,28 @@ pub struct AdminConfig {
 /// that turning it on never exposes it (Envoy's admin port).
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 
+/// Where and how requests are logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    pub target: LogTarget,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    /// Appended to; reopened on SIGUSR1 for logrotate.
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line: every field, machine-readable.
+    Json,
+    /// nginx's and Apache's `combined`, for existing log tooling.
+    Combined,
+}
+
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     pub name: String,
@@ -71,6 +96,11 @@ pub struct ListenerConfig {
 
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
+    /// The route's label in metrics, logs and the status page: `name` from the
+    /// file, or `host` + `path` (bounded by the configuration, never a request's).
+    pub name: String,
+    /// Whether its requests are written to the access log.
+    pub access_log: bool,
     /// `None` serves the route on every listener.
     pub listener: Option<String>,
     pub host: Option<HostPattern>,
@@ -166,6 +196,10 @@ impl BalanceKind {
         "hash",
         "random",
     ];
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
 
     fn parse(s: &str) -> Option<Self> {
         Some(match s {

@@ -15,6 +15,13 @@ pub(crate) struct RawAdmin {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct RawAccessLog {
+    pub path: String,
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RawListener {
     pub name: String,
     pub listen: String,
@@ -23,6 +30,8 @@ pub(crate) struct RawListener {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRoute {
+    pub name: Option<String>,
+    pub access_log: Option<bool>,
     pub listener: Option<String>,
     pub host: Option<String>,
     pub path: Option<String>,

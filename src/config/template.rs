@@ -14,6 +14,8 @@ pub enum Variable {
     Host,
     /// `http` or `https`.
     Scheme,
+    /// The request's id (kept from `X-Request-Id` or generated).
+    RequestId,
 }
 
 impl Variable {
@@ -22,6 +24,7 @@ impl Variable {
         ("upstream_addr", Variable::UpstreamAddr),
         ("host", Variable::Host),
         ("scheme", Variable::Scheme),
+        ("request_id", Variable::RequestId),
     ];
 }
 

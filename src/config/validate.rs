@@ -12,15 +12,15 @@ use serde::de::DeserializeOwned;
 use super::health::{
     self, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_FAILS, MAX_MAX_FAILS,
 };
-use super::raw::{RawAdmin, RawListener, RawRoute, RawServer, RawUpstream};
+use super::raw::{RawAccessLog, RawAdmin, RawListener, RawRoute, RawServer, RawUpstream};
 use super::{
-    AdminConfig, BalanceKind, Config, HashKey, HeaderTemplate, HostPattern, LeastTimeMode,
-    ListenerConfig, Problem, RouteConfig, ServerConfig, StickyConfig, Timeouts, UpstreamConfig,
-    DEFAULT_EWMA_DECAY, DEFAULT_EWMA_SEED, DEFAULT_KEEPALIVE, DEFAULT_STICKY_TTL, DEFAULT_WEIGHT,
-    MAX_WEIGHT, MIN_EWMA_SEED,
+    AccessLogConfig, AdminConfig, BalanceKind, Config, HashKey, HeaderTemplate, HostPattern,
+    LeastTimeMode, ListenerConfig, LogFormat, LogTarget, Problem, RouteConfig, ServerConfig,
+    StickyConfig, Timeouts, UpstreamConfig, DEFAULT_EWMA_DECAY, DEFAULT_EWMA_SEED,
+    DEFAULT_KEEPALIVE, DEFAULT_STICKY_TTL, DEFAULT_WEIGHT, MAX_WEIGHT, MIN_EWMA_SEED,
 };
 
-const TOP_LEVEL_KEYS: &[&str] = &["admin", "listener", "route", "upstream"];
+const TOP_LEVEL_KEYS: &[&str] = &["access_log", "admin", "listener", "route", "upstream"];
 
 #[derive(Default)]
 pub(super) struct Checker {
@@ -115,6 +115,7 @@ pub(super) fn validate(text: &str) -> Result<Config, Vec<Problem>> {
 
     let mut c = Checker::default();
     let mut admin = None;
+    let mut access_log = None;
     let mut raw_listeners = Vec::new();
     let mut raw_routes = Vec::new();
     let mut raw_upstreams = BTreeMap::new();
@@ -125,6 +126,7 @@ pub(super) fn validate(text: &str) -> Result<Config, Vec<Problem>> {
     for (key, value) in table {
         match key.as_str() {
             "admin" => admin = c.de::<RawAdmin>("admin", value),
+            "access_log" => access_log = c.de::<RawAccessLog>("access_log", value),
             "listener" => {
                 declared.listeners = declared_names(&value);
                 raw_listeners = elements(&mut c, "listener", value)
@@ -169,6 +171,7 @@ pub(super) fn validate(text: &str) -> Result<Config, Vec<Problem>> {
                 token: a.token,
             })
     });
+    let access_log = access_log.and_then(|a| check_access_log(&mut c, a));
     let listeners = check_listeners(&mut c, raw_listeners);
     let upstreams = check_upstreams(&mut c, raw_upstreams);
     let routes = check_routes(&mut c, raw_routes, &declared);
@@ -177,6 +180,7 @@ pub(super) fn validate(text: &str) -> Result<Config, Vec<Problem>> {
         Ok(Config {
             source: Default::default(),
             admin,
+            access_log,
             listeners,
             routes,
             upstreams,
@@ -184,6 +188,32 @@ pub(super) fn validate(text: &str) -> Result<Config, Vec<Problem>> {
     } else {
         Err(c.problems)
     }
+}
+
+fn check_access_log(c: &mut Checker, a: RawAccessLog) -> Option<AccessLogConfig> {
+    let format = match a.format.as_deref() {
+        None | Some("json") => LogFormat::Json,
+        Some("combined") => LogFormat::Combined,
+        Some(other) => {
+            c.err(
+                "access_log.format",
+                format!("expected \"json\" or \"combined\", got {other:?}"),
+            );
+            return None;
+        }
+    };
+    let target = match a.path.as_str() {
+        "stdout" => LogTarget::Stdout,
+        "" => {
+            c.err(
+                "access_log.path",
+                "must be a file path or \"stdout\" (leave [access_log] out to log nothing)",
+            );
+            return None;
+        }
+        p => LogTarget::File(p.into()),
+    };
+    Some(AccessLogConfig { target, format })
 }
 
 #[derive(Default)]
@@ -513,9 +543,23 @@ fn check_routes(
     declared: &Declared,
 ) -> Vec<RouteConfig> {
     let mut seen = HashSet::new();
+    let mut names = HashSet::new();
     let mut out = Vec::new();
     for (i, r) in raw {
         let base = format!("route[{i}]");
+        if let Some(n) = &r.name {
+            if n.is_empty() || n.chars().any(char::is_control) {
+                c.err(
+                    format!("{base}.name"),
+                    "must be non-empty text without control characters",
+                );
+            } else if !names.insert(n.clone()) {
+                c.err(
+                    format!("{base}.name"),
+                    format!("another route is already named {n:?}"),
+                );
+            }
+        }
         if let Some(l) = &r.listener {
             if !declared.listeners.contains(l) {
                 c.err(
@@ -594,7 +638,13 @@ fn check_routes(
             r.next_upstream_timeout,
             r.retry_body_limit,
         );
+        let name = r.name.unwrap_or_else(|| match &r.host {
+            Some(h) => format!("{}{path}", h.to_ascii_lowercase()),
+            None => path.clone(),
+        });
         out.push(RouteConfig {
+            name,
+            access_log: r.access_log.unwrap_or(true),
             retry,
             listener: r.listener,
             host,

@@ -155,6 +155,7 @@ async fn run(config: Arc<HealthCheckConfig>, targets: Vec<Target>) {
         while let Some(done) = round.join_next().await {
             let Ok((i, result)) = done else { continue };
             let t = &targets[i];
+            t.state.record_check(&result);
             let current = t.state.active();
             let next = streaks[i].record(result.is_ok(), current, config.rise, config.fall);
             if next != current {

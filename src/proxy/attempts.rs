@@ -21,6 +21,7 @@ use super::payload::{Head, Payload};
 use super::ProxyService;
 use crate::body::{ReqBody, RespBody};
 use crate::error::ProxyError;
+use crate::observe::{BodyIn, Record};
 use crate::state::Route;
 use crate::upstream::{InFlight, Upstream, UpstreamServer};
 
@@ -98,7 +99,11 @@ impl<'a> Attempts<'a> {
         mut self,
         mut pinned: Option<(usize, &'a UpstreamServer)>,
         key: Option<u64>,
+        rec: &mut Record,
     ) -> Result<(&'a UpstreamServer, Response<RespBody>), ProxyError> {
+        if let Some(n) = self.payload.held_len() {
+            rec.body_in = BodyIn::Held(n);
+        }
         let policy = self.route.retry;
         let upstream = self.upstream;
         let max_tries = match policy.tries {
@@ -129,12 +134,28 @@ impl<'a> Attempts<'a> {
                 continue;
             };
             attempts += 1;
+            if attempts > 1 {
+                upstream.metrics.retries.increment(1);
+            }
+            rec.tries = attempts as u32;
+            rec.server = Some((idx, server.state.addr()));
+            rec.upstream_status = None;
+            rec.upstream_time = None;
             let mut guard = InFlight::new(Arc::clone(&server.state), upstream.measure);
             guard.set_admission(admission);
-            let more = attempts < max_tries && deadline.is_none_or(|d| Instant::now() < d);
+            let start = Instant::now();
+            let more = attempts < max_tries && deadline.is_none_or(|d| start < d);
 
             let conn = match server.state.pool.checkout(timeouts.connect).await {
-                Ok(c) => c,
+                Ok(c) => {
+                    if !c.reused {
+                        upstream
+                            .metrics
+                            .connect
+                            .record(start.elapsed().as_secs_f64());
+                    }
+                    c
+                }
                 Err(e) => {
                     guard.fail();
                     self.failed(idx, &mut guard, &e.to_string());
@@ -153,6 +174,10 @@ impl<'a> Attempts<'a> {
                 // successful connect, and nothing retries after it was sent.
                 return last.unwrap_or(Err(ProxyError::NoServer(upstream.retry_after())));
             };
+            if let Some(p) = &progress {
+                rec.body_in = BodyIn::Stream(Arc::clone(p));
+            }
+            let sent_at = Instant::now();
             let sent = forward::exchange(
                 conn,
                 req,
@@ -165,6 +190,10 @@ impl<'a> Attempts<'a> {
             match sent {
                 Ok((conn, res)) => {
                     let status = res.status();
+                    let took = sent_at.elapsed();
+                    upstream.metrics.header.record(took.as_secs_f64());
+                    rec.upstream_status = Some(status);
+                    rec.upstream_time = Some(took);
                     guard.on_head(status);
                     if status == http::StatusCode::SWITCHING_PROTOCOLS {
                         let Some(upgrade) = self.upgrade.take() else {
@@ -248,10 +277,16 @@ impl<'a> Attempts<'a> {
             head.headers
                 .insert(header::HOST, server.state.addr_header.clone());
         }
+        let request_id = head
+            .headers
+            .get(&crate::observe::request_id::X_REQUEST_ID)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static(""));
         let vars = Vars {
             client: &self.svc.client,
             host: self.host,
             upstream_addr: &server.state.addr_header,
+            request_id: &request_id,
         };
         headers::rewrite_request(&mut head.headers, &vars, &self.route.set_headers);
         if let Some(u) = &self.upgrade {

@@ -32,6 +32,8 @@ pub struct SendProgress {
     /// Signalled when the body is done, which can bring the deadline forward
     /// (`read_timeout` may be shorter than the send-side timeouts).
     done: tokio::sync::Notify,
+    /// Body bytes passed on so far (the access log's `bytes_in`).
+    bytes: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +52,7 @@ impl SendProgress {
             start: Instant::now(),
             word: AtomicU64::new(0),
             done: tokio::sync::Notify::new(),
+            bytes: AtomicU64::new(0),
         }
     }
 
@@ -70,6 +73,14 @@ impl SendProgress {
     /// waits yet).
     pub async fn done(&self) {
         self.done.notified().await
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// The current phase and when it began.
@@ -128,9 +139,15 @@ impl Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(p) = self.prefix.take() {
             self.progress.mark(SendPhase::Upstream);
+            self.progress.count(p.len());
             return Poll::Ready(Some(Ok(Frame::data(p))));
         }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &polled {
+            if let Some(d) = f.data_ref() {
+                self.progress.count(d.len());
+            }
+        }
         let phase = match &polled {
             Poll::Pending => SendPhase::Client,
             Poll::Ready(Some(Ok(_))) if !self.inner.is_end_stream() => SendPhase::Upstream,

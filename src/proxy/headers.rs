@@ -110,6 +110,7 @@ pub struct Vars<'a> {
     pub client: &'a ClientInfo,
     pub host: &'a HeaderValue,
     pub upstream_addr: &'a HeaderValue,
+    pub request_id: &'a HeaderValue,
 }
 
 impl Vars<'_> {
@@ -119,6 +120,7 @@ impl Vars<'_> {
             Variable::UpstreamAddr => self.upstream_addr.clone(),
             Variable::Host => self.host.clone(),
             Variable::Scheme => HeaderValue::from_static(self.client.scheme),
+            Variable::RequestId => self.request_id.clone(),
         }
     }
 }

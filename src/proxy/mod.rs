@@ -24,7 +24,8 @@ pub use headers::ClientInfo;
 
 use crate::body::RespBody;
 use crate::error::ProxyError;
-use crate::state::{ListenerId, Shared};
+use crate::observe::{request_id, Observed, Record};
+use crate::state::{ListenerId, Shared, Snapshot};
 use attempts::Attempts;
 use payload::Head;
 use route::RouteMatch;
@@ -46,8 +47,12 @@ impl ProxyService {
         }
     }
 
-    async fn handle(self, mut req: Request<Incoming>) -> Result<Response<RespBody>, ProxyError> {
-        let snapshot = self.shared.load();
+    async fn handle(
+        &self,
+        snapshot: &Snapshot,
+        mut req: Request<Incoming>,
+        rec: &mut Record,
+    ) -> Result<Response<RespBody>, ProxyError> {
         let host = match headers::request_host(req.uri(), req.headers()) {
             Ok(Some(h)) => h,
             // HTTP/1.0 may omit Host; it is routed as an unnamed host.
@@ -61,6 +66,10 @@ impl ProxyService {
             RouteMatch::AddSlash => return Ok(add_slash_redirect(req.uri())),
             RouteMatch::None => return Err(ProxyError::NoRoute),
         };
+        rec.route = Some(Arc::clone(&route.metrics));
+        if !route.access_log {
+            rec.unlog();
+        }
         let upstream = &snapshot.upstreams[route.upstream];
         let cookie = upstream
             .sticky
@@ -93,8 +102,8 @@ impl ProxyService {
             version: parts.version,
             headers: parts.headers,
         };
-        let attempts = Attempts::new(&self, route, upstream, &host, head, body, upgrade).await?;
-        let (server, mut res) = attempts.run(pinned, key).await?;
+        let attempts = Attempts::new(self, route, upstream, &host, head, body, upgrade).await?;
+        let (server, mut res) = attempts.run(pinned, key, rec).await?;
         if let Some(cfg) = &upstream.sticky {
             // A new or stale cookie, or a retry that moved the client: (re)set it.
             if cookie.as_deref() != Some(server.state.sticky_id.as_str()) {
@@ -124,15 +133,18 @@ fn add_slash_redirect(uri: &http::Uri) -> Response<RespBody> {
 }
 
 impl hyper::service::Service<Request<Incoming>> for ProxyService {
-    type Response = Response<RespBody>;
+    type Response = Response<Observed>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Observed>, Infallible>> + Send>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let this = self.clone();
         let head_only = req.method() == Method::HEAD;
         Box::pin(async move {
-            Ok(match this.handle(req).await {
+            let snapshot = this.shared.load();
+            let id = request_id::take_or_make(req.headers_mut());
+            let mut rec = Record::start(&req, id, &this.client, snapshot.access_log.as_ref());
+            let res = match this.handle(&snapshot, req, &mut rec).await {
                 Ok(res) => res,
                 Err(e) => {
                     tracing::debug!(error = %e, "request failed");
@@ -142,7 +154,8 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                     }
                     res
                 }
-            })
+            };
+            Ok(rec.respond(res, &snapshot.unrouted))
         })
     }
 }

@@ -93,6 +93,15 @@ impl Payload {
         })
     }
 
+    /// The size of a body held in memory.
+    pub fn held_len(&self) -> Option<u64> {
+        match self {
+            Payload::Empty => Some(0),
+            Payload::Held { data, .. } => Some(data.len() as u64),
+            Payload::Stream(_) => None,
+        }
+    }
+
     /// Whether the body can be sent more than once.
     pub fn resendable(&self) -> bool {
         !matches!(self, Payload::Stream(_))

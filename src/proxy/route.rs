@@ -117,6 +117,8 @@ mod tests {
 
     fn route(host: Option<HostPattern>, path: &str, listener: Option<&str>) -> RouteConfig {
         RouteConfig {
+            name: path.into(),
+            access_log: true,
             listener: listener.map(Into::into),
             host,
             path: path.into(),

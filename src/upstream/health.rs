@@ -63,7 +63,7 @@ pub enum Admission {
 }
 
 /// A snapshot of a server's health for status pages and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthView {
     pub active: Active,
     /// Passively ejected (resting, or its trial request is out).
@@ -72,6 +72,24 @@ pub struct HealthView {
     pub ramping: bool,
     /// State changes since the server first appeared.
     pub transitions: u64,
+    /// Times its own traffic ejected it (`max_fails`), and times its checks took it
+    /// down.
+    pub ejections: u64,
+    pub downs: u64,
+    pub checks_passed: u64,
+    pub checks_failed: u64,
+    pub last_check: Option<Event>,
+    /// The last state change and why: what a status page shows next to the state.
+    pub last_change: Option<Event>,
+}
+
+/// Something that happened to a server, with when and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub at: std::time::SystemTime,
+    /// For a check: `passed` or `failed`; for a change: the new state.
+    pub what: &'static str,
+    pub detail: String,
 }
 
 #[derive(Debug)]
@@ -84,6 +102,14 @@ pub(super) struct Health {
     /// Stamp at which a slow-start ramp began; 0: no ramp.
     ramp_start: AtomicU32,
     transitions: AtomicU64,
+    ejections: AtomicU64,
+    downs: AtomicU64,
+    checks_passed: AtomicU64,
+    checks_failed: AtomicU64,
+    /// Written by the checker and by state changes, read by the status page: never
+    /// on the request path.
+    last_check: Mutex<Option<Event>>,
+    last_change: Mutex<Option<Event>>,
 }
 
 impl Health {
@@ -94,6 +120,12 @@ impl Health {
             failures: Mutex::new(VecDeque::new()),
             ramp_start: AtomicU32::new(0),
             transitions: AtomicU64::new(0),
+            ejections: AtomicU64::new(0),
+            downs: AtomicU64::new(0),
+            checks_passed: AtomicU64::new(0),
+            checks_failed: AtomicU64::new(0),
+            last_check: Mutex::new(None),
+            last_change: Mutex::new(None),
         }
     }
 }
@@ -326,16 +358,50 @@ impl ServerState {
 
     pub fn health_view(&self) -> HealthView {
         let h = &self.health;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let event = |m: &Mutex<Option<Event>>| m.lock().unwrap_or_else(|e| e.into_inner()).clone();
         HealthView {
             active: self.active(),
             ejected: self.ejected(),
             ramping: h.ramp_start.load(Ordering::Relaxed) != 0,
-            transitions: h.transitions.load(Ordering::Relaxed),
+            transitions: get(&h.transitions),
+            ejections: get(&h.ejections),
+            downs: get(&h.downs),
+            checks_passed: get(&h.checks_passed),
+            checks_failed: get(&h.checks_failed),
+            last_check: event(&h.last_check),
+            last_change: event(&h.last_change),
         }
     }
 
-    fn changed(&self, state: &str, reason: &str) {
-        self.health.transitions.fetch_add(1, Ordering::Relaxed);
+    /// Counts an active check's result and keeps it for the status page.
+    pub fn record_check(&self, result: &Result<(), String>) {
+        let h = &self.health;
+        let (counter, what, detail) = match result {
+            Ok(()) => (&h.checks_passed, "passed", String::new()),
+            Err(e) => (&h.checks_failed, "failed", e.clone()),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        *h.last_check.lock().unwrap_or_else(|e| e.into_inner()) = Some(Event {
+            at: std::time::SystemTime::now(),
+            what,
+            detail,
+        });
+    }
+
+    fn changed(&self, state: &'static str, reason: &str) {
+        let h = &self.health;
+        h.transitions.fetch_add(1, Ordering::Relaxed);
+        match state {
+            "ejected" => h.ejections.fetch_add(1, Ordering::Relaxed),
+            "down" => h.downs.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        *h.last_change.lock().unwrap_or_else(|e| e.into_inner()) = Some(Event {
+            at: std::time::SystemTime::now(),
+            what: state,
+            detail: reason.to_owned(),
+        });
         if state == "up" || state == "restored" || state == "ramped" {
             tracing::info!(upstream = %self.key.upstream, server = %self.key.addr, state, reason, "server state changed");
         } else {

@@ -82,6 +82,9 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.server.inflight.fetch_sub(1, Ordering::Relaxed);
+        if self.failed {
+            self.server.errors.fetch_add(1, Ordering::Relaxed);
+        }
         if self.admission == Admission::Trial {
             self.server.trial_abandoned();
         }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use budget::RetryBudget;
-pub use health::{Active, Admission, HealthView, SLOW_START_FLOOR};
+pub use health::{Active, Admission, Event, HealthView, SLOW_START_FLOOR};
 pub use inflight::{InFlight, Measure};
 pub use latency::{
     average_update, decay_weight, peak_projection, peak_update, stamp, Latency, FAILURE_PENALTY,
@@ -29,6 +29,8 @@ use crate::config::{HashKey, HealthCheckConfig, StickyConfig};
 #[derive(Debug)]
 pub struct Upstream {
     pub name: Arc<str>,
+    pub balance: crate::config::BalanceKind,
+    pub metrics: crate::observe::UpstreamMetrics,
     /// Primaries first, then backups.
     pub servers: Vec<UpstreamServer>,
     /// The primaries, then (if any) the backups, each with its own balancer: a tier
@@ -82,7 +84,7 @@ impl Default for Passive {
 
 /// Fixed-point scale of `live_weight`, so that a ramped weight keeps precision in
 /// the integer cross-multiplications of `least_conn`.
-const WEIGHT_SCALE: u32 = 10;
+pub(crate) const WEIGHT_SCALE: u32 = 10;
 
 impl UpstreamServer {
     /// The one eligibility view every algorithm consults: not marked down in the
@@ -173,6 +175,17 @@ impl Upstream {
     }
 
     /// Requests sent to the upstream's servers so far (attempts, retries included).
+    /// What the balancer compares for `servers[i]` (see `Balancer::load`).
+    pub fn load_estimate(&self, i: usize) -> f64 {
+        self.tiers
+            .iter()
+            .find(|t| t.range.contains(&i))
+            .map_or(0.0, |t| {
+                t.balancer
+                    .load(&self.servers[t.range.clone()][i - t.range.start])
+            })
+    }
+
     pub fn requests(&self) -> u64 {
         self.servers.iter().map(|s| s.state.requests()).sum()
     }
@@ -226,6 +239,8 @@ mod tests {
         let servers = test_servers(weights);
         Upstream {
             name: Arc::from("test"),
+            balance: crate::config::BalanceKind::RoundRobin,
+            metrics: crate::observe::Metrics::new(false).upstream("test"),
             tiers: Vec::new(),
             servers,
             hash_key: None,

@@ -34,6 +34,8 @@ pub struct ServerState {
     weight_override: AtomicU32,
     pub(super) inflight: AtomicUsize,
     pub(super) requests: AtomicU64,
+    /// Requests that failed on this server (5xx, broken or timed-out exchanges).
+    pub(super) errors: AtomicU64,
 }
 
 impl ServerState {
@@ -51,6 +53,7 @@ impl ServerState {
             key,
             inflight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
         }
     }
 
@@ -104,6 +107,11 @@ impl ServerState {
     /// Requests sent to this server since it first appeared in a configuration.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Of those, the ones that failed (5xx, or no usable response).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
     }
 }
 

@@ -1,0 +1,303 @@
+//! The access log. Request tasks format their line and hand it to a bounded
+//! channel; one writer thread owns the file. A full channel drops the line (and
+//! counts it) rather than slow a request down: the log must never become the
+//! proxy's bottleneck. SIGUSR1 reopens the file, as nginx's does, for logrotate.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime};
+
+use crate::config::{AccessLogConfig, LogFormat, LogTarget};
+
+/// Lines queued for the writer before new ones are dropped: about a second of a
+/// busy proxy's traffic, a few MiB at most, enough to ride out a slow disk.
+pub const LOG_QUEUE: usize = 16 * 1024;
+
+/// Bytes buffered before a write; the buffer is also flushed whenever the queue
+/// runs empty, so an idle proxy's log is never stale.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+enum Msg {
+    Line(String),
+    Reopen,
+}
+
+/// A running access log: its format and the writer's queue.
+#[derive(Debug)]
+pub struct AccessLog {
+    pub config: AccessLogConfig,
+    tx: SyncSender<Msg>,
+    dropped: AtomicU64,
+}
+
+impl AccessLog {
+    /// Opens the log (creating the file if needed) and starts its writer thread,
+    /// which ends once every handle to the log is gone.
+    pub fn open(config: &AccessLogConfig) -> io::Result<AccessLog> {
+        let out = Output::open(&config.target)?;
+        let (tx, rx) = sync_channel(LOG_QUEUE);
+        std::thread::Builder::new()
+            .name("switchyard-log".into())
+            .spawn(move || write_loop(out, rx))?;
+        Ok(AccessLog {
+            config: config.clone(),
+            tx,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    pub fn format(&self) -> LogFormat {
+        self.config.format
+    }
+
+    /// Queues a line; returns `false` when it was dropped.
+    pub fn write(&self, line: String) -> bool {
+        match self.tx.try_send(Msg::Line(line)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Lines dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Asks the writer to reopen the file (after logrotate moved it).
+    pub fn reopen(&self) {
+        // Blocking is fine: this runs on the signal task, not a request.
+        let _ = self.tx.send(Msg::Reopen);
+    }
+}
+
+enum Output {
+    Stdout(io::Stdout),
+    File {
+        path: PathBuf,
+        file: io::BufWriter<File>,
+    },
+}
+
+impl Output {
+    fn open(target: &LogTarget) -> io::Result<Output> {
+        Ok(match target {
+            LogTarget::Stdout => Output::Stdout(io::stdout()),
+            LogTarget::File(path) => Output::File {
+                file: io::BufWriter::with_capacity(WRITE_BUFFER, open_file(path)?),
+                path: path.clone(),
+            },
+        })
+    }
+
+    fn write(&mut self, line: &str) -> io::Result<()> {
+        match self {
+            Output::Stdout(s) => s.lock().write_all(line.as_bytes()),
+            Output::File { file, .. } => file.write_all(line.as_bytes()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::Stdout(s) => s.flush(),
+            Output::File { file, .. } => file.flush(),
+        }
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        if let Output::File { path, file } = self {
+            file.flush()?;
+            *file = io::BufWriter::with_capacity(WRITE_BUFFER, open_file(path)?);
+        }
+        Ok(())
+    }
+}
+
+fn open_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("access log {}: {e}", path.display())))
+}
+
+fn write_loop(mut out: Output, rx: Receiver<Msg>) {
+    let handle = |out: &mut Output, m: Msg| {
+        let r = match m {
+            Msg::Line(l) => out.write(&l),
+            Msg::Reopen => out.reopen(),
+        };
+        if let Err(e) = r {
+            tracing::error!(error = %e, "access log write failed");
+        }
+    };
+    while let Ok(m) = rx.recv() {
+        handle(&mut out, m);
+        while let Ok(m) = rx.try_recv() {
+            handle(&mut out, m);
+        }
+        if let Err(e) = out.flush() {
+            tracing::error!(error = %e, "access log flush failed");
+        }
+    }
+}
+
+/// One request, as the log line shows it.
+pub struct Entry<'a> {
+    pub time: SystemTime,
+    pub client: std::net::SocketAddr,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub protocol: &'a str,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration: Duration,
+    pub route: &'a str,
+    pub upstream: &'a str,
+    pub server: Option<std::net::SocketAddr>,
+    pub upstream_status: Option<u16>,
+    pub upstream_time: Option<Duration>,
+    pub tries: u32,
+    pub request_id: &'a str,
+    pub user_agent: &'a str,
+    pub referer: &'a str,
+}
+
+impl Entry<'_> {
+    pub fn line(&self, format: LogFormat) -> String {
+        match format {
+            LogFormat::Json => self.json(),
+            LogFormat::Combined => self.combined(),
+        }
+    }
+
+    fn json(&self) -> String {
+        let secs = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e6;
+        let mut v = serde_json::json!({
+            "time": humantime::format_rfc3339_millis(self.time).to_string(),
+            "client": self.client.to_string(),
+            "method": self.method,
+            "path": self.path,
+            "protocol": self.protocol,
+            "status": self.status,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "duration": secs(self.duration),
+            "route": self.route,
+            "upstream": self.upstream,
+            "server": self.server.map(|s| s.to_string()),
+            "upstream_status": self.upstream_status,
+            "upstream_time": self.upstream_time.map(secs),
+            "tries": self.tries,
+            "request_id": self.request_id,
+        });
+        if !self.user_agent.is_empty() {
+            v["user_agent"] = self.user_agent.into();
+        }
+        let mut line = v.to_string();
+        line.push('\n');
+        line
+    }
+
+    /// nginx's `combined`, plus the request id and times in seconds, which nginx
+    /// users commonly append.
+    fn combined(&self) -> String {
+        let dash = |s: &str| {
+            if s.is_empty() {
+                "-".to_owned()
+            } else {
+                s.replace('"', "\\\"")
+            }
+        };
+        format!(
+            "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rt={:.3} uct={} id={}\n",
+            self.client.ip(),
+            clf_time(self.time),
+            self.method,
+            self.path,
+            self.protocol,
+            self.status,
+            self.bytes_out,
+            dash(self.referer),
+            dash(self.user_agent),
+            self.duration.as_secs_f64(),
+            self.upstream_time
+                .map_or_else(|| "-".to_owned(), |t| format!("{:.3}", t.as_secs_f64())),
+            self.request_id,
+        )
+    }
+}
+
+/// `10/Oct/2000:13:55:36 +0000`, the Common Log Format's time, in UTC.
+fn clf_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    // humantime gives `YYYY-MM-DDTHH:MM:SSZ`; rearrange rather than redo the calendar.
+    let s = humantime::format_rfc3339_seconds(t).to_string();
+    let month = s[5..7].parse::<usize>().unwrap_or(1).clamp(1, 12);
+    format!(
+        "{}/{}/{}:{} +0000",
+        &s[8..10],
+        MONTHS[month - 1],
+        &s[0..4],
+        &s[11..19]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry<'static> {
+        Entry {
+            time: SystemTime::UNIX_EPOCH + Duration::from_secs(971_186_136),
+            client: "10.1.2.3:5555".parse().unwrap(),
+            method: "GET",
+            path: "/a?b=1",
+            protocol: "HTTP/1.1",
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 12,
+            duration: Duration::from_millis(3),
+            route: "/",
+            upstream: "bots",
+            server: Some("127.0.0.1:9000".parse().unwrap()),
+            upstream_status: Some(200),
+            upstream_time: Some(Duration::from_millis(2)),
+            tries: 1,
+            request_id: "abc",
+            user_agent: "curl/8",
+            referer: "",
+        }
+    }
+
+    #[test]
+    fn combined_matches_nginx() {
+        assert_eq!(clf_time(entry().time), "10/Oct/2000:13:55:36 +0000");
+        let line = entry().line(LogFormat::Combined);
+        assert!(
+            line.starts_with(
+                "10.1.2.3 - - [10/Oct/2000:13:55:36 +0000] \"GET /a?b=1 HTTP/1.1\" 200 12 \"-\" \"curl/8\""
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn json_has_every_field() {
+        let line = entry().line(LogFormat::Json);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["time"], "2000-10-10T13:55:36.000Z");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["server"], "127.0.0.1:9000");
+        assert_eq!(v["upstream_time"], 0.002);
+        assert_eq!(v["request_id"], "abc");
+    }
+}

@@ -1,0 +1,236 @@
+//! What one request leaves behind: a `Record` filled in as the request goes (route,
+//! server, tries, upstream status and time), closed when the response body ends or
+//! is dropped. Closing counts the request in the route's metrics and writes its
+//! access-log line, so both see the whole response: its bytes and its duration.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
+
+use super::access_log::{AccessLog, Entry};
+use super::metrics::RouteMetrics;
+use crate::body::{BoxError, RespBody};
+use crate::proxy::{ClientInfo, SendProgress};
+
+/// Where the request body's size comes from.
+#[derive(Debug, Default)]
+pub enum BodyIn {
+    #[default]
+    None,
+    /// Held in memory: known.
+    Held(u64),
+    /// Streamed: counted as it goes.
+    Stream(Arc<SendProgress>),
+}
+
+impl BodyIn {
+    fn bytes(&self) -> u64 {
+        match self {
+            BodyIn::None => 0,
+            BodyIn::Held(n) => *n,
+            BodyIn::Stream(p) => p.bytes(),
+        }
+    }
+}
+
+/// The request line and headers a log line shows, kept only when it is logged.
+#[derive(Debug)]
+struct LogParts {
+    log: Arc<AccessLog>,
+    client: Arc<ClientInfo>,
+    time: SystemTime,
+    method: Method,
+    uri: Uri,
+    version: Version,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
+}
+
+#[derive(Debug)]
+pub struct Record {
+    start: Instant,
+    pub id: HeaderValue,
+    /// `None` until the request is routed.
+    pub route: Option<Arc<RouteMetrics>>,
+    /// The last server tried: its index in the upstream and its address.
+    pub server: Option<(usize, std::net::SocketAddr)>,
+    pub upstream_status: Option<StatusCode>,
+    /// From sending to the last server until its response head.
+    pub upstream_time: Option<Duration>,
+    pub tries: u32,
+    pub body_in: BodyIn,
+    log: Option<LogParts>,
+}
+
+impl Record {
+    /// Starts the record of `req`; `log` is the access log, when there is one.
+    pub fn start<B>(
+        req: &http::Request<B>,
+        id: HeaderValue,
+        client: &Arc<ClientInfo>,
+        log: Option<&Arc<AccessLog>>,
+    ) -> Record {
+        let header = |n| req.headers().get(n).cloned();
+        Record {
+            start: Instant::now(),
+            id,
+            route: None,
+            server: None,
+            upstream_status: None,
+            upstream_time: None,
+            tries: 0,
+            body_in: BodyIn::None,
+            log: log.map(|log| LogParts {
+                log: Arc::clone(log),
+                client: Arc::clone(client),
+                time: SystemTime::now(),
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                version: req.version(),
+                user_agent: header(http::header::USER_AGENT),
+                referer: header(http::header::REFERER),
+            }),
+        }
+    }
+
+    /// The route turned this request's logging off.
+    pub fn unlog(&mut self) {
+        self.log = None;
+    }
+
+    /// The response with the request id, and a body that closes the record when
+    /// it ends.
+    pub fn respond(
+        self,
+        res: Response<RespBody>,
+        unrouted: &Arc<RouteMetrics>,
+    ) -> Response<Observed> {
+        let (mut head, body) = res.into_parts();
+        head.headers
+            .insert(super::request_id::X_REQUEST_ID.clone(), self.id.clone());
+        let mut record = self;
+        if record.route.is_none() {
+            record.route = Some(Arc::clone(unrouted));
+        }
+        let status = head.status;
+        let body = Observed {
+            body,
+            bytes: 0,
+            open: Some((record, status)),
+        };
+        Response::from_parts(head, body)
+    }
+
+    fn close(self, status: StatusCode, bytes_out: u64) {
+        let elapsed = self.start.elapsed();
+        let bytes_in = self.body_in.bytes();
+        let Some(route) = &self.route else { return };
+        route.record(self.server.map(|(i, _)| i), status, elapsed);
+        route.bytes_out.increment(bytes_out);
+        route.bytes_in.increment(bytes_in);
+        let Some(p) = &self.log else { return };
+        let text = |v: &Option<HeaderValue>| {
+            v.as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (user_agent, referer) = (text(&p.user_agent), text(&p.referer));
+        let path = p.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let entry = Entry {
+            time: p.time,
+            client: p.client.remote,
+            method: p.method.as_str(),
+            path,
+            protocol: version_str(p.version),
+            status: status.as_u16(),
+            bytes_in,
+            bytes_out,
+            duration: elapsed,
+            route: &route.name,
+            upstream: &route.upstream,
+            server: self.server.map(|(_, a)| a),
+            upstream_status: self.upstream_status.map(|s| s.as_u16()),
+            upstream_time: self.upstream_time,
+            tries: self.tries,
+            request_id: self.id.to_str().unwrap_or_default(),
+            user_agent: &user_agent,
+            referer: &referer,
+        };
+        p.log.write(entry.line(p.log.format()));
+    }
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP",
+    }
+}
+
+/// The client's response body: the proxied body, counted, closing the request's
+/// record when it ends or is dropped (a client that goes away mid-body).
+#[derive(Debug)]
+pub struct Observed {
+    body: RespBody,
+    bytes: u64,
+    open: Option<(Record, StatusCode)>,
+}
+
+impl Observed {
+    fn close(&mut self) {
+        if let Some((record, status)) = self.open.take() {
+            record.close(status, self.bytes);
+        }
+    }
+}
+
+impl Body for Observed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+                if this.body.is_end_stream() {
+                    this.close();
+                }
+            }
+            Poll::Ready(None) => this.close(),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
