@@ -46,7 +46,6 @@ const RELOADS: &str = "switchyard_config_reloads_total";
 const CONNECTIONS: &str = "switchyard_client_connections";
 const BYTES_RECEIVED: &str = "switchyard_bytes_received_total";
 const BYTES_SENT: &str = "switchyard_bytes_sent_total";
-const LOG_DROPPED: &str = "switchyard_access_log_dropped_total";
 
 static META: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
@@ -77,10 +76,6 @@ const HELP: &[(&str, &str)] = &[
     (CONNECTIONS, "Open client connections, by listener."),
     (BYTES_RECEIVED, "Request body bytes received from clients."),
     (BYTES_SENT, "Response body bytes sent to clients."),
-    (
-        LOG_DROPPED,
-        "Access log lines dropped because the writer fell behind.",
-    ),
 ];
 
 /// One proxy's metrics: the recorder, and handles for process-wide events.
@@ -88,7 +83,6 @@ pub struct Metrics {
     exporter: Option<(PrometheusRecorder, PrometheusHandle)>,
     pub reloads_ok: Counter,
     pub reloads_failed: Counter,
-    pub log_dropped: Counter,
     /// Configurations applied since start (1 for the first).
     generation: AtomicU64,
 }
@@ -129,12 +123,10 @@ impl Metrics {
             exporter,
             reloads_ok: Counter::noop(),
             reloads_failed: Counter::noop(),
-            log_dropped: Counter::noop(),
             generation: AtomicU64::new(1),
         };
         m.reloads_ok = m.counter(RELOADS, &[("result", "ok")]);
         m.reloads_failed = m.counter(RELOADS, &[("result", "failed")]);
-        m.log_dropped = m.counter(LOG_DROPPED, &[]);
         Arc::new(m)
     }
 
@@ -336,6 +328,16 @@ fn render_state(out: &mut String, snapshot: &Snapshot, generation: u64) {
         "Configurations applied since start (1: the first).",
     )
     .sample("switchyard_config_generation", &[], generation as f64);
+    if let Some(log) = &snapshot.access_log {
+        let name = "switchyard_access_log_dropped_total";
+        Family::start(
+            out,
+            name,
+            "counter",
+            "Access log lines dropped because the writer fell behind.",
+        )
+        .sample(name, &[], log.dropped() as f64);
+    }
 
     type Read = fn(&crate::upstream::Upstream, usize, &crate::upstream::HealthView) -> f64;
     let gauges: [(&str, &str, &str, Read); 4] = [
