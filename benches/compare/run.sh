@@ -7,9 +7,11 @@
 #   benches/compare/run.sh                           # /ping, 3 rounds
 #   SCENARIO='/?bytes=65536' benches/compare/run.sh  # 64 KiB bodies
 #   benches/compare/run.sh --scenario '/?bytes=65536'
+#   OBSERVE=1 benches/compare/run.sh                 # also Switchyard with metrics
+#                                                    # and a JSON access log on
 #
 # Knobs (environment): THREADS CONNECTIONS DURATION WARMUP ROUNDS SCENARIO PIN
-# SY_PORT NGINX_PORT HAPROXY_PORT ORIGIN_PORTS KEEP_TMP.
+# SY_PORT NGINX_PORT HAPROXY_PORT OBSERVE SY_OBS_PORT ORIGIN_PORTS KEEP_TMP.
 set -euo pipefail
 
 THREADS=${THREADS:-1}          # wrk threads: 1, the 2 cores are needed elsewhere
@@ -22,6 +24,8 @@ PIN=${PIN:-1}                  # 1: origins on CPU 0, wrk on CPU 1, proxies free
 SY_PORT=${SY_PORT:-18080}
 NGINX_PORT=${NGINX_PORT:-18081}
 HAPROXY_PORT=${HAPROXY_PORT:-18082}
+OBSERVE=${OBSERVE:-0}          # 1: add "observed", Switchyard with metrics + access log
+SY_OBS_PORT=${SY_OBS_PORT:-18083} # its admin listener is this port + 1000
 ORIGIN_PORTS=${ORIGIN_PORTS:-"19101 19102 19103"}
 KEEP_TMP=${KEEP_TMP:-0}        # 1: keep the temp dir (configs, logs, wrk output)
 
@@ -42,6 +46,10 @@ case $SCENARIO in /*) ;; *) echo "SCENARIO must start with /: $SCENARIO" >&2; ex
 
 PROXIES=(switchyard nginx haproxy)
 declare -A PORT=([switchyard]=$SY_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
+if [ "$OBSERVE" = 1 ]; then
+    PROXIES+=(observed)
+    PORT[observed]=$SY_OBS_PORT
+fi
 declare -A PID=()
 read -r -a ORIGINS <<<"$ORIGIN_PORTS"
 
@@ -79,6 +87,14 @@ log "starting switchyard :$SY_PORT, nginx :$NGINX_PORT, haproxy :$HAPROXY_PORT"
 render "$HERE/switchyard.toml.tmpl" "$TMP/switchyard.toml" "$TMP" "$SY_PORT"
 "$SY" check --config "$TMP/switchyard.toml" >/dev/null
 RUST_LOG=warn launch switchyard "$SY_PORT" "$SY" run --config "$TMP/switchyard.toml"
+if [ "$OBSERVE" = 1 ]; then
+    # The same configuration with metrics (an admin listener) and a JSON access log.
+    render "$HERE/switchyard.toml.tmpl" "$TMP/observed.toml" "$TMP" "$SY_OBS_PORT"
+    printf '\n[admin]\nlisten = "127.0.0.1:%d"\n\n[access_log]\npath = "%s"\nformat = "json"\n' \
+        $((SY_OBS_PORT + 1000)) "$TMP/access.log" >>"$TMP/observed.toml"
+    "$SY" check --config "$TMP/observed.toml" >/dev/null
+    RUST_LOG=warn launch observed "$SY_OBS_PORT" "$SY" run --config "$TMP/observed.toml"
+fi
 
 mkdir -p "$TMP/nginx"
 render "$HERE/nginx.conf.tmpl" "$TMP/nginx/nginx.conf" "$TMP/nginx" "$NGINX_PORT"
@@ -233,7 +249,15 @@ awk -F, -v order="${PROXIES[*]}" '
                 rps[p] / rps["nginx"], cpu[p] / cpu["nginx"], p99[p] / p99["nginx"], (p in bad) ? "  ERRORS (see above)" : ""
         }
         printf "CPU used by other processes during a run: at most %d%% of the machine%s\n", maxo, (maxo > 5) ? " (noisy: rerun on a quiet machine)" : ""
+        if ("observed" in rps)
+            printf "metrics + access log on / off: %.3f × req/s, %.3f × CPU per request\n", rps["observed"] / rps["switchyard"], cpu["observed"] / cpu["switchyard"]
     }' "$CSV"
 echo "raw results: ${CSV#"$ROOT"/}"
+if [ "$OBSERVE" = 1 ]; then
+    lines=$(wc -l <"$TMP/access.log")
+    served=$(curl -sS "http://127.0.0.1:$((SY_OBS_PORT + 1000))/metrics" \
+        | awk '/^switchyard_requests_total/ {n += $NF} END {print n + 0}')
+    echo "observed: $lines access-log lines, switchyard_requests_total = $served"
+fi
 
 [ "$FAILED" = 0 ] || die "some runs had non-2xx responses or socket errors (listed above)"
