@@ -1,6 +1,6 @@
-//! Per-request functions of the proxy path: routing, header rewriting, and a
+//! Per-request functions of the proxy path: routing, header rewriting, a
 //! round-robin pick (+ in-flight guard) at 3, 32 and 1024 servers from one and two
-//! threads.
+//! threads, and what observability adds per request (request id, metrics, log line).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -139,5 +139,51 @@ fn round_robin(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, routing, header_rewrite, round_robin);
+fn observe(c: &mut Criterion) {
+    use switchyard::config::LogFormat;
+    use switchyard::observe::access_log::Entry;
+    use switchyard::observe::request_id;
+    c.bench_function("observe/request_id", |b| b.iter(request_id::generate));
+    let metrics = switchyard::observe::Metrics::new(true);
+    let servers: Vec<String> = (0..3).map(|i| format!("127.0.0.1:900{i}")).collect();
+    let route = metrics.route("api", "u", &servers);
+    let mut i = 0;
+    c.bench_function("observe/route_metrics_record", |b| {
+        b.iter(|| {
+            i = (i + 1) % 3;
+            route.record(
+                Some(i),
+                http::StatusCode::OK,
+                std::time::Duration::from_micros(700),
+            );
+        })
+    });
+    let entry = Entry {
+        time: std::time::SystemTime::now(),
+        client: "10.1.2.3:5555".parse().unwrap(),
+        method: "GET",
+        path: "/api/v1/updates?offset=12345",
+        protocol: "HTTP/1.1",
+        status: 200,
+        bytes_in: 0,
+        bytes_out: 512,
+        duration: std::time::Duration::from_micros(850),
+        route: "api",
+        upstream: "u",
+        server: Some("127.0.0.1:9001".parse().unwrap()),
+        upstream_status: Some(200),
+        upstream_time: Some(std::time::Duration::from_micros(700)),
+        tries: 1,
+        request_id: "0123456789abcdef0123456789abcdef",
+        user_agent: "python-requests/2.31",
+        referer: "",
+    };
+    for (name, format) in [("json", LogFormat::Json), ("combined", LogFormat::Combined)] {
+        c.bench_function(&format!("observe/log_line_{name}"), |b| {
+            b.iter(|| entry.line(format))
+        });
+    }
+}
+
+criterion_group!(benches, routing, header_rewrite, round_robin, observe);
 criterion_main!(benches);

@@ -29,8 +29,14 @@ pub async fn prepare(listen: SocketAddr) -> std::io::Result<(Config, Vec<SocketA
 }
 
 /// What the demo prints so a newcomer knows what to try.
-pub fn banner(proxy: SocketAddr, origins: &[SocketAddr]) -> String {
+pub fn banner(proxy: SocketAddr, admin: Option<SocketAddr>, origins: &[SocketAddr]) -> String {
     let list: Vec<String> = origins.iter().map(|a| a.to_string()).collect();
+    let admin = admin.map_or_else(String::new, |a| {
+        format!(
+            "\n  curl http://{a}/metrics | grep requests_total   # Prometheus metrics\n  \
+             open http://{a}/status                           # the status page (or /status.json)"
+        )
+    });
     format!(
         "switchyard demo: proxy on http://{proxy}, origins on {}\n\
          try:\n  \
@@ -39,8 +45,8 @@ pub fn banner(proxy: SocketAddr, origins: &[SocketAddr]) -> String {
          curl http://{proxy}/api              # 301 to /api/, as nginx\n  \
          curl 'http://{proxy}/?chunks=5&interval=300ms'   # streamed as it comes\n  \
          curl 'http://{proxy}/api/slow?delay=3s'          # 504 after read_timeout 2s\n  \
-         curl --http2-prior-knowledge http://{proxy}/     # HTTP/2 to an HTTP/1.1 origin\n\
-         Ctrl-C stops it.",
+         curl --http2-prior-knowledge http://{proxy}/     # HTTP/2 to an HTTP/1.1 origin{admin}\n\
+         Requests are logged below. Ctrl-C stops it.",
         list.join(", ")
     )
 }

@@ -210,7 +210,10 @@ async fn run(
         let proxy = running
             .addr("public")
             .expect("the demo has a public listener");
-        println!("{}", switchyard::demo::banner(proxy, &origins));
+        println!(
+            "{}",
+            switchyard::demo::banner(proxy, running.admin, &origins)
+        );
     }
     // The demo's file names origins that only exist in this process: no reloads.
     let _watcher = if watch && !demo {
