@@ -215,11 +215,7 @@ async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Byte
         }
         (&Method::GET, ["config", "reload"]) => {
             let s = &control.stats;
-            let last = s
-                .last_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let last = s.last_error();
             reply(
                 StatusCode::OK,
                 json!({

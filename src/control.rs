@@ -46,6 +46,16 @@ pub struct ReloadStats {
     pub last_error: Mutex<Option<String>>,
 }
 
+impl ReloadStats {
+    /// Why the last reload failed, if it did (a later success clears it).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     #[error("{0}")]

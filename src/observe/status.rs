@@ -103,11 +103,7 @@ impl Status {
         let config = shared.config();
         let snapshot = shared.load();
         let stats = &control.stats;
-        let last_error = stats
-            .last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let last_error = stats.last_error();
         let now = SystemTime::now();
         Status {
             version: env!("CARGO_PKG_VERSION"),
