@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 
 use crate::balance;
 use crate::config::{BalanceKind, Config, RetryPolicy, Timeouts, UpstreamConfig};
 use crate::health::Supervisor;
 use crate::proxy::headers::HeaderAction;
 use crate::proxy::route::Router;
+use crate::tls;
 use crate::upstream::{
     Active, Measure, Passive, Registry, ServerKey, Tier, Upstream, UpstreamServer,
 };
@@ -31,17 +32,34 @@ pub struct Route {
     pub retry: RetryPolicy,
 }
 
+/// A listener as connections and requests see it.
+#[derive(Debug)]
+pub struct Listener {
+    pub router: Router,
+    /// `Some`: a TLS listener; each new connection handshakes with the
+    /// configuration current when it was accepted.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `Some(port)`: every request is redirected to `https://` on that port.
+    pub redirect_https: Option<u16>,
+    /// `Strict-Transport-Security` for every response (TLS listeners only).
+    pub hsts: Option<HeaderValue>,
+}
+
 #[derive(Debug)]
 pub struct Snapshot {
     /// Indexed by `ListenerId`; `None` for a listener this configuration lacks.
-    routers: Vec<Option<Router>>,
+    listeners: Vec<Option<Listener>>,
     pub routes: Vec<Route>,
     pub upstreams: Vec<Upstream>,
 }
 
 impl Snapshot {
+    pub fn listener(&self, id: ListenerId) -> Option<&Listener> {
+        self.listeners.get(id.0).and_then(Option::as_ref)
+    }
+
     pub fn router(&self, id: ListenerId) -> Option<&Router> {
-        self.routers.get(id.0).and_then(Option::as_ref)
+        self.listener(id).map(|l| &l.router)
     }
 }
 
@@ -51,6 +69,8 @@ pub struct Shared {
     state: ArcSwap<Snapshot>,
     registry: Registry,
     listener_ids: Mutex<HashMap<String, ListenerId>>,
+    /// TLS session resumption state per listener name, kept across reloads.
+    tls_sessions: Sessions,
     health: Mutex<Supervisor>,
     /// The configuration the current snapshot was built from; its lock also keeps
     /// two rebuilds from interleaving.
@@ -62,11 +82,13 @@ impl Shared {
     pub fn new(config: Config, workers: usize) -> Arc<Self> {
         let registry = Registry::new(workers);
         let listener_ids = Mutex::new(HashMap::new());
-        let snapshot = build(&config, &registry, &listener_ids, true);
+        let tls_sessions = Sessions::default();
+        let snapshot = build(&config, &registry, &listener_ids, &tls_sessions, true);
         Arc::new(Shared {
             state: ArcSwap::from_pointee(snapshot),
             registry,
             listener_ids,
+            tls_sessions,
             health: Mutex::new(Supervisor::default()),
             config: Mutex::new(Arc::new(config)),
         })
@@ -92,7 +114,13 @@ impl Shared {
     /// Builds a snapshot of `config` and makes it current.
     pub fn apply(&self, config: Config) {
         let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
-        let snapshot = Arc::new(build(&config, &self.registry, &self.listener_ids, false));
+        let snapshot = Arc::new(build(
+            &config,
+            &self.registry,
+            &self.listener_ids,
+            &self.tls_sessions,
+            false,
+        ));
         self.state.store(Arc::clone(&snapshot));
         *current = Arc::new(config);
         drop(current);
@@ -112,13 +140,34 @@ impl Shared {
     pub fn rebuild(&self) {
         // Under the lock, so a reload cannot slip in between and be undone.
         let current = self.config.lock().unwrap_or_else(|e| e.into_inner());
-        let snapshot = Arc::new(build(&current, &self.registry, &self.listener_ids, false));
+        let snapshot = Arc::new(build(
+            &current,
+            &self.registry,
+            &self.listener_ids,
+            &self.tls_sessions,
+            false,
+        ));
         self.state.store(snapshot);
     }
 
     pub fn listener_id(&self, name: &str) -> ListenerId {
         listener_id(&self.listener_ids, name)
     }
+
+    /// The TLS configuration a connection accepted now on listener `id` uses, or
+    /// `None` for plain HTTP. One atomic load, no reference count on the snapshot.
+    pub fn tls(&self, id: ListenerId) -> Option<Arc<rustls::ServerConfig>> {
+        self.state.load().listener(id)?.tls.clone()
+    }
+}
+
+/// Each TLS listener's session tickets and cache, by listener name: a reload that
+/// keeps the name keeps them, so clients resume across reloads.
+type Sessions = Mutex<HashMap<String, Arc<tls::Sessions>>>;
+
+fn sessions_of(all: &Sessions, name: &str) -> Arc<tls::Sessions> {
+    let mut all = all.lock().unwrap_or_else(|e| e.into_inner());
+    Arc::clone(all.entry(name.to_owned()).or_default())
 }
 
 fn listener_id(ids: &Mutex<HashMap<String, ListenerId>>, name: &str) -> ListenerId {
@@ -204,6 +253,7 @@ fn build(
     config: &Config,
     registry: &Registry,
     ids: &Mutex<HashMap<String, ListenerId>>,
+    sessions: &Sessions,
     initial: bool,
 ) -> Snapshot {
     let upstreams: Vec<Upstream> = config
@@ -229,16 +279,25 @@ fn build(
             retry: r.retry,
         })
         .collect();
-    let mut routers = Vec::new();
+    let mut listeners = Vec::new();
     for l in &config.listeners {
         let id = listener_id(ids, &l.name);
-        if routers.len() <= id.0 {
-            routers.resize_with(id.0 + 1, || None);
+        if listeners.len() <= id.0 {
+            listeners.resize_with(id.0 + 1, || None);
         }
-        routers[id.0] = Some(Router::new(&l.name, &config.routes));
+        let tls = l
+            .tls
+            .as_ref()
+            .map(|t| tls::server_config(t, &sessions_of(sessions, &l.name)));
+        listeners[id.0] = Some(Listener {
+            router: Router::new(&l.name, &config.routes),
+            tls,
+            redirect_https: l.redirect_https,
+            hsts: l.hsts.clone(),
+        });
     }
     Snapshot {
-        routers,
+        listeners,
         routes,
         upstreams,
     }

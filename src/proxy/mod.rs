@@ -8,6 +8,7 @@ mod body;
 mod forward;
 pub mod headers;
 mod payload;
+mod redirect;
 pub mod route;
 mod tunnel;
 
@@ -24,7 +25,7 @@ pub use headers::ClientInfo;
 
 use crate::body::RespBody;
 use crate::error::ProxyError;
-use crate::state::{ListenerId, Shared};
+use crate::state::{ListenerId, Shared, Snapshot};
 use attempts::Attempts;
 use payload::Head;
 use route::RouteMatch;
@@ -46,16 +47,29 @@ impl ProxyService {
         }
     }
 
-    async fn handle(self, mut req: Request<Incoming>) -> Result<Response<RespBody>, ProxyError> {
-        let snapshot = self.shared.load();
+    async fn handle(
+        self,
+        snapshot: Arc<Snapshot>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<RespBody>, ProxyError> {
+        let listener = snapshot
+            .listener(self.listener)
+            .ok_or(ProxyError::NoRoute)?;
         let host = match headers::request_host(req.uri(), req.headers()) {
             Ok(Some(h)) => h,
-            // HTTP/1.0 may omit Host; it is routed as an unnamed host.
-            Ok(None) if req.version() <= Version::HTTP_10 => HeaderValue::from_static(""),
+            // HTTP/1.0 may omit Host; it is routed as an unnamed host (but a
+            // redirect needs one).
+            Ok(None) if req.version() <= Version::HTTP_10 && listener.redirect_https.is_none() => {
+                HeaderValue::from_static("")
+            }
             Ok(None) => return Err(ProxyError::BadRequest("missing Host")),
             Err(why) => return Err(ProxyError::BadRequest(why)),
         };
-        let router = snapshot.router(self.listener).ok_or(ProxyError::NoRoute)?;
+        if let Some(port) = listener.redirect_https {
+            let host = host.to_str().unwrap_or_default();
+            return Ok(redirect::to_https(req.method(), req.uri(), host, port));
+        }
+        let router = &listener.router;
         let route = match router.find(host.to_str().unwrap_or_default(), req.uri().path()) {
             RouteMatch::Route(i) => &snapshot.routes[i],
             RouteMatch::AddSlash => return Ok(add_slash_redirect(req.uri())),
@@ -132,7 +146,15 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         let this = self.clone();
         let head_only = req.method() == Method::HEAD;
         Box::pin(async move {
-            Ok(match this.handle(req).await {
+            let snapshot = this.shared.load();
+            // Only a TLS connection's responses carry HSTS (RFC 6797 §7.2).
+            let hsts = match this.client.scheme {
+                "https" => snapshot
+                    .listener(this.listener)
+                    .and_then(|l| l.hsts.clone()),
+                _ => None,
+            };
+            let mut res = match this.handle(snapshot, req).await {
                 Ok(res) => res,
                 Err(e) => {
                     tracing::debug!(error = %e, "request failed");
@@ -142,7 +164,14 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                     }
                     res
                 }
-            })
+            };
+            // The listener's policy replaces any the server sent, on every
+            // response, errors included (nginx's `add_header ... always`).
+            if let Some(v) = hsts {
+                res.headers_mut()
+                    .insert(header::STRICT_TRANSPORT_SECURITY, v);
+            }
+            Ok(res)
         })
     }
 }
