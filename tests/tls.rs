@@ -1074,3 +1074,48 @@ fn diff_reports_tls_changes() {
         )]
     );
 }
+
+/// The commented TLS example in config/switchyard.toml, uncommented and pointed at
+/// real files, is a valid configuration: the documented keys stay in step with
+/// the code.
+#[test]
+fn repository_config_tls_example_is_valid() {
+    let pki = Pki::new("example");
+    let leaf = pki.leaf("site", &["example.com"]);
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/switchyard.toml"
+    ))
+    .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .windows(2)
+        .position(|w| w == ["# [[listener]]", "# name = \"https\""])
+        .expect("the TLS example in config/switchyard.toml");
+    let mut toml = String::new();
+    for l in lines[start..].iter().take_while(|l| l.starts_with('#')) {
+        let l = l
+            .strip_prefix("# ")
+            .or_else(|| l.strip_prefix('#'))
+            .unwrap();
+        if l.starts_with("cert =") {
+            toml += &format!("cert = {}\n", q(&leaf.cert));
+        } else if l.starts_with("key =") {
+            toml += &format!("key = {}\n", q(&leaf.key));
+        } else {
+            toml += l;
+            toml.push('\n');
+        }
+    }
+    toml += "[[route]]\nupstream = \"u\"\n[upstream.u]\nservers = [{ addr = \"127.0.0.1:1\" }]\n";
+    let c = Config::parse(Path::new("example.toml"), &toml)
+        .unwrap_or_else(|e| panic!("{e}\n---\n{toml}"));
+    let https = &c.listeners[0];
+    let tls = https
+        .tls
+        .as_ref()
+        .expect("the example's first listener is TLS");
+    assert_eq!(tls.sni.len(), 1);
+    assert_eq!(https.hsts.as_ref().unwrap(), "max-age=31536000");
+    assert_eq!(c.listeners[1].redirect_https, Some(8443));
+}
