@@ -411,9 +411,10 @@ impl Serve {
 
     /// The handshake runs in the connection's own task, never in the accept loop,
     /// so a slow or silent client holds only its own slot (for at most
-    /// `tls::HANDSHAKE_TIMEOUT`). The connection is counted for the drain from
-    /// the start: a drain waits for a handshake in progress, and a handshake that
-    /// completes during a drain serves nothing new.
+    /// `tls::HANDSHAKE_TIMEOUT`). Like a plain connection that has not sent a
+    /// request yet, a connection still in its handshake does not hold up a drain:
+    /// it joins its listener's drain group only once the handshake is done, and
+    /// is closed then if that group has been drained meanwhile.
     fn serve_tls(
         &self,
         config: Arc<rustls::ServerConfig>,
@@ -422,7 +423,9 @@ impl Serve {
         (id, generation): ListenerTag,
         guard: Option<OpenGuard>,
     ) {
-        let watcher = self.graceful(generation).watcher();
+        // The group exists from now on, so its absence later means it was drained.
+        drop(self.graceful(generation));
+        let gracefuls = Arc::clone(&self.gracefuls);
         let builders = Arc::clone(&self.builders);
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
@@ -431,6 +434,16 @@ impl Serve {
                 Ok(s) => s,
                 // Scanners and clients with nothing in common are routine: debug only.
                 Err(e) => return tracing::debug!(error = %e, %remote, "TLS handshake failed"),
+            };
+            // No await from the lookup to `watcher()`: the group's `Arc` is not held
+            // while a drain may try to take it.
+            let group = gracefuls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&generation)
+                .map(|g| g.watcher());
+            let Some(watcher) = group else {
+                return tracing::debug!(%remote, "listener draining; closing a connection after its handshake");
             };
             let svc = ProxyService::new(shared, id, ClientInfo::new(remote, "https"));
             let io = TokioIo::new(stream);

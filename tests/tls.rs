@@ -1119,3 +1119,104 @@ fn repository_config_tls_example_is_valid() {
     assert_eq!(https.hsts.as_ref().unwrap(), "max-age=31536000");
     assert_eq!(c.listeners[1].redirect_https, Some(8443));
 }
+
+// ---------------------------------------------------------------------------------
+// Drain and listener changes
+// ---------------------------------------------------------------------------------
+
+/// On shutdown a request in flight over TLS completes, while a client that
+/// connected and never sent its ClientHello does not hold the drain up (as a
+/// silent plain connection does not): shutdown returns well before that client's
+/// handshake would time out.
+#[tokio::test]
+async fn drain_finishes_tls_requests_and_does_not_wait_for_handshakes() {
+    use common::control::{Mode, Origin};
+    let pki = Pki::new("drain");
+    let leaf = pki.leaf("site", &["site.test"]);
+    let origin = Origin::start("slow").await;
+    origin.set(Mode::Slow(Duration::from_millis(300)));
+    let (p, addr) = start(&tls_config(&leaf, "", "", "", origin.addr())).await;
+    let _silent = TcpStream::connect(addr).await.unwrap();
+    // Connections are accepted in order: once this one is served, the silent one
+    // is in its handshake.
+    let mut tx = h1(connect(addr, "site.test", pki.client(BOTH, H1))
+        .await
+        .unwrap())
+    .await;
+    let request = tokio::spawn(async move { get1(&mut tx, "site.test", "/slow").await });
+    origin.wait_hit(EXCHANGE_LIMIT, |h| h.path == "/slow").await;
+    let started = std::time::Instant::now();
+    let drained = tokio::time::timeout(EXCHANGE_LIMIT, p.shutdown(Duration::from_secs(8)))
+        .await
+        .expect("shutdown returns");
+    assert!(drained, "every connection closed within the drain timeout");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "shutdown took {took:?}: it waited for a handshake"
+    );
+    let r = request.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, "slow\n");
+}
+
+/// A reload that adds `[listener.tls]` to a listener keeps its socket and makes
+/// its new connections TLS; removing it turns it back to plain HTTP.
+#[tokio::test]
+async fn reload_switches_a_listener_between_plain_and_tls_on_the_same_socket() {
+    let pki = Pki::new("switch");
+    let leaf = pki.leaf("site", &["site.test"]);
+    let o = start_origins(&["o"]).await;
+    let tls = tls_config(&leaf, "", "", "", o[0]);
+    let plain = tls.replace(
+        &format!(
+            "[listener.tls]\ncert = {}\nkey = {}\n",
+            q(&leaf.cert),
+            q(&leaf.key)
+        ),
+        "",
+    );
+    assert!(!plain.contains("[listener.tls]"));
+    let (p, addr) = start_file(&pki, &plain).await;
+    let file = pki.dir.path("conf").join("switchyard.toml");
+    assert_eq!(
+        common::get(addr, "/").await.seen_one("x-forwarded-proto"),
+        Some("http")
+    );
+
+    replace_file(&file, tls.as_bytes());
+    let changes: Vec<String> = p
+        .control
+        .reload()
+        .expect("reload")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        changes,
+        [format!(
+            "added listener public tls (cert {:?}, min_version 1.2)",
+            leaf.cert
+        )]
+    );
+    assert_eq!(p.addr("public"), Some(addr), "the socket is kept");
+    let mut tx = h1(connect(addr, "site.test", pki.client(BOTH, H1))
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(
+        get1(&mut tx, "site.test", "/")
+            .await
+            .seen_one("x-forwarded-proto"),
+        Some("https")
+    );
+
+    replace_file(&file, plain.as_bytes());
+    p.control.reload().expect("reload");
+    assert_eq!(
+        common::get(addr, "/").await.seen_one("x-forwarded-proto"),
+        Some("http")
+    );
+    // The TLS connection opened before keeps working until it closes.
+    assert_eq!(get1(&mut tx, "site.test", "/").await.status, StatusCode::OK);
+}
