@@ -119,6 +119,9 @@ impl TlsVersion {
 /// nginx's default `ssl_protocols` minus the obsolete 1.0 and 1.1: every client of
 /// the last decade speaks 1.2.
 pub const DEFAULT_TLS_MIN_VERSION: TlsVersion = TlsVersion::Tls12;
+/// Session tickets are on unless turned off, as in nginx (`ssl_session_tickets on`):
+/// a returning client skips the key exchange and signature, at no memory cost here.
+pub const DEFAULT_SESSION_TICKETS: bool = true;
 /// The port `redirect_https` sends clients to unless `https_port` says otherwise;
 /// being the default, it is left out of the redirect URL.
 pub const DEFAULT_HTTPS_PORT: u16 = 443;

@@ -10,7 +10,9 @@ use http::HeaderValue;
 
 use super::raw::RawTls;
 use super::validate::Checker;
-use super::{TlsConfig, TlsVersion, DEFAULT_HTTPS_PORT, DEFAULT_TLS_MIN_VERSION};
+use super::{
+    TlsConfig, TlsVersion, DEFAULT_HTTPS_PORT, DEFAULT_SESSION_TICKETS, DEFAULT_TLS_MIN_VERSION,
+};
 use crate::tls::{self, Certificate, Which};
 
 /// A listener's validated TLS-related settings.
@@ -114,7 +116,7 @@ fn check_tls(c: &mut Checker, base: &str, t: RawTls, dir: &Path) -> Option<TlsCo
         default: default?,
         sni,
         min_version,
-        session_tickets: t.session_tickets.unwrap_or(true),
+        session_tickets: t.session_tickets.unwrap_or(DEFAULT_SESSION_TICKETS),
     })
 }
 
