@@ -17,6 +17,7 @@ pub mod origin;
 pub mod proxy;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod upstream;
 pub mod watch;
 

@@ -1,5 +1,6 @@
 //! Listeners: bind, accept, serve each connection with hyper-util's auto builder
-//! (HTTP/1.1 and HTTP/2 prior knowledge on one port), and drain on shutdown.
+//! (HTTP/1.1 and HTTP/2 prior knowledge on one port, or TLS with ALPN choosing
+//! between them), and drain on shutdown.
 
 use std::collections::HashMap;
 use std::io;
@@ -20,6 +21,7 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::proxy::{ClientInfo, ProxyService};
 use crate::state::{ListenerId, Shared};
+use crate::tls::{self, Alpn};
 
 /// nginx's `client_header_timeout`. hyper also applies it while a keep-alive
 /// connection waits for its next request, so it doubles as the idle timeout.
@@ -237,7 +239,7 @@ async fn worker(
     };
     let serve = Serve {
         shared,
-        builder: builder(),
+        builders: Arc::new(Builders::new()),
         gracefuls: Arc::default(),
         handoff,
     };
@@ -360,7 +362,7 @@ impl Drop for OpenGuard {
 #[derive(Clone)]
 struct Serve {
     shared: Arc<Shared>,
-    builder: auto::Builder<TokioExecutor>,
+    builders: Arc<Builders>,
     /// Per listener socket generation: its connections, drained together when the
     /// listener is removed by a reload or the worker stops.
     gracefuls: Arc<Mutex<HashMap<u64, Arc<GracefulShutdown>>>>,
@@ -422,23 +424,94 @@ impl Serve {
         let _ = stream.set_nodelay(true);
         let open = self.shared.load().connections(id);
         open.increment(1.0);
+        if let Some(config) = self.shared.tls(id) {
+            return self.serve_tls(config, stream, remote, (id, generation), guard, open);
+        }
         let svc = ProxyService::new(
             Arc::clone(&self.shared),
             id,
             ClientInfo::new(remote, "http"),
         );
         let conn = self
-            .builder
+            .builders
+            .auto
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)
             .into_owned();
         let conn = self.graceful(generation).watch(conn);
+        let open = GaugeGuard(open);
         tokio::spawn(async move {
             let _guard = guard;
+            let _open = open;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %remote, "client connection ended with an error");
             }
-            open.decrement(1.0);
         });
+    }
+
+    /// The handshake runs in the connection's own task, never in the accept loop,
+    /// so a slow or silent client holds only its own slot (for at most
+    /// `tls::HANDSHAKE_TIMEOUT`). Like a plain connection that has not sent a
+    /// request yet, a connection still in its handshake does not hold up a drain:
+    /// it joins its listener's drain group only once the handshake is done, and
+    /// is closed then if that group has been drained meanwhile.
+    fn serve_tls(
+        &self,
+        config: Arc<rustls::ServerConfig>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        (id, generation): ListenerTag,
+        guard: Option<OpenGuard>,
+        open: metrics::Gauge,
+    ) {
+        // The group exists from now on, so its absence later means it was drained.
+        drop(self.graceful(generation));
+        let gracefuls = Arc::clone(&self.gracefuls);
+        let builders = Arc::clone(&self.builders);
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let _guard = guard;
+            // Counted from accept to close, handshake included, as plain ones are.
+            let _open = GaugeGuard(open);
+            let (stream, alpn) = match tls::handshake(config, stream).await {
+                Ok(s) => s,
+                // Scanners and clients with nothing in common are routine: debug only.
+                Err(e) => return tracing::debug!(error = %e, %remote, "TLS handshake failed"),
+            };
+            // No await from the lookup to `watcher()`: the group's `Arc` is not held
+            // while a drain may try to take it.
+            let group = gracefuls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&generation)
+                .map(|g| g.watcher());
+            let Some(watcher) = group else {
+                return tracing::debug!(%remote, "listener draining; closing a connection after its handshake");
+            };
+            let svc = ProxyService::new(shared, id, ClientInfo::new(remote, "https"));
+            let io = TokioIo::new(stream);
+            let result = match alpn {
+                Alpn::H2 => watcher.watch(builders.h2.serve_connection(io, svc)).await,
+                // HTTP/1.1, or no ALPN: the first bytes tell 1.x from HTTP/2.
+                Alpn::Http11 | Alpn::None => {
+                    watcher
+                        .watch(builders.auto.serve_connection_with_upgrades(io, svc))
+                        .await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %remote, "client connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Decrements an open-connections gauge when the connection's task ends, however
+/// it ends.
+struct GaugeGuard(metrics::Gauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 
@@ -489,6 +562,23 @@ async fn inbox_loop(
         match TcpStream::from_std(s) {
             Ok(stream) => serve.serve(stream, remote, id, Some(guard)),
             Err(e) => tracing::debug!(error = %e, "cannot take a handed-over connection"),
+        }
+    }
+}
+
+/// Connection builders, made once per worker.
+struct Builders {
+    /// HTTP/1.1 and HTTP/2 prior knowledge, told apart by the first bytes.
+    auto: auto::Builder<TokioExecutor>,
+    /// HTTP/2 only, for TLS connections that chose `h2` by ALPN.
+    h2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new() -> Self {
+        Builders {
+            auto: builder(),
+            h2: builder().http2_only(),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 
 use crate::balance;
 use crate::config::{BalanceKind, Config, RetryPolicy, Timeouts, UpstreamConfig};
@@ -15,6 +15,7 @@ use crate::health::Supervisor;
 use crate::observe::{AccessLog, Metrics, RouteMetrics};
 use crate::proxy::headers::HeaderAction;
 use crate::proxy::route::Router;
+use crate::tls;
 use crate::upstream::{
     Active, Measure, Passive, Registry, ServerKey, Tier, Upstream, UpstreamServer,
 };
@@ -36,12 +37,25 @@ pub struct Route {
     pub metrics: Arc<RouteMetrics>,
 }
 
+/// A listener as connections and requests see it.
+#[derive(Debug)]
+pub struct Listener {
+    pub router: Router,
+    /// `Some`: a TLS listener; each new connection handshakes with the
+    /// configuration current when it was accepted.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `Some(port)`: every request is redirected to `https://` on that port.
+    pub redirect_https: Option<u16>,
+    /// `Strict-Transport-Security` for every response (TLS listeners only).
+    pub hsts: Option<HeaderValue>,
+    /// Open client connections.
+    pub connections: metrics::Gauge,
+}
+
 #[derive(Debug)]
 pub struct Snapshot {
     /// Indexed by `ListenerId`; `None` for a listener this configuration lacks.
-    routers: Vec<Option<Router>>,
-    /// Open client connections, indexed like `routers`.
-    connections: Vec<metrics::Gauge>,
+    listeners: Vec<Option<Listener>>,
     pub routes: Vec<Route>,
     pub upstreams: Vec<Upstream>,
     /// Metrics of requests that match no route.
@@ -50,16 +64,18 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    pub fn listener(&self, id: ListenerId) -> Option<&Listener> {
+        self.listeners.get(id.0).and_then(Option::as_ref)
+    }
+
     pub fn router(&self, id: ListenerId) -> Option<&Router> {
-        self.routers.get(id.0).and_then(Option::as_ref)
+        self.listener(id).map(|l| &l.router)
     }
 
     /// The open-connections gauge of listener `id`.
     pub fn connections(&self, id: ListenerId) -> metrics::Gauge {
-        self.connections
-            .get(id.0)
-            .cloned()
-            .unwrap_or_else(metrics::Gauge::noop)
+        self.listener(id)
+            .map_or_else(metrics::Gauge::noop, |l| l.connections.clone())
     }
 }
 
@@ -69,6 +85,8 @@ pub struct Shared {
     state: ArcSwap<Snapshot>,
     registry: Registry,
     listener_ids: Mutex<HashMap<String, ListenerId>>,
+    /// TLS session resumption state per listener name, kept across reloads.
+    tls_sessions: Sessions,
     health: Mutex<Supervisor>,
     /// The configuration the current snapshot was built from; its lock also keeps
     /// two rebuilds from interleaving.
@@ -93,11 +111,21 @@ impl Shared {
         let listener_ids = Mutex::new(HashMap::new());
         let metrics = Metrics::new(config.admin.is_some());
         let log = open_log(None, &config)?;
-        let snapshot = build(&config, &registry, &listener_ids, &metrics, log, true);
+        let tls_sessions = Sessions::default();
+        let snapshot = build(
+            &config,
+            &registry,
+            &listener_ids,
+            &tls_sessions,
+            &metrics,
+            log,
+            true,
+        );
         Ok(Arc::new(Shared {
             state: ArcSwap::from_pointee(snapshot),
             registry,
             listener_ids,
+            tls_sessions,
             health: Mutex::new(Supervisor::default()),
             config: Mutex::new(Arc::new(config)),
             metrics,
@@ -151,6 +179,7 @@ impl Shared {
             &config,
             &self.registry,
             &self.listener_ids,
+            &self.tls_sessions,
             &self.metrics,
             log,
             false,
@@ -181,6 +210,7 @@ impl Shared {
             &current,
             &self.registry,
             &self.listener_ids,
+            &self.tls_sessions,
             &self.metrics,
             log,
             false,
@@ -191,6 +221,21 @@ impl Shared {
     pub fn listener_id(&self, name: &str) -> ListenerId {
         listener_id(&self.listener_ids, name)
     }
+
+    /// The TLS configuration a connection accepted now on listener `id` uses, or
+    /// `None` for plain HTTP. One atomic load, no reference count on the snapshot.
+    pub fn tls(&self, id: ListenerId) -> Option<Arc<rustls::ServerConfig>> {
+        self.state.load().listener(id)?.tls.clone()
+    }
+}
+
+/// Each TLS listener's session tickets and cache, by listener name: a reload that
+/// keeps the name keeps them, so clients resume across reloads.
+type Sessions = Mutex<HashMap<String, Arc<tls::Sessions>>>;
+
+fn sessions_of(all: &Sessions, name: &str) -> Arc<tls::Sessions> {
+    let mut all = all.lock().unwrap_or_else(|e| e.into_inner());
+    Arc::clone(all.entry(name.to_owned()).or_default())
 }
 
 /// The access log `config` asks for: the running one when unchanged (its queue and
@@ -298,6 +343,7 @@ fn build(
     config: &Config,
     registry: &Registry,
     ids: &Mutex<HashMap<String, ListenerId>>,
+    sessions: &Sessions,
     metrics: &Metrics,
     access_log: Option<Arc<AccessLog>>,
     initial: bool,
@@ -336,20 +382,26 @@ fn build(
             retry: r.retry,
         })
         .collect();
-    let mut routers = Vec::new();
-    let mut connections = Vec::new();
+    let mut listeners = Vec::new();
     for l in &config.listeners {
         let id = listener_id(ids, &l.name);
-        if routers.len() <= id.0 {
-            routers.resize_with(id.0 + 1, || None);
-            connections.resize_with(id.0 + 1, metrics::Gauge::noop);
+        if listeners.len() <= id.0 {
+            listeners.resize_with(id.0 + 1, || None);
         }
-        routers[id.0] = Some(Router::new(&l.name, &config.routes));
-        connections[id.0] = metrics.connections(&l.name);
+        let tls = l
+            .tls
+            .as_ref()
+            .map(|t| tls::server_config(t, &sessions_of(sessions, &l.name)));
+        listeners[id.0] = Some(Listener {
+            router: Router::new(&l.name, &config.routes),
+            tls,
+            redirect_https: l.redirect_https,
+            hsts: l.hsts.clone(),
+            connections: metrics.connections(&l.name),
+        });
     }
     Snapshot {
-        routers,
-        connections,
+        listeners,
         routes,
         upstreams,
         unrouted: Arc::new(metrics.unrouted()),

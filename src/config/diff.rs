@@ -19,8 +19,8 @@ use serde::Serialize;
 use super::{
     AccessLogConfig, AdminConfig, BalanceKind, Config, HashKey, HeaderTemplate, HealthCheckConfig,
     HostPattern, LeastTimeMode, ListenerConfig, LogFormat, LogTarget, NextUpstream, RetryPolicy,
-    RouteConfig, Segment, ServerConfig, StatusSet, StickyConfig, UpstreamConfig, Variable,
-    DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS,
+    RouteConfig, Segment, ServerConfig, StatusSet, StickyConfig, TlsConfig, UpstreamConfig,
+    Variable, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS,
 };
 
 /// One difference between two configurations.
@@ -172,10 +172,86 @@ impl Diff {
         for (name, pair) in pairs {
             let what = format!("listener {name}");
             match pair {
-                (None, Some(n)) => self.push(Action::Added, what, n.listen.to_string()),
-                (Some(o), None) => self.push(Action::Removed, what, o.listen.to_string()),
-                (Some(o), Some(n)) => self.field(&what, "listen", &o.listen, &n.listen, show),
+                (None, Some(n)) => self.push(Action::Added, what, listener_summary(n)),
+                (Some(o), None) => self.push(Action::Removed, what, listener_summary(o)),
+                (Some(o), Some(n)) => {
+                    self.field(&what, "listen", &o.listen, &n.listen, show);
+                    self.field(
+                        &what,
+                        "redirect_https",
+                        &o.redirect_https,
+                        &n.redirect_https,
+                        |p| p.map_or("off".into(), |p| format!("port {p}")),
+                    );
+                    self.field(&what, "hsts", &o.hsts, &n.hsts, |h| {
+                        h.as_ref()
+                            .map_or("off".into(), |h| format!("{:?}", h.to_str().unwrap_or("")))
+                    });
+                    self.tls(&what, o.tls.as_ref(), n.tls.as_ref());
+                }
                 (None, None) => unreachable!(),
+            }
+        }
+    }
+
+    /// A listener's TLS settings, and whether a certificate file now holds another
+    /// certificate (a rotation: same path, new content).
+    fn tls(&mut self, what: &str, old: Option<&TlsConfig>, new: Option<&TlsConfig>) {
+        let (o, n) = match (old, new) {
+            (None, None) => return,
+            (None, Some(n)) => {
+                return self.push(Action::Added, format!("{what} tls"), tls_summary(n))
+            }
+            (Some(o), None) => {
+                return self.push(Action::Removed, format!("{what} tls"), tls_summary(o))
+            }
+            (Some(o), Some(n)) => (o, n),
+        };
+        let path = |p: &std::path::PathBuf| format!("{p:?}");
+        self.field(
+            what,
+            "tls.cert",
+            &o.default.cert_path,
+            &n.default.cert_path,
+            path,
+        );
+        self.field(
+            what,
+            "tls.key",
+            &o.default.key_path,
+            &n.default.key_path,
+            path,
+        );
+        self.field(
+            what,
+            "tls.min_version",
+            &o.min_version,
+            &n.min_version,
+            |v| v.as_str().to_owned(),
+        );
+        self.field(
+            what,
+            "tls.session_tickets",
+            &o.session_tickets,
+            &n.session_tickets,
+            show,
+        );
+        let sni = |t: &TlsConfig| -> Vec<std::path::PathBuf> {
+            t.sni.iter().map(|c| c.cert_path.clone()).collect()
+        };
+        self.field(what, "tls.sni", &sni(o), &sni(n), |v| format!("{v:?}"));
+        // Rotations: a file that stayed in the configuration with new content.
+        for c in n.certificates() {
+            let rotated = o
+                .certificates()
+                .find(|p| p.cert_path == c.cert_path && p.key_path == c.key_path)
+                .is_some_and(|p| !p.same_chain(c));
+            if rotated {
+                self.push(
+                    Action::Changed,
+                    what,
+                    format!("certificate {:?} reloaded (new content)", c.cert_path),
+                );
             }
         }
     }
@@ -383,6 +459,28 @@ fn by_key<K: Ord, T>(
         map.entry(k).or_insert((None, None)).1 = Some(v);
     }
     map
+}
+
+/// `127.0.0.1:8443, tls` or `0.0.0.0:80, redirect_https to port 443`.
+fn listener_summary(l: &ListenerConfig) -> String {
+    let mut s = l.listen.to_string();
+    if l.tls.is_some() {
+        s.push_str(", tls");
+    }
+    if let Some(p) = l.redirect_https {
+        let _ = write!(s, ", redirect_https to port {p}");
+    }
+    s
+}
+
+/// `cert "/etc/x.pem", 2 sni certificates, min_version 1.2`.
+fn tls_summary(t: &TlsConfig) -> String {
+    let mut s = format!("cert {:?}", t.default.cert_path);
+    if !t.sni.is_empty() {
+        let _ = write!(s, ", {} sni certificates", t.sni.len());
+    }
+    let _ = write!(s, ", min_version {}", t.min_version.as_str());
+    s
 }
 
 fn show<T: fmt::Display>(v: &T) -> String {

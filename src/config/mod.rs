@@ -7,6 +7,7 @@ mod diff;
 mod health;
 mod raw;
 mod template;
+mod tls;
 mod validate;
 
 use std::fmt;
@@ -14,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 
 pub use diff::{diff, Action, Change};
 pub use health::{
@@ -22,6 +23,8 @@ pub use health::{
     DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_FAILS,
 };
 pub use template::{HeaderTemplate, Segment, Variable};
+
+pub use crate::tls::Certificate;
 
 /// nginx's `proxy_connect_timeout` default: operators moving from nginx keep its feel.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -92,7 +95,61 @@ pub enum LogFormat {
 pub struct ListenerConfig {
     pub name: String,
     pub listen: SocketAddr,
+    /// `Some`: the listener terminates TLS.
+    pub tls: Option<TlsConfig>,
+    /// `Some(port)`: every request is answered with a redirect to `https://` on this
+    /// port (nginx's `return 301 https://$host$request_uri;`).
+    pub redirect_https: Option<u16>,
+    /// `Strict-Transport-Security` added to every response (TLS listeners only).
+    pub hsts: Option<HeaderValue>,
 }
+
+/// A TLS listener's certificates and protocol settings. The files are read and
+/// checked at validation, so a configuration that validates can be served.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Served when no `sni` certificate covers the client's name, or it sent none.
+    pub default: Certificate,
+    /// Chosen by the names in each certificate.
+    pub sni: Vec<Certificate>,
+    pub min_version: TlsVersion,
+    /// Stateless session tickets (nginx's `ssl_session_tickets`).
+    pub session_tickets: bool,
+}
+
+impl TlsConfig {
+    /// Every certificate, the default first.
+    pub fn certificates(&self) -> impl Iterator<Item = &Certificate> {
+        std::iter::once(&self.default).chain(&self.sni)
+    }
+}
+
+/// The oldest protocol version a TLS listener accepts; TLS 1.0 and 1.1 are never
+/// offered (RFC 8996).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        }
+    }
+}
+
+/// nginx's default `ssl_protocols` minus the obsolete 1.0 and 1.1: every client of
+/// the last decade speaks 1.2.
+pub const DEFAULT_TLS_MIN_VERSION: TlsVersion = TlsVersion::Tls12;
+/// Session tickets are on unless turned off, as in nginx (`ssl_session_tickets on`):
+/// a returning client skips the key exchange and signature, at no memory cost here.
+pub const DEFAULT_SESSION_TICKETS: bool = true;
+/// The port `redirect_https` sends clients to unless `https_port` says otherwise;
+/// being the default, it is left out of the redirect URL.
+pub const DEFAULT_HTTPS_PORT: u16 = 443;
 
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
@@ -299,8 +356,10 @@ impl Config {
     }
 
     /// Validates `text` as if read from `path` (used by `demo` and tests).
+    /// Relative certificate paths are taken from the directory of `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        validate::validate(text)
+        let dir = path.parent().unwrap_or(Path::new(""));
+        validate::validate(text, dir)
             .map(|mut c| {
                 c.source = path.to_owned();
                 c
@@ -309,6 +368,25 @@ impl Config {
                 file: path.to_owned(),
                 problems,
             })
+    }
+
+    /// Every certificate and key file the listeners use, each once: what the file
+    /// watch watches besides the configuration file.
+    pub fn tls_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = Vec::new();
+        for c in self
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref())
+            .flat_map(TlsConfig::certificates)
+        {
+            for f in [&c.cert_path, &c.key_path] {
+                if !files.contains(f) {
+                    files.push(f.clone());
+                }
+            }
+        }
+        files
     }
 
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {

@@ -25,6 +25,29 @@ pub(crate) struct RawAccessLog {
 pub(crate) struct RawListener {
     pub name: String,
     pub listen: String,
+    pub redirect_https: Option<bool>,
+    pub https_port: Option<u16>,
+    /// A `Strict-Transport-Security` value or a duration (its max-age).
+    pub hsts: Option<String>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub cert: String,
+    pub key: String,
+    pub min_version: Option<String>,
+    pub session_tickets: Option<bool>,
+    #[serde(default)]
+    pub sni: Vec<RawCertPair>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCertPair {
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Deserialize)]

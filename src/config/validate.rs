@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::time::Duration;
 
 use http::HeaderName;
@@ -13,6 +14,7 @@ use super::health::{
     self, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_FAILS, MAX_MAX_FAILS,
 };
 use super::raw::{RawAccessLog, RawAdmin, RawListener, RawRoute, RawServer, RawUpstream};
+use super::tls::RawListenerTls;
 use super::{
     AccessLogConfig, AdminConfig, BalanceKind, Config, HashKey, HeaderTemplate, HostPattern,
     LeastTimeMode, ListenerConfig, LogFormat, LogTarget, Problem, RouteConfig, ServerConfig,
@@ -96,7 +98,8 @@ impl Checker {
     }
 }
 
-pub(super) fn validate(text: &str) -> Result<Config, Vec<Problem>> {
+/// Validates `text`; relative file names in it are taken from `dir`.
+pub(super) fn validate(text: &str, dir: &Path) -> Result<Config, Vec<Problem>> {
     let table: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
@@ -172,7 +175,7 @@ pub(super) fn validate(text: &str) -> Result<Config, Vec<Problem>> {
             })
     });
     let access_log = access_log.and_then(|a| check_access_log(&mut c, a));
-    let listeners = check_listeners(&mut c, raw_listeners);
+    let listeners = check_listeners(&mut c, raw_listeners, dir);
     let upstreams = check_upstreams(&mut c, raw_upstreams);
     let routes = check_routes(&mut c, raw_routes, &declared);
 
@@ -251,7 +254,11 @@ fn elements<T: DeserializeOwned>(
     }
 }
 
-fn check_listeners(c: &mut Checker, raw: Vec<(usize, RawListener)>) -> Vec<ListenerConfig> {
+fn check_listeners(
+    c: &mut Checker,
+    raw: Vec<(usize, RawListener)>,
+    dir: &Path,
+) -> Vec<ListenerConfig> {
     if raw.is_empty() && c.problems.iter().all(|p| !p.path.starts_with("listener")) {
         c.err("listener", "at least one [[listener]] is required");
     }
@@ -268,6 +275,17 @@ fn check_listeners(c: &mut Checker, raw: Vec<(usize, RawListener)>) -> Vec<Liste
                 format!("duplicate listener name {:?}", l.name),
             );
         }
+        let https = super::tls::check(
+            c,
+            &base,
+            RawListenerTls {
+                tls: l.tls,
+                redirect_https: l.redirect_https,
+                https_port: l.https_port,
+                hsts: l.hsts,
+            },
+            dir,
+        );
         if let Some(listen) = c.socket_addr(&format!("{base}.listen"), &l.listen) {
             if listen.port() != 0 && !addrs.insert(listen) {
                 c.err(
@@ -278,6 +296,9 @@ fn check_listeners(c: &mut Checker, raw: Vec<(usize, RawListener)>) -> Vec<Liste
             out.push(ListenerConfig {
                 name: l.name,
                 listen,
+                tls: https.tls,
+                redirect_https: https.redirect_https,
+                hsts: https.hsts,
             });
         }
     }
@@ -686,7 +707,7 @@ mod tests {
     use super::*;
 
     fn problems(text: &str) -> Vec<Problem> {
-        validate(text).expect_err("expected problems")
+        validate(text, Path::new("")).expect_err("expected problems")
     }
 
     const BASE: &str = r#"
@@ -703,7 +724,7 @@ servers = [{ addr = "127.0.0.1:9001" }]
 
     #[test]
     fn minimal_config_is_valid_with_nginx_defaults() {
-        let c = validate(BASE).unwrap();
+        let c = validate(BASE, Path::new("")).unwrap();
         assert_eq!(c.routes[0].path, "/");
         assert_eq!(c.routes[0].timeouts, Timeouts::default());
         assert_eq!(c.upstreams[0].keepalive, DEFAULT_KEEPALIVE);

@@ -8,6 +8,7 @@ mod body;
 mod forward;
 pub mod headers;
 mod payload;
+mod redirect;
 pub mod route;
 mod tunnel;
 
@@ -53,14 +54,24 @@ impl ProxyService {
         mut req: Request<Incoming>,
         rec: &mut Record,
     ) -> Result<Response<RespBody>, ProxyError> {
+        let listener = snapshot
+            .listener(self.listener)
+            .ok_or(ProxyError::NoRoute)?;
         let host = match headers::request_host(req.uri(), req.headers()) {
             Ok(Some(h)) => h,
-            // HTTP/1.0 may omit Host; it is routed as an unnamed host.
-            Ok(None) if req.version() <= Version::HTTP_10 => HeaderValue::from_static(""),
+            // HTTP/1.0 may omit Host; it is routed as an unnamed host (but a
+            // redirect needs one).
+            Ok(None) if req.version() <= Version::HTTP_10 && listener.redirect_https.is_none() => {
+                HeaderValue::from_static("")
+            }
             Ok(None) => return Err(ProxyError::BadRequest("missing Host")),
             Err(why) => return Err(ProxyError::BadRequest(why)),
         };
-        let router = snapshot.router(self.listener).ok_or(ProxyError::NoRoute)?;
+        if let Some(port) = listener.redirect_https {
+            let host = host.to_str().unwrap_or_default();
+            return Ok(redirect::to_https(req.method(), req.uri(), host, port));
+        }
+        let router = &listener.router;
         let route = match router.find(host.to_str().unwrap_or_default(), req.uri().path()) {
             RouteMatch::Route(i) => &snapshot.routes[i],
             RouteMatch::AddSlash => return Ok(add_slash_redirect(req.uri())),
@@ -144,7 +155,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
             let snapshot = this.shared.load();
             let id = request_id::take_or_make(req.headers_mut());
             let mut rec = Record::start(&req, id, &this.client, snapshot.access_log.as_ref());
-            let res = match this.handle(&snapshot, req, &mut rec).await {
+            let mut res = match this.handle(&snapshot, req, &mut rec).await {
                 Ok(res) => res,
                 Err(e) => {
                     tracing::debug!(error = %e, "request failed");
@@ -155,6 +166,18 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                     res
                 }
             };
+            // Only a TLS connection's responses carry HSTS (RFC 6797 §7.2). The
+            // listener's policy replaces any the server sent, on every response,
+            // errors included (nginx's `add_header ... always`).
+            if this.client.scheme == "https" {
+                if let Some(v) = snapshot
+                    .listener(this.listener)
+                    .and_then(|l| l.hsts.clone())
+                {
+                    res.headers_mut()
+                        .insert(header::STRICT_TRANSPORT_SECURITY, v);
+                }
+            }
             Ok(rec.respond(res, &snapshot.unrouted))
         })
     }
