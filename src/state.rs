@@ -13,6 +13,7 @@ use crate::config::{BalanceKind, Config, RetryPolicy, Timeouts, UpstreamConfig};
 use crate::health::Supervisor;
 use crate::proxy::headers::HeaderAction;
 use crate::proxy::route::Router;
+use crate::upstream::transport::{self, Transport};
 use crate::upstream::{
     Active, Measure, Passive, Registry, ServerKey, Tier, Upstream, UpstreamServer,
 };
@@ -132,6 +133,10 @@ fn listener_id(ids: &Mutex<HashMap<String, ListenerId>>, name: &str) -> Listener
 /// health checks they wait for one passing check, and slow start ramps them.
 fn build_upstream(u: &UpstreamConfig, registry: &Registry, initial: bool) -> Upstream {
     let name: Arc<str> = Arc::from(u.name.as_str());
+    let tls_config = u
+        .tls
+        .as_ref()
+        .map(|t| transport::client_config(t, u.protocol));
     // Primaries first, backups after, each keeping the file's order.
     let mut servers: Vec<UpstreamServer> = u
         .servers
@@ -146,7 +151,8 @@ fn build_upstream(u: &UpstreamConfig, registry: &Registry, initial: bool) -> Ups
                 upstream: Arc::clone(&name),
                 addr: s.addr,
             };
-            let state = registry.server_or_new(key, u.keepalive, u.ewma_seed, |fresh| {
+            let transport = Transport::new(u.protocol, u.tls.as_ref(), tls_config.as_ref(), s);
+            let state = registry.server_or_new(key, u.keepalive, u.ewma_seed, transport, |fresh| {
                 if initial {
                     return;
                 }
@@ -196,6 +202,7 @@ fn build_upstream(u: &UpstreamConfig, registry: &Registry, initial: bool) -> Ups
         health_check: u.health_check.clone().map(Arc::new),
         max_ejected_percent: u.max_ejected_percent,
         budget: registry.budget(&name),
+        protocol: u.protocol,
         name,
     }
 }

@@ -7,6 +7,7 @@ mod diff;
 mod health;
 mod raw;
 mod template;
+mod transport;
 mod validate;
 
 use std::fmt;
@@ -22,6 +23,7 @@ pub use health::{
     DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_FAILS,
 };
 pub use template::{HeaderTemplate, Segment, Variable};
+pub use transport::{UpstreamProtocol, UpstreamTls, DEFAULT_TLS_VERIFY};
 
 /// nginx's `proxy_connect_timeout` default: operators moving from nginx keep its feel.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -29,6 +31,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx's `proxy_send_timeout` default.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an upgraded connection (WebSocket) may carry no byte either way before
+/// it is closed: HAProxy's commonly configured `timeout tunnel 1h`. nginx applies
+/// its 60 s `proxy_read_timeout` here, and "my WebSocket drops after a minute" is
+/// the classic result, fixed by raising it to an hour; chat clients that ping every
+/// 30–60 s never notice either value, while one hour still reclaims the in-flight
+/// slot of a tunnel whose peer vanished without a FIN.
+pub const DEFAULT_TUNNEL_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Idle upstream connections kept per server when `keepalive` is not set: nginx's
 /// commonly recommended `keepalive 32`, enough for a bot instance's concurrency
 /// without holding many sockets open on small origins.
@@ -98,6 +107,8 @@ pub struct Timeouts {
     pub read: Duration,
     /// Time between two writes of the request body to the upstream.
     pub send: Duration,
+    /// Idle limit of an upgraded connection: no byte either way for this long.
+    pub tunnel: Duration,
 }
 
 impl Default for Timeouts {
@@ -106,6 +117,7 @@ impl Default for Timeouts {
             connect: DEFAULT_CONNECT_TIMEOUT,
             read: DEFAULT_READ_TIMEOUT,
             send: DEFAULT_SEND_TIMEOUT,
+            tunnel: DEFAULT_TUNNEL_TIMEOUT,
         }
     }
 }
@@ -131,6 +143,10 @@ pub struct UpstreamConfig {
     pub health_check: Option<HealthCheckConfig>,
     /// Envoy's cap: passive ejection leaves at least the rest of the primaries.
     pub max_ejected_percent: u32,
+    /// The wire protocol to the servers.
+    pub protocol: UpstreamProtocol,
+    /// HTTPS to the servers; `None`: cleartext.
+    pub tls: Option<UpstreamTls>,
     pub servers: Vec<ServerConfig>,
 }
 
@@ -266,7 +282,7 @@ impl Config {
 
     /// Validates `text` as if read from `path` (used by `demo` and tests).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        validate::validate(text)
+        validate::validate(text, path)
             .map(|mut c| {
                 c.source = path.to_owned();
                 c

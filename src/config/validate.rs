@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::time::Duration;
 
 use http::HeaderName;
@@ -13,6 +14,7 @@ use super::health::{
     self, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_FAILS, MAX_MAX_FAILS,
 };
 use super::raw::{RawAdmin, RawListener, RawRoute, RawServer, RawUpstream};
+use super::transport;
 use super::{
     AdminConfig, BalanceKind, Config, HashKey, HeaderTemplate, HostPattern, LeastTimeMode,
     ListenerConfig, Problem, RouteConfig, ServerConfig, StickyConfig, Timeouts, UpstreamConfig,
@@ -27,13 +29,19 @@ pub(super) struct Checker {
     pub(super) problems: Vec<Problem>,
 }
 
+/// The directory relative paths in a file (`tls.ca_file`) are read from: the file's
+/// own, as a Kubernetes ConfigMap mounts a configuration next to its certificates.
+fn base_dir(source: &Path) -> &Path {
+    source.parent().unwrap_or(Path::new(""))
+}
+
 impl Checker {
     pub(super) fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
         self.problems.push(Problem::new(path, msg));
     }
 
     /// Deserialises one element, reporting a failure at `base` + serde's inner path.
-    fn de<T: DeserializeOwned>(&mut self, base: &str, value: toml::Value) -> Option<T> {
+    pub(super) fn de<T: DeserializeOwned>(&mut self, base: &str, value: toml::Value) -> Option<T> {
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -96,7 +104,8 @@ impl Checker {
     }
 }
 
-pub(super) fn validate(text: &str) -> Result<Config, Vec<Problem>> {
+/// Validates `text`, read from the file `source`.
+pub(super) fn validate(text: &str, source: &Path) -> Result<Config, Vec<Problem>> {
     let table: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
@@ -170,7 +179,7 @@ pub(super) fn validate(text: &str) -> Result<Config, Vec<Problem>> {
             })
     });
     let listeners = check_listeners(&mut c, raw_listeners);
-    let upstreams = check_upstreams(&mut c, raw_upstreams);
+    let upstreams = check_upstreams(&mut c, raw_upstreams, base_dir(source));
     let routes = check_routes(&mut c, raw_routes, &declared);
 
     if c.problems.is_empty() {
@@ -254,7 +263,11 @@ fn check_listeners(c: &mut Checker, raw: Vec<(usize, RawListener)>) -> Vec<Liste
     out
 }
 
-fn check_upstreams(c: &mut Checker, raw: BTreeMap<String, RawUpstream>) -> Vec<UpstreamConfig> {
+fn check_upstreams(
+    c: &mut Checker,
+    raw: BTreeMap<String, RawUpstream>,
+    dir: &Path,
+) -> Vec<UpstreamConfig> {
     let mut out = Vec::new();
     for (name, u) in raw {
         let base = format!("upstream.{name}");
@@ -406,6 +419,8 @@ fn check_upstreams(c: &mut Checker, raw: BTreeMap<String, RawUpstream>) -> Vec<U
         let health_check = u
             .health_check
             .and_then(|h| health::check_health(c, &format!("{base}.health_check"), h));
+        let (protocol, tls) =
+            transport::check_transport(c, &base, dir, u.protocol.as_deref(), u.tls);
         let max_ejected_percent = u.max_ejected_percent.unwrap_or(DEFAULT_MAX_EJECTED_PERCENT);
         if max_ejected_percent > 100 {
             c.err(
@@ -425,6 +440,8 @@ fn check_upstreams(c: &mut Checker, raw: BTreeMap<String, RawUpstream>) -> Vec<U
             sticky,
             health_check,
             max_ejected_percent,
+            protocol,
+            tls,
             servers,
         });
     }
@@ -573,6 +590,11 @@ fn check_routes(
                 r.send_timeout.as_deref(),
                 super::DEFAULT_SEND_TIMEOUT,
             ),
+            tunnel: c.duration(
+                &format!("{base}.tunnel_timeout"),
+                r.tunnel_timeout.as_deref(),
+                super::DEFAULT_TUNNEL_TIMEOUT,
+            ),
         };
         let mut set_headers = Vec::new();
         for (name, value) in r.set_headers {
@@ -636,7 +658,7 @@ mod tests {
     use super::*;
 
     fn problems(text: &str) -> Vec<Problem> {
-        validate(text).expect_err("expected problems")
+        validate(text, Path::new("t.toml")).expect_err("expected problems")
     }
 
     const BASE: &str = r#"
@@ -653,7 +675,7 @@ servers = [{ addr = "127.0.0.1:9001" }]
 
     #[test]
     fn minimal_config_is_valid_with_nginx_defaults() {
-        let c = validate(BASE).unwrap();
+        let c = validate(BASE, Path::new("t.toml")).unwrap();
         assert_eq!(c.routes[0].path, "/");
         assert_eq!(c.routes[0].timeouts, Timeouts::default());
         assert_eq!(c.upstreams[0].keepalive, DEFAULT_KEEPALIVE);

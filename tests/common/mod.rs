@@ -376,3 +376,4 @@ pub async fn counting_origin(
     (addr, accepted)
 }
 pub mod control;
+pub mod upstream;
