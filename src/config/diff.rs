@@ -849,6 +849,46 @@ retry_body_limit = "1MiB""#,
     }
 
     #[test]
+    fn upstream_protocol_tls_and_tunnel_timeout() {
+        let new = edit(
+            "[upstream.api]\nservers",
+            "[upstream.api]\nprotocol = \"h2\"\ntls = { sni = \"api.internal\" }\nservers",
+        )
+        .replacen(
+            "read_timeout = \"30s\"",
+            "read_timeout = \"30s\"\ntunnel_timeout = \"5m\"",
+            1,
+        );
+        assert_eq!(
+            lines(&new),
+            [
+                "changed route[0] (host api.example.com, path /api/): tunnel_timeout 1h → 5m",
+                "changed upstream api: protocol http1 → h2",
+                "changed upstream api: tls off → sni api.internal",
+            ]
+        );
+        let newer = new.replacen(
+            "tls = { sni = \"api.internal\" }",
+            "tls = { verify = false }",
+            1,
+        );
+        assert_eq!(
+            lines_between(&new, &newer),
+            [
+                "changed upstream api: tls.sni \"api.internal\" → the server's name",
+                "changed upstream api: tls.verify true → false",
+            ]
+        );
+        let added = format!(
+            "{new}\n[upstream.grpc]\nprotocol = \"h2c\"\nservers = [{{ addr = \"127.0.0.1:9050\" }}]\n"
+        );
+        assert_eq!(
+            lines_between(&new, &added),
+            ["added upstream grpc (balance round_robin, protocol h2c, server 127.0.0.1:9050)"]
+        );
+    }
+
+    #[test]
     fn upstream_settings() {
         let old = edit(
             "[upstream.bots]\n",

@@ -178,3 +178,109 @@ fn read_ca_file(c: &mut Checker, key: &str, file: &Path) -> Vec<CertificateDer<'
     }
     certs
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::validate::validate;
+    use super::*;
+
+    fn upstream(keys: &str) -> String {
+        format!(
+            "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:8080\"\n\n\
+             [[route]]\nupstream = \"api\"\n\n\
+             [upstream.api]\n{keys}\nservers = [{{ addr = \"127.0.0.1:9001\" }}]\n"
+        )
+    }
+
+    fn problems(text: &str, dir: &Path) -> Vec<(String, String)> {
+        validate(text, &dir.join("t.toml"))
+            .expect_err("expected problems")
+            .into_iter()
+            .map(|p| (p.path, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_cleartext_http1_and_tls_true_verifies_with_builtin_roots() {
+        let c = validate(&upstream(""), Path::new("t.toml")).unwrap();
+        assert_eq!(c.upstreams[0].protocol, UpstreamProtocol::Http1);
+        assert_eq!(c.upstreams[0].tls, None);
+        let c = validate(&upstream("tls = true"), Path::new("t.toml")).unwrap();
+        let tls = c.upstreams[0].tls.as_ref().unwrap();
+        assert!(tls.verify && tls.sni.is_none() && tls.ca_certs.is_empty());
+        let c = validate(
+            &upstream("tls = false\nprotocol = \"h2c\""),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.upstreams[0].tls, None);
+        assert_eq!(c.upstreams[0].protocol, UpstreamProtocol::H2c);
+    }
+
+    #[test]
+    fn every_transport_problem_is_reported_with_its_key() {
+        let dir = Path::new("/nonexistent-switchyard-dir");
+        let p = problems(
+            &format!(
+                "{}\n[upstream.b]\nprotocol = \"h2c\"\ntls = {{ verify = false, ca_file = \"ca.pem\" }}\n\
+                 servers = [{{ addr = \"127.0.0.1:9002\" }}]\n\
+                 [upstream.c]\nprotocol = \"http3\"\ntls = \"yes\"\nservers = [{{ addr = \"127.0.0.1:9003\" }}]\n\
+                 [upstream.d]\ntls = {{ sni = \"bad name!\" }}\nservers = [{{ addr = \"127.0.0.1:9004\" }}]\n\
+                 [upstream.e]\ntls = {{ pin = 1 }}\nservers = [{{ addr = \"127.0.0.1:9005\" }}]\n",
+                upstream("protocol = \"h2\"")
+            ),
+            dir,
+        );
+        let has = |path: &str, part: &str| {
+            assert!(
+                p.iter().any(|(k, m)| k == path && m.contains(part)),
+                "no {path}: …{part}… in {p:#?}"
+            )
+        };
+        has("upstream.api.protocol", "needs `tls`");
+        has("upstream.b.protocol", "cleartext HTTP/2");
+        has("upstream.b.tls.ca_file", "no effect with verify = false");
+        has(
+            "upstream.b.tls.ca_file",
+            "cannot read /nonexistent-switchyard-dir/ca.pem",
+        );
+        has("upstream.c.protocol", "unknown protocol \"http3\"");
+        has("upstream.c.tls", "expected true, false or a table");
+        has(
+            "upstream.d.tls.sni",
+            "\"bad name!\" is not a valid DNS name or IP address",
+        );
+        has("upstream.e.tls.pin", "unknown field `pin`");
+        assert_eq!(p.len(), 8, "{p:#?}");
+    }
+
+    #[test]
+    fn ca_file_is_read_relative_to_the_file_and_must_hold_certificates() {
+        let dir = std::env::temp_dir().join(format!("switchyard-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("empty.pem"), "no certificates here\n").unwrap();
+
+        let c = validate(
+            &upstream("tls = { ca_file = \"ca.pem\", sni = \"origin.example\" }"),
+            &dir.join("t.toml"),
+        )
+        .unwrap();
+        let tls = c.upstreams[0].tls.as_ref().unwrap();
+        assert_eq!(tls.ca_certs, vec![ca.der().clone()]);
+        assert_eq!(tls.ca_file.as_deref(), Some(dir.join("ca.pem").as_path()));
+        assert_eq!(tls.sni.as_deref(), Some("origin.example"));
+
+        let p = problems(&upstream("tls = { ca_file = \"empty.pem\" }"), &dir);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "upstream.api.tls.ca_file");
+        assert!(p[0].1.ends_with("holds no PEM certificate"), "{p:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

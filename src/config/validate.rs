@@ -683,6 +683,26 @@ servers = [{ addr = "127.0.0.1:9001" }]
     }
 
     #[test]
+    fn tunnel_timeout_defaults_to_an_hour_and_parses() {
+        let c = validate(BASE, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            c.routes[0].timeouts.tunnel,
+            super::super::DEFAULT_TUNNEL_TIMEOUT
+        );
+        let text = BASE.replace(
+            "upstream = \"api\"",
+            "upstream = \"api\"\ntunnel_timeout = \"90s\"",
+        );
+        let c = validate(&text, Path::new("t.toml")).unwrap();
+        assert_eq!(c.routes[0].timeouts.tunnel, Duration::from_secs(90));
+        let p = problems(&BASE.replace(
+            "upstream = \"api\"",
+            "upstream = \"api\"\ntunnel_timeout = \"0s\"",
+        ));
+        assert_eq!(p[0].path, "route[0].tunnel_timeout", "{p:?}");
+    }
+
+    #[test]
     fn type_error_points_inside_the_element() {
         let p = problems(&BASE.replace(
             "{ addr = \"127.0.0.1:9001\" }",
