@@ -236,3 +236,59 @@ async fn a_goaway_connection_is_replaced() {
         "the GOAWAY'd connection was replaced: {n} connections"
     );
 }
+
+/// The server side of a protocol switch is HTTP/1.1's `Upgrade`: to an HTTP/2
+/// upstream an HTTP/2 client's extended CONNECT is refused with 501, and an
+/// HTTP/1.1 client's `Upgrade` offer is ignored (the request goes on as a plain one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_switches_to_an_h2_upstream() {
+    let origin = proto_origin(OriginSpec::h2c()).await;
+    let (_running, addr) = proxy_to_h2c(&origin).await;
+
+    let r = common::send(
+        addr,
+        "GET",
+        "/ws",
+        &[("connection", "upgrade"), ("upgrade", "websocket")],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, "HTTP/2.0 /ws\n");
+    assert!(!origin.seen()[0].headers.contains_key("upgrade"));
+
+    let mut tx = h2_client::<Full<Bytes>>(addr).await;
+    // A first exchange, so the proxy's SETTINGS (extended CONNECT on) are known.
+    let warm = Request::builder()
+        .uri(format!("http://{addr}/"))
+        .version(Version::HTTP_2)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    tx.ready().await.unwrap();
+    let _ = tx
+        .send_request(warm)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await;
+    let mut req = Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("http://{addr}/ws"))
+        .version(Version::HTTP_2)
+        .header("sec-websocket-version", "13")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let res = tokio::time::timeout(EXCHANGE_LIMIT, tx.send_request(req))
+        .await
+        .unwrap()
+        .expect("an answer");
+    assert_eq!(res.status(), StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(
+        origin.seen().len(),
+        2,
+        "the CONNECT never reached the origin"
+    );
+}
