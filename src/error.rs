@@ -18,6 +18,9 @@ pub enum ProxyError {
     Connect(#[source] std::io::Error),
     #[error("connecting to the upstream timed out")]
     ConnectTimeout,
+    /// The TLS handshake with the upstream failed (certificate, protocol, ALPN).
+    #[error("TLS with the upstream failed: {0}")]
+    Tls(#[source] std::io::Error),
     #[error("the upstream connection failed: {0}")]
     Upstream(#[source] hyper::Error),
     #[error("the upstream did not read the request body in time")]
@@ -26,18 +29,25 @@ pub enum ProxyError {
     ReadTimeout,
     #[error("the client stopped sending its request body")]
     ClientBodyTimeout,
+    /// A request the proxy cannot carry to this upstream.
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
 }
 
 impl ProxyError {
-    /// nginx's choices: refused or broken upstream connections are 502, timeouts
-    /// (connect included) are 504, nothing to send to is 503.
+    /// nginx's choices: refused, broken or untrusted (TLS) upstream connections are
+    /// 502, timeouts (connect and TLS handshake included) are 504, nothing to send
+    /// to is 503.
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::NoServer(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect(_) | ProxyError::Tls(_) | ProxyError::Upstream(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::ConnectTimeout | ProxyError::SendTimeout | ProxyError::ReadTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }

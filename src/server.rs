@@ -591,7 +591,9 @@ fn builder() -> auto::Builder<TokioExecutor> {
         .max_buf_size(MAX_HEADER_BYTES);
     b.http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        // RFC 8441: WebSocket over HTTP/2 streams (see proxy::tunnel).
+        .enable_connect_protocol();
     b
 }
 

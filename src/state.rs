@@ -16,6 +16,7 @@ use crate::observe::{AccessLog, Metrics, RouteMetrics};
 use crate::proxy::headers::HeaderAction;
 use crate::proxy::route::Router;
 use crate::tls;
+use crate::upstream::transport::{self, Transport};
 use crate::upstream::{
     Active, Measure, Passive, Registry, ServerKey, Tier, Upstream, UpstreamServer,
 };
@@ -269,6 +270,10 @@ fn build_upstream(
     initial: bool,
 ) -> Upstream {
     let name: Arc<str> = Arc::from(u.name.as_str());
+    let tls_config = u
+        .tls
+        .as_ref()
+        .map(|t| transport::client_config(t, u.protocol));
     // Primaries first, backups after, each keeping the file's order.
     let mut servers: Vec<UpstreamServer> = u
         .servers
@@ -283,7 +288,8 @@ fn build_upstream(
                 upstream: Arc::clone(&name),
                 addr: s.addr,
             };
-            let state = registry.server_or_new(key, u.keepalive, u.ewma_seed, |fresh| {
+            let transport = Transport::new(u.protocol, u.tls.as_ref(), tls_config.as_ref(), s);
+            let state = registry.server_or_new(key, u.keepalive, u.ewma_seed, transport, |fresh| {
                 if initial {
                     return;
                 }
@@ -335,6 +341,7 @@ fn build_upstream(
         health_check: u.health_check.clone().map(Arc::new),
         max_ejected_percent: u.max_ejected_percent,
         budget: registry.budget(&name),
+        protocol: u.protocol,
         name,
     }
 }

@@ -20,7 +20,7 @@ use super::{
     AccessLogConfig, AdminConfig, BalanceKind, Config, HashKey, HeaderTemplate, HealthCheckConfig,
     HostPattern, LeastTimeMode, ListenerConfig, LogFormat, LogTarget, NextUpstream, RetryPolicy,
     RouteConfig, Segment, ServerConfig, StatusSet, StickyConfig, TlsConfig, UpstreamConfig,
-    Variable, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS,
+    UpstreamProtocol, UpstreamTls, Variable, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS,
 };
 
 /// One difference between two configurations.
@@ -284,6 +284,7 @@ impl Diff {
         self.field(what, "connect_timeout", &ot.connect, &nt.connect, dur);
         self.field(what, "read_timeout", &ot.read, &nt.read, dur);
         self.field(what, "send_timeout", &ot.send, &nt.send, dur);
+        self.field(what, "tunnel_timeout", &ot.tunnel, &nt.tunnel, dur);
         let headers = by_key(
             o.set_headers.iter().map(|(h, t)| (h.as_str(), t)),
             n.set_headers.iter().map(|(h, t)| (h.as_str(), t)),
@@ -332,6 +333,16 @@ impl Diff {
             b.as_str().to_owned()
         });
         self.field(what, "keepalive", &o.keepalive, &n.keepalive, show);
+        self.field(what, "protocol", &o.protocol, &n.protocol, |p| {
+            p.name().to_owned()
+        });
+        match (&o.tls, &n.tls) {
+            (Some(ot), Some(nt)) => self.upstream_tls(what, ot, nt),
+            (ot, nt) => self.field(what, "tls", ot, nt, |t| {
+                t.as_ref()
+                    .map_or_else(|| "off".to_owned(), upstream_tls_summary)
+            }),
+        }
         // Settings of one algorithm only matter while the new file uses it: when
         // `balance` changes, the old algorithm's settings going back to their
         // defaults is not news.
@@ -384,6 +395,22 @@ impl Diff {
             |p| format!("{p}%"),
         );
         self.servers(&o.name, &o.servers, &n.servers);
+    }
+
+    fn upstream_tls(&mut self, what: &str, o: &UpstreamTls, n: &UpstreamTls) {
+        self.field(what, "tls.sni", &o.sni, &n.sni, |s| {
+            s.as_ref()
+                .map_or_else(|| "the server's name".to_owned(), |s| format!("{s:?}"))
+        });
+        self.field(what, "tls.verify", &o.verify, &n.verify, show);
+        self.field(what, "tls.ca_file", &o.ca_file, &n.ca_file, |f| {
+            f.as_ref()
+                .map_or_else(|| "built-in roots".to_owned(), |f| f.display().to_string())
+        });
+        // Same file, new contents: a CA rotated in place.
+        if o.ca_file == n.ca_file && o.ca_certs != n.ca_certs {
+            self.push(Action::Changed, what, "tls.ca_file contents");
+        }
     }
 
     fn health_check(&mut self, what: &str, o: &HealthCheckConfig, n: &HealthCheckConfig) {
@@ -534,11 +561,37 @@ fn route_summary(r: &RouteConfig) -> String {
 fn upstream_summary(u: &UpstreamConfig) -> String {
     let servers: Vec<String> = u.servers.iter().map(|s| s.addr.to_string()).collect();
     let plural = if servers.len() == 1 { "" } else { "s" };
+    let mut transport = String::new();
+    if u.protocol != UpstreamProtocol::Http1 {
+        let _ = write!(transport, ", protocol {}", u.protocol.name());
+    }
+    if let Some(t) = &u.tls {
+        let _ = write!(transport, ", tls ({})", upstream_tls_summary(t));
+    }
     format!(
-        "balance {}, server{plural} {}",
+        "balance {}{transport}, server{plural} {}",
         u.balance.as_str(),
         servers.join(", ")
     )
+}
+
+/// `sni origin.example, ca_file /etc/ca.pem` or `verify off`.
+fn upstream_tls_summary(t: &UpstreamTls) -> String {
+    let mut parts = Vec::new();
+    if let Some(s) = &t.sni {
+        parts.push(format!("sni {s}"));
+    }
+    if let Some(f) = &t.ca_file {
+        parts.push(format!("ca_file {}", f.display()));
+    }
+    if !t.verify {
+        parts.push("verify off".to_owned());
+    }
+    if parts.is_empty() {
+        "on".to_owned()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// The server's settings, those at their defaults left out but the weight.
@@ -916,6 +969,46 @@ retry_body_limit = "1MiB""#,
                 "removed upstream api (balance round_robin, server 127.0.0.1:9011)",
                 "added upstream chats (balance hash, servers 127.0.0.1:9021, 127.0.0.1:9022)",
             ]
+        );
+    }
+
+    #[test]
+    fn upstream_protocol_tls_and_tunnel_timeout() {
+        let new = edit(
+            "[upstream.api]\nservers",
+            "[upstream.api]\nprotocol = \"h2\"\ntls = { sni = \"api.internal\" }\nservers",
+        )
+        .replacen(
+            "read_timeout = \"30s\"",
+            "read_timeout = \"30s\"\ntunnel_timeout = \"5m\"",
+            1,
+        );
+        assert_eq!(
+            lines(&new),
+            [
+                "changed route[0] (host api.example.com, path /api/): tunnel_timeout 1h → 5m",
+                "changed upstream api: protocol http1 → h2",
+                "changed upstream api: tls off → sni api.internal",
+            ]
+        );
+        let newer = new.replacen(
+            "tls = { sni = \"api.internal\" }",
+            "tls = { verify = false }",
+            1,
+        );
+        assert_eq!(
+            lines_between(&new, &newer),
+            [
+                "changed upstream api: tls.sni \"api.internal\" → the server's name",
+                "changed upstream api: tls.verify true → false",
+            ]
+        );
+        let added = format!(
+            "{new}\n[upstream.grpc]\nprotocol = \"h2c\"\nservers = [{{ addr = \"127.0.0.1:9050\" }}]\n"
+        );
+        assert_eq!(
+            lines_between(&new, &added),
+            ["added upstream grpc (balance round_robin, protocol h2c, server 127.0.0.1:9050)"]
         );
     }
 

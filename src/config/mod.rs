@@ -8,6 +8,7 @@ mod health;
 mod raw;
 mod template;
 mod tls;
+mod transport;
 mod validate;
 
 use std::fmt;
@@ -23,6 +24,7 @@ pub use health::{
     DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_FAILS,
 };
 pub use template::{HeaderTemplate, Segment, Variable};
+pub use transport::{UpstreamProtocol, UpstreamTls, DEFAULT_TLS_VERIFY};
 
 pub use crate::tls::Certificate;
 
@@ -32,6 +34,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx's `proxy_send_timeout` default.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an upgraded connection (WebSocket) may carry no byte either way before
+/// it is closed: HAProxy's commonly configured `timeout tunnel 1h`. nginx applies
+/// its 60 s `proxy_read_timeout` here, and "my WebSocket drops after a minute" is
+/// the classic result, fixed by raising it to an hour; chat clients that ping every
+/// 30–60 s never notice either value, while one hour still reclaims the in-flight
+/// slot of a tunnel whose peer vanished without a FIN.
+pub const DEFAULT_TUNNEL_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Idle upstream connections kept per server when `keepalive` is not set: nginx's
 /// commonly recommended `keepalive 32`, enough for a bot instance's concurrency
 /// without holding many sockets open on small origins.
@@ -185,6 +194,8 @@ pub struct Timeouts {
     pub read: Duration,
     /// Time between two writes of the request body to the upstream.
     pub send: Duration,
+    /// Idle limit of an upgraded connection: no byte either way for this long.
+    pub tunnel: Duration,
 }
 
 impl Default for Timeouts {
@@ -193,6 +204,7 @@ impl Default for Timeouts {
             connect: DEFAULT_CONNECT_TIMEOUT,
             read: DEFAULT_READ_TIMEOUT,
             send: DEFAULT_SEND_TIMEOUT,
+            tunnel: DEFAULT_TUNNEL_TIMEOUT,
         }
     }
 }
@@ -218,6 +230,10 @@ pub struct UpstreamConfig {
     pub health_check: Option<HealthCheckConfig>,
     /// Envoy's cap: passive ejection leaves at least the rest of the primaries.
     pub max_ejected_percent: u32,
+    /// The wire protocol to the servers.
+    pub protocol: UpstreamProtocol,
+    /// HTTPS to the servers; `None`: cleartext.
+    pub tls: Option<UpstreamTls>,
     pub servers: Vec<ServerConfig>,
 }
 
@@ -358,8 +374,7 @@ impl Config {
     /// Validates `text` as if read from `path` (used by `demo` and tests).
     /// Relative certificate paths are taken from the directory of `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let dir = path.parent().unwrap_or(Path::new(""));
-        validate::validate(text, dir)
+        validate::validate(text, path)
             .map(|mut c| {
                 c.source = path.to_owned();
                 c

@@ -62,6 +62,7 @@ pub(crate) struct RawRoute {
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
     pub send_timeout: Option<String>,
+    pub tunnel_timeout: Option<String>,
     #[serde(default)]
     pub set_headers: BTreeMap<String, String>,
     pub next_upstream: Option<Vec<String>>,
@@ -91,8 +92,19 @@ pub(crate) struct RawUpstream {
     pub keepalive: Option<u32>,
     pub max_ejected_percent: Option<u32>,
     pub health_check: Option<RawHealthCheck>,
+    pub protocol: Option<String>,
+    /// `true`, `false` or a table (`RawUpstreamTls`).
+    pub tls: Option<toml::Value>,
     /// Deserialised one by one, so one bad server does not hide another's problem.
     pub servers: Vec<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamTls {
+    pub sni: Option<String>,
+    pub ca_file: Option<String>,
+    pub verify: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,6 +15,7 @@ use super::health::{
 };
 use super::raw::{RawAccessLog, RawAdmin, RawListener, RawRoute, RawServer, RawUpstream};
 use super::tls::RawListenerTls;
+use super::transport;
 use super::{
     AccessLogConfig, AdminConfig, BalanceKind, Config, HashKey, HeaderTemplate, HostPattern,
     LeastTimeMode, ListenerConfig, LogFormat, LogTarget, Problem, RouteConfig, ServerConfig,
@@ -29,13 +30,19 @@ pub(super) struct Checker {
     pub(super) problems: Vec<Problem>,
 }
 
+/// The directory relative paths in a file (`tls.ca_file`) are read from: the file's
+/// own, as a Kubernetes ConfigMap mounts a configuration next to its certificates.
+fn base_dir(source: &Path) -> &Path {
+    source.parent().unwrap_or(Path::new(""))
+}
+
 impl Checker {
     pub(super) fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
         self.problems.push(Problem::new(path, msg));
     }
 
     /// Deserialises one element, reporting a failure at `base` + serde's inner path.
-    fn de<T: DeserializeOwned>(&mut self, base: &str, value: toml::Value) -> Option<T> {
+    pub(super) fn de<T: DeserializeOwned>(&mut self, base: &str, value: toml::Value) -> Option<T> {
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -98,8 +105,9 @@ impl Checker {
     }
 }
 
-/// Validates `text`; relative file names in it are taken from `dir`.
-pub(super) fn validate(text: &str, dir: &Path) -> Result<Config, Vec<Problem>> {
+/// Validates `text`, read from the file `source`; relative file names in it are
+/// taken from its directory.
+pub(super) fn validate(text: &str, source: &Path) -> Result<Config, Vec<Problem>> {
     let table: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
@@ -175,8 +183,8 @@ pub(super) fn validate(text: &str, dir: &Path) -> Result<Config, Vec<Problem>> {
             })
     });
     let access_log = access_log.and_then(|a| check_access_log(&mut c, a));
-    let listeners = check_listeners(&mut c, raw_listeners, dir);
-    let upstreams = check_upstreams(&mut c, raw_upstreams);
+    let listeners = check_listeners(&mut c, raw_listeners, base_dir(source));
+    let upstreams = check_upstreams(&mut c, raw_upstreams, base_dir(source));
     let routes = check_routes(&mut c, raw_routes, &declared);
 
     if c.problems.is_empty() {
@@ -305,7 +313,11 @@ fn check_listeners(
     out
 }
 
-fn check_upstreams(c: &mut Checker, raw: BTreeMap<String, RawUpstream>) -> Vec<UpstreamConfig> {
+fn check_upstreams(
+    c: &mut Checker,
+    raw: BTreeMap<String, RawUpstream>,
+    dir: &Path,
+) -> Vec<UpstreamConfig> {
     let mut out = Vec::new();
     for (name, u) in raw {
         let base = format!("upstream.{name}");
@@ -457,6 +469,8 @@ fn check_upstreams(c: &mut Checker, raw: BTreeMap<String, RawUpstream>) -> Vec<U
         let health_check = u
             .health_check
             .and_then(|h| health::check_health(c, &format!("{base}.health_check"), h));
+        let (protocol, tls) =
+            transport::check_transport(c, &base, dir, u.protocol.as_deref(), u.tls);
         let max_ejected_percent = u.max_ejected_percent.unwrap_or(DEFAULT_MAX_EJECTED_PERCENT);
         if max_ejected_percent > 100 {
             c.err(
@@ -476,6 +490,8 @@ fn check_upstreams(c: &mut Checker, raw: BTreeMap<String, RawUpstream>) -> Vec<U
             sticky,
             health_check,
             max_ejected_percent,
+            protocol,
+            tls,
             servers,
         });
     }
@@ -638,6 +654,11 @@ fn check_routes(
                 r.send_timeout.as_deref(),
                 super::DEFAULT_SEND_TIMEOUT,
             ),
+            tunnel: c.duration(
+                &format!("{base}.tunnel_timeout"),
+                r.tunnel_timeout.as_deref(),
+                super::DEFAULT_TUNNEL_TIMEOUT,
+            ),
         };
         let mut set_headers = Vec::new();
         for (name, value) in r.set_headers {
@@ -707,7 +728,7 @@ mod tests {
     use super::*;
 
     fn problems(text: &str) -> Vec<Problem> {
-        validate(text, Path::new("")).expect_err("expected problems")
+        validate(text, Path::new("t.toml")).expect_err("expected problems")
     }
 
     const BASE: &str = r#"
@@ -724,11 +745,31 @@ servers = [{ addr = "127.0.0.1:9001" }]
 
     #[test]
     fn minimal_config_is_valid_with_nginx_defaults() {
-        let c = validate(BASE, Path::new("")).unwrap();
+        let c = validate(BASE, Path::new("t.toml")).unwrap();
         assert_eq!(c.routes[0].path, "/");
         assert_eq!(c.routes[0].timeouts, Timeouts::default());
         assert_eq!(c.upstreams[0].keepalive, DEFAULT_KEEPALIVE);
         assert_eq!(c.upstreams[0].servers[0].weight, 1);
+    }
+
+    #[test]
+    fn tunnel_timeout_defaults_to_an_hour_and_parses() {
+        let c = validate(BASE, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            c.routes[0].timeouts.tunnel,
+            super::super::DEFAULT_TUNNEL_TIMEOUT
+        );
+        let text = BASE.replace(
+            "upstream = \"api\"",
+            "upstream = \"api\"\ntunnel_timeout = \"90s\"",
+        );
+        let c = validate(&text, Path::new("t.toml")).unwrap();
+        assert_eq!(c.routes[0].timeouts.tunnel, Duration::from_secs(90));
+        let p = problems(&BASE.replace(
+            "upstream = \"api\"",
+            "upstream = \"api\"\ntunnel_timeout = \"0s\"",
+        ));
+        assert_eq!(p[0].path, "route[0].tunnel_timeout", "{p:?}");
     }
 
     #[test]

@@ -149,8 +149,11 @@ async fn run(config: Arc<HealthCheckConfig>, targets: Vec<Target>) {
         let mut round = tokio::task::JoinSet::new();
         for (i, t) in targets.iter().enumerate() {
             let config = Arc::clone(&config);
-            let addr = t.state.addr();
-            round.spawn(async move { (i, probe(&config, addr).await) });
+            let state = Arc::clone(&t.state);
+            round.spawn(async move {
+                let result = probe(&config, state.addr(), state.pool.transport()).await;
+                (i, result)
+            });
         }
         while let Some(done) = round.join_next().await {
             let Ok((i, result)) = done else { continue };

@@ -80,6 +80,20 @@ impl<'a> Attempts<'a> {
         let hold = may_resend && (idempotent || (on.after_send() && route.retry.tries != 1));
         let payload = Payload::read(body, hold, route.retry.body_limit).await?;
         let keep = may_resend && payload.resendable();
+        let upgrade = match upgrade {
+            // The server side of a switch is HTTP/1.1's `Upgrade`, which HTTP/2 lacks.
+            // An HTTP/1.1 client's offer may be ignored (RFC 9110 §7.8: it goes on
+            // as a plain request); an HTTP/2 client's CONNECT cannot.
+            Some(u) if upstream.protocol.is_h2() => {
+                if u.extended() {
+                    return Err(ProxyError::Unsupported(
+                        "extended CONNECT to an HTTP/2 upstream",
+                    ));
+                }
+                None
+            }
+            u => u,
+        };
         Ok(Attempts {
             svc,
             route,
@@ -205,7 +219,8 @@ impl<'a> Attempts<'a> {
                         };
                         self.succeeded(idx, &mut guard);
                         drop(conn);
-                        return Ok((server, super::tunnel::relay(res, upgrade, guard)));
+                        let res = super::tunnel::relay(res, upgrade, guard, timeouts.tunnel);
+                        return Ok((server, res));
                     }
                     if !policy.on.status(status) {
                         self.succeeded(idx, &mut guard);
@@ -270,7 +285,8 @@ impl<'a> Attempts<'a> {
         Some(self.finish(self.head.as_ref()?.copy(), server, body))
     }
 
-    /// The server-dependent part of the head: proxy headers and `set_headers`.
+    /// The server-dependent part of the head: proxy headers and `set_headers`, and
+    /// the form the upstream's protocol wants.
     fn finish(&self, mut head: Head, server: &UpstreamServer, body: ReqBody) -> Request<ReqBody> {
         // An HTTP/1.0 request without a Host goes with the server's.
         if head.version <= Version::HTTP_10 && !head.headers.contains_key(header::HOST) {
@@ -282,6 +298,10 @@ impl<'a> Attempts<'a> {
             .get(&crate::observe::request_id::X_REQUEST_ID)
             .cloned()
             .unwrap_or_else(|| HeaderValue::from_static(""));
+        let h2 = self.upstream.protocol.is_h2();
+        // `TE` is hop-by-hop, but gRPC servers insist on `te: trailers` (it tells
+        // them every hop passes trailers, which holds over HTTP/2).
+        let te_trailers = h2 && headers::accepts_trailers(&head.headers);
         let vars = Vars {
             client: &self.svc.client,
             host: self.host,
@@ -293,7 +313,16 @@ impl<'a> Attempts<'a> {
             // Hop-by-hop, hence stripped above; an upgrade carries them on purpose.
             u.restore(&mut head.headers);
         }
-        head.version = Version::HTTP_11;
+        if h2 {
+            if te_trailers {
+                head.headers
+                    .insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+            let scheme = server.state.pool.transport().scheme();
+            head.make_h2(scheme, &server.state.addr_header);
+        } else {
+            head.version = Version::HTTP_11;
+        }
         head.into_request(body)
     }
 

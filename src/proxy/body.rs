@@ -11,12 +11,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use tokio::time::{Instant, Sleep};
 
-use crate::body::{BoxError, ReqBody};
+use crate::body::BoxError;
 use crate::error::ProxyError;
-use crate::upstream::InFlight;
+use crate::upstream::{InFlight, Sender};
 
 // ===== request side =====
 
@@ -179,11 +178,12 @@ impl Body for ClientBody {
 
 /// An upstream response body on its way to the client. It holds the request's
 /// in-flight guard and its upstream connection until the body ends (the connection
-/// then goes back to the pool) or is dropped (the connection is closed).
+/// then goes back to the pool) or is dropped (the connection is closed; an HTTP/2
+/// stream is reset). Trailers (gRPC's status) pass through as frames like data.
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: Incoming,
-    conn: Option<SendRequest<ReqBody>>,
+    conn: Option<Sender>,
     guard: InFlight,
     read_timeout: Duration,
     last_read: Instant,
@@ -192,12 +192,7 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    pub fn new(
-        inner: Incoming,
-        conn: SendRequest<ReqBody>,
-        guard: InFlight,
-        read_timeout: Duration,
-    ) -> Self {
+    pub fn new(inner: Incoming, conn: Sender, guard: InFlight, read_timeout: Duration) -> Self {
         UpstreamBody {
             inner,
             conn: Some(conn),

@@ -1,7 +1,7 @@
 //! Sending one request upstream and waiting for its response head under the route's
 //! timeouts.
 
-use http::{Method, Request, Response, Uri};
+use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -10,7 +10,7 @@ use crate::body::{ReqBody, RespBody};
 use crate::config::Timeouts;
 use crate::error::ProxyError;
 use crate::proxy::headers::strip_hop_by_hop;
-use crate::upstream::{InFlight, Pool, PooledConn};
+use crate::upstream::{InFlight, Pool, PooledConn, Sender};
 
 /// nginx's `client_body_timeout`: how long the client may pause while sending a
 /// request body before the exchange is abandoned with 408.
@@ -41,6 +41,11 @@ pub fn respond(
 ) -> Response<RespBody> {
     let (mut head, incoming) = res.into_parts();
     strip_hop_by_hop(&mut head.headers);
+    if head.version == Version::HTTP_2 {
+        // The client's connection decides its own version; HTTP/1.1 clients get
+        // hyper's fast status line this way.
+        head.version = Version::HTTP_11;
+    }
     let body = UpstreamBody::new(incoming, conn.tx, guard, timeouts.read);
     Response::from_parts(head, RespBody::Upstream(body))
 }
@@ -53,7 +58,10 @@ pub fn respond(
 /// connection gets it. When it was written but the connection then closed with no
 /// answer, `again` may supply a copy (bodiless or buffered idempotent requests),
 /// sent once on a fresh connection to the same server (RFC 9112 §9.3.1): a stale
-/// keep-alive connection is not the server's failure. Anything else is.
+/// keep-alive connection is not the server's failure. Anything else is. On a shared
+/// HTTP/2 connection the same holds for failures of the whole connection (GOAWAY,
+/// I/O) and for streams the server refused unprocessed (RFC 9113 §8.7); such a
+/// connection takes no new requests.
 pub async fn exchange(
     mut conn: PooledConn,
     mut req: Request<ReqBody>,
@@ -65,8 +73,13 @@ pub async fn exchange(
     let mut replayed = false;
     loop {
         let reused = conn.reused;
-        let fut = conn.tx.try_send_request(req);
-        match await_head(fut, progress, &timeouts).await {
+        let sent = match &mut conn.tx {
+            Sender::H1(tx) => await_head(tx.try_send_request(req), progress, &timeouts).await,
+            Sender::H2(lease) => {
+                await_head(lease.tx.try_send_request(req), progress, &timeouts).await
+            }
+        };
+        match sent {
             Ok(res) => return Ok((conn, res)),
             Err(Attempt::NotSent(back)) if reused => {
                 req = *back;
@@ -77,8 +90,19 @@ pub async fn exchange(
                     std::io::ErrorKind::ConnectionReset.into(),
                 ))
             }
-            Err(Attempt::Failed(ProxyError::Upstream(e))) if reused && !replayed => {
-                let Some(copy) = again() else {
+            Err(Attempt::Failed(ProxyError::Upstream(e))) => {
+                let stale = match &conn.tx {
+                    Sender::H1(_) => true,
+                    Sender::H2(lease) => {
+                        let whole = h2_connection_failed(&e);
+                        if whole {
+                            lease.condemn();
+                        }
+                        whole || h2_refused(&e)
+                    }
+                };
+                let copy = (stale && reused && !replayed).then(&again).flatten();
+                let Some(copy) = copy else {
                     return Err(ProxyError::Upstream(e));
                 };
                 tracing::debug!(error = %e, "pooled connection failed; sending again on a fresh one");
@@ -92,6 +116,28 @@ pub async fn exchange(
             Err(Attempt::Failed(e)) => return Err(e),
         }
     }
+}
+
+/// The HTTP/2 error behind a hyper error, if any.
+fn h2_error(e: &hyper::Error) -> Option<&h2::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<h2::Error>() {
+            return Some(h);
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// The whole HTTP/2 connection failed or is going away, not just this stream.
+fn h2_connection_failed(e: &hyper::Error) -> bool {
+    e.is_closed() || e.is_canceled() || h2_error(e).is_some_and(|h| h.is_go_away() || h.is_io())
+}
+
+/// The server reset the stream with REFUSED_STREAM: it did not process it.
+fn h2_refused(e: &hyper::Error) -> bool {
+    h2_error(e).is_some_and(|h| h.reason() == Some(h2::Reason::REFUSED_STREAM))
 }
 
 /// Methods a client may send twice without changing the outcome (RFC 9110 §9.2.2).

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Method, Request, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -31,6 +31,29 @@ impl Head {
             uri: self.uri.clone(),
             version: self.version,
             headers: self.headers.clone(),
+        }
+    }
+
+    /// The HTTP/2 form: the target in absolute form, whose authority (the Host
+    /// header's value, else `fallback`) hyper sends as `:authority` (RFC 9113
+    /// §8.3.1); the Host header itself goes.
+    pub fn make_h2(&mut self, scheme: http::uri::Scheme, fallback: &HeaderValue) {
+        self.version = Version::HTTP_2;
+        let host = self.headers.remove(http::header::HOST);
+        let authority = host
+            .iter()
+            .chain(std::iter::once(fallback))
+            .find_map(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(scheme);
+        parts.authority = authority;
+        parts.path_and_query = self
+            .uri
+            .path_and_query()
+            .cloned()
+            .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+        if let Ok(u) = Uri::from_parts(parts) {
+            self.uri = u;
         }
     }
 

@@ -8,6 +8,7 @@ mod inflight;
 mod latency;
 mod pool;
 mod server;
+pub mod transport;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -19,11 +20,11 @@ pub use inflight::{InFlight, Measure};
 pub use latency::{
     average_update, decay_weight, peak_projection, peak_update, stamp, Latency, FAILURE_PENALTY,
 };
-pub use pool::{set_worker_shard, Pool, PooledConn, DEFAULT_IDLE_TIMEOUT};
+pub use pool::{set_worker_shard, H2Lease, Pool, PooledConn, Sender, DEFAULT_IDLE_TIMEOUT};
 pub use server::{Registry, ServerKey, ServerState};
 
 use crate::balance::{Balancer, PickCtx};
-use crate::config::{HashKey, HealthCheckConfig, StickyConfig};
+use crate::config::{HashKey, HealthCheckConfig, StickyConfig, UpstreamProtocol};
 
 /// One upstream as the current configuration sees it.
 #[derive(Debug)]
@@ -44,6 +45,8 @@ pub struct Upstream {
     pub max_ejected_percent: u32,
     /// Shared by every snapshot that has this upstream.
     pub budget: Arc<RetryBudget>,
+    /// The wire protocol to the servers (each server's pool knows how to connect).
+    pub protocol: UpstreamProtocol,
 }
 
 #[derive(Debug)]
@@ -249,6 +252,7 @@ mod tests {
             health_check: None,
             max_ejected_percent: percent,
             budget: Arc::default(),
+            protocol: UpstreamProtocol::Http1,
         }
     }
 

@@ -9,6 +9,7 @@ use super::budget::RetryBudget;
 use super::health::{Active, Health};
 use super::latency::Latency;
 use super::pool::Pool;
+use super::transport::Transport;
 
 /// A server's identity across reloads: the upstream it belongs to and its address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -39,7 +40,13 @@ pub struct ServerState {
 }
 
 impl ServerState {
-    fn new(key: ServerKey, keepalive: usize, workers: usize, seed: std::time::Duration) -> Self {
+    fn new(
+        key: ServerKey,
+        keepalive: usize,
+        workers: usize,
+        seed: std::time::Duration,
+        transport: Transport,
+    ) -> Self {
         let id = crate::balance::hash_bytes(format!("{}\0{}", key.upstream, key.addr).as_bytes());
         ServerState {
             latency: Latency::new(seed),
@@ -49,7 +56,7 @@ impl ServerState {
             weight_override: AtomicU32::new(0),
             addr_header: HeaderValue::from_str(&key.addr.to_string())
                 .expect("a socket address is a valid header value"),
-            pool: Pool::new(key.addr, keepalive, workers),
+            pool: Pool::new(key.addr, keepalive, workers, transport),
             key,
             inflight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
@@ -148,25 +155,30 @@ impl Registry {
         keepalive: usize,
         seed: std::time::Duration,
     ) -> Arc<ServerState> {
-        self.server_or_new(key, keepalive, seed, |_| {})
+        self.server_or_new(key, keepalive, seed, Transport::plain(), |_| {})
     }
 
-    /// As `server`; `fresh` prepares a newly created state (warming, slow start)
-    /// before anyone else sees it.
+    /// As `server`, for a server reached through `transport`; `fresh` prepares a
+    /// newly created state (warming, slow start) before anyone else sees it. A
+    /// server whose transport changed (protocol, TLS settings) gets a new state:
+    /// its connections and its health verdict were about the old one.
     pub fn server_or_new(
         &self,
         key: ServerKey,
         keepalive: usize,
         seed: std::time::Duration,
+        transport: Transport,
         fresh: impl FnOnce(&ServerState),
     ) -> Arc<ServerState> {
         let mut map = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, w| w.strong_count() > 0);
         if let Some(s) = map.get(&key).and_then(Weak::upgrade) {
-            s.pool.set_max_idle(keepalive);
-            return s;
+            if s.pool.transport().key == transport.key {
+                s.pool.set_max_idle(keepalive);
+                return s;
+            }
         }
-        let s = ServerState::new(key.clone(), keepalive, self.workers, seed);
+        let s = ServerState::new(key.clone(), keepalive, self.workers, seed, transport);
         fresh(&s);
         let s = Arc::new(s);
         map.insert(key, Arc::downgrade(&s));

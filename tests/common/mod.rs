@@ -377,3 +377,4 @@ pub async fn counting_origin(
 }
 pub mod control;
 pub mod tls;
+pub mod upstream;
