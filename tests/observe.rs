@@ -6,11 +6,10 @@ mod common;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::control::{Client, Mode, Origin};
+use common::TempDir;
 use serde_json::Value;
 use switchyard::{Config, Running};
 
@@ -18,33 +17,6 @@ const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n\n";
 const PUBLIC: &str = "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n";
 /// Long enough for a loaded CI machine; conditions are polled, not waited out.
 const LIMIT: Duration = Duration::from_secs(10);
-
-/// A temporary directory, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "switchyard-observe-{tag}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        Dir(p)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 async fn start(text: &str) -> Running {
     let config = Config::parse(std::path::Path::new("observe.toml"), text)
@@ -292,7 +264,7 @@ async fn metrics_count_known_traffic_exactly() {
 async fn retries_and_reloads_are_counted() {
     let good = common::start_origins(&["good"]).await;
     let dead = common::closed_port().await;
-    let dir = Dir::new("reloads");
+    let dir = TempDir::new("reloads");
     let file = dir.path("config.toml");
     let text = format!(
         "{ADMIN}{PUBLIC}[[route]]\npath = \"/\"\nupstream = \"u\"\n\n[upstream.u]\n{}",
@@ -504,7 +476,7 @@ async fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
 #[tokio::test]
 async fn access_log_lines_are_json_with_every_field_and_routes_can_opt_out() {
     let o = common::start_origins(&["a"]).await;
-    let dir = Dir::new("json");
+    let dir = TempDir::new("json");
     let log = dir.path("access.log");
     let text = format!(
         "{PUBLIC}[access_log]\npath = \"{}\"\n\n\
@@ -580,7 +552,7 @@ async fn access_log_lines_are_json_with_every_field_and_routes_can_opt_out() {
 #[tokio::test]
 async fn combined_format_and_reopen_after_rotation() {
     let o = common::start_origins(&["a"]).await;
-    let dir = Dir::new("combined");
+    let dir = TempDir::new("combined");
     let log = dir.path("access.log");
     let text = format!(
         "{PUBLIC}[access_log]\npath = \"{}\"\nformat = \"combined\"\n\n\

@@ -773,52 +773,18 @@ fn check_resolves_relative_paths_and_reports_a_bad_key() {
 // Upgrades over TLS
 // ---------------------------------------------------------------------------------
 
-/// An origin that answers a WebSocket upgrade with 101 and then echoes every byte.
+/// An origin that answers a WebSocket upgrade with 101 and then echoes every byte;
+/// the request must say it came over https.
 async fn echo_origin() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while common::find(&buf, b"\r\n\r\n").is_none() {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-                let proto = head.contains("x-forwarded-proto: https");
-                if !(head.contains("\r\nupgrade: websocket\r\n")
-                    && head.contains("connection: upgrade")
-                    && proto)
-                {
-                    let _ = s
-                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
-                        .await;
-                    return;
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
-                    .await;
-                loop {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&chunk[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
+    common::upgrade_echo_origin(
+        "websocket",
+        &[
+            "\r\nupgrade: websocket\r\n",
+            "connection: upgrade",
+            "x-forwarded-proto: https",
+        ],
+    )
+    .await
 }
 
 /// A WebSocket upgrade over TLS: the origin sees the upgrade (and

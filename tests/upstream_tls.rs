@@ -8,7 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::upstream::{proto_origin, start_file, OriginSpec, ProtoOrigin, TempDir, TestCa};
+use common::upstream::{proto_origin, start_file, OriginSpec, ProtoOrigin, TestCa};
+use common::TempDir;
 use common::EXCHANGE_LIMIT;
 use http::{StatusCode, Version};
 

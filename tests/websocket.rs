@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::upstream::{h2_client, start_file, websocket_echo_origin, TempDir};
+use common::upstream::{h2_client, start_file, websocket_echo_origin};
+use common::TempDir;
 use common::EXCHANGE_LIMIT;
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, StatusCode, Version};
