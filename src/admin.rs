@@ -125,7 +125,10 @@ async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Byte
             }
         }
         (&Method::GET, ["metrics"]) => {
-            let body = control.shared.metrics.render(&control.shared.load());
+            let body = control
+                .shared
+                .metrics
+                .render(&control.shared.load(), control.stats.counts());
             text(StatusCode::OK, "text/plain; version=0.0.4", body)
         }
         (&Method::GET, ["status.json"]) => {

@@ -47,6 +47,14 @@ pub struct ReloadStats {
 }
 
 impl ReloadStats {
+    /// `(succeeded, failed)`.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.succeeded.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+
     /// Why the last reload failed, if it did (a later success clears it).
     pub fn last_error(&self) -> Option<String> {
         self.last_error
@@ -125,7 +133,6 @@ impl Control {
         match &result {
             Ok(changes) => {
                 self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
-                // `switchyard_config_reloads_total{result="ok"}` counts in `apply`.
                 *self
                     .stats
                     .last_error
@@ -138,7 +145,6 @@ impl Control {
             }
             Err(e) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                self.shared.metrics.reloads_failed.increment(1);
                 *self
                     .stats
                     .last_error

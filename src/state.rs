@@ -176,15 +176,7 @@ impl Shared {
     pub fn apply(&self, config: Config) -> std::io::Result<()> {
         let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
         let log = open_log(self.load().access_log.as_ref(), &config)?;
-        let snapshot = Arc::new(build(
-            &config,
-            &self.registry,
-            &self.listener_ids,
-            &self.tls_sessions,
-            &self.metrics,
-            log,
-            false,
-        ));
+        let snapshot = self.snapshot_of(&config, log);
         self.state.store(Arc::clone(&snapshot));
         self.metrics.applied();
         *current = Arc::new(config);
@@ -207,16 +199,21 @@ impl Shared {
         // Under the lock, so a reload cannot slip in between and be undone.
         let current = self.config.lock().unwrap_or_else(|e| e.into_inner());
         let log = self.load().access_log.clone();
-        let snapshot = Arc::new(build(
-            &current,
+        self.state.store(self.snapshot_of(&current, log));
+    }
+
+    /// A snapshot of `config` over this proxy's long-lived state (servers, TLS
+    /// sessions, metrics), for a configuration after the first.
+    fn snapshot_of(&self, config: &Config, log: Option<Arc<AccessLog>>) -> Arc<Snapshot> {
+        Arc::new(build(
+            config,
             &self.registry,
             &self.listener_ids,
             &self.tls_sessions,
             &self.metrics,
             log,
             false,
-        ));
-        self.state.store(snapshot);
+        ))
     }
 
     pub fn listener_id(&self, name: &str) -> ListenerId {

@@ -42,7 +42,6 @@ const REQUEST_DURATION: &str = "switchyard_request_duration_seconds";
 const CONNECT_DURATION: &str = "switchyard_upstream_connect_duration_seconds";
 const HEADER_DURATION: &str = "switchyard_upstream_header_duration_seconds";
 const RETRIES: &str = "switchyard_retries_total";
-const RELOADS: &str = "switchyard_config_reloads_total";
 const CONNECTIONS: &str = "switchyard_client_connections";
 const BYTES_RECEIVED: &str = "switchyard_bytes_received_total";
 const BYTES_SENT: &str = "switchyard_bytes_sent_total";
@@ -72,7 +71,6 @@ const HELP: &[(&str, &str)] = &[
         RETRIES,
         "Requests sent again to another server after a failure.",
     ),
-    (RELOADS, "Configuration reloads, by result."),
     (CONNECTIONS, "Open client connections, by listener."),
     (BYTES_RECEIVED, "Request body bytes received from clients."),
     (BYTES_SENT, "Response body bytes sent to clients."),
@@ -81,8 +79,6 @@ const HELP: &[(&str, &str)] = &[
 /// One proxy's metrics: the recorder, and handles for process-wide events.
 pub struct Metrics {
     exporter: Option<(PrometheusRecorder, PrometheusHandle)>,
-    pub reloads_ok: Counter,
-    pub reloads_failed: Counter,
     /// Configurations applied since start (1 for the first).
     generation: AtomicU64,
 }
@@ -119,15 +115,10 @@ impl Metrics {
             let handle = recorder.handle();
             (recorder, handle)
         });
-        let mut m = Metrics {
+        Arc::new(Metrics {
             exporter,
-            reloads_ok: Counter::noop(),
-            reloads_failed: Counter::noop(),
             generation: AtomicU64::new(1),
-        };
-        m.reloads_ok = m.counter(RELOADS, &[("result", "ok")]);
-        m.reloads_failed = m.counter(RELOADS, &[("result", "failed")]);
-        Arc::new(m)
+        })
     }
 
     pub fn enabled(&self) -> bool {
@@ -212,7 +203,6 @@ impl Metrics {
     /// A new configuration was applied.
     pub fn applied(&self) {
         self.generation.fetch_add(1, Ordering::Relaxed);
-        self.reloads_ok.increment(1);
     }
 
     pub fn generation(&self) -> u64 {
@@ -227,8 +217,9 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition: the exporter's series, then the servers'
-    /// state read from `snapshot`.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
+    /// state read from `snapshot` and the reload counts `(succeeded, failed)` the
+    /// control keeps anyway.
+    pub fn render(&self, snapshot: &Snapshot, reloads: (u64, u64)) -> String {
         let Some((_, handle)) = &self.exporter else {
             return String::new();
         };
@@ -236,7 +227,7 @@ impl Metrics {
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
-        render_state(&mut out, snapshot, self.generation());
+        render_state(&mut out, snapshot, self.generation(), reloads);
         out
     }
 }
@@ -320,7 +311,7 @@ fn escape_label(out: &mut String, v: &str) {
 }
 
 /// Series read from the servers' live state.
-fn render_state(out: &mut String, snapshot: &Snapshot, generation: u64) {
+fn render_state(out: &mut String, snapshot: &Snapshot, generation: u64, reloads: (u64, u64)) {
     Family::start(
         out,
         "switchyard_config_generation",
@@ -328,6 +319,10 @@ fn render_state(out: &mut String, snapshot: &Snapshot, generation: u64) {
         "Configurations applied since start (1: the first).",
     )
     .sample("switchyard_config_generation", &[], generation as f64);
+    let name = "switchyard_config_reloads_total";
+    let mut f = Family::start(out, name, "counter", "Configuration reloads, by result.");
+    f.sample(name, &[("result", "ok")], reloads.0 as f64);
+    f.sample(name, &[("result", "failed")], reloads.1 as f64);
     if let Some(log) = &snapshot.access_log {
         let name = "switchyard_access_log_dropped_total";
         Family::start(
