@@ -9,6 +9,7 @@ pub mod balance;
 pub mod body;
 pub mod config;
 pub mod control;
+pub mod crypto;
 pub mod demo;
 pub mod error;
 pub mod health;

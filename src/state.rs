@@ -360,30 +360,39 @@ fn build(
     let routes = config
         .routes
         .iter()
-        .map(|r| {
+        .filter_map(|r| match &r.action {
+            crate::config::RouteAction::Proxy(p) => Some((r, p)),
+            _ => None,
+        })
+        .map(|(r, p)| {
             let upstream = config
                 .upstreams
                 .iter()
-                .position(|u| u.name == r.upstream)
+                .position(|u| u.name == p.upstream)
                 .expect("validated: every route names an existing upstream");
             let servers: Vec<String> = upstreams[upstream]
                 .servers
                 .iter()
                 .map(|s| s.state.addr().to_string())
                 .collect();
-            (r, upstream, metrics.route(&r.name, &r.upstream, &servers))
+            (
+                r,
+                p,
+                upstream,
+                metrics.route(&r.name, &p.upstream, &servers),
+            )
         })
-        .map(|(r, upstream, route_metrics)| Route {
+        .map(|(r, p, upstream, route_metrics)| Route {
             upstream,
             access_log: r.access_log,
             metrics: Arc::new(route_metrics),
-            timeouts: r.timeouts,
+            timeouts: p.timeouts,
             set_headers: r
                 .set_headers
                 .iter()
                 .map(|(n, t)| (n.clone(), HeaderAction::new(t)))
                 .collect(),
-            retry: r.retry,
+            retry: p.retry,
         })
         .collect();
     let mut listeners = Vec::new();

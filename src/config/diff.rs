@@ -19,8 +19,8 @@ use serde::Serialize;
 use super::{
     AccessLogConfig, AdminConfig, BalanceKind, Config, HashKey, HeaderTemplate, HealthCheckConfig,
     HostPattern, LeastTimeMode, ListenerConfig, LogFormat, LogTarget, NextUpstream, RetryPolicy,
-    RouteConfig, Segment, ServerConfig, StatusSet, StickyConfig, TlsConfig, UpstreamConfig,
-    UpstreamProtocol, UpstreamTls, Variable, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS,
+    RouteConfig, ServerConfig, StatusSet, StickyConfig, TlsConfig, UpstreamConfig,
+    UpstreamProtocol, UpstreamTls, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS,
 };
 
 /// One difference between two configurations.
@@ -257,9 +257,19 @@ impl Diff {
     }
 
     fn routes(&mut self, old: &[RouteConfig], new: &[RouteConfig]) {
-        type Key<'a> = (Option<&'a str>, Option<&'a HostPattern>, &'a str);
+        type Key<'a> = (
+            Option<&'a str>,
+            Option<&'a HostPattern>,
+            &'a super::PathMatch,
+            Option<&'a [http::Method]>,
+        );
         fn key(r: &RouteConfig) -> Key<'_> {
-            (r.listener.as_deref(), r.host.as_ref(), r.path.as_str())
+            (
+                r.listener.as_deref(),
+                r.host.as_ref(),
+                &r.path,
+                r.methods.as_deref(),
+            )
         }
         let old_keys: HashMap<Key<'_>, &RouteConfig> = old.iter().map(|r| (key(r), r)).collect();
         let new_keys: HashMap<Key<'_>, &RouteConfig> = new.iter().map(|r| (key(r), r)).collect();
@@ -279,8 +289,15 @@ impl Diff {
     fn route(&mut self, what: &str, o: &RouteConfig, n: &RouteConfig) {
         self.field(what, "name", &o.name, &n.name, |s| format!("{s:?}"));
         self.field(what, "access_log", &o.access_log, &n.access_log, show);
-        self.field(what, "upstream", &o.upstream, &n.upstream, String::clone);
-        let (ot, nt) = (&o.timeouts, &n.timeouts);
+        let (Some(op), Some(np)) = (proxy(o), proxy(n)) else {
+            let (a, b) = (o.action.key(), n.action.key());
+            if a != b {
+                self.push(Action::Changed, what, format!("action {a} → {b}"));
+            }
+            return;
+        };
+        self.field(what, "upstream", &op.upstream, &np.upstream, String::clone);
+        let (ot, nt) = (&op.timeouts, &np.timeouts);
         self.field(what, "connect_timeout", &ot.connect, &nt.connect, dur);
         self.field(what, "read_timeout", &ot.read, &nt.read, dur);
         self.field(what, "send_timeout", &ot.send, &nt.send, dur);
@@ -294,7 +311,7 @@ impl Diff {
                 t.map_or_else(|| "unset".to_owned(), |t| format!("{:?}", template_text(t)))
             });
         }
-        self.retry(what, &o.retry, &n.retry);
+        self.retry(what, &op.retry, &np.retry);
     }
 
     fn retry(&mut self, what: &str, o: &RetryPolicy, n: &RetryPolicy) {
@@ -473,6 +490,13 @@ impl Diff {
     }
 }
 
+fn proxy(r: &RouteConfig) -> Option<&super::ProxyConfig> {
+    match &r.action {
+        super::RouteAction::Proxy(p) => Some(p),
+        _ => None,
+    }
+}
+
 /// Pairs the elements of `old` and `new` by key, sorted by key.
 fn by_key<K: Ord, T>(
     old: impl Iterator<Item = (K, T)>,
@@ -550,12 +574,15 @@ fn route_ident(r: &RouteConfig) -> String {
         }
         None => {}
     }
-    let _ = write!(s, "path {}", r.path);
+    let _ = write!(s, "{} {}", r.path.key(), r.path.as_str());
     s
 }
 
 fn route_summary(r: &RouteConfig) -> String {
-    format!("{}, upstream {}", route_ident(r), r.upstream)
+    match r.upstream() {
+        Some(u) => format!("{}, upstream {u}", route_ident(r)),
+        None => format!("{}, {}", route_ident(r), r.action.key()),
+    }
 }
 
 fn upstream_summary(u: &UpstreamConfig) -> String {
@@ -687,34 +714,8 @@ fn status_set_text(s: &StatusSet) -> String {
     parts.join(",")
 }
 
-/// The template as it would be written in the file.
 fn template_text(t: &HeaderTemplate) -> String {
-    let mut s = String::new();
-    for (i, seg) in t.segments.iter().enumerate() {
-        match seg {
-            Segment::Literal(l) => s.push_str(&l.replace('$', "$$")),
-            Segment::Var(v) => {
-                let name = match v {
-                    Variable::RemoteAddr => "remote_addr",
-                    Variable::UpstreamAddr => "upstream_addr",
-                    Variable::Host => "host",
-                    Variable::Scheme => "scheme",
-                    Variable::RequestId => "request_id",
-                };
-                let word_follows = matches!(
-                    t.segments.get(i + 1),
-                    Some(Segment::Literal(l))
-                        if l.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-                );
-                if word_follows {
-                    let _ = write!(s, "${{{name}}}");
-                } else {
-                    let _ = write!(s, "${name}");
-                }
-            }
-        }
-    }
-    s
+    t.source()
 }
 
 #[cfg(test)]

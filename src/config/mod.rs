@@ -3,9 +3,11 @@
 //! typed (socket addresses, durations, header names) or a `ConfigError` listing
 //! every problem as `FILE: key.path: what is wrong`.
 
+mod cert;
 mod diff;
 mod health;
 mod raw;
+mod route;
 mod template;
 mod tls;
 mod transport;
@@ -23,10 +25,14 @@ pub use health::{
     HealthCheckConfig, NextUpstream, RetryPolicy, StatusSet, DEFAULT_FAIL_TIMEOUT,
     DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_FAILS,
 };
+pub use route::{
+    HostPattern, PathMatch, ProxyConfig, RedirectConfig, RespondConfig, RouteAction, RouteConfig,
+    DEFAULT_REDIRECT_STATUS, DEFAULT_RESPOND_CONTENT_TYPE, DEFAULT_RESPOND_STATUS,
+};
 pub use template::{HeaderTemplate, Segment, Variable};
 pub use transport::{UpstreamProtocol, UpstreamTls, DEFAULT_TLS_VERIFY};
 
-pub use crate::tls::Certificate;
+pub use cert::{load as load_certificate, CertError, Certificate, Which};
 
 /// nginx's `proxy_connect_timeout` default: operators moving from nginx keep its feel.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -159,33 +165,6 @@ pub const DEFAULT_SESSION_TICKETS: bool = true;
 /// The port `redirect_https` sends clients to unless `https_port` says otherwise;
 /// being the default, it is left out of the redirect URL.
 pub const DEFAULT_HTTPS_PORT: u16 = 443;
-
-#[derive(Debug, Clone)]
-pub struct RouteConfig {
-    /// The route's label in metrics, logs and the status page: `name` from the
-    /// file, or `host` + `path` (bounded by the configuration, never a request's).
-    pub name: String,
-    /// Whether its requests are written to the access log.
-    pub access_log: bool,
-    /// `None` serves the route on every listener.
-    pub listener: Option<String>,
-    pub host: Option<HostPattern>,
-    /// A path prefix, always starting with `/`.
-    pub path: String,
-    pub upstream: String,
-    pub timeouts: Timeouts,
-    pub set_headers: Vec<(HeaderName, HeaderTemplate)>,
-    pub retry: RetryPolicy,
-}
-
-/// Host patterns as nginx's `server_name`: exact names win over wildcards.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum HostPattern {
-    /// Lower-cased host name, without port.
-    Exact(String),
-    /// `*.example.com`, stored as the suffix `.example.com`.
-    Wildcard(String),
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {

@@ -2,8 +2,6 @@
 //! syntax needs checking (addresses, durations, names) stay strings here so that
 //! `validate` can report all of them at once, each with its key path.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -48,28 +46,6 @@ pub(crate) struct RawTls {
 pub(crate) struct RawCertPair {
     pub cert: String,
     pub key: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawRoute {
-    pub name: Option<String>,
-    pub access_log: Option<bool>,
-    pub listener: Option<String>,
-    pub host: Option<String>,
-    pub path: Option<String>,
-    pub upstream: String,
-    pub connect_timeout: Option<String>,
-    pub read_timeout: Option<String>,
-    pub send_timeout: Option<String>,
-    pub tunnel_timeout: Option<String>,
-    #[serde(default)]
-    pub set_headers: BTreeMap<String, String>,
-    pub next_upstream: Option<Vec<String>>,
-    pub next_upstream_tries: Option<u32>,
-    pub next_upstream_timeout: Option<String>,
-    /// A byte count or a string such as "64KiB".
-    pub retry_body_limit: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,6 +16,13 @@ pub enum Variable {
     Scheme,
     /// The request's id (kept from `X-Request-Id` or generated).
     RequestId,
+    /// The request target as the client sent it: path and query (nginx's
+    /// `$request_uri`).
+    RequestUri,
+    /// The path, without the query (nginx's `$uri`, but not normalised).
+    Uri,
+    /// The query, without `?` (nginx's `$args`); empty when there is none.
+    Args,
 }
 
 impl Variable {
@@ -25,7 +32,18 @@ impl Variable {
         ("host", Variable::Host),
         ("scheme", Variable::Scheme),
         ("request_id", Variable::RequestId),
+        ("request_uri", Variable::RequestUri),
+        ("uri", Variable::Uri),
+        ("args", Variable::Args),
     ];
+
+    /// The name as written after `$`.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("", |(n, _)| n)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +117,35 @@ impl HeaderTemplate {
 
     pub fn is_empty(&self) -> bool {
         self.segments.is_empty()
+    }
+
+    /// Whether the template uses `v`.
+    pub fn uses(&self, v: Variable) -> bool {
+        self.segments.contains(&Segment::Var(v))
+    }
+
+    /// The template as it would be written in the file (`$$` for a dollar sign,
+    /// braces where a word follows a variable).
+    pub fn source(&self) -> String {
+        let mut s = String::new();
+        for (i, seg) in self.segments.iter().enumerate() {
+            match seg {
+                Segment::Literal(l) => s.push_str(&l.replace('$', "$$")),
+                Segment::Var(v) => {
+                    let word_follows = matches!(
+                        self.segments.get(i + 1),
+                        Some(Segment::Literal(l))
+                            if l.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                    );
+                    if word_follows {
+                        let _ = write!(s, "${{{}}}", v.name());
+                    } else {
+                        let _ = write!(s, "${}", v.name());
+                    }
+                }
+            }
+        }
+        s
     }
 
     /// Renders the template; `lookup` supplies each variable's value.

@@ -8,12 +8,12 @@ use std::path::Path;
 
 use http::HeaderValue;
 
+use super::cert::{self, Certificate, Which};
 use super::raw::RawTls;
 use super::validate::Checker;
 use super::{
     TlsConfig, TlsVersion, DEFAULT_HTTPS_PORT, DEFAULT_SESSION_TICKETS, DEFAULT_TLS_MIN_VERSION,
 };
-use crate::tls::{self, Certificate, Which};
 
 /// A listener's validated TLS-related settings.
 pub(super) struct ListenerTls {
@@ -132,7 +132,7 @@ fn pair(c: &mut Checker, base: &str, cert: &str, key: &str, dir: &Path) -> Optio
     if !ok {
         return None;
     }
-    match tls::load(&dir.join(cert), &dir.join(key)) {
+    match cert::load(&dir.join(cert), &dir.join(key)) {
         Ok(loaded) => Some(loaded),
         Err(e) => {
             let k = match e.which() {

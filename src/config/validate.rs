@@ -7,20 +7,20 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
-use http::HeaderName;
 use serde::de::DeserializeOwned;
 
 use super::health::{
     self, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_FAILS, MAX_MAX_FAILS,
 };
-use super::raw::{RawAccessLog, RawAdmin, RawListener, RawRoute, RawServer, RawUpstream};
+use super::raw::{RawAccessLog, RawAdmin, RawListener, RawServer, RawUpstream};
+use super::route::RawRoute;
 use super::tls::RawListenerTls;
 use super::transport;
 use super::{
-    AccessLogConfig, AdminConfig, BalanceKind, Config, HashKey, HeaderTemplate, HostPattern,
-    LeastTimeMode, ListenerConfig, LogFormat, LogTarget, Problem, RouteConfig, ServerConfig,
-    StickyConfig, Timeouts, UpstreamConfig, DEFAULT_EWMA_DECAY, DEFAULT_EWMA_SEED,
-    DEFAULT_KEEPALIVE, DEFAULT_STICKY_TTL, DEFAULT_WEIGHT, MAX_WEIGHT, MIN_EWMA_SEED,
+    AccessLogConfig, AdminConfig, BalanceKind, Config, HashKey, LeastTimeMode, ListenerConfig,
+    LogFormat, LogTarget, Problem, ServerConfig, StickyConfig, UpstreamConfig, DEFAULT_EWMA_DECAY,
+    DEFAULT_EWMA_SEED, DEFAULT_KEEPALIVE, DEFAULT_STICKY_TTL, DEFAULT_WEIGHT, MAX_WEIGHT,
+    MIN_EWMA_SEED,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &["access_log", "admin", "listener", "route", "upstream"];
@@ -142,7 +142,7 @@ pub(super) fn validate(text: &str, source: &Path) -> Result<Config, Vec<Problem>
                 declared.listeners = declared_names(&value);
                 raw_listeners = elements(&mut c, "listener", value)
             }
-            "route" => raw_routes = elements(&mut c, "route", value),
+            "route" => raw_routes = elements::<RawRoute>(&mut c, "route", value),
             "upstream" => match value {
                 toml::Value::Table(t) => {
                     for (name, v) in t {
@@ -185,7 +185,7 @@ pub(super) fn validate(text: &str, source: &Path) -> Result<Config, Vec<Problem>
     let access_log = access_log.and_then(|a| check_access_log(&mut c, a));
     let listeners = check_listeners(&mut c, raw_listeners, base_dir(source));
     let upstreams = check_upstreams(&mut c, raw_upstreams, base_dir(source));
-    let routes = check_routes(&mut c, raw_routes, &declared);
+    let routes = super::route::check_routes(&mut c, raw_routes, &declared);
 
     if c.problems.is_empty() {
         Ok(Config {
@@ -227,10 +227,11 @@ fn check_access_log(c: &mut Checker, a: RawAccessLog) -> Option<AccessLogConfig>
     Some(AccessLogConfig { target, format })
 }
 
+/// Names declared in the file, parsed or not.
 #[derive(Default)]
-struct Declared {
-    listeners: HashSet<String>,
-    upstreams: HashSet<String>,
+pub(super) struct Declared {
+    pub(super) listeners: HashSet<String>,
+    pub(super) upstreams: HashSet<String>,
 }
 
 /// The `name` of every table in a `[[listener]]` array, parsed or not.
@@ -574,157 +575,9 @@ fn split_host_port(s: &str) -> Option<(&str, u16)> {
     ok.then_some((host, port))
 }
 
-fn check_routes(
-    c: &mut Checker,
-    raw: Vec<(usize, RawRoute)>,
-    declared: &Declared,
-) -> Vec<RouteConfig> {
-    let mut seen = HashSet::new();
-    let mut names = HashSet::new();
-    let mut out = Vec::new();
-    for (i, r) in raw {
-        let base = format!("route[{i}]");
-        if let Some(n) = &r.name {
-            if n.is_empty() || n.chars().any(char::is_control) {
-                c.err(
-                    format!("{base}.name"),
-                    "must be non-empty text without control characters",
-                );
-            } else if !names.insert(n.clone()) {
-                c.err(
-                    format!("{base}.name"),
-                    format!("another route is already named {n:?}"),
-                );
-            }
-        }
-        if let Some(l) = &r.listener {
-            if !declared.listeners.contains(l) {
-                c.err(
-                    format!("{base}.listener"),
-                    format!("no listener named {l:?}"),
-                );
-            }
-        }
-        if !declared.upstreams.contains(&r.upstream) {
-            c.err(
-                format!("{base}.upstream"),
-                format!("no upstream named {:?}", r.upstream),
-            );
-        }
-        let mut host_ok = true;
-        let host = r.host.as_deref().and_then(|h| match parse_host(h) {
-            Ok(p) => Some(p),
-            Err(m) => {
-                c.err(format!("{base}.host"), m);
-                host_ok = false;
-                None
-            }
-        });
-        let path = r.path.unwrap_or_else(|| "/".to_owned());
-        if !path.starts_with('/') {
-            c.err(
-                format!("{base}.path"),
-                format!("must start with \"/\", got {path:?}"),
-            );
-        } else if path
-            .bytes()
-            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-        {
-            c.err(
-                format!("{base}.path"),
-                format!("must not contain spaces or control characters: {path:?}"),
-            );
-        }
-        if host_ok && !seen.insert((r.listener.clone(), host.clone(), path.clone())) {
-            c.err(&base, "another route has the same listener, host and path");
-        }
-        let timeouts = Timeouts {
-            connect: c.duration(
-                &format!("{base}.connect_timeout"),
-                r.connect_timeout.as_deref(),
-                super::DEFAULT_CONNECT_TIMEOUT,
-            ),
-            read: c.duration(
-                &format!("{base}.read_timeout"),
-                r.read_timeout.as_deref(),
-                super::DEFAULT_READ_TIMEOUT,
-            ),
-            send: c.duration(
-                &format!("{base}.send_timeout"),
-                r.send_timeout.as_deref(),
-                super::DEFAULT_SEND_TIMEOUT,
-            ),
-            tunnel: c.duration(
-                &format!("{base}.tunnel_timeout"),
-                r.tunnel_timeout.as_deref(),
-                super::DEFAULT_TUNNEL_TIMEOUT,
-            ),
-        };
-        let mut set_headers = Vec::new();
-        for (name, value) in r.set_headers {
-            let path = format!("{base}.set_headers.{name:?}");
-            let Ok(hn) = HeaderName::from_bytes(name.as_bytes()) else {
-                c.err(path, "not a valid header name");
-                continue;
-            };
-            match HeaderTemplate::parse(&value) {
-                Ok(t) => set_headers.push((hn, t)),
-                Err(m) => c.err(path, m),
-            }
-        }
-        let retry = health::check_retry(
-            c,
-            &base,
-            r.next_upstream,
-            r.next_upstream_tries,
-            r.next_upstream_timeout,
-            r.retry_body_limit,
-        );
-        let name = r.name.unwrap_or_else(|| match &r.host {
-            Some(h) => format!("{}{path}", h.to_ascii_lowercase()),
-            None => path.clone(),
-        });
-        out.push(RouteConfig {
-            name,
-            access_log: r.access_log.unwrap_or(true),
-            retry,
-            listener: r.listener,
-            host,
-            path,
-            upstream: r.upstream,
-            timeouts,
-            set_headers,
-        });
-    }
-    out
-}
-
-fn parse_host(h: &str) -> Result<HostPattern, String> {
-    let lower = h.to_ascii_lowercase();
-    let (wild, name) = match lower.strip_prefix("*.") {
-        Some(rest) => (true, rest),
-        None => (false, lower.as_str()),
-    };
-    let valid = !name.is_empty()
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    if !valid {
-        return Err(format!(
-            "invalid host {h:?} (expected a name like \"api.example.com\" or \"*.example.com\", without port)"
-        ));
-    }
-    Ok(if wild {
-        HostPattern::Wildcard(format!(".{name}"))
-    } else {
-        HostPattern::Exact(name.to_owned())
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::Timeouts;
     use super::*;
 
     fn problems(text: &str) -> Vec<Problem> {
@@ -746,8 +599,14 @@ servers = [{ addr = "127.0.0.1:9001" }]
     #[test]
     fn minimal_config_is_valid_with_nginx_defaults() {
         let c = validate(BASE, Path::new("t.toml")).unwrap();
-        assert_eq!(c.routes[0].path, "/");
-        assert_eq!(c.routes[0].timeouts, Timeouts::default());
+        assert_eq!(
+            c.routes[0].path,
+            super::super::PathMatch::Prefix("/".into())
+        );
+        let super::super::RouteAction::Proxy(p) = &c.routes[0].action else {
+            panic!("a proxying route")
+        };
+        assert_eq!(p.timeouts, Timeouts::default());
         assert_eq!(c.upstreams[0].keepalive, DEFAULT_KEEPALIVE);
         assert_eq!(c.upstreams[0].servers[0].weight, 1);
     }
@@ -755,16 +614,17 @@ servers = [{ addr = "127.0.0.1:9001" }]
     #[test]
     fn tunnel_timeout_defaults_to_an_hour_and_parses() {
         let c = validate(BASE, Path::new("t.toml")).unwrap();
-        assert_eq!(
-            c.routes[0].timeouts.tunnel,
-            super::super::DEFAULT_TUNNEL_TIMEOUT
-        );
+        let tunnel = |c: &Config| match &c.routes[0].action {
+            super::super::RouteAction::Proxy(p) => p.timeouts.tunnel,
+            _ => panic!("a proxying route"),
+        };
+        assert_eq!(tunnel(&c), super::super::DEFAULT_TUNNEL_TIMEOUT);
         let text = BASE.replace(
             "upstream = \"api\"",
             "upstream = \"api\"\ntunnel_timeout = \"90s\"",
         );
         let c = validate(&text, Path::new("t.toml")).unwrap();
-        assert_eq!(c.routes[0].timeouts.tunnel, Duration::from_secs(90));
+        assert_eq!(tunnel(&c), Duration::from_secs(90));
         let p = problems(&BASE.replace(
             "upstream = \"api\"",
             "upstream = \"api\"\ntunnel_timeout = \"0s\"",
@@ -785,19 +645,5 @@ servers = [{ addr = "127.0.0.1:9001" }]
     fn syntax_error_gives_line() {
         let p = problems("[[listener]\nname=1");
         assert!(p[0].path.starts_with("line 1"), "{p:?}");
-    }
-
-    #[test]
-    fn host_patterns() {
-        assert_eq!(
-            parse_host("API.example.com").unwrap(),
-            HostPattern::Exact("api.example.com".into())
-        );
-        assert_eq!(
-            parse_host("*.example.com").unwrap(),
-            HostPattern::Wildcard(".example.com".into())
-        );
-        assert!(parse_host("a*.example.com").is_err());
-        assert!(parse_host("example.com:80").is_err());
     }
 }

@@ -134,8 +134,8 @@ impl Status {
                         HostPattern::Exact(h) => h.clone(),
                         HostPattern::Wildcard(s) => format!("*{s}"),
                     }),
-                    path: r.path.clone(),
-                    upstream: r.upstream.clone(),
+                    path: r.path.as_str().to_owned(),
+                    upstream: r.upstream().unwrap_or_default().to_owned(),
                     access_log: r.access_log,
                 })
                 .collect(),

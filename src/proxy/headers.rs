@@ -134,6 +134,7 @@ impl Vars<'_> {
             Variable::Host => self.host.clone(),
             Variable::Scheme => HeaderValue::from_static(self.client.scheme),
             Variable::RequestId => self.request_id.clone(),
+            Variable::RequestUri | Variable::Uri | Variable::Args => HeaderValue::from_static(""),
         }
     }
 }

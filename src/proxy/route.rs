@@ -68,7 +68,7 @@ impl Router {
                 Some(HostPattern::Exact(h)) => group(&mut r.exact, h),
                 Some(HostPattern::Wildcard(s)) => group(&mut r.wildcard, s),
             };
-            table.insert(&route.path, i);
+            table.insert(route.path.as_str(), i);
         }
         r.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         r
@@ -121,11 +121,14 @@ mod tests {
             access_log: true,
             listener: listener.map(Into::into),
             host,
-            path: path.into(),
-            upstream: "u".into(),
-            timeouts: Timeouts::default(),
+            path: crate::config::PathMatch::Prefix(path.into()),
+            methods: None,
+            action: crate::config::RouteAction::Proxy(crate::config::ProxyConfig {
+                upstream: "u".into(),
+                timeouts: Timeouts::default(),
+                retry: Default::default(),
+            }),
             set_headers: vec![],
-            retry: Default::default(),
         }
     }
 

@@ -1,30 +1,27 @@
-//! TLS termination with rustls: certificates from PEM files (`cert`), the SNI
-//! certificate resolver (`sni`), the `ServerConfig` of a listener, and the
+//! TLS termination with rustls: the SNI certificate resolver (`sni`), the `ServerConfig` of a listener, and the
 //! handshake of one accepted connection.
 //!
-//! The crypto provider is aws-lc-rs, rustls's default, chosen explicitly so that no
-//! other crate's features can make rustls's process-wide default ambiguous. TLS 1.2
+//! Certificates are read and checked with the configuration (`config::cert`). TLS 1.2
 //! and 1.3 only; ALPN offers `h2` and `http/1.1`. Session resumption is on, as in
 //! nginx: stateless tickets whose keys rotate (every 6 h, rustls's rotator) and a
 //! small in-memory session cache for TLS 1.2 clients without ticket support. Both
 //! belong to the listener, not to one configuration, so reloads keep them and
 //! clients keep resuming across reloads.
 
-mod cert;
 mod sni;
 
 use std::io;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::crypto::CryptoProvider;
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
 use rustls::ServerConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-pub use cert::{load, CertError, Certificate, Which};
 pub use sni::SniResolver;
+
+pub use crate::crypto::provider;
 
 use crate::config::{TlsConfig, TlsVersion};
 
@@ -44,12 +41,6 @@ pub const SESSION_CACHE_SIZE: usize = 4096;
 /// nginx with `http2 on` and HAProxy with `alpn h2,http/1.1`.
 pub const ALPN_H2: &[u8] = b"h2";
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
-
-/// The crypto provider every TLS listener uses (built once).
-pub fn provider() -> &'static Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-}
 
 /// What a listener keeps across reloads so that clients can resume sessions.
 #[derive(Debug)]

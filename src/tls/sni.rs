@@ -15,7 +15,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
 
-use super::Certificate;
+use crate::config::Certificate;
 
 #[derive(Debug)]
 pub struct SniResolver {

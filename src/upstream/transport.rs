@@ -151,11 +151,9 @@ fn server_name(tls: &UpstreamTls, server: &ServerConfig) -> ServerName<'static> 
         .unwrap_or_else(|| ServerName::IpAddress(server.addr.ip().into()))
 }
 
-/// The crypto provider of every upstream TLS connection: aws-lc-rs, rustls's
-/// default, chosen explicitly so that another provider enabled in the dependency
-/// graph cannot make rustls's default ambiguous.
+/// The crypto provider of every upstream TLS connection (`crypto::provider`).
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    Arc::clone(crate::crypto::provider())
 }
 
 /// The rustls client configuration of an upstream: its roots (`ca_file`, else the

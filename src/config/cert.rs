@@ -12,7 +12,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::provider;
+use crate::crypto::provider;
 
 /// A certificate chain and its key, loaded and checked, with the names SNI can
 /// pick it by.
