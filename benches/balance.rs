@@ -54,7 +54,7 @@ fn shared(balance: &str, extra: &str, n: usize) -> Arc<Shared> {
         servers.join(", ")
     );
     let config = Config::parse(Path::new("bench"), &text).expect("valid bench configuration");
-    Shared::new(config, 1)
+    Shared::new(config, 1).expect("the state builds")
 }
 
 /// One request's balancing work: a key for `hash`, the pick, the in-flight guard

@@ -10,9 +10,12 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use http::{HeaderMap, HeaderValue};
 use switchyard::balance::{Balancer, PickCtx, RoundRobin};
 use switchyard::config::Config;
-use switchyard::proxy::headers::{self, ClientInfo, HeaderAction, Vars};
-use switchyard::proxy::route::Router;
-use switchyard::upstream::{InFlight, Measure, Registry, ServerKey, UpstreamServer};
+use switchyard::pipeline::action::proxy::headers;
+use switchyard::pipeline::filter::set_headers::{self, HeaderAction};
+use switchyard::pipeline::route::Router;
+use switchyard::pipeline::vars::Vars;
+use switchyard::pipeline::ClientInfo;
+use switchyard::upstream::{InFlight, Measure, Registry, ServerKey, Source, UpstreamServer};
 
 const CONFIG: &str = r#"
 [[listener]]
@@ -47,6 +50,7 @@ fn routing(c: &mut Criterion) {
             router.find(
                 std::hint::black_box("api.example.com"),
                 std::hint::black_box("/api/v2/users/42"),
+                &http::Method::GET,
             )
         })
     });
@@ -60,22 +64,25 @@ fn header_rewrite(c: &mut Criterion) {
         http::HeaderName::from_static("x-instance-id"),
         HeaderAction::Var(switchyard::config::Variable::UpstreamAddr),
     )];
-    let request_id = switchyard::observe::request_id::generate();
+    let request_id = switchyard::pipeline::filter::request_id::generate();
+    let uri: http::Uri = "/api/v2/users/42".parse().unwrap();
     let mut base = HeaderMap::new();
     base.insert("host", HeaderValue::from_static("api.example.com"));
     base.insert("user-agent", HeaderValue::from_static("wrk"));
     base.insert("accept", HeaderValue::from_static("*/*"));
-    c.bench_function("headers/rewrite_request", |b| {
+    c.bench_function("headers/forward_and_set_headers", |b| {
         b.iter_batched_ref(
             || base.clone(),
             |h| {
                 let vars = Vars {
                     client: &client,
                     host: &host,
-                    upstream_addr: &upstream,
+                    upstream_addr: Some(&upstream),
                     request_id: &request_id,
+                    uri: &uri,
                 };
-                headers::rewrite_request(h, &vars, &set)
+                headers::forward(h, &vars, set.len());
+                set_headers::apply(&set, &vars, h);
             },
             criterion::BatchSize::SmallInput,
         )
@@ -90,6 +97,8 @@ fn servers(n: usize) -> Vec<UpstreamServer> {
             down: false,
             backup: false,
             passive: Default::default(),
+            source: Source::File,
+            requests: Box::new([]),
             state: registry.server(
                 ServerKey {
                     upstream: Arc::from("bench"),
@@ -142,17 +151,19 @@ fn round_robin(c: &mut Criterion) {
 fn observe(c: &mut Criterion) {
     use switchyard::config::LogFormat;
     use switchyard::observe::access_log::Entry;
-    use switchyard::observe::request_id;
+    use switchyard::pipeline::filter::request_id;
     c.bench_function("observe/request_id", |b| b.iter(request_id::generate));
     let metrics = switchyard::observe::Metrics::new(true);
-    let servers: Vec<String> = (0..3).map(|i| format!("127.0.0.1:900{i}")).collect();
-    let route = metrics.route("api", "u", &servers);
+    let route = metrics.route("api", "u");
+    let servers: Vec<_> = (0..3)
+        .map(|i| metrics.server_requests("api", "u", &format!("127.0.0.1:900{i}")))
+        .collect();
     let mut i = 0;
     c.bench_function("observe/route_metrics_record", |b| {
         b.iter(|| {
             i = (i + 1) % 3;
             route.record(
-                Some(i),
+                &servers[i],
                 http::StatusCode::OK,
                 std::time::Duration::from_micros(700),
             );

@@ -1,7 +1,7 @@
 //! Balancing quality: how well each algorithm keeps requests away from a slow server.
 //!
 //! Three in-process origins (hyper, each sleeping a settable base latency before a
-//! small answer) sit behind an in-process Switchyard (`start_threads(config, 2)`, the
+//! small answer) sit behind an in-process Switchyard (`switchyard::start(config, 2)`, the
 //! binary's worker model). A closed-loop load generator — `CONCURRENCY` tasks, each
 //! on its own keep-alive HTTP/1.1 connection — drives the proxy for a warm-up whose
 //! samples are discarded, then for `MEASURE`. Every request's client-side latency
@@ -622,7 +622,7 @@ fn run(
             FAST
         });
     }
-    let proxy = switchyard::start_threads(config(origins, keys), WORKERS).expect("proxy starts");
+    let proxy = switchyard::start(config(origins, keys), WORKERS).expect("proxy starts");
     let addr = proxy.addr("bench").expect("bench listener");
     let probe = spawn_probe(
         Arc::clone(&proxy.shared),
@@ -799,7 +799,7 @@ fn main() {
         slow()
     );
     println!(
-        "  proxy: start_threads(config, {WORKERS}); load: {} keep-alive HTTP/1.1 connections, closed loop, random X-Key per request",
+        "  proxy: switchyard::start(config, {WORKERS}); load: {} keep-alive HTTP/1.1 connections, closed loop, random X-Key per request",
         concurrency()
     );
     println!(

@@ -83,7 +83,7 @@ impl ReloadError {
 
 impl Control {
     /// Control over `workers`, with nothing bound yet (see `listen`).
-    pub(crate) fn new(
+    pub fn new(
         shared: Arc<Shared>,
         workers: Vec<mpsc::UnboundedSender<Cmd>>,
         config: &Config,
@@ -100,7 +100,7 @@ impl Control {
 
     /// Binds the current configuration's listeners and has every worker accept on
     /// them; the proxy is ready from then on.
-    pub(crate) fn listen(&self) -> std::io::Result<()> {
+    pub fn listen(&self) -> std::io::Result<()> {
         let config = self.shared.config();
         let mut table = self.lock();
         let bound = self.bind_new(&table, &config)?;
@@ -125,7 +125,19 @@ impl Control {
         &self.source
     }
 
+    /// Reads the configuration file again and applies it off the async runtimes
+    /// (the file read, name resolution and certificate parsing block); returns what
+    /// changed.
+    pub async fn reload_async(self: &Arc<Self>) -> Result<Vec<Change>, ReloadError> {
+        let this = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || this.reload()).await {
+            Ok(r) => r,
+            Err(e) => Err(ReloadError::Listen(std::io::Error::other(e))),
+        }
+    }
+
     /// Reads the configuration file again and applies it; returns what changed.
+    /// Blocks: call it from a thread of its own or `reload_async`.
     pub fn reload(&self) -> Result<Vec<Change>, ReloadError> {
         let result = Config::load(&self.source)
             .map_err(ReloadError::from)

@@ -1,9 +1,9 @@
-//! Errors of the request path, and the one place where they become HTTP responses.
-//! Responses carry a short fixed text: no addresses, no upstream messages.
+//! Errors of the request path, each saying whose fault it is, with the status
+//! that answers it. They become HTTP responses in one place,
+//! `pipeline::reply::error`, with a short fixed text: no addresses, no upstream
+//! messages.
 
-use http::{header, HeaderValue, Response, StatusCode};
-
-use crate::body::RespBody;
+use http::StatusCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -29,12 +29,43 @@ pub enum ProxyError {
     ReadTimeout,
     #[error("the client stopped sending its request body")]
     ClientBodyTimeout,
+    /// A filter needed the body in memory and it is larger than it allows.
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(u64),
     /// A request the proxy cannot carry to this upstream.
     #[error("not supported: {0}")]
     Unsupported(&'static str),
 }
 
+/// Whose fault an error is. Only `Upstream` errors may count against a server
+/// (passive health, latency penalties, retries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The request was malformed, too large, or the client stalled.
+    Client,
+    /// The server was unreachable, broken or slow.
+    Upstream,
+    /// Nothing to send to, or a request this proxy cannot carry.
+    Proxy,
+}
+
 impl ProxyError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            ProxyError::NoRoute
+            | ProxyError::BadRequest(_)
+            | ProxyError::ClientBodyTimeout
+            | ProxyError::BodyTooLarge(_) => Fault::Client,
+            ProxyError::Connect(_)
+            | ProxyError::ConnectTimeout
+            | ProxyError::Tls(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::SendTimeout
+            | ProxyError::ReadTimeout => Fault::Upstream,
+            ProxyError::NoServer(_) | ProxyError::Unsupported(_) => Fault::Proxy,
+        }
+    }
+
     /// nginx's choices: refused, broken or untrusted (TLS) upstream connections are
     /// 502, timeouts (connect and TLS handshake included) are 504, nothing to send
     /// to is 503.
@@ -43,6 +74,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::NoServer(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_) | ProxyError::Tls(_) | ProxyError::Upstream(_) => {
@@ -53,26 +85,4 @@ impl ProxyError {
             }
         }
     }
-
-    pub fn to_response(&self) -> Response<RespBody> {
-        let mut res = status_response(self.status());
-        if let ProxyError::NoServer(after) = self {
-            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-        }
-        res
-    }
-}
-
-/// A response with the status line repeated as a short plain-text body.
-pub fn status_response(status: StatusCode) -> Response<RespBody> {
-    let reason = status.canonical_reason().unwrap_or("");
-    let mut res = Response::new(RespBody::full(format!("{} {reason}\n", status.as_u16())));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    res
 }

@@ -1,26 +1,35 @@
 //! Switchyard: a Layer-7 load-balancing reverse proxy.
 //!
-//! The request path is `server` (accept, hyper connection) → `proxy` (route, pick,
-//! rewrite, forward) → `upstream` (per-server state and connection pool), with the
-//! configuration held in one `ArcSwap<Snapshot>` (`state`).
+//! The data path, top to bottom: `server` accepts and serves connections, each
+//! request walks the `pipeline` (filters, a route, its action) over one
+//! configuration snapshot; the proxy action picks a server of an `upstream` with a
+//! `balance` algorithm and forwards over its pool. The control path: `app` wires a
+//! proxy, `control` reloads it, `admin` serves the API, `watch` follows the file,
+//! `state` builds snapshots over the long-lived per-server state, `membership`
+//! keeps server lists beyond the file, `health` runs the checks. Each layer uses
+//! only the layers below it (`tests/layering.rs`).
 
 pub mod admin;
+pub mod app;
 pub mod balance;
 pub mod body;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod crypto;
 pub mod demo;
 pub mod error;
 pub mod health;
+pub mod membership;
 pub mod observe;
 pub mod origin;
-pub mod proxy;
+pub mod pipeline;
+pub mod rng;
 pub mod server;
 pub mod state;
 pub mod tls;
 pub mod upstream;
 pub mod watch;
 
+pub use app::{prepare, start, Running};
 pub use config::Config;
-pub use server::{prepare, start, start_threads, Running};

@@ -199,7 +199,7 @@ async fn run(
     };
     let workers =
         workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let running = match switchyard::start_threads(config, workers) {
+    let running = match switchyard::app::start(config, workers) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");
@@ -234,8 +234,7 @@ async fn run(
     loop {
         match signals.next().await {
             Signal::Reload if !demo => {
-                let control = Arc::clone(&running.control);
-                let _ = tokio::task::spawn_blocking(move || control.reload()).await;
+                let _ = running.control.reload_async().await;
             }
             Signal::Reload => tracing::info!("the demo does not reload"),
             Signal::ReopenLog => running.shared.reopen_log(),

@@ -79,21 +79,41 @@ pub fn watch(control: Arc<Control>, runtime: &tokio::runtime::Handle) -> notify:
         while rx.recv().await.is_some() {
             // Let the burst end.
             while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
-            let mut now = Contents::default();
-            now.read(&file, &tls_files);
+            // File reads block: off the runtime, as the reload itself.
+            let (f, t) = (file.clone(), tls_files.clone());
+            let Ok(now) = tokio::task::spawn_blocking(move || {
+                let mut now = Contents::default();
+                now.read(&f, &t);
+                now
+            })
+            .await
+            else {
+                continue;
+            };
             // A configuration file that is gone for now (mid-swap) is no change.
             if now.0.get(&file).is_none_or(Option::is_none) || now == last {
                 continue;
             }
             last = now;
             tracing::info!(file = %file.display(), "configuration or certificate files changed; reloading");
-            let _ = control.reload();
+            let _ = control.reload_async().await;
             // The new configuration may name other certificate files.
             let files = control.shared.config().tls_files();
             if files != tls_files {
                 tls_files = files;
                 // Files new to the watch: their content as of now is the baseline.
-                last.read(&file, &tls_files);
+                let (f, t) = (file.clone(), tls_files.clone());
+                if let Ok(l) = tokio::task::spawn_blocking(move || {
+                    let mut l = last;
+                    l.read(&f, &t);
+                    l
+                })
+                .await
+                {
+                    last = l;
+                } else {
+                    last = Contents::default();
+                }
                 let Some(dirs) = weak.upgrade() else { return };
                 dirs.lock()
                     .unwrap_or_else(|e| e.into_inner())

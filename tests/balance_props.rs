@@ -8,10 +8,11 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 
 use proptest::prelude::*;
-use switchyard::balance::{self, hash_bytes, rng, Balancer, PickCtx, RoundRobin};
+use switchyard::balance::{self, hash_bytes, Balancer, PickCtx, RoundRobin};
 use switchyard::config::{BalanceKind, UpstreamConfig};
+use switchyard::rng;
 use switchyard::state::Shared;
-use switchyard::upstream::{InFlight, Measure, Registry, ServerKey, UpstreamServer};
+use switchyard::upstream::{InFlight, Measure, Registry, ServerKey, Source, UpstreamServer};
 use switchyard::Config;
 
 fn addr(i: usize) -> SocketAddr {
@@ -68,7 +69,7 @@ fn parse(text: &str) -> Config {
 struct Setup {
     config: UpstreamConfig,
     servers: Vec<UpstreamServer>,
-    balancer: Box<dyn Balancer>,
+    balancer: Box<dyn Balancer<UpstreamServer>>,
 }
 
 impl Setup {
@@ -87,6 +88,8 @@ impl Setup {
                 down: s.down,
                 backup: s.backup,
                 passive: Default::default(),
+                source: Source::File,
+                requests: Box::new([]),
                 state: registry.server(
                     ServerKey {
                         upstream: Arc::clone(&name),
@@ -97,7 +100,7 @@ impl Setup {
                 ),
             })
             .collect();
-        let balancer = balance::build(&config, &servers);
+        let balancer = balance::build(&config, &servers, None);
         Setup {
             config,
             servers,
@@ -576,6 +579,8 @@ fn swrr_live_mode_concurrent_picks_keep_exact_proportions() {
                 down: false,
                 backup: false,
                 passive: Default::default(),
+                source: Source::File,
+                requests: Box::new([]),
                 state: registry.server(
                     ServerKey {
                         upstream: Arc::from("live"),
@@ -640,7 +645,7 @@ fn backup_config(balance: &str) -> Config {
 #[test]
 fn backup_tier_is_used_only_while_no_primary_is_eligible() {
     for algo in BalanceKind::NAMES {
-        let shared = Shared::new(backup_config(algo), 1);
+        let shared = Shared::new(backup_config(algo), 1).unwrap();
         let snapshot = shared.load();
         let u = &snapshot.upstreams[0];
         assert_eq!(u.tiers.len(), 2, "{algo}");
@@ -693,7 +698,7 @@ fn sticky_server_only_while_eligible() {
         (3, backup),
     ];
     let text = config_text("round_robin", &specs, "sticky = { cookie = \"srv\" }");
-    let shared = Shared::new(parse(&text), 1);
+    let shared = Shared::new(parse(&text), 1).unwrap();
     let snapshot = shared.load();
     let u = &snapshot.upstreams[0];
     let server = |i: usize| {

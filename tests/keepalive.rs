@@ -8,11 +8,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{get, start_proxy};
+use common::get;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Barrier;
+
+/// These tests count one pool's connections, and pools are per worker (as nginx's
+/// `keepalive` is): with one worker every request uses the same pool.
+/// `tests/workers.rs` covers the pools of several workers.
+async fn start_proxy(toml: &str) -> switchyard::Running {
+    common::start_proxy_workers(toml, 1).await
+}
 
 fn config(origin: SocketAddr, keepalive: usize) -> String {
     format!(

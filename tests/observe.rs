@@ -21,7 +21,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 async fn start(text: &str) -> Running {
     let config = Config::parse(std::path::Path::new("observe.toml"), text)
         .unwrap_or_else(|e| panic!("test configuration is invalid:\n{e}\n---\n{text}"));
-    switchyard::start(config).await.expect("proxy starts")
+    switchyard::start(config, crate::common::WORKERS).expect("proxy starts")
 }
 
 fn servers(addrs: &[SocketAddr]) -> String {
@@ -271,9 +271,7 @@ async fn retries_and_reloads_are_counted() {
         servers(&[dead, good[0]])
     );
     std::fs::write(&file, &text).unwrap();
-    let running = switchyard::start(Config::load(&file).unwrap())
-        .await
-        .unwrap();
+    let running = switchyard::start(Config::load(&file).unwrap(), crate::common::WORKERS).unwrap();
     let addr = running.addr("public").unwrap();
     let mut conn = common::Conn::open(addr).await;
     for _ in 0..4 {
@@ -434,7 +432,7 @@ async fn readyz_is_503_until_the_listeners_are_up() {
         servers(&o)
     );
     let config = Config::parse(std::path::Path::new("t.toml"), &text).unwrap();
-    let running = switchyard::prepare(config).await.unwrap();
+    let running = switchyard::prepare(config, crate::common::WORKERS).unwrap();
     assert!(running.addr("public").is_none(), "not listening yet");
     assert_eq!(admin(&running, "/readyz", None).await.0, 503);
     assert_eq!(admin(&running, "/healthz", None).await.0, 200);

@@ -35,7 +35,7 @@ async fn start_file(dir: &Dir, text: &str) -> Running {
     write_file(&dir.file(), text);
     let config = Config::load(&dir.file())
         .unwrap_or_else(|e| panic!("test configuration is invalid:\n{e}\n---\n{text}"));
-    switchyard::start(config).await.expect("proxy starts")
+    switchyard::start(config, crate::common::WORKERS).expect("proxy starts")
 }
 
 /// A catch-all route to `upstream`.
@@ -506,7 +506,7 @@ async fn watch_applies_configmap_symlink_swap() {
     symlink("..2026_a", dir.0.join("..data")).unwrap();
     symlink("..data/config.toml", dir.file()).unwrap();
     let config = Config::load(&dir.file()).expect("valid");
-    let running = switchyard::start(config).await.expect("start");
+    let running = switchyard::start(config, crate::common::WORKERS).expect("start");
     let addr = running.addr("public").unwrap();
     let _w = switchyard::watch::watch(
         Arc::clone(&running.control),

@@ -860,7 +860,7 @@ async fn start_file(pki: &Pki, toml: &str) -> (Running, SocketAddr) {
     let file = dir.join("switchyard.toml");
     std::fs::write(&file, toml).unwrap();
     let config = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
-    let running = switchyard::start(config).await.expect("proxy starts");
+    let running = switchyard::start(config, crate::common::WORKERS).expect("proxy starts");
     let addr = running.addr("public").unwrap();
     (running, addr)
 }

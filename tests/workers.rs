@@ -1,4 +1,4 @@
-//! The binary's thread-per-core mode (`start_threads`): several workers share one
+//! The binary's thread-per-core mode (`switchyard::start` with several workers): several workers share one
 //! port, one round-robin cursor and one set of per-server counters, while each keeps
 //! its own upstream connections.
 
@@ -27,7 +27,7 @@ fn config(body: &str) -> Config {
 async fn workers_share_the_round_robin_cycle_and_drain_on_shutdown() {
     let _ports = PORTS.lock().await;
     let o = common::start_origins(&["a", "b", "c"]).await;
-    let running = switchyard::start_threads(
+    let running = switchyard::start(
         config(&format!(
             "[[route]]\nupstream = \"u\"\n\n[upstream.u]\nservers = [{{ addr = \"{}\" }}, {{ addr = \"{}\" }}, {{ addr = \"{}\" }}]\n",
             o[0], o[1], o[2]
@@ -84,7 +84,7 @@ async fn workers_share_the_round_robin_cycle_and_drain_on_shutdown() {
 async fn each_worker_keeps_its_own_upstream_connections() {
     let _ports = PORTS.lock().await;
     let (origin, accepted) = common::counting_origin(None).await;
-    let running = switchyard::start_threads(
+    let running = switchyard::start(
         config(&format!(
             "[[route]]\nupstream = \"u\"\n\n[upstream.u]\nservers = [{{ addr = \"{origin}\" }}]\n"
         )),

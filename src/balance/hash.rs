@@ -9,8 +9,7 @@
 //!
 //! A request without a key (no such header, cookie…) falls back to round-robin.
 
-use super::{Balancer, PickCtx, RoundRobin};
-use crate::upstream::UpstreamServer;
+use super::{Balancer, Candidate, PickCtx, RoundRobin};
 
 /// Ring points per unit of weight: nginx's 160. Enough that each server's share of
 /// the key space is within a few percent of its weight's.
@@ -29,14 +28,25 @@ pub struct Ketama {
 }
 
 impl Ketama {
-    pub fn new(servers: &[UpstreamServer], weights: &[u32], factor: Option<f64>) -> Self {
+    pub fn new<S: Candidate>(servers: &[S], weights: &[u32], factor: Option<f64>) -> Self {
+        Self::with_fallback(servers, weights, factor, RoundRobin::new(weights))
+    }
+
+    /// As `new`, with `fallback` (the tier's weighted round-robin cycle) for
+    /// requests without a key.
+    pub fn with_fallback<S: Candidate>(
+        servers: &[S],
+        weights: &[u32],
+        factor: Option<f64>,
+        fallback: RoundRobin,
+    ) -> Self {
         let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
         let per_weight = POINTS_PER_WEIGHT.min(MAX_POINTS / total.max(1)).max(1);
         let mut ring = Vec::with_capacity((total * per_weight) as usize);
         for (i, (s, &w)) in servers.iter().zip(weights).enumerate() {
             // Points derive from the server's identity, not its position, so adding
             // or removing another server leaves them where they were.
-            let id = s.state.key.addr.to_string();
+            let id = s.addr().to_string();
             for p in 0..u64::from(w) * per_weight {
                 let h = super::hash_bytes(format!("{id}-{p}").as_bytes());
                 ring.push(((h >> 32) as u32, i as u32));
@@ -46,7 +56,7 @@ impl Ketama {
         Ketama {
             ring: ring.into(),
             factor,
-            fallback: RoundRobin::new(weights),
+            fallback,
         }
     }
 }
@@ -60,19 +70,23 @@ const RAMP_BALANCE_FACTOR: f64 = 1.25;
 /// In-flight requests of the usable servers, with this one counted, per unit of
 /// live weight: server `s` may hold at most ⌈factor × this × weight(s)⌉ before the
 /// walk passes it (Mirrokni et al.'s bound, HAProxy's `hash-balance-factor`).
-fn load_per_weight(servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> f64 {
+fn load_per_weight<S: Candidate>(servers: &[S], ctx: &PickCtx<'_>) -> f64 {
     let (mut load, mut weight) = (0usize, 0u64);
     for (i, x) in servers.iter().enumerate() {
         if ctx.usable(servers, i) {
-            load += x.state.inflight();
+            load += x.inflight();
             weight += x.live_weight();
         }
     }
     (load + 1) as f64 / weight.max(1) as f64
 }
 
-impl Balancer for Ketama {
-    fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> Option<usize> {
+impl<S: Candidate> Balancer<S> for Ketama {
+    fn cycle(&self) -> Option<&RoundRobin> {
+        Some(&self.fallback)
+    }
+
+    fn pick(&self, servers: &[S], ctx: &PickCtx<'_>) -> Option<usize> {
         let Some(key) = ctx.key else {
             return self.fallback.pick(servers, ctx);
         };
@@ -97,7 +111,7 @@ impl Balancer for Ketama {
             };
             let pw = *per_weight.get_or_insert_with(|| load_per_weight(servers, ctx));
             let capacity = (factor * pw * s.live_weight() as f64).ceil() as usize;
-            if s.state.inflight() < capacity {
+            if s.inflight() < capacity {
                 return Some(i);
             }
             first_usable.get_or_insert(i);

@@ -3,8 +3,7 @@
 //! cycle is walked to the next tied server, which keeps the tied servers' weight
 //! proportions (an idle pool is served exactly as by `round_robin`).
 
-use super::{Balancer, PickCtx, RoundRobin};
-use crate::upstream::UpstreamServer;
+use super::{Balancer, Candidate, PickCtx, RoundRobin};
 
 #[derive(Debug)]
 pub struct LeastConn {
@@ -13,14 +12,21 @@ pub struct LeastConn {
 
 impl LeastConn {
     pub fn new(weights: &[u32]) -> Self {
-        LeastConn {
-            ties: RoundRobin::new(weights),
-        }
+        Self::with_ties(RoundRobin::new(weights))
+    }
+
+    /// Ties broken by `ties`, the tier's weighted round-robin cycle.
+    pub fn with_ties(ties: RoundRobin) -> Self {
+        LeastConn { ties }
     }
 }
 
-impl Balancer for LeastConn {
-    fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> Option<usize> {
+impl<S: Candidate> Balancer<S> for LeastConn {
+    fn cycle(&self) -> Option<&RoundRobin> {
+        Some(&self.ties)
+    }
+
+    fn pick(&self, servers: &[S], ctx: &PickCtx<'_>) -> Option<usize> {
         // The best so far as (index, in-flight, weight): one atomic load per server,
         // loads compared per weight by cross-multiplication.
         let mut best: Option<(usize, u64, u64)> = None;
@@ -29,7 +35,7 @@ impl Balancer for LeastConn {
             if !ctx.usable(servers, i) {
                 continue;
             }
-            let (load, w) = (s.state.inflight() as u64, s.live_weight());
+            let (load, w) = (s.inflight() as u64, s.live_weight());
             match best {
                 Some((_, bl, bw)) if load * bw >= bl * w => {
                     tied += usize::from(load * bw == bl * w)
@@ -46,7 +52,7 @@ impl Balancer for LeastConn {
                 let i = self.ties.next()?;
                 let s = &servers[i];
                 if ctx.usable(servers, i)
-                    && s.state.inflight() as u64 * bw == bl * s.live_weight()
+                    && s.inflight() as u64 * bw == bl * s.live_weight()
                     && s.ramp_admits()
                 {
                     return Some(i);

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Balancer, PickCtx, RoundRobin};
-use crate::upstream::{stamp, UpstreamServer};
+use super::{Balancer, Candidate, PickCtx, RoundRobin};
+use crate::clock::stamp;
 
 #[derive(Debug)]
 pub struct LeastTime {
@@ -23,26 +23,35 @@ pub struct LeastTime {
 
 impl LeastTime {
     pub fn new(weights: &[u32], tau: Duration) -> Self {
+        Self::with_ties(RoundRobin::new(weights), tau)
+    }
+
+    /// Ties broken by `ties`, the tier's weighted round-robin cycle.
+    pub fn with_ties(ties: RoundRobin, tau: Duration) -> Self {
         LeastTime {
-            ties: RoundRobin::new(weights),
+            ties,
             tau_ms: tau.as_secs_f64() * 1e3,
         }
     }
 
     /// Expected time a new request would take on `s`, per unit of weight.
-    fn cost(&self, s: &UpstreamServer, now: u32) -> f64 {
-        s.state.latency.average_ns_at(now, self.tau_ms) * (s.state.inflight() as f64 + 1.0)
+    fn cost<S: Candidate>(&self, s: &S, now: u32) -> f64 {
+        s.latency().average_ns_at(now, self.tau_ms) * (s.inflight() as f64 + 1.0)
             / s.live_weight() as f64
     }
 }
 
-impl Balancer for LeastTime {
+impl<S: Candidate> Balancer<S> for LeastTime {
     /// The cost in seconds: the average × (in-flight + 1) per unit of weight.
-    fn load(&self, s: &UpstreamServer) -> f64 {
-        self.cost(s, stamp(Instant::now())) * f64::from(1u32 << crate::upstream::WEIGHT_SCALE) / 1e9
+    fn load(&self, s: &S) -> f64 {
+        self.cost(s, stamp(Instant::now())) * f64::from(1u32 << super::WEIGHT_SCALE) / 1e9
     }
 
-    fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> Option<usize> {
+    fn cycle(&self) -> Option<&RoundRobin> {
+        Some(&self.ties)
+    }
+
+    fn pick(&self, servers: &[S], ctx: &PickCtx<'_>) -> Option<usize> {
         let now = stamp(Instant::now());
         let mut best: Option<(usize, f64)> = None;
         let mut tied = 0;

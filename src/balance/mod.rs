@@ -1,21 +1,25 @@
-//! Backend selection. One trait, one file per algorithm. A balancer is built from a
-//! configuration snapshot for one tier of servers (primaries, or backups) and never
-//! mutated by a reload; what it compares (in-flight counts, latency estimates,
-//! health) lives in each server's long-lived `ServerState`, so reloads keep it.
+//! Backend selection. One trait, one file per algorithm. A balancer is built for
+//! one tier of servers (primaries, or backups) and never mutated by a reload or a
+//! membership change; what it compares (in-flight counts, latency estimates,
+//! health) is read through `Candidate` from each server's long-lived state, so the
+//! state outlives the balancer. Choosing is separate from measuring: this module
+//! knows servers only as `Candidate`s and depends on no other part of the proxy.
 //! Picks take no lock: round-robin is one atomic increment, the load-aware
 //! algorithms read atomics.
 
 mod hash;
+pub mod latency;
 mod least_conn;
 mod least_time;
 mod peak_ewma;
 mod random;
-pub mod rng;
 mod round_robin;
 
 use std::fmt::Debug;
+use std::net::SocketAddr;
 
 pub use hash::Ketama;
+pub use latency::Latency;
 pub use least_conn::LeastConn;
 pub use least_time::LeastTime;
 pub use peak_ewma::PeakEwma;
@@ -23,7 +27,53 @@ pub use random::RandomTwo;
 pub use round_robin::RoundRobin;
 
 use crate::config::{BalanceKind, UpstreamConfig};
-use crate::upstream::UpstreamServer;
+
+/// Fixed-point scale of `Candidate::live_weight`: weights are in 1/1024ths, so a
+/// ramped weight keeps precision in the integer cross-multiplications of
+/// `least_conn`.
+pub const WEIGHT_SCALE: u32 = 10;
+
+/// Share of its weight a slow-starting server begins with (nginx Plus and HAProxy
+/// start near zero; 10 % lets the first requests warm caches without a stampede).
+pub const SLOW_START_FLOOR: f64 = 0.10;
+
+/// A server as the balancers see it: what they compare, read from its live state.
+pub trait Candidate {
+    /// May it take a request now: not marked down, not drained, up as far as the
+    /// health checks know, not resting after passive ejection.
+    fn eligible(&self) -> bool;
+    /// The static weight: the configured one (or the operator's), 0 for a server
+    /// marked `down`.
+    fn weight(&self) -> u32;
+    /// The share of its weight slow start allows now (1 when not ramping).
+    fn ramp(&self) -> f64;
+    /// Requests between pick and the end of their response body.
+    fn inflight(&self) -> usize;
+    /// The latency estimates `ewma` and `least_time` compare.
+    fn latency(&self) -> &Latency;
+    /// The server's address: its identity on the `hash` ring, so that a server
+    /// keeps its points whatever else joins or leaves.
+    fn addr(&self) -> SocketAddr;
+
+    /// The weight the balancers use, in 1/1024ths (`WEIGHT_SCALE`): the static
+    /// weight, lowered while slow start ramps.
+    fn live_weight(&self) -> u64 {
+        let full = u64::from(self.weight()) << WEIGHT_SCALE;
+        match self.ramp() {
+            r if r >= 1.0 => full,
+            r => ((full as f64 * r) as u64).max(1),
+        }
+    }
+
+    /// For algorithms that walk a fixed sequence or draw by static weight: keeps a
+    /// turn of a slow-starting server with probability equal to its ramp.
+    fn ramp_admits(&self) -> bool {
+        match self.ramp() {
+            r if r >= 1.0 => true,
+            r => crate::rng::unit() < r,
+        }
+    }
+}
 
 /// What a pick may depend on besides the servers' state.
 #[derive(Debug, Clone, Copy, Default)]
@@ -48,55 +98,83 @@ impl PickCtx<'_> {
 
     /// Whether `servers[i]` (of the tier) may take this request: eligible, and not
     /// already tried by it.
-    pub fn usable(&self, servers: &[UpstreamServer], i: usize) -> bool {
+    pub fn usable<S: Candidate>(&self, servers: &[S], i: usize) -> bool {
         servers[i].eligible() && (self.skip.is_empty() || !self.skip.contains(&(self.base + i)))
     }
 }
 
 /// Chooses a server of a tier for one request.
-pub trait Balancer: Send + Sync + Debug {
+pub trait Balancer<S: Candidate>: Send + Sync + Debug {
     /// Index into `servers` of the chosen server, or `None` when none is usable
     /// (`PickCtx::usable`). `servers` is the slice the balancer was built for.
-    /// Weights are `UpstreamServer::live_weight`, which slow start lowers.
-    fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> Option<usize>;
+    fn pick(&self, servers: &[S], ctx: &PickCtx<'_>) -> Option<usize>;
 
     /// What this algorithm compares for `s`, for metrics and the status page (lower
     /// is preferred). By default in-flight requests per unit of weight.
-    fn load(&self, s: &UpstreamServer) -> f64 {
-        s.state.inflight() as f64 / weight_units(s)
+    fn load(&self, s: &S) -> f64 {
+        s.inflight() as f64 / weight_units(s)
+    }
+
+    /// The weighted round-robin cycle the balancer walks, if it walks one (for
+    /// itself or to break ties), so that a rebuilt balancer can carry on from the
+    /// same place.
+    fn cycle(&self) -> Option<&RoundRobin> {
+        None
     }
 }
 
 /// A server's live weight in units of its configured weight (slow start lowers it).
-pub(crate) fn weight_units(s: &UpstreamServer) -> f64 {
-    s.live_weight() as f64 / f64::from(1u32 << crate::upstream::WEIGHT_SCALE)
+pub fn weight_units<S: Candidate>(s: &S) -> f64 {
+    s.live_weight() as f64 / f64::from(1u32 << WEIGHT_SCALE)
 }
 
-/// Static weights with servers marked `down` at zero, so they never enter a cycle.
-fn effective_weights(servers: &[UpstreamServer]) -> Vec<u32> {
-    servers
-        .iter()
-        .map(|s| if s.down { 0 } else { s.weight })
-        .collect()
+/// The static weights of a tier, in order.
+fn weights<S: Candidate>(servers: &[S]) -> Vec<u32> {
+    servers.iter().map(Candidate::weight).collect()
 }
 
-/// Builds the balancer `config` asks for, over one tier of its servers.
-pub fn build(config: &UpstreamConfig, servers: &[UpstreamServer]) -> Box<dyn Balancer> {
-    let weights = effective_weights(servers);
+/// Builds the balancer `config` asks for over one tier of its servers. `previous`
+/// is the balancer this one replaces (same upstream and tier) with the addresses of
+/// its servers: a round-robin cycle continues after the server the old one picked
+/// last, so that changing the servers neither restarts the cycle (which would
+/// favour whoever comes first) nor skips anyone.
+pub fn build<S: Candidate + 'static>(
+    config: &UpstreamConfig,
+    servers: &[S],
+    previous: Option<(&dyn Balancer<S>, &[SocketAddr])>,
+) -> Box<dyn Balancer<S>> {
+    let weights = weights(servers);
+    let addrs: Vec<SocketAddr> = servers.iter().map(Candidate::addr).collect();
+    let cycle = |w: &[u32]| {
+        let rr = RoundRobin::new(w);
+        if let Some((old, old_addrs)) = previous {
+            if let Some(old) = old.cycle() {
+                rr.resume_after(old, old_addrs, &addrs);
+            }
+        }
+        rr
+    };
     match config.balance {
-        BalanceKind::RoundRobin => Box::new(RoundRobin::new(&weights)),
-        BalanceKind::LeastConn => Box::new(LeastConn::new(&weights)),
-        BalanceKind::LeastTime => Box::new(LeastTime::new(&weights, config.ewma_decay)),
+        BalanceKind::RoundRobin => Box::new(cycle(&weights)),
+        BalanceKind::LeastConn => Box::new(LeastConn::with_ties(cycle(&weights))),
+        BalanceKind::LeastTime => {
+            Box::new(LeastTime::with_ties(cycle(&weights), config.ewma_decay))
+        }
         BalanceKind::Ewma => Box::new(PeakEwma::new(config.ewma_decay)),
-        BalanceKind::Hash => Box::new(Ketama::new(servers, &weights, config.hash_balance_factor)),
+        BalanceKind::Hash => Box::new(Ketama::with_fallback(
+            servers,
+            &weights,
+            config.hash_balance_factor,
+            cycle(&weights),
+        )),
         BalanceKind::Random => Box::new(RandomTwo::new(&weights)),
     }
 }
 
 /// Whether `a`'s in-flight count per unit of weight is below `b`'s, compared by
 /// cross-multiplication (no division, exact).
-fn less_loaded(a: &UpstreamServer, b: &UpstreamServer) -> bool {
-    (a.state.inflight() as u64) * b.live_weight() < (b.state.inflight() as u64) * a.live_weight()
+fn less_loaded<S: Candidate>(a: &S, b: &S) -> bool {
+    (a.inflight() as u64) * b.live_weight() < (b.inflight() as u64) * a.live_weight()
 }
 
 /// FNV-1a over `bytes`, then a SplitMix64 finaliser so nearby inputs spread over
@@ -117,15 +195,86 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Servers for the balancers' unit tests: plain values standing in for live state.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::cell::Cell;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::{Candidate, Latency};
+
+    #[derive(Debug)]
+    pub(crate) struct Server {
+        pub(crate) weight: u32,
+        pub(crate) eligible: bool,
+        pub(crate) inflight: Cell<usize>,
+        pub(crate) latency: Latency,
+        pub(crate) addr: SocketAddr,
+        /// Slow start: its length, and when it began.
+        pub(crate) ramp: Option<(Duration, Instant)>,
+    }
+
+    impl Candidate for Server {
+        fn eligible(&self) -> bool {
+            self.eligible
+        }
+        fn weight(&self) -> u32 {
+            self.weight
+        }
+        fn ramp(&self) -> f64 {
+            match self.ramp {
+                None => 1.0,
+                Some((len, start)) => {
+                    let r = start.elapsed().as_secs_f64() / len.as_secs_f64();
+                    let floor = super::SLOW_START_FLOOR;
+                    if r >= 1.0 {
+                        1.0
+                    } else {
+                        floor + (1.0 - floor) * r
+                    }
+                }
+            }
+        }
+        fn inflight(&self) -> usize {
+            self.inflight.get()
+        }
+        fn latency(&self) -> &Latency {
+            &self.latency
+        }
+        fn addr(&self) -> SocketAddr {
+            self.addr
+        }
+    }
+
+    /// Eligible servers with the given weights, addresses 127.0.0.1:10000 onwards.
+    pub(crate) fn servers(weights: &[u32]) -> Vec<Server> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| Server {
+                weight,
+                eligible: true,
+                inflight: Cell::new(0),
+                latency: Latency::new(Duration::from_millis(30)),
+                addr: SocketAddr::from(([127, 0, 0, 1], 10000 + i as u16)),
+                ramp: None,
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use super::fake::{self, Server};
     use super::*;
-    use crate::upstream::test_servers;
 
     /// Share of picks that go to server 1 of two equal servers while server 1 ramps.
-    fn ramped_share(b: &dyn Balancer, servers: &[UpstreamServer]) -> f64 {
+    fn ramped_share(b: &dyn Balancer<Server>, servers: &[Server]) -> f64 {
         let n = 20_000;
         let hits = (0..n)
             .filter(|_| b.pick(servers, &PickCtx::default()) == Some(1))
@@ -136,10 +285,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn slow_start_ramps_the_share_of_a_recovered_server() {
         let ramp = Duration::from_secs(10);
-        let mut servers = test_servers(&[1, 1]);
-        servers[1].passive.slow_start = ramp;
-        servers[1].state.start_ramp(ramp);
-        let idle: [(&str, Box<dyn Balancer>); 3] = [
+        let mut servers = fake::servers(&[1, 1]);
+        servers[1].ramp = Some((ramp, tokio::time::Instant::now()));
+        let idle: [(&str, Box<dyn Balancer<Server>>); 3] = [
             ("round_robin", Box::new(RoundRobin::new(&[1, 1]))),
             ("least_conn", Box::new(LeastConn::new(&[1, 1]))),
             ("random", Box::new(RandomTwo::new(&[1, 1]))),
@@ -163,8 +311,8 @@ mod tests {
 
     #[test]
     fn skipped_servers_are_not_picked() {
-        let servers = test_servers(&[1, 1, 1]);
-        let algos: [Box<dyn Balancer>; 4] = [
+        let servers = fake::servers(&[1, 1, 1]);
+        let algos: [Box<dyn Balancer<Server>>; 4] = [
             Box::new(RoundRobin::new(&[1, 1, 1])),
             Box::new(LeastConn::new(&[1, 1, 1])),
             Box::new(RandomTwo::new(&[1, 1, 1])),

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{rng, Balancer, PickCtx};
-use crate::upstream::UpstreamServer;
+use super::{Balancer, Candidate, PickCtx};
+use crate::rng;
 
 /// Random draws tried before falling back to a scan for eligible servers. With
 /// half the servers ineligible, 8 draws all fail with probability 2⁻⁸.
@@ -28,15 +28,14 @@ impl PeakEwma {
         PeakEwma { tau }
     }
 
-    fn cost(&self, s: &UpstreamServer, now: Instant) -> f64 {
-        s.state.latency.peak_ns(now, self.tau) * (s.state.inflight() as f64 + 1.0)
-            / s.live_weight() as f64
+    fn cost<S: Candidate>(&self, s: &S, now: Instant) -> f64 {
+        s.latency().peak_ns(now, self.tau) * (s.inflight() as f64 + 1.0) / s.live_weight() as f64
     }
 }
 
 /// Two distinct eligible servers drawn uniformly, or the only eligible one.
-pub(super) fn eligible_pair(
-    servers: &[UpstreamServer],
+pub(super) fn eligible_pair<S: Candidate>(
+    servers: &[S],
     ctx: &PickCtx<'_>,
 ) -> Option<(usize, Option<usize>)> {
     let n = servers.len();
@@ -57,13 +56,13 @@ pub(super) fn eligible_pair(
     Some((a, found.next()))
 }
 
-impl Balancer for PeakEwma {
+impl<S: Candidate> Balancer<S> for PeakEwma {
     /// The cost in seconds: the estimate × (in-flight + 1) per unit of weight.
-    fn load(&self, s: &UpstreamServer) -> f64 {
-        self.cost(s, Instant::now()) * f64::from(1u32 << crate::upstream::WEIGHT_SCALE) / 1e9
+    fn load(&self, s: &S) -> f64 {
+        self.cost(s, Instant::now()) * f64::from(1u32 << super::WEIGHT_SCALE) / 1e9
     }
 
-    fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> Option<usize> {
+    fn pick(&self, servers: &[S], ctx: &PickCtx<'_>) -> Option<usize> {
         let (a, b) = eligible_pair(servers, ctx)?;
         let Some(b) = b else { return Some(a) };
         let now = Instant::now();

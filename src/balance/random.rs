@@ -2,8 +2,8 @@
 //! proportional to weight; the one with fewer in-flight requests per unit of weight
 //! wins.
 
-use super::{less_loaded, rng, Balancer, PickCtx};
-use crate::upstream::UpstreamServer;
+use super::{less_loaded, Balancer, Candidate, PickCtx};
+use crate::rng;
 
 /// Draws before falling back to a scan (see `peak_ewma::DRAWS`).
 const DRAWS: usize = 8;
@@ -37,10 +37,10 @@ impl RandomTwo {
     }
 }
 
-impl Balancer for RandomTwo {
+impl<S: Candidate> Balancer<S> for RandomTwo {
     /// A slow-starting server's draw is kept with probability equal to its ramp, so
     /// it is drawn in proportion to its live weight.
-    fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> Option<usize> {
+    fn pick(&self, servers: &[S], ctx: &PickCtx<'_>) -> Option<usize> {
         let mut first: Option<usize> = None;
         for _ in 0..DRAWS * 2 {
             let Some(i) = self.draw() else { break };
@@ -62,7 +62,7 @@ impl Balancer for RandomTwo {
         let mut best: Option<usize> = None;
         for (i, s) in servers.iter().enumerate() {
             if ctx.usable(servers, i)
-                && s.weight > 0
+                && s.weight() > 0
                 && best.is_none_or(|b| less_loaded(s, &servers[b]))
             {
                 best = Some(i);

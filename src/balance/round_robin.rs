@@ -4,11 +4,11 @@
 //! proportions over every cycle, which a locked per-pick SWRR also does but at the
 //! price of a critical section per request.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use super::{Balancer, PickCtx};
-use crate::upstream::UpstreamServer;
+use super::{Balancer, Candidate, PickCtx};
 
 /// Work allowed for precomputing a cycle (sequence length × servers). Beyond it —
 /// hundreds of servers with large, coprime weights — picks fall back to nginx's
@@ -95,6 +95,51 @@ impl RoundRobin {
         }
     }
 
+    /// Moves the cursor of this (new, unused) cycle to just after the server that
+    /// `old`, the cycle it replaces, picked last; `old_addrs` and `new_addrs` are the
+    /// servers of each, by index. If that server is gone, the one picked before it
+    /// is used, and so on. Where the server occurs several times (weights), the
+    /// occurrence nearest the same point of the cycle is taken. So a membership
+    /// change neither restarts the cycle, which would favour the first servers
+    /// every time, nor skips or repeats a server that stays: with equal weights the
+    /// servers that stay keep alternating exactly through any number of changes.
+    pub fn resume_after(
+        &self,
+        old: &RoundRobin,
+        old_addrs: &[SocketAddr],
+        new_addrs: &[SocketAddr],
+    ) {
+        let (Mode::Table(old_t), Mode::Table(new_t)) = (&old.mode, &self.mode) else {
+            return;
+        };
+        let next = old.cursor.load(Ordering::Relaxed);
+        if old_t.is_empty() || new_t.is_empty() || next == 0 {
+            return;
+        }
+        let (old_len, new_len) = (old_t.len(), new_t.len());
+        for back in 1..=old_len {
+            let pos = next.wrapping_sub(back) % old_len;
+            let Some(addr) = old_addrs.get(old_t[pos] as usize) else {
+                continue;
+            };
+            let Some(j) = new_addrs.iter().position(|a| a == addr) else {
+                continue;
+            };
+            let target = (pos as f64 + 0.5) / old_len as f64 * new_len as f64;
+            let distance = |i: usize| {
+                let d = ((i as f64 + 0.5) - target).abs();
+                d.min(new_len as f64 - d)
+            };
+            let at = (0..new_len)
+                .filter(|&i| new_t[i] as usize == j)
+                .min_by(|&a, &b| distance(a).total_cmp(&distance(b)));
+            if let Some(at) = at {
+                self.cursor.store(at + 1, Ordering::Relaxed);
+            }
+            return;
+        }
+    }
+
     pub(super) fn cycle_len(&self) -> usize {
         match &self.mode {
             Mode::Table(t) => t.len(),
@@ -103,11 +148,15 @@ impl RoundRobin {
     }
 }
 
-impl Balancer for RoundRobin {
+impl<S: Candidate> Balancer<S> for RoundRobin {
+    fn cycle(&self) -> Option<&RoundRobin> {
+        Some(self)
+    }
+
     /// Skipping unusable servers keeps the others' proportions exact: their
     /// entries in the cycle are untouched. A slow-starting server keeps each of its
     /// turns with probability equal to its ramp, so its share follows the ramp.
-    fn pick(&self, servers: &[UpstreamServer], ctx: &PickCtx<'_>) -> Option<usize> {
+    fn pick(&self, servers: &[S], ctx: &PickCtx<'_>) -> Option<usize> {
         let mut passed = None;
         for _ in 0..self.cycle_len() {
             let i = self.next()?;
@@ -121,7 +170,7 @@ impl Balancer for RoundRobin {
         // Concurrent picks share the cursor, so this one may have seen only
         // unusable turns while a usable server exists: never a false "none".
         passed.or_else(|| {
-            (0..servers.len()).find(|&i| servers[i].weight > 0 && ctx.usable(servers, i))
+            (0..servers.len()).find(|&i| servers[i].weight() > 0 && ctx.usable(servers, i))
         })
     }
 }
@@ -130,9 +179,11 @@ impl Balancer for RoundRobin {
 mod tests {
     use super::*;
 
+    use crate::balance::fake;
+
     fn sequence(weights: &[u32], n: usize) -> String {
         let mut rr = RoundRobin::new(weights);
-        let servers = crate::upstream::test_servers(weights);
+        let servers = fake::servers(weights);
         let mut s = String::new();
         for _ in 0..n {
             s.push((b'a' + rr.pick(&servers, &PickCtx::default()).unwrap() as u8) as char);
@@ -160,10 +211,7 @@ mod tests {
     fn zero_weight_servers_are_never_picked() {
         assert_eq!(sequence(&[2, 0, 1], 6), "acaaca");
         let rr = RoundRobin::new(&[0, 0]);
-        assert_eq!(
-            rr.pick(&crate::upstream::test_servers(&[0, 0]), &PickCtx::default()),
-            None
-        );
+        assert_eq!(rr.pick(&fake::servers(&[0, 0]), &PickCtx::default()), None);
     }
 
     #[test]
@@ -171,5 +219,65 @@ mod tests {
         let rr = RoundRobin::new(&[500, 100, 100]);
         let Mode::Table(t) = &rr.mode else { panic!() };
         assert_eq!(t.len(), 7);
+    }
+
+    /// Picks `n` times from `rr` over `servers`, as letters by address: 'a' for
+    /// port 10000, 'b' for 10001…
+    fn walk(rr: &RoundRobin, servers: &[fake::Server], n: usize) -> String {
+        (0..n)
+            .map(|_| {
+                let i = rr.pick(servers, &PickCtx::default()).unwrap();
+                (b'a' + (servers[i].addr.port() - 10000) as u8) as char
+            })
+            .collect()
+    }
+
+    fn addrs(servers: &[fake::Server]) -> Vec<SocketAddr> {
+        servers.iter().map(|s| s.addr).collect()
+    }
+
+    #[test]
+    fn a_new_cycle_carries_on_after_the_last_server_picked() {
+        let abc = fake::servers(&[1, 1, 1]);
+        let ab: Vec<fake::Server> = fake::servers(&[1, 1]);
+        let old = RoundRobin::new(&[1, 1, 1]);
+        assert_eq!(walk(&old, &abc, 4), "abca");
+        // c leaves: the cycle goes on with b, not from a again.
+        let new = RoundRobin::new(&[1, 1]);
+        new.resume_after(&old, &addrs(&abc), &addrs(&ab));
+        assert_eq!(walk(&new, &ab, 3), "bab");
+        // c comes back after a b: the next is c, then a.
+        let back = RoundRobin::new(&[1, 1, 1]);
+        back.resume_after(&new, &addrs(&ab), &addrs(&abc));
+        assert_eq!(walk(&back, &abc, 4), "cabc");
+        // The last one picked (c) leaves: carry on after the one before it (b).
+        let again = RoundRobin::new(&[1, 1]);
+        again.resume_after(&back, &addrs(&abc), &addrs(&ab));
+        assert_eq!(walk(&again, &ab, 2), "ab");
+        // A cycle nothing was picked from yet starts at the beginning.
+        let fresh = RoundRobin::new(&[1, 1]);
+        fresh.resume_after(&RoundRobin::new(&[1, 1, 1]), &addrs(&abc), &addrs(&ab));
+        assert_eq!(walk(&fresh, &ab, 1), "a");
+    }
+
+    #[test]
+    fn servers_that_stay_alternate_exactly_through_many_changes() {
+        let abc = fake::servers(&[1, 1, 1]);
+        let ab = fake::servers(&[1, 1]);
+        let mut current = RoundRobin::new(&[1, 1]);
+        let mut with_c = false;
+        let mut counts = [0usize; 3];
+        for round in 0..1000 {
+            let servers = if with_c { &abc } else { &ab };
+            for ch in walk(&current, servers, 1 + round % 4).bytes() {
+                counts[usize::from(ch - b'a')] += 1;
+            }
+            let (from, to) = if with_c { (&abc, &ab) } else { (&ab, &abc) };
+            let next = RoundRobin::new(&vec![1; to.len()]);
+            next.resume_after(&current, &addrs(from), &addrs(to));
+            current = next;
+            with_c = !with_c;
+        }
+        assert!(counts[0].abs_diff(counts[1]) <= 1, "{counts:?}");
     }
 }

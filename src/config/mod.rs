@@ -383,6 +383,14 @@ impl Config {
         files
     }
 
+    /// A server entry as the file writes one (`{ addr = "…", weight = 2 }`), given
+    /// as JSON by the admin API: the server (several for a name that resolves to
+    /// several addresses), or every problem with its key. Blocks while a name
+    /// resolves.
+    pub fn server_entry(value: serde_json::Value) -> Result<Vec<ServerConfig>, Vec<Problem>> {
+        validate::server_entry(value)
+    }
+
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams
             .binary_search_by(|u| u.name.as_str().cmp(name))

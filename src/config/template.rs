@@ -23,6 +23,8 @@ pub enum Variable {
     Uri,
     /// The query, without `?` (nginx's `$args`); empty when there is none.
     Args,
+    /// `?` when the request has a query, else empty (nginx's `$is_args`).
+    IsArgs,
 }
 
 impl Variable {
@@ -35,6 +37,7 @@ impl Variable {
         ("request_uri", Variable::RequestUri),
         ("uri", Variable::Uri),
         ("args", Variable::Args),
+        ("is_args", Variable::IsArgs),
     ];
 
     /// The name as written after `$`.

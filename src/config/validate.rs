@@ -499,6 +499,30 @@ fn check_upstreams(
     out
 }
 
+/// One server entry given as JSON (the admin API): see `Config::server_entry`.
+pub(super) fn server_entry(value: serde_json::Value) -> Result<Vec<ServerConfig>, Vec<Problem>> {
+    let mut c = Checker::default();
+    let raw = match serde_path_to_error::deserialize::<_, RawServer>(value) {
+        Ok(r) => r,
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            return Err(vec![Problem::new(path, e.into_inner().to_string())]);
+        }
+    };
+    let servers = check_server(&mut c, "", raw);
+    let problems: Vec<Problem> = c
+        .problems
+        .into_iter()
+        .map(|p| Problem::new(p.path.trim_start_matches('.'), p.message))
+        .collect();
+    if problems.is_empty() {
+        Ok(servers)
+    } else {
+        Err(problems)
+    }
+}
+
 fn check_server(c: &mut Checker, path: &str, s: RawServer) -> Vec<ServerConfig> {
     let weight = s.weight.unwrap_or(DEFAULT_WEIGHT);
     if weight == 0 || weight > MAX_WEIGHT {

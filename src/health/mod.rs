@@ -1,21 +1,27 @@
 //! Active health checks: one checker task per upstream with a `health_check` table,
 //! probing every server (except those marked `down`) each interval, HAProxy's
-//! rise/fall style. The checkers run on one runtime, apart from the request path,
-//! and act on servers only through `ServerState::set_active`, so a reload that keeps
-//! a server keeps its health.
+//! rise/fall style. The checkers run on the background runtime, apart from the
+//! request path, and act on servers only through `ServerState::set_active`, so a
+//! reload that keeps a server keeps its health.
+//!
+//! A checker outlives changes to its upstream's server list: it is handed the new
+//! list, keeps the rise/fall counts of the servers that stay and probes the ones
+//! that joined at once (they wait, warming, for a passing check), so adding or
+//! removing a server causes no burst of checks on the others.
 
 mod probe;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::HealthCheckConfig;
-use crate::state::Snapshot;
-use crate::upstream::{Active, ServerState};
+use crate::upstream::{Active, ServerState, Upstream};
 
 pub use probe::probe;
 
@@ -29,7 +35,7 @@ pub struct Supervisor {
 #[derive(Debug)]
 struct Checker {
     config: Arc<HealthCheckConfig>,
-    targets: Vec<Target>,
+    targets: watch::Sender<Vec<Target>>,
     task: JoinHandle<()>,
 }
 
@@ -40,8 +46,8 @@ struct Target {
 }
 
 impl Target {
-    fn same(&self, other: &Target) -> bool {
-        Arc::ptr_eq(&self.state, &other.state) && self.slow_start == other.slow_start
+    fn addr(&self) -> SocketAddr {
+        self.state.addr()
     }
 }
 
@@ -61,15 +67,16 @@ impl Supervisor {
         self.checkers.clear();
     }
 
-    /// Brings the checkers in line with `snapshot`: unchanged upstreams keep their
-    /// checker (and its rise/fall counts), changed ones get a new one, and servers of
-    /// upstreams that no longer have checks are released from the checks' verdict.
-    pub fn sync(&mut self, snapshot: &Snapshot) {
+    /// Brings the checkers in line with `upstreams`: an upstream whose check
+    /// settings are unchanged keeps its checker, which gets the new server list;
+    /// one with new settings gets a new checker; servers of upstreams that no longer
+    /// have checks are released from the checks' verdict.
+    pub fn sync(&mut self, upstreams: &[Arc<Upstream>]) {
         let Some(runtime) = self.runtime.clone() else {
             return;
         };
         let mut next = HashMap::new();
-        for u in &snapshot.upstreams {
+        for u in upstreams {
             let Some(config) = &u.health_check else {
                 continue;
             };
@@ -83,23 +90,32 @@ impl Supervisor {
                 })
                 .collect();
             let checker = match self.checkers.remove(&u.name) {
-                Some(c)
-                    if c.config == *config
-                        && c.targets.len() == targets.len()
-                        && c.targets.iter().zip(&targets).all(|(a, b)| a.same(b)) =>
-                {
+                Some(c) if c.config == *config => {
+                    c.targets.send_if_modified(|old| {
+                        let same = old.len() == targets.len()
+                            && old.iter().zip(&targets).all(|(a, b)| {
+                                Arc::ptr_eq(&a.state, &b.state) && a.slow_start == b.slow_start
+                            });
+                        if !same {
+                            *old = targets.clone();
+                        }
+                        !same
+                    });
                     c
                 }
-                _ => Checker {
-                    task: runtime.spawn(run(Arc::clone(config), targets.clone())),
-                    config: Arc::clone(config),
-                    targets,
-                },
+                _ => {
+                    let (tx, rx) = watch::channel(targets);
+                    Checker {
+                        task: runtime.spawn(run(Arc::clone(config), rx)),
+                        config: Arc::clone(config),
+                        targets: tx,
+                    }
+                }
             };
             next.insert(Arc::clone(&u.name), checker);
         }
         for (_, old) in self.checkers.drain() {
-            for t in &old.targets {
+            for t in old.targets.borrow().iter() {
                 t.state
                     .set_active(Active::Up, "health checks removed", Duration::ZERO);
             }
@@ -140,54 +156,83 @@ impl Streak {
 
 /// One interval, drawn uniformly from `interval × (1 ± jitter)`.
 pub fn jittered(interval: Duration, jitter: f64) -> Duration {
-    interval.mul_f64(1.0 + jitter * (2.0 * crate::balance::rng::unit() - 1.0))
+    interval.mul_f64(1.0 + jitter * (2.0 * crate::rng::unit() - 1.0))
 }
 
-async fn run(config: Arc<HealthCheckConfig>, targets: Vec<Target>) {
-    let mut streaks = vec![Streak::default(); targets.len()];
+async fn run(config: Arc<HealthCheckConfig>, mut targets: watch::Receiver<Vec<Target>>) {
+    let mut streaks: HashMap<SocketAddr, Streak> = HashMap::new();
+    // The first round covers everyone; later ones too, once per interval. Between
+    // rounds, servers that join are probed as they come.
+    let mut due: Vec<Target> = targets.borrow_and_update().clone();
     loop {
-        let mut round = tokio::task::JoinSet::new();
-        for (i, t) in targets.iter().enumerate() {
-            let config = Arc::clone(&config);
-            let state = Arc::clone(&t.state);
-            round.spawn(async move {
-                let result = probe(&config, state.addr(), state.pool.transport()).await;
-                (i, result)
-            });
-        }
-        while let Some(done) = round.join_next().await {
-            let Ok((i, result)) = done else { continue };
-            let t = &targets[i];
-            t.state.record_check(&result);
-            let current = t.state.active();
-            let next = streaks[i].record(result.is_ok(), current, config.rise, config.fall);
-            if next != current {
-                let reason = match (&result, next) {
-                    (Err(e), _) => format!(
-                        "{} consecutive check(s) failed, last: {e}",
-                        streaks[i].fails
-                    ),
-                    (Ok(()), Active::Up) if current == Active::Warming => {
-                        "first check passed".to_owned()
+        check(&config, &due, &mut streaks).await;
+        let next_round = tokio::time::Instant::now() + jittered(config.interval, config.jitter);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(next_round) => {
+                    due = targets.borrow().clone();
+                    break;
+                }
+                changed = targets.changed() => {
+                    if changed.is_err() {
+                        return;
                     }
-                    (Ok(()), _) => format!("{} consecutive check(s) passed", streaks[i].passes),
-                };
-                t.state.set_active(next, &reason, t.slow_start);
-            }
-            // A server resting after passive ejection whose checks keep passing
-            // gets its trial request now rather than after `fail_timeout`.
-            let streak = &mut streaks[i];
-            streak.resting = match (t.state.rest_left(), &result) {
-                (Some(_), Ok(())) => streak.resting + 1,
-                _ => 0,
-            };
-            if streak.resting >= config.rise {
-                streak.resting = 0;
-                let why = format!("{} check(s) passed while resting", config.rise);
-                t.state.end_rest(&why);
+                    let now = targets.borrow_and_update().clone();
+                    streaks.retain(|a, _| now.iter().any(|t| t.addr() == *a));
+                    let joined: Vec<Target> = now
+                        .into_iter()
+                        .filter(|t| !streaks.contains_key(&t.addr()))
+                        .collect();
+                    check(&config, &joined, &mut streaks).await;
+                }
             }
         }
-        tokio::time::sleep(jittered(config.interval, config.jitter)).await;
+    }
+}
+
+/// Probes `targets` at once and applies each result.
+async fn check(
+    config: &Arc<HealthCheckConfig>,
+    targets: &[Target],
+    streaks: &mut HashMap<SocketAddr, Streak>,
+) {
+    let mut round = tokio::task::JoinSet::new();
+    for (i, t) in targets.iter().enumerate() {
+        let config = Arc::clone(config);
+        let state = Arc::clone(&t.state);
+        round.spawn(async move {
+            let result = probe(&config, state.addr(), state.pool.transport()).await;
+            (i, result)
+        });
+    }
+    while let Some(done) = round.join_next().await {
+        let Ok((i, result)) = done else { continue };
+        let t = &targets[i];
+        let streak = streaks.entry(t.addr()).or_default();
+        t.state.record_check(&result);
+        let current = t.state.active();
+        let next = streak.record(result.is_ok(), current, config.rise, config.fall);
+        if next != current {
+            let reason = match (&result, next) {
+                (Err(e), _) => format!("{} consecutive check(s) failed, last: {e}", streak.fails),
+                (Ok(()), Active::Up) if current == Active::Warming => {
+                    "first check passed".to_owned()
+                }
+                (Ok(()), _) => format!("{} consecutive check(s) passed", streak.passes),
+            };
+            t.state.set_active(next, &reason, t.slow_start);
+        }
+        // A server resting after passive ejection whose checks keep passing gets
+        // its trial request now rather than after `fail_timeout`.
+        streak.resting = match (t.state.rest_left(), &result) {
+            (Some(_), Ok(())) => streak.resting + 1,
+            _ => 0,
+        };
+        if streak.resting >= config.rise {
+            streak.resting = 0;
+            let why = format!("{} check(s) passed while resting", config.rise);
+            t.state.end_rest(&why);
+        }
     }
 }
 

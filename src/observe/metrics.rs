@@ -9,7 +9,6 @@
 //! one process — the tests — keep separate counts. Without an admin listener nobody
 //! can scrape, and every handle is a no-op.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +18,6 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
-
-use crate::state::Snapshot;
 
 /// Upper bounds of the latency histograms, in seconds: from a loopback hop (1 ms)
 /// to nginx's default timeouts (60 s), roughly ×2.5 apart, the spacing Prometheus'
@@ -81,6 +78,8 @@ pub struct Metrics {
     exporter: Option<(PrometheusRecorder, PrometheusHandle)>,
     /// Configurations applied since start (1 for the first).
     generation: AtomicU64,
+    /// Handles registered with the recorder: none at all while metrics are off.
+    registered: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -118,6 +117,7 @@ impl Metrics {
         Arc::new(Metrics {
             exporter,
             generation: AtomicU64::new(1),
+            registered: AtomicU64::new(0),
         })
     }
 
@@ -135,56 +135,67 @@ impl Metrics {
 
     fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
         match &self.exporter {
-            Some((r, _)) => r.register_counter(&Self::key(name, labels), &META),
+            Some((r, _)) => {
+                self.registered.fetch_add(1, Ordering::Relaxed);
+                r.register_counter(&Self::key(name, labels), &META)
+            }
             None => Counter::noop(),
         }
     }
 
     fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
         match &self.exporter {
-            Some((r, _)) => r.register_histogram(&Self::key(name, labels), &META),
+            Some((r, _)) => {
+                self.registered.fetch_add(1, Ordering::Relaxed);
+                r.register_histogram(&Self::key(name, labels), &META)
+            }
             None => Histogram::noop(),
         }
     }
 
     fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
         match &self.exporter {
-            Some((r, _)) => r.register_gauge(&Self::key(name, labels), &META),
+            Some((r, _)) => {
+                self.registered.fetch_add(1, Ordering::Relaxed);
+                r.register_gauge(&Self::key(name, labels), &META)
+            }
             None => Gauge::noop(),
         }
     }
 
-    /// Handles for one route of a new snapshot, over the servers of its upstream.
-    pub fn route(&self, route: &str, upstream: &str, servers: &[String]) -> RouteMetrics {
+    /// Handles for one route of a new snapshot. `upstream` is the one it proxies
+    /// to, or `NONE`; the per-server counts are made with the upstream's servers
+    /// (`server_requests`), which change without the route.
+    pub fn route(&self, route: &str, upstream: &str) -> RouteMetrics {
         let labels = [("route", route), ("upstream", upstream)];
-        let by_class = |server: &str| -> [Counter; 5] {
-            std::array::from_fn(|c| {
-                self.counter(
-                    REQUESTS,
-                    &[
-                        ("route", route),
-                        ("upstream", upstream),
-                        ("server", server),
-                        ("code_class", CLASSES[c]),
-                    ],
-                )
-            })
-        };
-        let mut requests: Vec<[Counter; 5]> = servers.iter().map(|s| by_class(s)).collect();
-        requests.push(by_class(NONE));
         RouteMetrics {
             name: Arc::from(route),
             upstream: Arc::from(upstream),
             duration: self.histogram(REQUEST_DURATION, &labels),
             bytes_in: self.counter(BYTES_RECEIVED, &labels),
             bytes_out: self.counter(BYTES_SENT, &labels),
-            requests: requests.into(),
+            unsent: self.server_requests(route, upstream, NONE),
         }
+    }
+
+    /// `requests_total` of one route and server, by status class.
+    pub fn server_requests(&self, route: &str, upstream: &str, server: &str) -> ClassCounters {
+        std::array::from_fn(|c| {
+            self.counter(
+                REQUESTS,
+                &[
+                    ("route", route),
+                    ("upstream", upstream),
+                    ("server", server),
+                    ("code_class", CLASSES[c]),
+                ],
+            )
+        })
     }
 
     /// Handles for requests that matched no route.
     pub fn unrouted(&self) -> RouteMetrics {
-        self.route(NONE, NONE, &[])
+        self.route(NONE, NONE)
     }
 
     pub fn upstream(&self, name: &str) -> UpstreamMetrics {
@@ -209,6 +220,11 @@ impl Metrics {
         self.generation.load(Ordering::Relaxed)
     }
 
+    /// Handles registered with the recorder so far.
+    pub fn registered(&self) -> u64 {
+        self.registered.load(Ordering::Relaxed)
+    }
+
     /// Folds queued histogram samples into their buckets.
     pub fn upkeep(&self) {
         if let Some((_, h)) = &self.exporter {
@@ -216,26 +232,25 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition: the exporter's series, then the servers'
-    /// state read from `snapshot` and the reload counts `(succeeded, failed)` the
-    /// control keeps anyway.
-    pub fn render(&self, snapshot: &Snapshot, reloads: (u64, u64)) -> String {
-        let Some((_, handle)) = &self.exporter else {
-            return String::new();
-        };
+    /// The exporter's series in the Prometheus text format, ending in a newline;
+    /// `None` when metrics are off. The scrape adds the live state (`admin`).
+    pub fn render(&self) -> Option<String> {
+        let (_, handle) = self.exporter.as_ref()?;
         let mut out = handle.render();
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
-        render_state(&mut out, snapshot, self.generation(), reloads);
-        out
+        Some(out)
     }
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-/// Index of a status's class in `CLASSES`.
-fn class(status: StatusCode) -> usize {
+/// `requests_total` counters of one route and server, by status class.
+pub type ClassCounters = [Counter; 5];
+
+/// Index of a status's class in `ClassCounters`.
+pub fn class(status: StatusCode) -> usize {
     (status.as_u16() / 100).clamp(1, 5) as usize - 1
 }
 
@@ -247,16 +262,20 @@ pub struct RouteMetrics {
     duration: Histogram,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
-    /// `requests_total` by server index (the last entry: no server) and class.
-    requests: Box<[[Counter; 5]]>,
+    /// `requests_total` of requests no server answered (`server="none"`).
+    pub unsent: ClassCounters,
 }
 
 impl RouteMetrics {
-    /// Counts one answered request.
-    pub fn record(&self, server: Option<usize>, status: StatusCode, elapsed: Duration) {
-        let last = self.requests.len() - 1;
-        let row = server.map_or(last, |i| i.min(last));
-        self.requests[row][class(status)].increment(1);
+    /// Counts one answered request: its duration here, its status in `requests`
+    /// (the counters of the server that answered, or `unsent`).
+    pub fn record(&self, requests: &ClassCounters, status: StatusCode, elapsed: Duration) {
+        requests[class(status)].increment(1);
+        self.record_duration(elapsed);
+    }
+
+    /// The request took `elapsed`, head in to last byte out.
+    pub fn record_duration(&self, elapsed: Duration) {
         self.duration.record(elapsed.as_secs_f64());
     }
 }
@@ -269,171 +288,9 @@ pub struct UpstreamMetrics {
     pub retries: Counter,
 }
 
-/// A family of scrape-time series: its `# HELP`/`# TYPE` lines, then samples.
-struct Family<'a> {
-    out: &'a mut String,
-}
-
-impl Family<'_> {
-    fn start<'o>(out: &'o mut String, name: &str, kind: &str, help: &str) -> Family<'o> {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        Family { out }
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"");
-                escape_label(self.out, v);
-                self.out.push('"');
-            }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {value}");
-    }
-}
-
-/// Label values escape backslash, double quote and newline (the text format's rule).
-fn escape_label(out: &mut String, v: &str) {
-    for ch in v.chars() {
-        match ch {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// Series read from the servers' live state.
-fn render_state(out: &mut String, snapshot: &Snapshot, generation: u64, reloads: (u64, u64)) {
-    Family::start(
-        out,
-        "switchyard_config_generation",
-        "gauge",
-        "Configurations applied since start (1: the first).",
-    )
-    .sample("switchyard_config_generation", &[], generation as f64);
-    let name = "switchyard_config_reloads_total";
-    let mut f = Family::start(out, name, "counter", "Configuration reloads, by result.");
-    f.sample(name, &[("result", "ok")], reloads.0 as f64);
-    f.sample(name, &[("result", "failed")], reloads.1 as f64);
-    if let Some(log) = &snapshot.access_log {
-        let name = "switchyard_access_log_dropped_total";
-        Family::start(
-            out,
-            name,
-            "counter",
-            "Access log lines dropped because the writer fell behind.",
-        )
-        .sample(name, &[], log.dropped() as f64);
-    }
-
-    type Read = fn(&crate::upstream::Upstream, usize, &crate::upstream::HealthView) -> f64;
-    let gauges: [(&str, &str, &str, Read); 4] = [
-        (
-            "switchyard_server_up",
-            "gauge",
-            "1 when the server may take requests (up, not ejected, drained or marked down).",
-            |u, i, _| f64::from(u8::from(u.servers[i].eligible())),
-        ),
-        (
-            "switchyard_inflight_requests",
-            "gauge",
-            "Requests between pick and the end of their response body.",
-            |u, i, _| u.servers[i].state.inflight() as f64,
-        ),
-        (
-            "switchyard_server_load_estimate",
-            "gauge",
-            "What the balancer compares: in-flight per unit of weight, or for ewma and least_time the cost in seconds.",
-            |u, i, _| u.load_estimate(i),
-        ),
-        (
-            "switchyard_server_weight",
-            "gauge",
-            "The weight the balancer uses now (slow start lowers it).",
-            |u, i, _| crate::balance::weight_units(&u.servers[i]),
-        ),
-    ];
-    let views: Vec<Vec<_>> = snapshot
-        .upstreams
-        .iter()
-        .map(|u| u.servers.iter().map(|s| s.state.health_view()).collect())
-        .collect();
-    let servers = || {
-        snapshot.upstreams.iter().zip(&views).flat_map(|(u, v)| {
-            v.iter().enumerate().map(move |(i, h)| {
-                let addr = u.servers[i].state.addr().to_string();
-                (u, i, h, addr)
-            })
-        })
-    };
-    for (name, kind, help, read) in gauges {
-        let mut f = Family::start(out, name, kind, help);
-        for (u, i, h, addr) in servers() {
-            f.sample(
-                name,
-                &[("upstream", &*u.name), ("server", &addr)],
-                read(u, i, h),
-            );
-        }
-    }
-    let name = "switchyard_server_ejections_total";
-    let mut f = Family::start(
-        out,
-        name,
-        "counter",
-        "Times a server was taken out: by its own failures (max_fails) or by its health checks.",
-    );
-    for (u, _, h, addr) in servers() {
-        for (reason, n) in [("max_fails", h.ejections), ("health_check", h.downs)] {
-            f.sample(
-                name,
-                &[
-                    ("upstream", &*u.name),
-                    ("server", &addr),
-                    ("reason", reason),
-                ],
-                n as f64,
-            );
-        }
-    }
-    let name = "switchyard_health_checks_total";
-    let mut f = Family::start(out, name, "counter", "Active health checks, by result.");
-    for (u, _, h, addr) in servers() {
-        if u.health_check.is_none() {
-            continue;
-        }
-        for (result, n) in [("passed", h.checks_passed), ("failed", h.checks_failed)] {
-            f.sample(
-                name,
-                &[
-                    ("upstream", &*u.name),
-                    ("server", &addr),
-                    ("result", result),
-                ],
-                n as f64,
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn label_values_are_escaped() {
-        let mut s = String::new();
-        escape_label(&mut s, "a\"b\\c\nd");
-        assert_eq!(s, "a\\\"b\\\\c\\nd");
-    }
 
     #[test]
     fn classes() {
@@ -445,9 +302,32 @@ mod tests {
 
     #[test]
     fn disabled_metrics_render_nothing_and_cost_nothing() {
-        let m = Metrics::new(false);
-        let r = m.route("r", "u", &["s".into()]);
-        r.record(Some(0), StatusCode::OK, Duration::from_millis(1));
-        assert!(!m.enabled());
+        // Enabled, the same calls register handles and show in the text.
+        let on = Metrics::new(true);
+        let r = on.route("r", "u");
+        r.record(
+            &on.server_requests("r", "u", "s"),
+            StatusCode::OK,
+            Duration::from_millis(1),
+        );
+        on.upkeep();
+        assert!(on.registered() > 0);
+        let text = on.render().expect("enabled metrics render");
+        assert!(text.contains("switchyard_requests_total{route=\"r\",upstream=\"u\",server=\"s\",code_class=\"2xx\"} 1"), "{text}");
+        // Disabled: nothing registered (every handle is a no-op that records
+        // nothing and queues nothing), and nothing to render.
+        let off = Metrics::new(false);
+        let r = off.route("r", "u");
+        r.record(
+            &off.server_requests("r", "u", "s"),
+            StatusCode::OK,
+            Duration::from_millis(1),
+        );
+        r.bytes_in.increment(10);
+        off.connections("public").increment(1.0);
+        off.upkeep();
+        assert!(!off.enabled());
+        assert_eq!(off.registered(), 0);
+        assert_eq!(off.render(), None);
     }
 }

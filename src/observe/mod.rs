@@ -1,13 +1,9 @@
-//! Observability: Prometheus metrics, the access log, request ids, and the status
-//! page's model of the running proxy.
+//! Observability below the request path: Prometheus handles (`metrics`), the
+//! access log's writer. What a request records is in `pipeline::log`; what the admin
+//! listener serves (scrapes of live state, the status page) is in `admin`.
 
 pub mod access_log;
 pub mod metrics;
-mod record;
-pub mod request_id;
-pub mod status;
 
 pub use access_log::AccessLog;
-pub use metrics::{Metrics, RouteMetrics, UpstreamMetrics};
-pub use record::{BodyIn, Observed, Record};
-pub mod status_page;
+pub use metrics::{ClassCounters, Metrics, RouteMetrics, UpstreamMetrics, NONE};

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::latency::stamp;
+use crate::clock::stamp;
 
 /// Finagle's default budget: retries may add 20 % to the load.
 pub const RETRY_RATIO: f64 = 0.2;

@@ -15,12 +15,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::latency::stamp;
 use super::ServerState;
+use crate::clock::stamp;
 
-/// Share of its weight a slow-starting server begins with (nginx Plus and HAProxy
-/// start near zero; 10 % lets the first requests warm caches without a stampede).
-pub const SLOW_START_FLOOR: f64 = 0.10;
+pub use crate::balance::SLOW_START_FLOOR;
 
 /// `passive` value while a trial request is out: ineligible for everyone else.
 const TRIAL: u32 = u32::MAX;

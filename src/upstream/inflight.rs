@@ -6,8 +6,8 @@ use http::StatusCode;
 use tokio::time::Instant;
 
 use super::health::Admission;
-use super::latency::FAILURE_PENALTY;
 use super::ServerState;
+use crate::balance::latency::FAILURE_PENALTY;
 use crate::config::LeastTimeMode;
 
 /// What a finished request teaches the balancer, per algorithm.

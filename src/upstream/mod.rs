@@ -1,15 +1,18 @@
-//! Upstream pools. The per-server state (`ServerState`: in-flight count, counters,
-//! idle connections) lives outside the swapped configuration, in a `Registry` keyed
-//! by server identity, so a reload that keeps a server keeps its state.
+//! Upstreams: each server's long-lived state (`ServerState`: health, in-flight
+//! count, latency estimates, connection pool) in a `Registry` keyed by upstream and
+//! address, outside any configuration, and the immutable `Upstream` a snapshot
+//! holds: one server set with its balancers. A reload or a membership change builds
+//! a new `Upstream` over the same states, so a server that stays keeps everything.
 
 mod budget;
 mod health;
 mod inflight;
-mod latency;
 mod pool;
+mod response;
 mod server;
 pub mod transport;
 
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,21 +20,52 @@ use std::time::Duration;
 pub use budget::RetryBudget;
 pub use health::{Active, Admission, Event, HealthView, SLOW_START_FLOOR};
 pub use inflight::{InFlight, Measure};
-pub use latency::{
-    average_update, decay_weight, peak_projection, peak_update, stamp, Latency, FAILURE_PENALTY,
-};
 pub use pool::{set_worker_shard, H2Lease, Pool, PooledConn, Sender, DEFAULT_IDLE_TIMEOUT};
+pub use response::UpstreamBody;
 pub use server::{Registry, ServerKey, ServerState};
 
-use crate::balance::{Balancer, PickCtx};
-use crate::config::{HashKey, HealthCheckConfig, StickyConfig, UpstreamProtocol};
+use crate::balance::{self, Balancer, Candidate, Latency, PickCtx};
+use crate::config::{BalanceKind, HashKey, HealthCheckConfig, ServerConfig, StickyConfig};
+use crate::config::{UpstreamConfig, UpstreamProtocol};
+use crate::observe::{ClassCounters, Metrics, UpstreamMetrics};
+use transport::Transport;
 
-/// One upstream as the current configuration sees it.
+/// Where a server of an upstream comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Listed in the configuration file.
+    File,
+    /// Added through the admin API (`POST /upstreams/NAME/servers`).
+    Admin,
+    /// Reported by a discovery source, by its name.
+    Discovered(Arc<str>),
+}
+
+impl Source {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Source::File => "file",
+            Source::Admin => "admin",
+            Source::Discovered(name) => name,
+        }
+    }
+}
+
+/// One server of an upstream's live list, with its settings and where it came from.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub server: ServerConfig,
+    pub source: Source,
+}
+
+/// One upstream as a snapshot sees it.
 #[derive(Debug)]
 pub struct Upstream {
     pub name: Arc<str>,
-    pub balance: crate::config::BalanceKind,
-    pub metrics: crate::observe::UpstreamMetrics,
+    /// Its settings from the file.
+    pub config: Arc<UpstreamConfig>,
+    pub balance: BalanceKind,
+    pub metrics: UpstreamMetrics,
     /// Primaries first, then backups.
     pub servers: Vec<UpstreamServer>,
     /// The primaries, then (if any) the backups, each with its own balancer: a tier
@@ -47,23 +81,32 @@ pub struct Upstream {
     pub budget: Arc<RetryBudget>,
     /// The wire protocol to the servers (each server's pool knows how to connect).
     pub protocol: UpstreamProtocol,
+    /// The routes that proxy here, by their slot (`Route::slot`): each server keeps
+    /// its request counts per route.
+    pub routes: Arc<[Arc<str>]>,
+    /// The rustls client configuration of the servers, reused by later builds.
+    tls_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug)]
 pub struct Tier {
     pub range: Range<usize>,
-    pub balancer: Box<dyn Balancer>,
+    pub balancer: Box<dyn Balancer<UpstreamServer>>,
 }
 
-/// A server of an upstream: its configured weight and its long-lived state.
-#[derive(Debug, Clone)]
+/// A server of an upstream: its settings, where it came from, and its long-lived
+/// state.
+#[derive(Debug)]
 pub struct UpstreamServer {
     pub weight: u32,
     /// Marked `down` in the configuration: never eligible.
     pub down: bool,
     pub backup: bool,
     pub passive: Passive,
+    pub source: Source,
     pub state: Arc<ServerState>,
+    /// `requests_total` by route slot and status class.
+    pub requests: Box<[ClassCounters]>,
 }
 
 /// A server's passive-health settings (nginx's `max_fails`, `fail_timeout`, and
@@ -85,10 +128,6 @@ impl Default for Passive {
     }
 }
 
-/// Fixed-point scale of `live_weight`, so that a ramped weight keeps precision in
-/// the integer cross-multiplications of `least_conn`.
-pub(crate) const WEIGHT_SCALE: u32 = 10;
-
 impl UpstreamServer {
     /// The one eligibility view every algorithm consults: not marked down in the
     /// file nor drained by the operator, up as far as active checks know, and not
@@ -106,27 +145,133 @@ impl UpstreamServer {
         }
     }
 
-    /// The weight the balancers use, in 1/1024ths: the configured weight, lowered
-    /// while slow start ramps.
+    /// The weight the balancers use, in 1/1024ths.
     pub fn live_weight(&self) -> u64 {
-        let full = u64::from(self.weight) << WEIGHT_SCALE;
-        match self.ramp() {
-            r if r >= 1.0 => full,
-            r => ((full as f64 * r) as u64).max(1),
-        }
-    }
-
-    /// For algorithms that walk a fixed sequence or draw by static weight: keeps a
-    /// turn of a slow-starting server with probability equal to its ramp.
-    pub fn ramp_admits(&self) -> bool {
-        match self.ramp() {
-            r if r >= 1.0 => true,
-            r => crate::balance::rng::unit() < r,
-        }
+        Candidate::live_weight(self)
     }
 }
 
+impl Candidate for UpstreamServer {
+    fn eligible(&self) -> bool {
+        UpstreamServer::eligible(self)
+    }
+
+    fn weight(&self) -> u32 {
+        if self.down {
+            0
+        } else {
+            self.weight
+        }
+    }
+
+    fn ramp(&self) -> f64 {
+        UpstreamServer::ramp(self)
+    }
+
+    fn inflight(&self) -> usize {
+        self.state.inflight()
+    }
+
+    fn latency(&self) -> &Latency {
+        &self.state.latency
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.state.addr()
+    }
+}
+
+/// What building an upstream needs besides its servers.
+#[derive(Debug)]
+pub struct Build<'a> {
+    pub registry: &'a Registry,
+    pub metrics: &'a Metrics,
+    /// The routes that proxy to it, in slot order.
+    pub routes: Arc<[Arc<str>]>,
+    /// The first configuration: its servers are trusted at once (the first round of
+    /// checks runs right away). Servers that join later warm up first: with health
+    /// checks they wait for one passing check, and slow start ramps them.
+    pub initial: bool,
+}
+
 impl Upstream {
+    /// The upstream `config` describes, over `members` (the file's servers and
+    /// those discovery and the admin API added). `previous` is the upstream this
+    /// one replaces, if any: its TLS client configuration is reused when the
+    /// settings are the same, and its round-robin cycles carry on where they were.
+    pub fn build(
+        config: Arc<UpstreamConfig>,
+        members: &[Member],
+        b: &Build<'_>,
+        previous: Option<&Upstream>,
+    ) -> Upstream {
+        let u = &*config;
+        let name: Arc<str> = Arc::from(u.name.as_str());
+        let tls_client = match previous {
+            Some(p) if p.config.tls == u.tls && p.protocol == u.protocol => p.tls_client.clone(),
+            _ => u
+                .tls
+                .as_ref()
+                .map(|t| transport::client_config(t, u.protocol)),
+        };
+        // Primaries first, backups after, each keeping the members' order.
+        let mut servers: Vec<UpstreamServer> = members
+            .iter()
+            .map(|m| server(u, &name, m, b, tls_client.as_ref()))
+            .collect();
+        servers.sort_by_key(|s| s.backup);
+        let primaries = servers.iter().take_while(|s| !s.backup).count();
+        let tiers = [0..primaries, primaries..servers.len()]
+            .into_iter()
+            .filter(|r| !r.is_empty())
+            .map(|range| {
+                let backups = servers[range.start].backup;
+                // The same tier of the upstream this one replaces, with its servers.
+                let old = previous.and_then(|p| {
+                    let t = p
+                        .tiers
+                        .iter()
+                        .find(|t| p.servers[t.range.start].backup == backups)?;
+                    let addrs: Vec<SocketAddr> = p.servers[t.range.clone()]
+                        .iter()
+                        .map(|s| s.state.addr())
+                        .collect();
+                    Some((t.balancer.as_ref(), addrs))
+                });
+                let old = old.as_ref().map(|(b, addrs)| (*b, addrs.as_slice()));
+                Tier {
+                    balancer: balance::build(u, &servers[range.clone()], old),
+                    range,
+                }
+            })
+            .collect();
+        let measure = match u.balance {
+            BalanceKind::Ewma => Measure::Peak { tau: u.ewma_decay },
+            BalanceKind::LeastTime => Measure::Average {
+                mode: u.least_time,
+                tau: u.ewma_decay,
+            },
+            _ => Measure::Nothing,
+        };
+        Upstream {
+            balance: u.balance,
+            metrics: b.metrics.upstream(&name),
+            servers,
+            tiers,
+            hash_key: u.hash_key.clone(),
+            sticky: u.sticky.clone(),
+            measure,
+            health_check: u.health_check.clone().map(Arc::new),
+            max_ejected_percent: u.max_ejected_percent,
+            budget: b.registry.budget(&name),
+            protocol: u.protocol,
+            routes: Arc::clone(&b.routes),
+            tls_client,
+            name,
+            config,
+        }
+    }
+
     /// Chooses a server for a request, or `None` when no server is usable. Returns
     /// the index into `servers` with the server.
     pub fn pick(&self, ctx: &PickCtx<'_>) -> Option<(usize, &UpstreamServer)> {
@@ -154,6 +299,11 @@ impl Upstream {
         (s.eligible() && !(s.backup && primary_up())).then_some((i, s))
     }
 
+    /// The index of the server at `addr`.
+    pub fn position(&self, addr: SocketAddr) -> Option<usize> {
+        self.servers.iter().position(|s| s.state.addr() == addr)
+    }
+
     /// Whether passive ejection may take `servers[i]` out: backups always may; a
     /// primary only while fewer than `max_ejected_percent` of the primaries (at least
     /// one, unless the cap is 0) are out, and never the only primary (as nginx
@@ -177,7 +327,6 @@ impl Upstream {
         ejected < cap
     }
 
-    /// Requests sent to the upstream's servers so far (attempts, retries included).
     /// What the balancer compares for `servers[i]` (see `Balancer::load`).
     pub fn load_estimate(&self, i: usize) -> f64 {
         self.tiers
@@ -189,6 +338,7 @@ impl Upstream {
             })
     }
 
+    /// Requests sent to the upstream's servers so far (attempts, retries included).
     pub fn requests(&self) -> u64 {
         self.servers.iter().map(|s| s.state.requests()).sum()
     }
@@ -210,7 +360,60 @@ impl Upstream {
     }
 }
 
-/// Servers with the given weights and fresh state, for balancer unit tests.
+/// One member as a server of the upstream: its long-lived state from the
+/// registry (new, warming, when it joins after the first configuration), the
+/// operator's weight if set, and its request counters per route.
+fn server(
+    u: &UpstreamConfig,
+    name: &Arc<str>,
+    m: &Member,
+    b: &Build<'_>,
+    tls_client: Option<&Arc<rustls::ClientConfig>>,
+) -> UpstreamServer {
+    let s = &m.server;
+    let key = ServerKey {
+        upstream: Arc::clone(name),
+        addr: s.addr,
+    };
+    let transport = Transport::new(u.protocol, u.tls.as_ref(), tls_client, s);
+    let state = b
+        .registry
+        .server_or_new(key, u.keepalive, u.ewma_seed, transport, |fresh| {
+            if b.initial {
+                return;
+            }
+            if u.health_check.is_some() {
+                fresh.set_active(
+                    Active::Warming,
+                    "added; waiting for a passing check",
+                    s.slow_start,
+                );
+            } else {
+                fresh.start_ramp(s.slow_start);
+            }
+        });
+    let addr = s.addr.to_string();
+    let requests = b
+        .routes
+        .iter()
+        .map(|r| b.metrics.server_requests(r, name, &addr))
+        .collect();
+    UpstreamServer {
+        weight: state.weight_override().unwrap_or(s.weight),
+        down: s.down,
+        backup: s.backup,
+        passive: Passive {
+            max_fails: s.max_fails,
+            fail_timeout: s.fail_timeout,
+            slow_start: s.slow_start,
+        },
+        source: m.source.clone(),
+        state,
+        requests,
+    }
+}
+
+/// Servers with the given weights and fresh state, for unit tests.
 #[cfg(test)]
 pub(crate) fn test_servers(weights: &[u32]) -> Vec<UpstreamServer> {
     let registry = Registry::default();
@@ -222,6 +425,7 @@ pub(crate) fn test_servers(weights: &[u32]) -> Vec<UpstreamServer> {
             down: false,
             backup: false,
             passive: Passive::default(),
+            source: Source::File,
             state: registry.server(
                 ServerKey {
                     upstream: Arc::from("test"),
@@ -230,6 +434,7 @@ pub(crate) fn test_servers(weights: &[u32]) -> Vec<UpstreamServer> {
                 1,
                 std::time::Duration::from_millis(30),
             ),
+            requests: Box::new([]),
         })
         .collect()
 }
@@ -239,21 +444,28 @@ mod tests {
     use super::*;
 
     fn upstream(weights: &[u32], percent: u32) -> Upstream {
-        let servers = test_servers(weights);
-        Upstream {
-            name: Arc::from("test"),
-            balance: crate::config::BalanceKind::RoundRobin,
-            metrics: crate::observe::Metrics::new(false).upstream("test"),
-            tiers: Vec::new(),
-            servers,
-            hash_key: None,
-            sticky: None,
-            measure: Measure::Nothing,
-            health_check: None,
-            max_ejected_percent: percent,
-            budget: Arc::default(),
-            protocol: UpstreamProtocol::Http1,
-        }
+        let mut config = crate::config::Config::parse(
+            std::path::Path::new("t.toml"),
+            "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n\
+             [[route]]\nupstream = \"test\"\n\
+             [upstream.test]\nservers = [{ addr = \"127.0.0.1:1\" }]\n",
+        )
+        .unwrap()
+        .upstreams
+        .remove(0);
+        config.max_ejected_percent = percent;
+        config.servers.clear();
+        let registry = Registry::default();
+        let metrics = Metrics::new(false);
+        let b = Build {
+            registry: &registry,
+            metrics: &metrics,
+            routes: Arc::new([]),
+            initial: true,
+        };
+        let mut u = Upstream::build(Arc::new(config), &[], &b, None);
+        u.servers = test_servers(weights);
+        u
     }
 
     fn eject(u: &Upstream, i: usize) -> bool {

@@ -16,10 +16,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::latency::stamp;
 use super::transport::{Stream, Transport};
 use super::ServerState;
 use crate::body::ReqBody;
+use crate::clock::stamp;
 use crate::config::UpstreamProtocol;
 use crate::error::ProxyError;
 

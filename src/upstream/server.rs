@@ -7,9 +7,9 @@ use http::HeaderValue;
 
 use super::budget::RetryBudget;
 use super::health::{Active, Health};
-use super::latency::Latency;
 use super::pool::Pool;
 use super::transport::Transport;
+use crate::balance::Latency;
 
 /// A server's identity across reloads: the upstream it belongs to and its address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

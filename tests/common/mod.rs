@@ -69,11 +69,26 @@ pub fn upstream(name: &str, servers: &[(SocketAddr, u32)]) -> String {
     format!("[upstream.{name}]\nservers = [{}]\n\n", list.join(", "))
 }
 
-/// Validates `toml` and starts the proxy.
+/// Worker threads of the proxies the tests start: more than one, so that every
+/// suite runs the binary's multi-worker path (shared listening sockets, the
+/// handoff, one connection pool per worker).
+pub const WORKERS: usize = 2;
+
+/// Validates `toml` and starts the proxy with `WORKERS` workers, as the binary does.
 pub async fn start_proxy(toml: &str) -> Running {
+    start_proxy_workers(toml, WORKERS).await
+}
+
+/// As `start_proxy`, with `workers` worker threads.
+pub async fn start_proxy_workers(toml: &str, workers: usize) -> Running {
     let config = Config::parse(Path::new("<test>"), toml)
         .unwrap_or_else(|e| panic!("test configuration is invalid:\n{e}\n---\n{toml}"));
-    switchyard::start(config).await.expect("proxy starts")
+    start_config(config, workers)
+}
+
+/// Starts the proxy for a validated configuration, as the binary does.
+pub fn start_config(config: Config, workers: usize) -> Running {
+    switchyard::start(config, workers).expect("proxy starts")
 }
 
 /// A "public" listener on 127.0.0.1:0 and one catch-all route to an upstream of the

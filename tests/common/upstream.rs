@@ -304,5 +304,5 @@ where
 pub async fn start_file(path: &Path) -> switchyard::Running {
     let config = switchyard::Config::load(path)
         .unwrap_or_else(|e| panic!("test configuration is invalid:\n{e}"));
-    switchyard::start(config).await.expect("proxy starts")
+    switchyard::start(config, crate::common::WORKERS).expect("proxy starts")
 }

@@ -1,71 +1,21 @@
-//! The request as the attempts see it: the client's head, made ready once, copied
-//! for each attempt that may be followed by another, and the body, held in memory
-//! (up to `retry_body_limit`) when a retry could need to send it again.
+//! The request body as the pipeline's body phase leaves it: held in memory (up to
+//! a limit) when a filter must see it or a retry could need to send it again,
+//! otherwise streamed as it arrives.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
+use http::HeaderMap;
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::body::{ClientBody, SendProgress};
-use super::forward::CLIENT_BODY_TIMEOUT;
-use crate::body::ReqBody;
+use crate::body::{ClientBody, ReqBody, SendProgress};
 use crate::error::ProxyError;
 
-/// The client's request head, after the changes that do not depend on the server.
-#[derive(Debug)]
-pub struct Head {
-    pub method: Method,
-    pub uri: Uri,
-    pub version: Version,
-    pub headers: HeaderMap,
-}
-
-impl Head {
-    pub fn copy(&self) -> Head {
-        Head {
-            method: self.method.clone(),
-            uri: self.uri.clone(),
-            version: self.version,
-            headers: self.headers.clone(),
-        }
-    }
-
-    /// The HTTP/2 form: the target in absolute form, whose authority (the Host
-    /// header's value, else `fallback`) hyper sends as `:authority` (RFC 9113
-    /// §8.3.1); the Host header itself goes.
-    pub fn make_h2(&mut self, scheme: http::uri::Scheme, fallback: &HeaderValue) {
-        self.version = Version::HTTP_2;
-        let host = self.headers.remove(http::header::HOST);
-        let authority = host
-            .iter()
-            .chain(std::iter::once(fallback))
-            .find_map(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(scheme);
-        parts.authority = authority;
-        parts.path_and_query = self
-            .uri
-            .path_and_query()
-            .cloned()
-            .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
-        if let Ok(u) = Uri::from_parts(parts) {
-            self.uri = u;
-        }
-    }
-
-    pub fn into_request(self, body: ReqBody) -> Request<ReqBody> {
-        let mut req = Request::new(body);
-        *req.method_mut() = self.method;
-        *req.uri_mut() = self.uri;
-        *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers;
-        req
-    }
-}
+/// nginx's `client_body_timeout`: how long the client may pause while sending a
+/// request body before the exchange is abandoned with 408.
+pub const CLIENT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug)]
 pub enum Payload {
@@ -81,13 +31,22 @@ pub enum Payload {
 }
 
 impl Payload {
-    /// Reads the body into memory when `hold` and it fits in `limit`; otherwise it
-    /// will stream.
-    pub async fn read(body: Incoming, hold: bool, limit: u64) -> Result<Payload, ProxyError> {
+    /// The body, to stream as it arrives.
+    pub fn stream(body: Incoming) -> Payload {
+        if body.is_end_stream() {
+            Payload::Empty
+        } else {
+            Payload::Stream(Some((Bytes::new(), body)))
+        }
+    }
+
+    /// Reads the body into memory when it fits in `limit`; otherwise it will
+    /// stream, with what was read so far sent first.
+    pub async fn read(body: Incoming, limit: u64) -> Result<Payload, ProxyError> {
         if body.is_end_stream() {
             return Ok(Payload::Empty);
         }
-        if !hold || body.size_hint().lower() > limit {
+        if body.size_hint().lower() > limit {
             return Ok(Payload::Stream(Some((Bytes::new(), body))));
         }
         let mut body = body;
@@ -114,6 +73,16 @@ impl Payload {
             data: buf.freeze(),
             trailers,
         })
+    }
+
+    /// The body held in memory, if it is.
+    pub fn held(&self) -> Option<&Bytes> {
+        static EMPTY: Bytes = Bytes::new();
+        match self {
+            Payload::Empty => Some(&EMPTY),
+            Payload::Held { data, .. } => Some(data),
+            Payload::Stream(_) => None,
+        }
     }
 
     /// The size of a body held in memory.

@@ -8,12 +8,21 @@
 //! - `GET  /upstreams/NAME`                               one upstream
 //! - `POST /upstreams/NAME/servers/ADDR/drain|undrain`    maintenance: no new requests / back
 //! - `PUT  /upstreams/NAME/servers/ADDR/weight`           `{"weight": 5}`, or `{"weight": null}` to clear
+//! - `POST /upstreams/NAME/servers`                       `{"addr": "ip:port", "weight": 1}`: add a server
+//! - `DELETE /upstreams/NAME/servers/ADDR`                remove a server
 //! - `POST /config/reload`                                200 with the changes, or 400 with the errors
 //! - `GET  /config/reload`                                reload counters and the last error
 //!
 //! Overrides (weight, drain) live in the server's long-lived state, so they
-//! survive reloads for as long as the server stays in the configuration. With
-//! `admin.token` set, every request needs `Authorization: Bearer TOKEN`.
+//! survive reloads for as long as the server stays in the configuration; servers
+//! added or removed here stay so across reloads (`membership`). Answers are JSON.
+//! With `admin.token` set, every request but the two probes needs
+//! `Authorization: Bearer TOKEN`.
+
+mod metrics;
+pub mod status;
+pub mod status_page;
+mod upstreams;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,10 +37,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::config::MAX_WEIGHT;
 use crate::control::Control;
-use crate::observe::status::Status;
-use crate::upstream::{Upstream, UpstreamServer};
+use status::Status;
 
 /// Largest admin request body read; the API takes tiny JSON documents.
 const MAX_ADMIN_BODY: usize = 16 * 1024;
@@ -92,7 +99,7 @@ fn public(req: &Request<Incoming>) -> bool {
     req.method() == Method::GET && matches!(req.uri().path(), "/healthz" | "/readyz")
 }
 
-async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if !public(&req) && !authorized(control, &req) {
         let mut res = reply(
             StatusCode::UNAUTHORIZED,
@@ -125,10 +132,9 @@ async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Byte
             }
         }
         (&Method::GET, ["metrics"]) => {
-            let body = control
-                .shared
-                .metrics
-                .render(&control.shared.load(), control.stats.counts());
+            let snapshot = control.shared.load();
+            let body = metrics::render(&control.shared.metrics, &snapshot, control.stats.counts())
+                .unwrap_or_default();
             text(StatusCode::OK, "text/plain; version=0.0.4", body)
         }
         (&Method::GET, ["status.json"]) => {
@@ -139,83 +145,45 @@ async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Byte
             )
         }
         (&Method::GET, ["status"]) => {
-            let page = crate::observe::status_page::render(&Status::collect(control));
+            let page = status_page::render(&Status::collect(control));
             text(StatusCode::OK, "text/html; charset=utf-8", page)
         }
-        (&Method::GET, ["upstreams"]) => {
-            let snapshot = control.shared.load();
-            let all: Vec<Value> = snapshot.upstreams.iter().map(upstream_json).collect();
-            reply(StatusCode::OK, json!({ "upstreams": all }))
-        }
-        (&Method::GET, ["upstreams", name]) => {
-            let snapshot = control.shared.load();
-            match snapshot.upstreams.iter().find(|u| &*u.name == *name) {
-                Some(u) => reply(StatusCode::OK, upstream_json(u)),
-                None => not_found("no such upstream"),
-            }
-        }
+        (&Method::GET, ["upstreams"]) => json_reply(upstreams::list(&control.shared)),
+        (&Method::GET, ["upstreams", name]) => json_reply(upstreams::one(&control.shared, name)),
         (&Method::POST, ["upstreams", name, "servers", addr, action @ ("drain" | "undrain")]) => {
-            let snapshot = control.shared.load();
-            let Some(s) = find_server(&snapshot.upstreams, name, addr) else {
-                return not_found("no such server");
-            };
-            s.state.set_drained(*action == "drain");
-            reply(StatusCode::OK, server_json(s))
+            json_reply(upstreams::drain(
+                &control.shared,
+                name,
+                addr,
+                *action == "drain",
+            ))
         }
         (&Method::PUT | &Method::POST, ["upstreams", name, "servers", addr, "weight"]) => {
-            let weight = match read_json(req).await {
-                Ok(v) => v.get("weight").cloned().unwrap_or(Value::Null),
-                Err(e) => return reply(StatusCode::BAD_REQUEST, json!({ "error": e })),
-            };
-            let weight = match weight {
-                Value::Null => None,
-                Value::Number(n) => match n.as_u64() {
-                    Some(w) if (1..=u64::from(MAX_WEIGHT)).contains(&w) => Some(w as u32),
-                    _ => {
-                        return reply(
-                            StatusCode::BAD_REQUEST,
-                            json!({ "error": format!("weight must be between 1 and {MAX_WEIGHT}, or null") }),
-                        )
-                    }
-                },
-                _ => {
-                    return reply(
-                        StatusCode::BAD_REQUEST,
-                        json!({ "error": "expected {\"weight\": N} or {\"weight\": null}" }),
-                    )
-                }
-            };
-            {
-                let snapshot = control.shared.load();
-                let Some(s) = find_server(&snapshot.upstreams, name, addr) else {
-                    return not_found("no such server");
-                };
-                s.state.set_weight_override(weight);
-            }
-            // Balancers precompute from weights: build the snapshot again.
-            control.shared.rebuild();
-            let snapshot = control.shared.load();
-            match find_server(&snapshot.upstreams, name, addr) {
-                Some(s) => reply(StatusCode::OK, server_json(s)),
-                None => not_found("no such server"),
+            match read_json(req).await {
+                Ok(v) => json_reply(upstreams::weight(&control.shared, name, addr, &v)),
+                Err(e) => reply(StatusCode::BAD_REQUEST, json!({ "error": e })),
             }
         }
-        (&Method::POST, ["config", "reload"]) => {
-            // A small file read and a build off the request path: fine inline here.
-            match control.reload() {
-                Ok(changes) => reply(
-                    StatusCode::OK,
-                    json!({
-                        "reloaded": true,
-                        "changes": changes.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    }),
-                ),
-                Err(e) => reply(
-                    StatusCode::BAD_REQUEST,
-                    json!({ "reloaded": false, "errors": e.lines() }),
-                ),
-            }
+        (&Method::POST, ["upstreams", name, "servers"]) => match read_json(req).await {
+            Ok(v) => json_reply(upstreams::add(&control.shared, name, v).await),
+            Err(e) => reply(StatusCode::BAD_REQUEST, json!({ "error": e })),
+        },
+        (&Method::DELETE, ["upstreams", name, "servers", addr]) => {
+            json_reply(upstreams::remove(&control.shared, name, addr))
         }
+        (&Method::POST, ["config", "reload"]) => match control.reload_async().await {
+            Ok(changes) => reply(
+                StatusCode::OK,
+                json!({
+                    "reloaded": true,
+                    "changes": changes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                }),
+            ),
+            Err(e) => reply(
+                StatusCode::BAD_REQUEST,
+                json!({ "reloaded": false, "errors": e.lines() }),
+            ),
+        },
         (&Method::GET, ["config", "reload"]) => {
             let s = &control.stats;
             let last = s.last_error();
@@ -257,45 +225,6 @@ fn authorized(control: &Control, req: &Request<Incoming>) -> bool {
             == 0
 }
 
-fn find_server<'a>(
-    upstreams: &'a [Upstream],
-    name: &str,
-    addr: &str,
-) -> Option<&'a UpstreamServer> {
-    upstreams
-        .iter()
-        .find(|u| &*u.name == name)?
-        .servers
-        .iter()
-        .find(|s| s.state.addr().to_string() == addr)
-}
-
-fn upstream_json(u: &Upstream) -> Value {
-    json!({
-        "name": &*u.name,
-        "servers": u.servers.iter().map(server_json).collect::<Vec<_>>(),
-    })
-}
-
-fn server_json(s: &UpstreamServer) -> Value {
-    let h = s.state.health_view();
-    json!({
-        "addr": s.state.addr().to_string(),
-        "weight": s.weight,
-        "weight_override": s.state.weight_override(),
-        "backup": s.backup,
-        "down": s.down,
-        "drained": s.state.drained(),
-        "eligible": s.eligible(),
-        "active": h.active.as_str(),
-        "ejected": h.ejected,
-        "ramping": h.ramping,
-        "inflight": s.state.inflight(),
-        "requests": s.state.requests(),
-        "transitions": h.transitions,
-    })
-}
-
 async fn read_json(req: Request<Incoming>) -> Result<Value, String> {
     let body = Limited::new(req.into_body(), MAX_ADMIN_BODY)
         .collect()
@@ -303,6 +232,10 @@ async fn read_json(req: Request<Incoming>) -> Result<Value, String> {
         .map_err(|e| format!("cannot read the body: {e}"))?
         .to_bytes();
     serde_json::from_slice(&body).map_err(|e| format!("invalid JSON: {e}"))
+}
+
+fn json_reply((status, body): upstreams::Reply) -> Response<Full<Bytes>> {
+    reply(status, body)
 }
 
 fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {

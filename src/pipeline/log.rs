@@ -13,10 +13,11 @@ use http::{HeaderValue, Method, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
-use super::access_log::{AccessLog, Entry};
-use super::metrics::RouteMetrics;
-use crate::body::{BoxError, RespBody};
-use crate::proxy::{ClientInfo, SendProgress};
+use super::client::ClientInfo;
+use super::reply::RespBody;
+use crate::body::{BoxError, SendProgress};
+use crate::observe::access_log::{AccessLog, Entry};
+use crate::observe::metrics::{class, ClassCounters, RouteMetrics};
 
 /// Where the request body's size comes from.
 #[derive(Debug, Default)]
@@ -55,6 +56,7 @@ struct LogParts {
 #[derive(Debug)]
 pub struct Record {
     start: Instant,
+    /// The request id (set by the `request_id` filter).
     pub id: HeaderValue,
     /// `None` until the request is routed.
     pub route: Option<Arc<RouteMetrics>>,
@@ -72,14 +74,13 @@ impl Record {
     /// Starts the record of `req`; `log` is the access log, when there is one.
     pub fn start<B>(
         req: &http::Request<B>,
-        id: HeaderValue,
         client: &Arc<ClientInfo>,
         log: Option<&Arc<AccessLog>>,
     ) -> Record {
         let header = |n| req.headers().get(n).cloned();
         Record {
             start: Instant::now(),
-            id,
+            id: HeaderValue::from_static(""),
             route: None,
             server: None,
             upstream_status: None,
@@ -104,34 +105,36 @@ impl Record {
         self.log = None;
     }
 
-    /// The response with the request id, and a body that closes the record when
-    /// it ends.
+    /// The response, with a body that closes the record when it ends. `requests`
+    /// are the counters the request counts in: the answering server's for its
+    /// route, or the route's (or the unrouted) `unsent`.
     pub fn respond(
         self,
         res: Response<RespBody>,
-        unrouted: &Arc<RouteMetrics>,
+        route: &Arc<RouteMetrics>,
+        requests: &ClassCounters,
     ) -> Response<Observed> {
-        let (mut head, body) = res.into_parts();
-        head.headers
-            .insert(super::request_id::X_REQUEST_ID.clone(), self.id.clone());
+        let (head, body) = res.into_parts();
         let mut record = self;
         if record.route.is_none() {
-            record.route = Some(Arc::clone(unrouted));
+            record.route = Some(Arc::clone(route));
         }
         let status = head.status;
+        let requests = requests[class(status)].clone();
         let body = Observed {
             body,
             bytes: 0,
-            open: Some((record, status)),
+            open: Some((record, status, requests)),
         };
         Response::from_parts(head, body)
     }
 
-    fn close(self, status: StatusCode, bytes_out: u64) {
+    fn close(self, status: StatusCode, requests: &metrics::Counter, bytes_out: u64) {
         let elapsed = self.start.elapsed();
         let bytes_in = self.body_in.bytes();
         let Some(route) = &self.route else { return };
-        route.record(self.server.map(|(i, _)| i), status, elapsed);
+        requests.increment(1);
+        route.record_duration(elapsed);
         route.bytes_out.increment(bytes_out);
         route.bytes_in.increment(bytes_in);
         let Some(p) = &self.log else { return };
@@ -184,13 +187,13 @@ fn version_str(v: Version) -> &'static str {
 pub struct Observed {
     body: RespBody,
     bytes: u64,
-    open: Option<(Record, StatusCode)>,
+    open: Option<(Record, StatusCode, metrics::Counter)>,
 }
 
 impl Observed {
     fn close(&mut self) {
-        if let Some((record, status)) = self.open.take() {
-            record.close(status, self.bytes);
+        if let Some((record, status, requests)) = self.open.take() {
+            record.close(status, &requests, self.bytes);
         }
     }
 }

@@ -1,7 +1,8 @@
-//! Streaming wrappers around hyper's bodies. Neither buffers: each frame is passed
-//! on as it comes, so backpressure flows through the proxy both ways.
+//! The client's request body on its way upstream: passed on frame by frame as it
+//! comes (backpressure flows through), with a record of who the transfer is
+//! waiting on, which the request path turns into `send_timeout` or the client body
+//! timeout.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,13 +12,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
-use crate::body::BoxError;
-use crate::error::ProxyError;
-use crate::upstream::{InFlight, Sender};
-
-// ===== request side =====
+use super::BoxError;
 
 /// Who the request body is waiting on, and since when. Shared between the body (which
 /// hyper polls as the upstream accepts data) and the task awaiting the response head,
@@ -171,112 +168,5 @@ impl Body for ClientBody {
             h.set_lower(lower);
         }
         h
-    }
-}
-
-// ===== response side =====
-
-/// An upstream response body on its way to the client. It holds the request's
-/// in-flight guard and its upstream connection until the body ends (the connection
-/// then goes back to the pool) or is dropped (the connection is closed; an HTTP/2
-/// stream is reset). Trailers (gRPC's status) pass through as frames like data.
-#[derive(Debug)]
-pub struct UpstreamBody {
-    inner: Incoming,
-    conn: Option<Sender>,
-    guard: InFlight,
-    read_timeout: Duration,
-    last_read: Instant,
-    /// Armed only when a read has to wait, so quick responses never touch the timer.
-    timer: Option<Pin<Box<Sleep>>>,
-}
-
-impl UpstreamBody {
-    pub fn new(inner: Incoming, conn: Sender, guard: InFlight, read_timeout: Duration) -> Self {
-        UpstreamBody {
-            inner,
-            conn: Some(conn),
-            guard,
-            read_timeout,
-            last_read: Instant::now(),
-            timer: None,
-        }
-    }
-
-    fn release(&mut self) {
-        if let Some(tx) = self.conn.take() {
-            self.guard.server().release(tx);
-        }
-    }
-
-    /// Polls the idle timer; `true` when `read_timeout` has passed since the last read.
-    fn timed_out(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = self.last_read + self.read_timeout;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        timer.as_mut().poll(cx).is_ready()
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if this.inner.is_end_stream() {
-                    this.release();
-                } else if this.timer.is_some() {
-                    this.last_read = Instant::now();
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(None) => {
-                this.release();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.conn = None;
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Poll::Pending => {
-                if this.timer.is_none() {
-                    // First wait of this body: measure from now, not from the head.
-                    this.last_read = Instant::now();
-                }
-                if this.timed_out(cx) {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(ProxyError::ReadTimeout.into())));
-                }
-                Poll::Pending
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // Bodiless responses (HEAD, 204, 304) are never polled; their connection is
-        // still good for the next request.
-        if self.inner.is_end_stream() {
-            self.release();
-        }
     }
 }

@@ -4,10 +4,11 @@
 //! be checked against a worked trace.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::clock::stamp;
 
 /// What a failed exchange (connect error, 5xx) counts as: linkerd's penalty base
 /// (linkerd2-proxy PR #4537). A backend that fails fast must not look fast; the
@@ -42,23 +43,6 @@ pub fn peak_projection(stored: f64, dt: Duration, tau: Duration) -> f64 {
 pub fn average_update(stored: f64, dt: Duration, sample: f64, tau: Duration) -> f64 {
     let w = decay_weight(dt, tau);
     stored * w + sample * (1.0 - w)
-}
-
-const EPOCH_LEAD: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Milliseconds since a process-wide epoch, the time base of every estimate, so a
-/// pick reads the clock once and compares stamps as integers. Wraps after 49 days;
-/// differences stay right (`since`).
-pub fn stamp(now: Instant) -> u32 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    // An hour back, so that no clock that reads an Instant in this process is
-    // before the epoch: tests run runtimes with paused clocks side by side, and one
-    // that advanced must not put the epoch in another's future.
-    let epoch = *EPOCH.get_or_init(|| {
-        let now = Instant::now();
-        now.checked_sub(EPOCH_LEAD).unwrap_or(now)
-    });
-    now.saturating_duration_since(epoch).as_millis() as u32
 }
 
 /// Milliseconds from stamp `then` to stamp `now`. A stamp from the "future" is a

@@ -1,14 +1,12 @@
-//! What ties a request to a server: the key `hash` balances on, and the sticky
-//! cookie.
+//! The key `hash` balances on, taken from the request's head.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
 use http::Request;
 
 use crate::balance::hash_bytes;
 use crate::config::HashKey;
+use crate::pipeline::filter::sticky::cookie;
 
 /// The hash of the request's key, or `None` when the request has no such key.
 pub fn key_hash<B>(key: &HashKey, req: &Request<B>, client: IpAddr) -> Option<u64> {
@@ -32,19 +30,6 @@ pub fn key_hash<B>(key: &HashKey, req: &Request<B>, client: IpAddr) -> Option<u6
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then_some(v.trim_matches('"'))
-        })
-}
-
 /// The raw (undecoded) value of query parameter `name`.
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query.split('&').find_map(|pair| {
@@ -53,27 +38,12 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// `Set-Cookie` pinning the client to the server with sticky id `id`.
-pub fn sticky_cookie(name: &str, id: &str, ttl: Duration) -> HeaderValue {
-    let v = format!(
-        "{name}={id}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
-        ttl.as_secs()
-    );
-    HeaderValue::from_str(&v).expect("validated cookie name and hex id")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn finds_cookies_and_query_params() {
-        let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; SWY=abc"));
-        h.append(header::COOKIE, HeaderValue::from_static("b=\"2\""));
-        assert_eq!(cookie(&h, "SWY"), Some("abc"));
-        assert_eq!(cookie(&h, "b"), Some("2"));
-        assert_eq!(cookie(&h, "c"), None);
+    fn finds_query_params() {
         assert_eq!(query_param("x=1&chat=42&y", "chat"), Some("42"));
         assert_eq!(query_param("x=1&y", "y"), Some(""));
         assert_eq!(query_param("x=1", "chat"), None);

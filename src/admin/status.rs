@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::config::{HostPattern, LogFormat, LogTarget};
+use crate::config::{LogFormat, LogTarget};
 use crate::control::Control;
 use crate::upstream::{Active, Event, Measure, Upstream, UpstreamServer};
 
@@ -44,6 +44,13 @@ pub struct RouteStatus {
     pub listener: Option<String>,
     pub host: Option<String>,
     pub path: String,
+    /// `path_exact` rather than a prefix.
+    pub exact: bool,
+    /// `None`: every method.
+    pub methods: Option<Vec<String>>,
+    /// `upstream`, `redirect` or `respond`.
+    pub action: &'static str,
+    /// The upstream a proxying route sends to; empty for the others.
     pub upstream: String,
     pub access_log: bool,
 }
@@ -61,6 +68,8 @@ pub struct UpstreamStatus {
 #[derive(Debug, Serialize)]
 pub struct ServerStatus {
     pub addr: String,
+    /// Where it comes from: `file`, `admin`, or a discovery source's name.
+    pub source: String,
     /// `up`, `down`, `warming`, `ejected`, `draining`, `slow_start` or `marked_down`.
     pub state: &'static str,
     /// While slow start ramps: the share of its weight it gets now.
@@ -130,11 +139,14 @@ impl Status {
                 .map(|r| RouteStatus {
                     name: r.name.clone(),
                     listener: r.listener.clone(),
-                    host: r.host.as_ref().map(|h| match h {
-                        HostPattern::Exact(h) => h.clone(),
-                        HostPattern::Wildcard(s) => format!("*{s}"),
-                    }),
+                    host: r.host.as_ref().map(ToString::to_string),
                     path: r.path.as_str().to_owned(),
+                    exact: matches!(r.path, crate::config::PathMatch::Exact(_)),
+                    methods: r
+                        .methods
+                        .as_ref()
+                        .map(|m| m.iter().map(ToString::to_string).collect()),
+                    action: r.action.key(),
                     upstream: r.upstream().unwrap_or_default().to_owned(),
                     access_log: r.access_log,
                 })
@@ -203,7 +215,7 @@ fn server(u: &Upstream, i: usize, now: SystemTime) -> ServerStatus {
         }
         Measure::Average { tau, .. } => Some(
             s.state.latency.average_ns_at(
-                crate::upstream::stamp(tokio::time::Instant::now()),
+                crate::clock::stamp(tokio::time::Instant::now()),
                 tau.as_secs_f64() * 1e3,
             ) / 1e6,
         ),
@@ -218,6 +230,7 @@ fn server(u: &Upstream, i: usize, now: SystemTime) -> ServerStatus {
     };
     ServerStatus {
         addr: s.state.addr().to_string(),
+        source: s.source.as_str().to_owned(),
         state,
         slow_start_percent: (ramp < 1.0).then(|| (ramp * 100.0).round() as u32),
         backup: s.backup,

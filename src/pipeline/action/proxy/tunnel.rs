@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use super::headers::strip_hop_by_hop;
-use crate::body::RespBody;
+use crate::pipeline::reply::RespBody;
 use crate::upstream::InFlight;
 
 /// What a switching request needs kept: its `Upgrade` value and the client side
@@ -39,7 +39,7 @@ pub struct Upgrade {
 /// Takes the upgrade out of a request that asks for one: HTTP/1.1 with
 /// `Connection: upgrade` and an `Upgrade` header, or HTTP/2 extended CONNECT, which
 /// is turned into the equivalent HTTP/1.1 request here.
-pub fn requested(req: &mut Request<Incoming>) -> Option<Upgrade> {
+pub fn requested<B>(req: &mut Request<B>) -> Option<Upgrade> {
     match req.version() {
         Version::HTTP_11 => {
             let asks = req
@@ -85,8 +85,8 @@ static SEC_WEBSOCKET_ACCEPT: header::HeaderName =
 fn websocket_key() -> HeaderValue {
     const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut raw = [0u8; 18];
-    raw[..8].copy_from_slice(&crate::balance::rng::next_u64().to_le_bytes());
-    raw[8..16].copy_from_slice(&crate::balance::rng::next_u64().to_le_bytes());
+    raw[..8].copy_from_slice(&crate::rng::next_u64().to_le_bytes());
+    raw[8..16].copy_from_slice(&crate::rng::next_u64().to_le_bytes());
     let mut out = Vec::with_capacity(24);
     for chunk in raw.chunks(3) {
         let n = u32::from(chunk[0]) << 16 | u32::from(chunk[1]) << 8 | u32::from(chunk[2]);

@@ -64,16 +64,27 @@ pub fn render(s: &Status) -> String {
         h.push_str("</table>");
     }
 
-    h.push_str("<h2>routes</h2><table><tr><th>name</th><th>listener</th><th>host</th><th>path</th><th>upstream</th><th>logged</th></tr>");
+    h.push_str("<h2>routes</h2><table><tr><th>name</th><th>listener</th><th>host</th><th>path</th><th>methods</th><th>action</th><th>logged</th></tr>");
     for r in &s.routes {
+        let path = if r.exact {
+            format!("= {}", r.path)
+        } else {
+            r.path.clone()
+        };
+        let action = if r.upstream.is_empty() {
+            r.action.to_owned()
+        } else {
+            format!("upstream {}", r.upstream)
+        };
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r.name),
             esc(r.listener.as_deref().unwrap_or("all")),
             esc(r.host.as_deref().unwrap_or("any")),
-            esc(&r.path),
-            esc(&r.upstream),
+            esc(&path),
+            esc(&r.methods.as_ref().map_or("all".to_owned(), |m| m.join(", "))),
+            esc(&action),
             if r.access_log { "yes" } else { "no" },
         );
     }

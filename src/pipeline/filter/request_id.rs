@@ -1,9 +1,33 @@
-//! Request ids: kept from the client's `X-Request-Id` when it is a sane token,
-//! otherwise made here (32 hex digits, the shape of nginx's `$request_id`). The id
-//! goes upstream, back to the client, and into the access log, so one request can
-//! be followed through every hop.
+//! The request id filter (every listener has it, first): the id is kept from the
+//! client's `X-Request-Id` when it is a sane token, otherwise made here (32 hex
+//! digits, the shape of nginx's `$request_id`). It goes upstream, back to the
+//! client (on the proxy's own answers too), and into the access log, so one request
+//! can be followed through every hop.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+
+use super::{Filter, Stop};
+use crate::pipeline::ctx::Ctx;
+use crate::pipeline::reply::RespBody;
+
+/// The filter.
+#[derive(Debug)]
+pub struct RequestId;
+
+impl Filter for RequestId {
+    fn request_head(&self, ctx: &mut Ctx<'_>, req: &mut Request<Incoming>) -> Result<(), Stop> {
+        let id = take_or_make(req.headers_mut());
+        ctx.rec.id = id.clone();
+        ctx.request_id = id;
+        Ok(())
+    }
+
+    fn response_head(&self, ctx: &Ctx<'_>, res: &mut Response<RespBody>) {
+        res.headers_mut()
+            .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    }
+}
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -38,10 +62,7 @@ fn valid(v: &HeaderValue) -> bool {
 pub fn generate() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
-    let words = [
-        crate::balance::rng::next_u64(),
-        crate::balance::rng::next_u64(),
-    ];
+    let words = [crate::rng::next_u64(), crate::rng::next_u64()];
     for (i, byte) in words.iter().flat_map(|w| w.to_be_bytes()).enumerate() {
         out[2 * i] = HEX[usize::from(byte >> 4)];
         out[2 * i + 1] = HEX[usize::from(byte & 0xf)];

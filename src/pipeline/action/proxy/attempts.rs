@@ -12,24 +12,34 @@
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Request, Response, Version};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::forward;
-use super::headers::{self, Vars};
-use super::payload::{Head, Payload};
-use super::ProxyService;
-use crate::body::{ReqBody, RespBody};
-use crate::error::ProxyError;
-use crate::observe::{BodyIn, Record};
-use crate::state::Route;
+use super::head::Head;
+use super::{forward, headers, Proxy};
+use crate::body::{ReqBody, SendProgress};
+use crate::error::{Fault, ProxyError};
+use crate::pipeline::client::ClientInfo;
+use crate::pipeline::filter::{Filter, Step};
+use crate::pipeline::log::{BodyIn, Record};
+use crate::pipeline::payload::Payload;
+use crate::pipeline::reply::RespBody;
+use crate::pipeline::vars::Vars;
 use crate::upstream::{InFlight, Upstream, UpstreamServer};
 
+/// What the request brings to every attempt besides its head and body.
+pub(super) struct ReqInfo<'a> {
+    pub client: &'a ClientInfo,
+    /// The request's host (`$host`).
+    pub host: &'a HeaderValue,
+    pub request_id: &'a HeaderValue,
+    /// The route's filters: their `upstream_request` phase runs on every attempt.
+    pub filters: &'a [Step],
+}
+
 pub(super) struct Attempts<'a> {
-    svc: &'a ProxyService,
-    route: &'a Route,
+    req: ReqInfo<'a>,
+    proxy: &'a Proxy,
     upstream: &'a Upstream,
-    host: &'a HeaderValue,
     /// `None` once moved into the only attempt that may send it.
     head: Option<Head>,
     payload: Payload,
@@ -41,44 +51,26 @@ pub(super) struct Attempts<'a> {
     upgrade: Option<super::tunnel::Upgrade>,
 }
 
-/// How an attempt that got no usable response failed, in `next_upstream` terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Error,
-    Timeout,
-    /// The client's side failed; not the server's fault, and not retried.
-    Client,
-}
-
-fn kind(e: &ProxyError) -> Kind {
-    match e {
-        ProxyError::ConnectTimeout | ProxyError::ReadTimeout | ProxyError::SendTimeout => {
-            Kind::Timeout
-        }
-        ProxyError::ClientBodyTimeout | ProxyError::BadRequest(_) => Kind::Client,
-        _ => Kind::Error,
-    }
+/// Whether a failure was a timeout, in `next_upstream` terms (else an error).
+fn is_timeout(e: &ProxyError) -> bool {
+    matches!(
+        e,
+        ProxyError::ConnectTimeout | ProxyError::ReadTimeout | ProxyError::SendTimeout
+    )
 }
 
 impl<'a> Attempts<'a> {
-    /// Prepares the attempts, reading the body into memory when a retry could need
-    /// it again (see `Payload::read`).
-    pub async fn new(
-        svc: &'a ProxyService,
-        route: &'a Route,
+    /// Prepares the attempts of one request.
+    pub fn new(
+        req: ReqInfo<'a>,
+        proxy: &'a Proxy,
         upstream: &'a Upstream,
-        host: &'a HeaderValue,
         head: Head,
-        body: Incoming,
+        payload: Payload,
         upgrade: Option<super::tunnel::Upgrade>,
     ) -> Result<Attempts<'a>, ProxyError> {
-        let on = route.retry.on;
-        let idempotent = forward::is_idempotent(&head.method);
-        let may_resend = idempotent || on.non_idempotent;
-        // Idempotent bodies are held even without retries listed, so a stale pooled
-        // connection can be replayed.
-        let hold = may_resend && (idempotent || (on.after_send() && route.retry.tries != 1));
-        let payload = Payload::read(body, hold, route.retry.body_limit).await?;
+        let on = proxy.retry.on;
+        let may_resend = forward::is_idempotent(&head.method) || on.non_idempotent;
         let keep = may_resend && payload.resendable();
         let upgrade = match upgrade {
             // The server side of a switch is HTTP/1.1's `Upgrade`, which HTTP/2 lacks.
@@ -95,10 +87,9 @@ impl<'a> Attempts<'a> {
             u => u,
         };
         Ok(Attempts {
-            svc,
-            route,
+            req,
+            proxy,
             upstream,
-            host,
             head: Some(head),
             after_send: keep && on.after_send(),
             keep,
@@ -108,17 +99,17 @@ impl<'a> Attempts<'a> {
     }
 
     /// Runs attempts until one gives a response to return, and returns it with the
-    /// server that gave it.
+    /// index of the server that gave it.
     pub async fn run(
         mut self,
         mut pinned: Option<(usize, &'a UpstreamServer)>,
         key: Option<u64>,
         rec: &mut Record,
-    ) -> Result<(&'a UpstreamServer, Response<RespBody>), ProxyError> {
+    ) -> Result<(usize, Response<RespBody>), ProxyError> {
         if let Some(n) = self.payload.held_len() {
             rec.body_in = BodyIn::Held(n);
         }
-        let policy = self.route.retry;
+        let policy = self.proxy.retry;
         let upstream = self.upstream;
         let max_tries = match policy.tries {
             0 => upstream.servers.len(),
@@ -129,8 +120,8 @@ impl<'a> Attempts<'a> {
         // succeeds at once allocates nothing here.
         let mut tried: Vec<usize> = Vec::new();
         let mut attempts = 0;
-        let mut last: Option<Result<(&'a UpstreamServer, Response<RespBody>), ProxyError>> = None;
-        let timeouts = self.route.timeouts;
+        let mut last: Option<Result<(usize, Response<RespBody>), ProxyError>> = None;
+        let timeouts = self.proxy.timeouts;
         loop {
             let chosen = pinned.take().or_else(|| {
                 upstream.pick(&crate::balance::PickCtx {
@@ -220,11 +211,11 @@ impl<'a> Attempts<'a> {
                         self.succeeded(idx, &mut guard);
                         drop(conn);
                         let res = super::tunnel::relay(res, upgrade, guard, timeouts.tunnel);
-                        return Ok((server, res));
+                        return Ok((idx, res));
                     }
                     if !policy.on.status(status) {
                         self.succeeded(idx, &mut guard);
-                        return Ok((server, forward::respond(conn, res, guard, timeouts)));
+                        return Ok((idx, forward::respond(conn, res, guard, timeouts)));
                     }
                     self.failed(idx, &mut guard, &format!("status {}", status.as_u16()));
                     let res = forward::respond(conn, res, guard, timeouts);
@@ -232,17 +223,21 @@ impl<'a> Attempts<'a> {
                         tracing::debug!(server = %server.state.addr(), %status, "retrying on the next server");
                         // Kept, unread, in case no other server can answer.
                         tried.push(idx);
-                        last = Some(Ok((server, res)));
+                        last = Some(Ok((idx, res)));
                         continue;
                     }
-                    return Ok((server, res));
+                    return Ok((idx, res));
                 }
                 Err(e) => {
+                    // The client's side failed: not the server's fault, not retried.
+                    if e.fault() == Fault::Client {
+                        return Err(e);
+                    }
                     guard.fail();
-                    let listed = match kind(&e) {
-                        Kind::Error => policy.on.error,
-                        Kind::Timeout => policy.on.timeout,
-                        Kind::Client => return Err(e),
+                    let listed = if is_timeout(&e) {
+                        policy.on.timeout
+                    } else {
+                        policy.on.error
                     };
                     if !listed {
                         self.succeeded(idx, &mut guard);
@@ -266,7 +261,7 @@ impl<'a> Attempts<'a> {
     fn request(
         &mut self,
         server: &UpstreamServer,
-    ) -> Option<(Request<ReqBody>, Option<Arc<super::SendProgress>>)> {
+    ) -> Option<(Request<ReqBody>, Option<Arc<SendProgress>>)> {
         let (body, progress) = self.payload.take()?;
         let head = if self.keep {
             self.head.as_ref()?.copy()
@@ -293,22 +288,25 @@ impl<'a> Attempts<'a> {
             head.headers
                 .insert(header::HOST, server.state.addr_header.clone());
         }
-        let request_id = head
-            .headers
-            .get(&crate::observe::request_id::X_REQUEST_ID)
-            .cloned()
-            .unwrap_or_else(|| HeaderValue::from_static(""));
         let h2 = self.upstream.protocol.is_h2();
         // `TE` is hop-by-hop, but gRPC servers insist on `te: trailers` (it tells
         // them every hop passes trailers, which holds over HTTP/2).
         let te_trailers = h2 && headers::accepts_trailers(&head.headers);
         let vars = Vars {
-            client: &self.svc.client,
-            host: self.host,
-            upstream_addr: &server.state.addr_header,
-            request_id: &request_id,
+            client: self.req.client,
+            host: self.req.host,
+            upstream_addr: Some(&server.state.addr_header),
+            request_id: self.req.request_id,
+            uri: &head.uri,
         };
-        headers::rewrite_request(&mut head.headers, &vars, &self.route.set_headers);
+        let filters = self.req.filters;
+        let extra = filters.iter().map(Filter::upstream_headers).sum();
+        let mut headers = std::mem::take(&mut head.headers);
+        headers::forward(&mut headers, &vars, extra);
+        for f in filters {
+            f.upstream_request(&vars, &mut headers);
+        }
+        head.headers = headers;
         if let Some(u) = &self.upgrade {
             // Hop-by-hop, hence stripped above; an upgrade carries them on purpose.
             u.restore(&mut head.headers);

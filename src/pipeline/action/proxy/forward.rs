@@ -5,16 +5,13 @@ use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{SendPhase, SendProgress, UpstreamBody};
-use crate::body::{ReqBody, RespBody};
+use super::headers::strip_hop_by_hop;
+use crate::body::{ReqBody, SendPhase, SendProgress};
 use crate::config::Timeouts;
 use crate::error::ProxyError;
-use crate::proxy::headers::strip_hop_by_hop;
-use crate::upstream::{InFlight, Pool, PooledConn, Sender};
-
-/// nginx's `client_body_timeout`: how long the client may pause while sending a
-/// request body before the exchange is abandoned with 408.
-pub const CLIENT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+use crate::pipeline::payload::CLIENT_BODY_TIMEOUT;
+use crate::pipeline::reply::RespBody;
+use crate::upstream::{InFlight, Pool, PooledConn, Sender, UpstreamBody};
 
 /// Reduces the request target to origin-form (`/path?query`), which is what an
 /// HTTP/1.1 origin expects from a proxy (RFC 9112 §3.2.1).

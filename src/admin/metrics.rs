@@ -1,0 +1,189 @@
+//! `GET /metrics`: the exporter's series (request events, recorded as they happen),
+//! then the live state read from the current snapshot at scrape time — servers'
+//! health, in-flight counts, the balancer's estimates, check and ejection counts,
+//! reloads — which costs the request path nothing, and stops being reported for a
+//! server the moment it leaves.
+
+use std::fmt::Write as _;
+
+use crate::observe::Metrics;
+use crate::pipeline::Snapshot;
+
+/// The Prometheus text exposition, or `None` when metrics are off (no admin
+/// listener is configured to serve them, so none are recorded).
+pub(super) fn render(
+    metrics: &Metrics,
+    snapshot: &Snapshot,
+    reloads: (u64, u64),
+) -> Option<String> {
+    let mut out = metrics.render()?;
+    render_state(&mut out, snapshot, metrics.generation(), reloads);
+    Some(out)
+}
+
+/// A family of scrape-time series: its `# HELP`/`# TYPE` lines, then samples.
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn start<'o>(out: &'o mut String, name: &str, kind: &str, help: &str) -> Family<'o> {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        Family { out }
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"");
+                escape_label(self.out, v);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// Label values escape backslash, double quote and newline (the text format's rule).
+fn escape_label(out: &mut String, v: &str) {
+    for ch in v.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Series read from the servers' live state.
+fn render_state(out: &mut String, snapshot: &Snapshot, generation: u64, reloads: (u64, u64)) {
+    Family::start(
+        out,
+        "switchyard_config_generation",
+        "gauge",
+        "Configurations applied since start (1: the first).",
+    )
+    .sample("switchyard_config_generation", &[], generation as f64);
+    let name = "switchyard_config_reloads_total";
+    let mut f = Family::start(out, name, "counter", "Configuration reloads, by result.");
+    f.sample(name, &[("result", "ok")], reloads.0 as f64);
+    f.sample(name, &[("result", "failed")], reloads.1 as f64);
+    if let Some(log) = &snapshot.access_log {
+        let name = "switchyard_access_log_dropped_total";
+        Family::start(
+            out,
+            name,
+            "counter",
+            "Access log lines dropped because the writer fell behind.",
+        )
+        .sample(name, &[], log.dropped() as f64);
+    }
+
+    type Read = fn(&crate::upstream::Upstream, usize, &crate::upstream::HealthView) -> f64;
+    let gauges: [(&str, &str, &str, Read); 4] = [
+        (
+            "switchyard_server_up",
+            "gauge",
+            "1 when the server may take requests (up, not ejected, drained or marked down).",
+            |u, i, _| f64::from(u8::from(u.servers[i].eligible())),
+        ),
+        (
+            "switchyard_inflight_requests",
+            "gauge",
+            "Requests between pick and the end of their response body.",
+            |u, i, _| u.servers[i].state.inflight() as f64,
+        ),
+        (
+            "switchyard_server_load_estimate",
+            "gauge",
+            "What the balancer compares: in-flight per unit of weight, or for ewma and least_time the cost in seconds.",
+            |u, i, _| u.load_estimate(i),
+        ),
+        (
+            "switchyard_server_weight",
+            "gauge",
+            "The weight the balancer uses now (slow start lowers it).",
+            |u, i, _| crate::balance::weight_units(&u.servers[i]),
+        ),
+    ];
+    let views: Vec<Vec<_>> = snapshot
+        .upstreams
+        .iter()
+        .map(|u| u.servers.iter().map(|s| s.state.health_view()).collect())
+        .collect();
+    let servers = || {
+        snapshot.upstreams.iter().zip(&views).flat_map(|(u, v)| {
+            v.iter().enumerate().map(move |(i, h)| {
+                let addr = u.servers[i].state.addr().to_string();
+                (u, i, h, addr)
+            })
+        })
+    };
+    for (name, kind, help, read) in gauges {
+        let mut f = Family::start(out, name, kind, help);
+        for (u, i, h, addr) in servers() {
+            f.sample(
+                name,
+                &[("upstream", &*u.name), ("server", &addr)],
+                read(u, i, h),
+            );
+        }
+    }
+    let name = "switchyard_server_ejections_total";
+    let mut f = Family::start(
+        out,
+        name,
+        "counter",
+        "Times a server was taken out: by its own failures (max_fails) or by its health checks.",
+    );
+    for (u, _, h, addr) in servers() {
+        for (reason, n) in [("max_fails", h.ejections), ("health_check", h.downs)] {
+            f.sample(
+                name,
+                &[
+                    ("upstream", &*u.name),
+                    ("server", &addr),
+                    ("reason", reason),
+                ],
+                n as f64,
+            );
+        }
+    }
+    let name = "switchyard_health_checks_total";
+    let mut f = Family::start(out, name, "counter", "Active health checks, by result.");
+    for (u, _, h, addr) in servers() {
+        if u.health_check.is_none() {
+            continue;
+        }
+        for (result, n) in [("passed", h.checks_passed), ("failed", h.checks_failed)] {
+            f.sample(
+                name,
+                &[
+                    ("upstream", &*u.name),
+                    ("server", &addr),
+                    ("result", result),
+                ],
+                n as f64,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut s = String::new();
+        escape_label(&mut s, "a\"b\\c\nd");
+        assert_eq!(s, "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,145 @@
+//! Wiring: the one way a proxy is started, by the binary and by the tests alike.
+//! From a validated `Config`: the shared state, the worker threads, the background
+//! runtime (health checks, the admin API, metrics upkeep, discovery), the reload
+//! control; then the listeners are bound. `Running::shutdown` stops in order:
+//! readiness first, then accepting, then the drain.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::control::Control;
+use crate::membership::discover::Discover;
+use crate::server::{stopped, Stop, Workers};
+use crate::state::Shared;
+
+/// A started proxy: its listeners accept until `shutdown`. (Between `prepare` and
+/// `listen` it is not listening yet, and `/readyz` says so.)
+pub struct Running {
+    pub shared: Arc<Shared>,
+    /// Listener changes and reloads at runtime.
+    pub control: Arc<Control>,
+    /// The admin API's bound address, when `[admin]` is configured.
+    pub admin: Option<SocketAddr>,
+    /// The runtime of the health checks, the admin API and discovery.
+    pub background: tokio::runtime::Handle,
+    /// `Some(drain)` tells every worker and background task to stop.
+    stop: watch::Sender<Option<Duration>>,
+    workers: Workers,
+}
+
+/// Starts a proxy for `config` with `workers` worker threads (at least one) and
+/// binds its listeners. Call it outside a runtime's worker threads (from `main`, a
+/// current-thread runtime, or a test).
+pub fn start(config: Config, workers: usize) -> io::Result<Running> {
+    let running = prepare(config, workers)?;
+    running.listen()?;
+    Ok(running)
+}
+
+/// As `start`, but stops short of binding the listeners: the admin listener and
+/// the health checks run, `/readyz` answers 503 until `Running::listen`.
+pub fn prepare(config: Config, workers: usize) -> io::Result<Running> {
+    let shared = Shared::new(config.clone(), workers)?;
+    let (stop, stop_rx) = watch::channel(None);
+    let background = background_runtime(stop_rx.clone())?;
+    shared.start_health(background.clone());
+    spawn_upkeep(&shared, &background, stop_rx.clone());
+    let workers = Workers::spawn(workers, shared.current(), &stop_rx)?;
+    let control = Control::new(Arc::clone(&shared), workers.commands(), &config);
+    let admin = match &config.admin {
+        Some(a) => Some(crate::admin::start(
+            a.listen,
+            Arc::clone(&control),
+            stop_rx,
+            &background,
+        )?),
+        None => None,
+    };
+    Ok(Running {
+        shared,
+        control,
+        admin,
+        background,
+        stop,
+        workers,
+    })
+}
+
+impl Running {
+    /// The bound address of the listener named `name` (useful with port 0).
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.control.addr(name)
+    }
+
+    /// Every listener's name and bound address, as of now.
+    pub fn addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.control.addrs()
+    }
+
+    /// Binds the listeners of a proxy made by `prepare` (`start` does both).
+    pub fn listen(&self) -> io::Result<()> {
+        self.control.listen()
+    }
+
+    /// Open client connections per worker (empty with a single worker).
+    pub fn worker_connections(&self) -> Vec<usize> {
+        self.workers.connections()
+    }
+
+    /// Runs discovery source `d` on the background runtime.
+    pub fn discover(&self, d: Box<dyn Discover>) {
+        self.shared.start_discovery(d, &self.background);
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `drain`, and
+    /// returns whether every connection closed in time.
+    pub async fn shutdown(self, drain: Duration) -> bool {
+        // Readiness goes first, so orchestrators stop sending traffic while the
+        // drain runs.
+        self.shared.set_ready(false);
+        self.shared.stop_health();
+        let _ = self.stop.send(Some(drain));
+        let drained = self.workers.join().await;
+        if !drained {
+            tracing::warn!(?drain, "drain timeout passed with connections still open");
+        }
+        drained
+    }
+}
+
+/// A thread with its own runtime for the health checkers, the admin API, the
+/// metrics upkeep and discovery, so checks keep their rhythm whatever the workers'
+/// load; it ends when the proxy stops.
+fn background_runtime(mut stop: Stop) -> io::Result<tokio::runtime::Handle> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = rt.handle().clone();
+    std::thread::Builder::new()
+        .name("switchyard-background".into())
+        .spawn(move || rt.block_on(stopped(&mut stop)))?;
+    Ok(handle)
+}
+
+/// Folds histogram samples into buckets now and then, so an unscraped proxy's
+/// metrics stay small.
+fn spawn_upkeep(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, mut stop: Stop) {
+    if !shared.metrics.enabled() {
+        return;
+    }
+    let metrics = Arc::clone(&shared.metrics);
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(crate::observe::metrics::UPKEEP_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = stopped(&mut stop) => return,
+                _ = tick.tick() => metrics.upkeep(),
+            }
+        }
+    });
+}

@@ -1,0 +1,42 @@
+//! What one request carries through the pipeline's phases.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use super::client::ClientInfo;
+use super::log::Record;
+use crate::upstream::UpstreamServer;
+
+/// One request's state between the phases: filled in by the filters and the
+/// action, read by the later phases and the log.
+#[derive(Debug)]
+pub struct Ctx<'s> {
+    pub client: &'s Arc<ClientInfo>,
+    /// The request's host, lower-cased, without port (the `host` filter's).
+    pub host: HeaderValue,
+    /// Its id (the `request_id` filter's).
+    pub request_id: HeaderValue,
+    pub rec: Record,
+    /// The server id of the sticky cookie the client sent, if any.
+    pub sticky: Option<String>,
+    /// A hash key a filter derived from the request (from its body, say); the
+    /// proxy action balances on it instead of the upstream's `hash_key`.
+    pub affinity: Option<u64>,
+    /// The server whose response this is, once the proxy action has one.
+    pub server: Option<&'s UpstreamServer>,
+}
+
+impl<'s> Ctx<'s> {
+    pub fn new(client: &'s Arc<ClientInfo>, rec: Record) -> Self {
+        Ctx {
+            client,
+            host: HeaderValue::from_static(""),
+            request_id: HeaderValue::from_static(""),
+            rec,
+            sticky: None,
+            affinity: None,
+            server: None,
+        }
+    }
+}

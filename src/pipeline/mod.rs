@@ -1,0 +1,249 @@
+//! The request pipeline: everything between a client's request head and the
+//! response it gets, in one walk (`ProxyService::serve`):
+//!
+//! 1. connection phase, on accept: the listener's `ConnFilter`s (`server`);
+//! 2. the listener's filters on the head: request id, host check;
+//! 3. a `redirect_https` listener answers here; otherwise the router picks a
+//!    route by host, path and method (`route`), or answers 301 (add a slash),
+//!    404 or 405;
+//! 4. the route's filters on the head (access log off, sticky cookie);
+//! 5. the body phase: the body is held in memory, bounded, when a filter must see
+//!    it or a retry may have to send it again (`payload`);
+//! 6. the route's action: proxy to an upstream, redirect, or respond (`action`);
+//! 7. the route's filters, then the listener's, on the response (sticky cookie,
+//!    request id, HSTS);
+//! 8. the log: metrics and the access-log line when the body ends (`log`).
+//!
+//! One `ArcSwap` load per request (`Current`); errors become responses in
+//! `reply::error` only.
+
+pub mod action;
+mod client;
+mod ctx;
+pub mod filter;
+mod log;
+mod payload;
+pub mod reply;
+pub mod route;
+mod snapshot;
+pub mod vars;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+pub use client::ClientInfo;
+pub use log::{BodyIn, Observed, Record};
+pub use payload::{Payload, CLIENT_BODY_TIMEOUT};
+pub use reply::RespBody;
+pub use snapshot::{route_slots, Current, Listener, ListenerId, Parts, Route, Snapshot};
+
+use crate::error::ProxyError;
+use action::Action;
+use ctx::Ctx;
+use filter::{Filter, Stop};
+use route::RouteMatch;
+use vars::Vars;
+
+/// The hyper service of one client connection.
+#[derive(Debug, Clone)]
+pub struct ProxyService {
+    current: Arc<Current>,
+    listener: ListenerId,
+    client: Arc<ClientInfo>,
+}
+
+impl ProxyService {
+    pub fn new(current: Arc<Current>, listener: ListenerId, client: ClientInfo) -> Self {
+        ProxyService {
+            current,
+            listener,
+            client: Arc::new(client),
+        }
+    }
+
+    /// One request, start to finish.
+    async fn serve(&self, req: Request<Incoming>) -> Response<Observed> {
+        let snapshot = self.current.load();
+        let head_only = req.method() == Method::HEAD;
+        let rec = Record::start(&req, &self.client, snapshot.access_log.as_ref());
+        let mut ctx = Ctx::new(&self.client, rec);
+        let listener = snapshot.listener(self.listener);
+        let (route, outcome) = match listener {
+            Some(l) => walk(&snapshot, l, &mut ctx, req).await,
+            // The listener left the configuration while this connection lives on.
+            None => (None, Err(Stop::Error(ProxyError::NoRoute))),
+        };
+        let mut res = match outcome {
+            Ok(res) => res,
+            Err(Stop::Answer(res)) => *res,
+            Err(Stop::Error(e)) => {
+                tracing::debug!(error = %e, "request failed");
+                reply::error(&e)
+            }
+        };
+        if head_only {
+            if let RespBody::Full(b) = res.body_mut() {
+                *b = None;
+            }
+        }
+        if let Some(r) = route {
+            for f in r.filters.iter() {
+                f.response_head(&ctx, &mut res);
+            }
+        }
+        for f in listener.iter().flat_map(|l| l.filters.iter()) {
+            f.response_head(&ctx, &mut res);
+        }
+        let rec = ctx.rec;
+        // The request counts against the last server it was sent to, if any.
+        let (metrics, requests) = match route {
+            Some(r) => {
+                let tried = match (&r.action, rec.server) {
+                    (Action::Proxy(p), Some((i, _))) => snapshot.upstreams[p.upstream]
+                        .servers
+                        .get(i)
+                        .and_then(|s| s.requests.get(p.slot)),
+                    _ => None,
+                };
+                (&r.metrics, tried.unwrap_or(&r.metrics.unsent))
+            }
+            None => (&snapshot.unrouted, &snapshot.unrouted.unsent),
+        };
+        rec.respond(res, metrics, requests)
+    }
+}
+
+/// Phases 2 to 6: the route chosen (if any) and what answers the request.
+async fn walk<'s>(
+    snapshot: &'s Snapshot,
+    listener: &'s Listener,
+    ctx: &mut Ctx<'s>,
+    mut req: Request<Incoming>,
+) -> (Option<&'s Route>, Result<Response<RespBody>, Stop>) {
+    for f in listener.filters.iter() {
+        if let Err(stop) = f.request_head(ctx, &mut req) {
+            return (None, Err(stop));
+        }
+    }
+    if let Some(r) = &listener.redirect {
+        return (None, Ok(r.run(req.method(), &vars(ctx, &req))));
+    }
+    let host = ctx.host.to_str().unwrap_or_default();
+    let route = match listener.router.find(host, req.uri().path(), req.method()) {
+        RouteMatch::Route(i) => &snapshot.routes[i],
+        RouteMatch::AddSlash => {
+            return (
+                None,
+                Ok(snapshot.add_slash.run(req.method(), &vars(ctx, &req))),
+            )
+        }
+        RouteMatch::MethodNotAllowed(allow) => return (None, Ok(method_not_allowed(&allow))),
+        RouteMatch::None => return (None, Err(Stop::Error(ProxyError::NoRoute))),
+    };
+    ctx.rec.route = Some(Arc::clone(&route.metrics));
+    for f in route.filters.iter() {
+        if let Err(stop) = f.request_head(ctx, &mut req) {
+            return (Some(route), Err(stop));
+        }
+    }
+    (Some(route), act(snapshot, route, ctx, req).await)
+}
+
+/// Phases 5 and 6: the body, then the action.
+async fn act<'s>(
+    snapshot: &'s Snapshot,
+    route: &'s Route,
+    ctx: &mut Ctx<'s>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Stop> {
+    let proxy = match &route.action {
+        Action::Proxy(p) => p,
+        Action::Redirect(r) if route.body_limit.is_none() => {
+            return Ok(r.run(req.method(), &vars(ctx, &req)))
+        }
+        Action::Respond(r) if route.body_limit.is_none() => return Ok(r.run()),
+        Action::Redirect(_) | Action::Respond(_) => {
+            // Filters look at the body first; the answer does not need it.
+            let (parts, body) = req.into_parts();
+            body_phase(route, ctx, body, None).await?;
+            let req = Request::from_parts(parts, ());
+            return Ok(match &route.action {
+                Action::Redirect(r) => r.run(req.method(), &vars(ctx, &req)),
+                Action::Respond(r) => r.run(),
+                Action::Proxy(_) => unreachable!("matched above"),
+            });
+        }
+    };
+    let upstream = &snapshot.upstreams[proxy.upstream];
+    let hold = proxy.hold(req.method());
+    let (parts, body) = req.into_parts();
+    let payload = body_phase(route, ctx, body, hold).await?;
+    Ok(proxy
+        .run(ctx, upstream, &route.filters, parts, payload)
+        .await?)
+}
+
+/// Phase 5: reads the body into memory when the route's filters must see it
+/// (refusing a larger one with 413) or the action may resend it (up to `hold`;
+/// a larger one streams), and runs the filters' body phase.
+async fn body_phase(
+    route: &Route,
+    ctx: &mut Ctx<'_>,
+    body: Incoming,
+    hold: Option<u64>,
+) -> Result<Payload, Stop> {
+    let limit = match (route.body_limit, hold) {
+        (None, None) => return Ok(Payload::stream(body)),
+        (a, b) => a.max(b).unwrap_or_default(),
+    };
+    let payload = Payload::read(body, limit).await?;
+    if let Some(need) = route.body_limit {
+        let Some(data) = payload.held().cloned() else {
+            return Err(Stop::Error(ProxyError::BodyTooLarge(need)));
+        };
+        if data.len() as u64 > need {
+            return Err(Stop::Error(ProxyError::BodyTooLarge(need)));
+        }
+        for f in route.filters.iter() {
+            f.request_body(ctx, &data)?;
+        }
+    }
+    Ok(payload)
+}
+
+/// The template variables of a request that is not proxied.
+fn vars<'a, B>(ctx: &'a Ctx<'_>, req: &'a Request<B>) -> Vars<'a> {
+    Vars {
+        client: ctx.client,
+        host: &ctx.host,
+        upstream_addr: None,
+        request_id: &ctx.request_id,
+        uri: req.uri(),
+    }
+}
+
+/// 405 with the methods the place takes.
+fn method_not_allowed(allow: &[Method]) -> Response<RespBody> {
+    let mut res = reply::status(StatusCode::METHOD_NOT_ALLOWED);
+    let list: Vec<&str> = allow.iter().map(Method::as_str).collect();
+    if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+        res.headers_mut().insert(header::ALLOW, v);
+    }
+    res
+}
+
+impl hyper::service::Service<Request<Incoming>> for ProxyService {
+    type Response = Response<Observed>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Observed>, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.serve(req).await) })
+    }
+}

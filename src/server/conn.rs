@@ -1,0 +1,219 @@
+//! Serving one client connection: plain (HTTP/1.1 and HTTP/2 prior knowledge on one
+//! port, told apart by the first bytes) or TLS (ALPN choosing), with hyper-util's
+//! auto builder, each connection in its own task and in its listener's drain group.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpStream;
+
+use super::handoff::{Handoff, OpenGuard};
+use super::{
+    ListenerTag, CLIENT_HEADER_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, H2_MAX_CONCURRENT_STREAMS,
+    MAX_HEADER_BYTES,
+};
+use crate::pipeline::{ClientInfo, Current, ProxyService};
+use crate::tls::{self, Alpn};
+
+/// What a worker needs to serve a connection.
+#[derive(Clone)]
+pub(super) struct Serve {
+    pub(super) current: Arc<Current>,
+    pub(super) builders: Arc<Builders>,
+    /// Per listener socket generation: its connections, drained together when the
+    /// listener is removed by a reload or the worker stops.
+    pub(super) gracefuls: Arc<Mutex<HashMap<u64, Arc<GracefulShutdown>>>>,
+    /// With several workers: the balance and this worker's index.
+    pub(super) handoff: Option<(Arc<Handoff>, usize)>,
+}
+
+impl Serve {
+    fn graceful(&self, generation: u64) -> Arc<GracefulShutdown> {
+        let mut map = self.gracefuls.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(map.entry(generation).or_default())
+    }
+
+    /// A removed listener's connections finish their current request and close.
+    pub(super) fn retire(&self, generation: u64) {
+        let g = self
+            .gracefuls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&generation);
+        if let Some(g) = g.and_then(|g| Arc::try_unwrap(g).ok()) {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(DEFAULT_DRAIN_TIMEOUT, g.shutdown()).await;
+            });
+        }
+    }
+
+    pub(super) fn take_gracefuls(&self) -> Vec<Arc<GracefulShutdown>> {
+        let mut map = self.gracefuls.lock().unwrap_or_else(|e| e.into_inner());
+        map.drain().map(|(_, g)| g).collect()
+    }
+
+    /// A connection this worker accepted: served here, or handed to a lighter worker.
+    pub(super) fn accepted(&self, stream: TcpStream, remote: SocketAddr, id: ListenerTag) {
+        let Some((h, me)) = &self.handoff else {
+            return self.serve(stream, remote, id, None);
+        };
+        let target = h.target(*me);
+        h.open[target].fetch_add(1, Ordering::Relaxed);
+        let guard = OpenGuard(Arc::clone(h), target);
+        if target == *me {
+            return self.serve(stream, remote, id, Some(guard));
+        }
+        // The guard travels with the socket; if the target is shutting down, the
+        // unsent message drops it and the connection closes.
+        match stream.into_std() {
+            Ok(s) => drop(h.inboxes[target].send((s, remote, id, guard))),
+            Err(e) => tracing::debug!(error = %e, "cannot hand a connection over"),
+        }
+    }
+
+    pub(super) fn serve(
+        &self,
+        stream: TcpStream,
+        remote: SocketAddr,
+        (id, generation): ListenerTag,
+        guard: Option<OpenGuard>,
+    ) {
+        let (open, tls) = {
+            let snapshot = self.current.peek();
+            let Some(listener) = snapshot.listener(id) else {
+                return;
+            };
+            // The connection phase: refused connections close before a byte is read.
+            if !listener.admit(remote) {
+                return;
+            }
+            (listener.connections.clone(), listener.tls.clone())
+        };
+        let _ = stream.set_nodelay(true);
+        open.increment(1.0);
+        if let Some(config) = tls {
+            return self.serve_tls(config, stream, remote, (id, generation), guard, open);
+        }
+        let svc = ProxyService::new(
+            Arc::clone(&self.current),
+            id,
+            ClientInfo::new(remote, "http"),
+        );
+        let conn = self
+            .builders
+            .auto
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = self.graceful(generation).watch(conn);
+        let open = GaugeGuard(open);
+        tokio::spawn(async move {
+            let _guard = guard;
+            let _open = open;
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %remote, "client connection ended with an error");
+            }
+        });
+    }
+
+    /// The handshake runs in the connection's own task, never in the accept loop,
+    /// so a slow or silent client holds only its own slot (for at most
+    /// `tls::HANDSHAKE_TIMEOUT`). Like a plain connection that has not sent a
+    /// request yet, a connection still in its handshake does not hold up a drain:
+    /// it joins its listener's drain group only once the handshake is done, and
+    /// is closed then if that group has been drained meanwhile.
+    fn serve_tls(
+        &self,
+        config: Arc<rustls::ServerConfig>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        (id, generation): ListenerTag,
+        guard: Option<OpenGuard>,
+        open: metrics::Gauge,
+    ) {
+        // The group exists from now on, so its absence later means it was drained.
+        drop(self.graceful(generation));
+        let gracefuls = Arc::clone(&self.gracefuls);
+        let builders = Arc::clone(&self.builders);
+        let current = Arc::clone(&self.current);
+        tokio::spawn(async move {
+            let _guard = guard;
+            // Counted from accept to close, handshake included, as plain ones are.
+            let _open = GaugeGuard(open);
+            let (stream, alpn) = match tls::handshake(config, stream).await {
+                Ok(s) => s,
+                // Scanners and clients with nothing in common are routine: debug only.
+                Err(e) => return tracing::debug!(error = %e, %remote, "TLS handshake failed"),
+            };
+            // No await from the lookup to `watcher()`: the group's `Arc` is not held
+            // while a drain may try to take it.
+            let group = gracefuls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&generation)
+                .map(|g| g.watcher());
+            let Some(watcher) = group else {
+                return tracing::debug!(%remote, "listener draining; closing a connection after its handshake");
+            };
+            let svc = ProxyService::new(current, id, ClientInfo::new(remote, "https"));
+            let io = TokioIo::new(stream);
+            let result = match alpn {
+                Alpn::H2 => watcher.watch(builders.h2.serve_connection(io, svc)).await,
+                // HTTP/1.1, or no ALPN: the first bytes tell 1.x from HTTP/2.
+                Alpn::Http11 | Alpn::None => {
+                    watcher
+                        .watch(builders.auto.serve_connection_with_upgrades(io, svc))
+                        .await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %remote, "client connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Decrements an open-connections gauge when the connection's task ends, however
+/// it ends.
+struct GaugeGuard(metrics::Gauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Connection builders, made once per worker.
+pub(super) struct Builders {
+    /// HTTP/1.1 and HTTP/2 prior knowledge, told apart by the first bytes.
+    auto: auto::Builder<TokioExecutor>,
+    /// HTTP/2 only, for TLS connections that chose `h2` by ALPN.
+    h2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    pub(super) fn new() -> Self {
+        Builders {
+            auto: builder(),
+            h2: builder().http2_only(),
+        }
+    }
+}
+
+fn builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(CLIENT_HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        // RFC 8441: WebSocket over HTTP/2 streams (see proxy::tunnel).
+        .enable_connect_protocol();
+    b
+}
