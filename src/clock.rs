@@ -10,7 +10,7 @@ const EPOCH_LEAD: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Milliseconds since a process-wide epoch, the time base of every estimate, so a
 /// pick reads the clock once and compares stamps as integers. Wraps after 49 days;
 /// differences stay right (`since`).
-pub fn stamp(now: Instant) -> u32 {
+pub(crate) fn stamp(now: Instant) -> u32 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     // An hour back, so that no clock that reads an Instant in this process is
     // before the epoch: tests run runtimes with paused clocks side by side, and one

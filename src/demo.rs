@@ -45,6 +45,8 @@ pub fn banner(proxy: SocketAddr, admin: Option<SocketAddr>, origins: &[SocketAdd
          curl http://{proxy}/api              # 301 to /api/, as nginx\n  \
          curl 'http://{proxy}/?chunks=5&interval=300ms'   # streamed as it comes\n  \
          curl 'http://{proxy}/api/slow?delay=3s'          # 504 after read_timeout 2s\n  \
+         curl http://{proxy}/health           # answered by the proxy itself\n  \
+         curl -X POST http://{proxy}/webhook -d '{{}}'     # POST only: a GET gets 405\n  \
          curl --http2-prior-knowledge http://{proxy}/     # HTTP/2 to an HTTP/1.1 origin{admin}\n\
          Requests are logged below. Ctrl-C stops it.",
         list.join(", ")

@@ -9,17 +9,17 @@
 //! keeps server lists beyond the file, `health` runs the checks. Each layer uses
 //! only the layers below it (`tests/layering.rs`).
 
-pub mod admin;
+mod admin;
 pub mod app;
 pub mod balance;
 pub mod body;
-pub mod clock;
+mod clock;
 pub mod config;
 pub mod control;
-pub mod crypto;
+mod crypto;
 pub mod demo;
 pub mod error;
-pub mod health;
+mod health;
 pub mod membership;
 pub mod observe;
 pub mod origin;
@@ -27,7 +27,7 @@ pub mod pipeline;
 pub mod rng;
 pub mod server;
 pub mod state;
-pub mod tls;
+mod tls;
 pub mod upstream;
 pub mod watch;
 

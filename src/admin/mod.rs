@@ -20,8 +20,8 @@
 //! `Authorization: Bearer TOKEN`.
 
 mod metrics;
-pub mod status;
-pub mod status_page;
+pub(crate) mod status;
+pub(crate) mod status_page;
 mod upstreams;
 
 use std::convert::Infallible;
@@ -44,7 +44,7 @@ use status::Status;
 const MAX_ADMIN_BODY: usize = 16 * 1024;
 
 /// Binds the admin listener and serves it on `runtime` until `stop`.
-pub fn start(
+pub(crate) fn start(
     addr: SocketAddr,
     control: Arc<Control>,
     mut stop: tokio::sync::watch::Receiver<Option<std::time::Duration>>,

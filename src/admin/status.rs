@@ -11,7 +11,7 @@ use crate::control::Control;
 use crate::upstream::{Active, Event, Measure, Upstream, UpstreamServer};
 
 #[derive(Debug, Serialize)]
-pub struct Status {
+pub(crate) struct Status {
     pub version: &'static str,
     pub uptime_seconds: u64,
     pub ready: bool,
@@ -23,7 +23,7 @@ pub struct Status {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ConfigStatus {
+pub(crate) struct ConfigStatus {
     pub file: String,
     /// Configurations applied since start (1: the first).
     pub generation: u64,
@@ -33,13 +33,13 @@ pub struct ConfigStatus {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ListenerStatus {
+pub(crate) struct ListenerStatus {
     pub name: String,
     pub addr: String,
 }
 
 #[derive(Debug, Serialize)]
-pub struct RouteStatus {
+pub(crate) struct RouteStatus {
     pub name: String,
     pub listener: Option<String>,
     pub host: Option<String>,
@@ -56,7 +56,7 @@ pub struct RouteStatus {
 }
 
 #[derive(Debug, Serialize)]
-pub struct UpstreamStatus {
+pub(crate) struct UpstreamStatus {
     pub name: String,
     pub balance: &'static str,
     /// e.g. `GET /health every 2s`; `None` without active checks.
@@ -66,7 +66,7 @@ pub struct UpstreamStatus {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ServerStatus {
+pub(crate) struct ServerStatus {
     pub addr: String,
     /// Where it comes from: `file`, `admin`, or a discovery source's name.
     pub source: String,
@@ -91,7 +91,7 @@ pub struct ServerStatus {
 }
 
 #[derive(Debug, Serialize)]
-pub struct EventStatus {
+pub(crate) struct EventStatus {
     /// RFC 3339, UTC.
     pub at: String,
     pub seconds_ago: u64,
@@ -100,14 +100,14 @@ pub struct EventStatus {
 }
 
 #[derive(Debug, Serialize)]
-pub struct AccessLogStatus {
+pub(crate) struct AccessLogStatus {
     pub target: String,
     pub format: &'static str,
     pub dropped: u64,
 }
 
 impl Status {
-    pub fn collect(control: &Control) -> Status {
+    pub(crate) fn collect(control: &Control) -> Status {
         let shared = &control.shared;
         let config = shared.config();
         let snapshot = shared.load();

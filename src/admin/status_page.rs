@@ -9,7 +9,7 @@ use super::status::{EventStatus, ServerStatus, Status};
 
 /// How often the page reloads itself: fresh enough to watch a failover, slow
 /// enough not to be load.
-pub const REFRESH_SECONDS: u32 = 5;
+pub(crate) const REFRESH_SECONDS: u32 = 5;
 
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}\
 h1{font-size:20px}h2{font-size:16px;margin:1.4em 0 .4em}\
@@ -20,7 +20,7 @@ th{background:#eee}td.n{text-align:right;font-variant-numeric:tabular-nums}\
 .ejected,.draining{background:#ffe0b8}.down{background:#f8c8c8}\
 .marked_down{background:#ddd}.muted{color:#777}";
 
-pub fn render(s: &Status) -> String {
+pub(crate) fn render(s: &Status) -> String {
     let mut h = String::with_capacity(8 * 1024);
     let _ = write!(
         h,

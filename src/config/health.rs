@@ -15,37 +15,37 @@ pub const DEFAULT_MAX_FAILS: u32 = 1;
 /// and how long an ejected server rests before its trial request.
 pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on `max_fails`: the exact sliding window keeps one timestamp per failure.
-pub const MAX_MAX_FAILS: u32 = 1000;
+pub(super) const MAX_MAX_FAILS: u32 = 1000;
 /// Envoy's outlier detection caps ejections at a share of the pool; 50 % keeps half
 /// the primaries serving through any blip, while still ejecting one bad server of two.
 pub const DEFAULT_MAX_EJECTED_PERCENT: u32 = 50;
 
 /// HAProxy's `option httpchk` convention, and what bot frameworks serve.
-pub const DEFAULT_CHECK_PATH: &str = "/health";
+pub(super) const DEFAULT_CHECK_PATH: &str = "/health";
 /// A check every 5 s finds a dead server within `fall` × 5 s: HAProxy's 2 s `inter` is
 /// chattier than a fleet of small bots needs, nginx Plus's 5 s is the common choice.
-pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+pub(super) const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// A server slower than this to answer its health check is not healthy.
-pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Spread of each interval (±), so the checks of many proxies and servers do not
 /// march in lock-step (HAProxy's `spread-checks`).
-pub const DEFAULT_CHECK_JITTER: f64 = 0.10;
+pub(super) const DEFAULT_CHECK_JITTER: f64 = 0.10;
 /// HAProxy's `rise 2`: one lucky answer does not bring a flapping server back.
-pub const DEFAULT_RISE: u32 = 2;
+pub(super) const DEFAULT_RISE: u32 = 2;
 /// HAProxy's `fall 3`: one lost check does not take a healthy server out.
-pub const DEFAULT_FALL: u32 = 3;
+pub(super) const DEFAULT_FALL: u32 = 3;
 /// nginx Plus's `match` default: any 2xx or 3xx.
-pub const DEFAULT_EXPECT_STATUS: &str = "200-399";
+pub(super) const DEFAULT_EXPECT_STATUS: &str = "200-399";
 /// Largest jitter accepted: beyond ±50 % the interval stops meaning anything.
 const MAX_JITTER: f64 = 0.5;
 
 /// Attempts per request, the first included: HAProxy's `retries 3` counts retries,
 /// nginx counts tries; three tries ride out one dead server and one stale connection.
-pub const DEFAULT_NEXT_UPSTREAM_TRIES: u32 = 3;
+pub(super) const DEFAULT_NEXT_UPSTREAM_TRIES: u32 = 3;
 /// Request bodies up to this size are held so that a retry can send them again;
 /// larger ones stream and are sent once (nginx buffers whole bodies, which costs
 /// memory per request and delays the upload).
-pub const DEFAULT_RETRY_BODY_LIMIT: u64 = 64 * 1024;
+pub(super) const DEFAULT_RETRY_BODY_LIMIT: u64 = 64 * 1024;
 /// Upper bound on `retry_body_limit`: a retry buffer per in-flight request.
 const MAX_RETRY_BODY_LIMIT: u64 = 16 * 1024 * 1024;
 

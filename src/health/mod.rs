@@ -23,11 +23,11 @@ use tokio::task::JoinHandle;
 use crate::config::HealthCheckConfig;
 use crate::upstream::{Active, ServerState, Upstream};
 
-pub use probe::probe;
+pub(crate) use probe::probe;
 
 /// The checkers of the current snapshot.
 #[derive(Debug, Default)]
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     runtime: Option<Handle>,
     checkers: HashMap<Arc<str>, Checker>,
 }
@@ -58,11 +58,11 @@ impl Drop for Checker {
 }
 
 impl Supervisor {
-    pub fn start(&mut self, runtime: Handle) {
+    pub(crate) fn start(&mut self, runtime: Handle) {
         self.runtime = Some(runtime);
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.runtime = None;
         self.checkers.clear();
     }
@@ -71,7 +71,7 @@ impl Supervisor {
     /// settings are unchanged keeps its checker, which gets the new server list;
     /// one with new settings gets a new checker; servers of upstreams that no longer
     /// have checks are released from the checks' verdict.
-    pub fn sync(&mut self, upstreams: &[Arc<Upstream>]) {
+    pub(crate) fn sync(&mut self, upstreams: &[Arc<Upstream>]) {
         let Some(runtime) = self.runtime.clone() else {
             return;
         };
@@ -126,7 +126,7 @@ impl Supervisor {
 
 /// HAProxy's rise/fall counting for one server.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Streak {
+pub(crate) struct Streak {
     passes: u32,
     fails: u32,
     /// Passes since passive ejection rested the server.
@@ -135,7 +135,7 @@ pub struct Streak {
 
 impl Streak {
     /// Counts one check result and returns the state the server should now be in.
-    pub fn record(&mut self, passed: bool, current: Active, rise: u32, fall: u32) -> Active {
+    pub(crate) fn record(&mut self, passed: bool, current: Active, rise: u32, fall: u32) -> Active {
         if passed {
             self.passes += 1;
             self.fails = 0;
@@ -155,7 +155,7 @@ impl Streak {
 }
 
 /// One interval, drawn uniformly from `interval × (1 ± jitter)`.
-pub fn jittered(interval: Duration, jitter: f64) -> Duration {
+pub(crate) fn jittered(interval: Duration, jitter: f64) -> Duration {
     interval.mul_f64(1.0 + jitter * (2.0 * crate::rng::unit() - 1.0))
 }
 

@@ -23,7 +23,7 @@ const USER_AGENT: &str = concat!("switchyard-health-check/", env!("CARGO_PKG_VER
 
 /// Checks `addr` (or its `port` override) once through `transport`; `Err` says why
 /// it failed.
-pub async fn probe(
+pub(crate) async fn probe(
     config: &HealthCheckConfig,
     addr: SocketAddr,
     transport: &Transport,

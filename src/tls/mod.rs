@@ -19,9 +19,9 @@ use rustls::ServerConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-pub use sni::SniResolver;
+pub(crate) use sni::SniResolver;
 
-pub use crate::crypto::provider;
+pub(crate) use crate::crypto::provider;
 
 use crate::config::{TlsConfig, TlsVersion};
 
@@ -29,22 +29,22 @@ use crate::config::{TlsConfig, TlsVersion};
 /// handshake needs two round trips and a few milliseconds of CPU; 10 s covers a
 /// slow mobile link many times over, and frees the slot of a client that connects
 /// and says nothing six times sooner than nginx's 60 s `ssl_handshake_timeout`.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// TLS 1.2 sessions remembered per listener for clients that resume by session ID
 /// (most use tickets, which need no memory here). A session is a few hundred
 /// bytes, so this costs about 1 MiB at most; nginx's `ssl_session_cache shared:SSL:1m`
 /// holds about 4000.
-pub const SESSION_CACHE_SIZE: usize = 4096;
+pub(crate) const SESSION_CACHE_SIZE: usize = 4096;
 
 /// ALPN protocols offered, in the server's order of preference: HTTP/2 first, as
 /// nginx with `http2 on` and HAProxy with `alpn h2,http/1.1`.
-pub const ALPN_H2: &[u8] = b"h2";
-pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+pub(crate) const ALPN_H2: &[u8] = b"h2";
+pub(crate) const ALPN_HTTP11: &[u8] = b"http/1.1";
 
 /// What a listener keeps across reloads so that clients can resume sessions.
 #[derive(Debug)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     /// `None` if the ticket keys could not be made (no randomness); clients then
     /// resume through the cache only.
     ticketer: Option<Arc<dyn ProducesTickets>>,
@@ -52,7 +52,7 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let ticketer = match rustls::crypto::aws_lc_rs::Ticketer::new() {
             Ok(t) => Some(t),
             Err(e) => {
@@ -75,7 +75,7 @@ impl Default for Sessions {
 
 /// The rustls configuration of a listener: its certificates behind the SNI
 /// resolver, its protocol versions, ALPN and session resumption.
-pub fn server_config(tls: &TlsConfig, sessions: &Sessions) -> Arc<ServerConfig> {
+pub(crate) fn server_config(tls: &TlsConfig, sessions: &Sessions) -> Arc<ServerConfig> {
     let versions: &[&'static rustls::SupportedProtocolVersion] = match tls.min_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
@@ -99,7 +99,7 @@ pub fn server_config(tls: &TlsConfig, sessions: &Sessions) -> Arc<ServerConfig> 
 
 /// The HTTP version the client chose by ALPN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Alpn {
+pub(crate) enum Alpn {
     H2,
     Http11,
     /// No ALPN: the connection's first bytes tell (HTTP/2 prior knowledge or 1.x).
@@ -107,7 +107,7 @@ pub enum Alpn {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     #[error("TLS handshake not completed within {0:?}")]
     Timeout(Duration),
     #[error("TLS handshake failed: {0}")]
@@ -115,7 +115,7 @@ pub enum HandshakeError {
 }
 
 /// Completes the server side of a handshake within `HANDSHAKE_TIMEOUT`.
-pub async fn handshake(
+pub(crate) async fn handshake(
     config: Arc<ServerConfig>,
     stream: TcpStream,
 ) -> Result<(TlsStream<TcpStream>, Alpn), HandshakeError> {

@@ -18,7 +18,7 @@ use rustls::SignatureScheme;
 use crate::config::Certificate;
 
 #[derive(Debug)]
-pub struct SniResolver {
+pub(crate) struct SniResolver {
     exact: HashMap<Box<str>, Vec<Arc<CertifiedKey>>>,
     /// `*.example.com` is kept under `example.com`.
     wildcard: HashMap<Box<str>, Vec<Arc<CertifiedKey>>>,
@@ -27,7 +27,7 @@ pub struct SniResolver {
 
 impl SniResolver {
     /// `default` first, then `sni` in file order: the order ties are broken in.
-    pub fn new(default: &Certificate, sni: &[Certificate]) -> Self {
+    pub(crate) fn new(default: &Certificate, sni: &[Certificate]) -> Self {
         let mut exact: HashMap<Box<str>, Vec<Arc<CertifiedKey>>> = HashMap::new();
         let mut wildcard: HashMap<Box<str>, Vec<Arc<CertifiedKey>>> = HashMap::new();
         for c in std::iter::once(default).chain(sni) {
@@ -51,7 +51,11 @@ impl SniResolver {
     }
 
     /// The certificate for a client asking for `name` and able to verify `schemes`.
-    pub fn pick(&self, name: Option<&str>, schemes: &[SignatureScheme]) -> Arc<CertifiedKey> {
+    pub(crate) fn pick(
+        &self,
+        name: Option<&str>,
+        schemes: &[SignatureScheme],
+    ) -> Arc<CertifiedKey> {
         // rustls lower-cases the name (DNS names compare without case), as the
         // certificates' names are lower-cased at load.
         let Some(name) = name else {

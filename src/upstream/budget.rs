@@ -16,11 +16,11 @@ use tokio::time::Instant;
 use crate::clock::stamp;
 
 /// Finagle's default budget: retries may add 20 % to the load.
-pub const RETRY_RATIO: f64 = 0.2;
+pub(super) const RETRY_RATIO: f64 = 0.2;
 /// Finagle's minimum: a quiet upstream can still retry a few requests a second.
-pub const MIN_RETRIES_PER_SEC: u64 = 3;
+pub(super) const MIN_RETRIES_PER_SEC: u64 = 3;
 /// Finagle's and linkerd's window.
-pub const WINDOW: Duration = Duration::from_secs(10);
+pub(super) const WINDOW: Duration = Duration::from_secs(10);
 const SLOTS: usize = 10;
 const SLOT_MS: u32 = (WINDOW.as_millis() / SLOTS as u128) as u32;
 

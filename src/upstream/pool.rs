@@ -267,7 +267,9 @@ impl Pool {
 
 /// An HTTP/1.1 client connection on `stream`, driven by its own task (which also
 /// carries protocol switches).
-pub async fn handshake_h1(stream: Stream) -> Result<http1::SendRequest<ReqBody>, ProxyError> {
+pub(super) async fn handshake_h1(
+    stream: Stream,
+) -> Result<http1::SendRequest<ReqBody>, ProxyError> {
     let (tx, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: sample origins and the proxy started
 //! in-process on 127.0.0.1:0, a small HTTP/1.1 client and a raw-TCP exchange helper.
 #![allow(dead_code)]
+// Shared by every test crate: its items are `pub` for the crates that include it.
+#![allow(unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -9,7 +9,7 @@ use crate::config::HashKey;
 use crate::pipeline::filter::sticky::cookie;
 
 /// The hash of the request's key, or `None` when the request has no such key.
-pub fn key_hash<B>(key: &HashKey, req: &Request<B>, client: IpAddr) -> Option<u64> {
+pub(super) fn key_hash<B>(key: &HashKey, req: &Request<B>, client: IpAddr) -> Option<u64> {
     match key {
         HashKey::ClientIp => Some(match client {
             IpAddr::V4(a) => hash_bytes(&a.octets()),

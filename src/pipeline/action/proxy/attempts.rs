@@ -61,7 +61,7 @@ fn is_timeout(e: &ProxyError) -> bool {
 
 impl<'a> Attempts<'a> {
     /// Prepares the attempts of one request.
-    pub fn new(
+    pub(super) fn new(
         req: ReqInfo<'a>,
         proxy: &'a Proxy,
         upstream: &'a Upstream,
@@ -100,7 +100,7 @@ impl<'a> Attempts<'a> {
 
     /// Runs attempts until one gives a response to return, and returns it with the
     /// index of the server that gave it.
-    pub async fn run(
+    pub(super) async fn run(
         mut self,
         mut pinned: Option<(usize, &'a UpstreamServer)>,
         key: Option<u64>,

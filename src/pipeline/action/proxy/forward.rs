@@ -30,7 +30,7 @@ pub fn origin_form(uri: &mut Uri) {
 /// Turns an upstream response head into the client's response: hop-by-hop headers
 /// stripped, the body streamed with the in-flight guard and the connection, which
 /// goes back to the pool when the body ends.
-pub fn respond(
+pub(super) fn respond(
     conn: PooledConn,
     res: Response<Incoming>,
     guard: InFlight,
@@ -59,7 +59,7 @@ pub fn respond(
 /// HTTP/2 connection the same holds for failures of the whole connection (GOAWAY,
 /// I/O) and for streams the server refused unprocessed (RFC 9113 §8.7); such a
 /// connection takes no new requests.
-pub async fn exchange(
+pub(super) async fn exchange(
     mut conn: PooledConn,
     mut req: Request<ReqBody>,
     progress: Option<&SendProgress>,

@@ -8,7 +8,7 @@ use crate::body::ReqBody;
 
 /// The client's request head, after the changes that do not depend on the server.
 #[derive(Debug)]
-pub struct Head {
+pub(super) struct Head {
     pub method: Method,
     pub uri: Uri,
     pub version: Version,
@@ -16,7 +16,7 @@ pub struct Head {
 }
 
 impl Head {
-    pub fn copy(&self) -> Head {
+    pub(super) fn copy(&self) -> Head {
         Head {
             method: self.method.clone(),
             uri: self.uri.clone(),
@@ -28,7 +28,7 @@ impl Head {
     /// The HTTP/2 form: the target in absolute form, whose authority (the Host
     /// header's value, else `fallback`) hyper sends as `:authority` (RFC 9113
     /// §8.3.1); the Host header itself goes.
-    pub fn make_h2(&mut self, scheme: http::uri::Scheme, fallback: &HeaderValue) {
+    pub(super) fn make_h2(&mut self, scheme: http::uri::Scheme, fallback: &HeaderValue) {
         self.version = Version::HTTP_2;
         let host = self.headers.remove(http::header::HOST);
         let authority = host
@@ -48,7 +48,7 @@ impl Head {
         }
     }
 
-    pub fn into_request(self, body: ReqBody) -> Request<ReqBody> {
+    pub(super) fn into_request(self, body: ReqBody) -> Request<ReqBody> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method;
         *req.uri_mut() = self.uri;

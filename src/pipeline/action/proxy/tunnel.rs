@@ -29,7 +29,7 @@ use crate::upstream::InFlight;
 /// What a switching request needs kept: its `Upgrade` value and the client side
 /// of the upgrade.
 #[derive(Debug)]
-pub struct Upgrade {
+pub(super) struct Upgrade {
     protocol: HeaderValue,
     client: OnUpgrade,
     /// Asked by HTTP/2 extended CONNECT: answered 200, without `Upgrade`.
@@ -39,7 +39,7 @@ pub struct Upgrade {
 /// Takes the upgrade out of a request that asks for one: HTTP/1.1 with
 /// `Connection: upgrade` and an `Upgrade` header, or HTTP/2 extended CONNECT, which
 /// is turned into the equivalent HTTP/1.1 request here.
-pub fn requested<B>(req: &mut Request<B>) -> Option<Upgrade> {
+pub(super) fn requested<B>(req: &mut Request<B>) -> Option<Upgrade> {
     match req.version() {
         Version::HTTP_11 => {
             let asks = req
@@ -102,20 +102,20 @@ fn websocket_key() -> HeaderValue {
 
 impl Upgrade {
     /// Puts `Connection: upgrade` and the `Upgrade` value back on the outgoing head.
-    pub fn restore(&self, headers: &mut HeaderMap) {
+    pub(super) fn restore(&self, headers: &mut HeaderMap) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, self.protocol.clone());
     }
 
     /// Whether an HTTP/2 client asked (extended CONNECT).
-    pub fn extended(&self) -> bool {
+    pub(super) fn extended(&self) -> bool {
         self.extended
     }
 }
 
 /// Answers the client's switch with the server's 101 (200 for an HTTP/2 client)
 /// and splices the connections until either closes or `idle` passes without a byte.
-pub fn relay(
+pub(super) fn relay(
     mut res: Response<Incoming>,
     upgrade: Upgrade,
     guard: InFlight,
