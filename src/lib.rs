@@ -6,7 +6,7 @@
 //! `balance` algorithm and forwards over its pool. The control path: `app` wires a
 //! proxy, `control` reloads it, `admin` serves the API, `watch` follows the file,
 //! `state` builds snapshots over the long-lived per-server state, `membership`
-//! keeps server lists beyond the file, `health` runs the checks. Each layer uses
+//! keeps server lists beyond the file, `checks` runs the active health checks. Each layer uses
 //! only the layers below it (`tests/layering.rs`).
 
 mod admin;
@@ -19,7 +19,7 @@ pub mod control;
 mod crypto;
 pub mod demo;
 pub mod error;
-mod health;
+mod checks;
 pub mod membership;
 pub mod observe;
 pub mod origin;

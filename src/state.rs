@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, ServerConfig, UpstreamConfig};
-use crate::health::Supervisor;
+use crate::checks::Supervisor;
 use crate::membership::discover::{Discover, Report};
 use crate::membership::{MemberError, Membership};
 use crate::observe::{AccessLog, Metrics};

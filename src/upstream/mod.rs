@@ -9,7 +9,7 @@ mod health;
 mod inflight;
 mod pool;
 mod response;
-mod server;
+mod server_state;
 pub mod transport;
 
 use std::net::SocketAddr;
@@ -22,7 +22,7 @@ pub use health::{Active, Admission, Event, HealthView, SLOW_START_FLOOR};
 pub use inflight::{InFlight, Measure};
 pub use pool::{set_worker_shard, H2Lease, Pool, PooledConn, Sender, DEFAULT_IDLE_TIMEOUT};
 pub use response::UpstreamBody;
-pub use server::{Registry, ServerKey, ServerState};
+pub use server_state::{Registry, ServerKey, ServerState};
 
 use crate::balance::{self, Balancer, Candidate, Latency, PickCtx};
 use crate::config::{BalanceKind, HashKey, HealthCheckConfig, ServerConfig, StickyConfig};
