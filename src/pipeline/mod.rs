@@ -161,16 +161,14 @@ async fn act<'s>(
     ctx: &mut Ctx<'s>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Stop> {
+    let (parts, body) = req.into_parts();
     let proxy = match &route.action {
         Action::Proxy(p) => p,
-        Action::Redirect(r) if route.body_limit.is_none() => {
-            return Ok(r.run(req.method(), &vars(ctx, &req)))
-        }
-        Action::Respond(r) if route.body_limit.is_none() => return Ok(r.run()),
         Action::Redirect(_) | Action::Respond(_) => {
-            // Filters look at the body first; the answer does not need it.
-            let (parts, body) = req.into_parts();
-            body_phase(route, ctx, body, None).await?;
+            // The answer does not need the body; filters may still look at it.
+            if route.body_limit.is_some() {
+                body_phase(route, ctx, body, None).await?;
+            }
             let req = Request::from_parts(parts, ());
             return Ok(match &route.action {
                 Action::Redirect(r) => r.run(req.method(), &vars(ctx, &req)),
@@ -179,10 +177,9 @@ async fn act<'s>(
             });
         }
     };
-    let upstream = &snapshot.upstreams[proxy.upstream];
-    let hold = proxy.hold(req.method());
-    let (parts, body) = req.into_parts();
+    let hold = proxy.hold(&parts.method);
     let payload = body_phase(route, ctx, body, hold).await?;
+    let upstream = &snapshot.upstreams[proxy.upstream];
     Ok(proxy
         .run(ctx, upstream, &route.filters, parts, payload)
         .await?)
