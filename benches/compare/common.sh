@@ -1,7 +1,7 @@
 # shellcheck shell=bash
-# Helpers shared by run.sh and failover.sh; sourced, not run. The caller sets
-# PROG (the prefix of its messages), ROOT (the repository), ORIGIN_PORTS, PIN
-# and KEEP_TMP. Linux only (reads /proc).
+# Helpers shared by run.sh, failover.sh, reload.sh and tls.sh; sourced, not
+# run. The caller sets PROG (the prefix of its messages), ROOT (the
+# repository), ORIGIN_PORTS, PIN and KEEP_TMP. Linux only (reads /proc).
 
 die() { echo "$PROG: error: $*" >&2; exit 1; }
 
@@ -136,9 +136,22 @@ copy_switchyard() {
     cp "$ROOT/target/release/switchyard" "$SY"
 }
 
+# copy_baseline BINARY DIR: SY_BASE, a copy of another build of switchyard (the
+# A/B mode of run.sh) in DIR, for the same reason: a build or a checkout in the
+# other tree must not change the binary under the run.
+# shellcheck disable=SC2034 # SY_BASE is for the caller
+copy_baseline() {
+    if ! [ -f "$1" ] || ! [ -x "$1" ]; then die "BASELINE is not an executable file: $1"; fi
+    mkdir -p "$2"
+    SY_BASE=$2/switchyard
+    cp "$1" "$SY_BASE"
+}
+
 # CPU placement, identical for every proxy: with PIN=1 the origins run on CPU 0
 # and wrk on CPU 1. The proxies themselves are never pinned, so each sees both
-# CPUs and sizes itself to 2 workers/threads.
+# CPUs and sizes itself to 2 workers/threads. PIN=0 pins nothing; that is how
+# users run a proxy, and so how results are reported (run.sh's default). PIN=1
+# takes some scheduling noise out when comparing two code paths.
 # shellcheck disable=SC2034 # PIN_ORIGINS and PIN_WRK are for the caller
 pin_setup() {
     if [ "$PIN" = 1 ]; then
@@ -213,6 +226,23 @@ ticks_of() {
         [ "$1" = own ] || total=$((total + f[13] + f[14]))
     done
     echo $total
+}
+
+# user_sys_ticks PIDS: "USER SYS", utime and stime (fields 14 and 15 of
+# /proc/PID/stat) in clock ticks, each summed over PIDS; their sum is
+# `ticks_of own`. Kept apart because they answer different questions: user time
+# is the proxy's own code (parsing, routing, the runtime), system time is the
+# kernel working for it (socket reads and writes, epoll, loopback TCP), which a
+# change in how the proxy batches its I/O moves without touching user time.
+user_sys_ticks() {
+    local pid stat user=0 sys=0 f
+    for pid in $1; do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        read -r -a f <<<"${stat##*) }"
+        user=$((user + f[11]))
+        sys=$((sys + f[12]))
+    done
+    echo "$user $sys"
 }
 
 # to_us 1.23ms → 1230: a wrk latency in microseconds.
