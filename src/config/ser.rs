@@ -193,6 +193,9 @@ pub(super) enum Paths {
     /// Relative to the configuration file's directory where they are inside it, as
     /// the file writes them: what parses back from the same path.
     RelativeToSource,
+    /// As loaded (resolved against that directory): what the diff compares, since
+    /// the same relative name in files in two directories is two files.
+    Resolved,
 }
 
 /// Whether the admin token is written.
@@ -237,6 +240,7 @@ impl Serialize for FileShape<'_> {
         let c = self.config;
         let dir = match self.paths {
             Paths::RelativeToSource => Some(super::validate::base_dir(&c.source)),
+            Paths::Resolved => None,
         };
         let mut m = s.serialize_struct("Config", 5)?;
         if let Some(a) = &c.admin {
@@ -507,11 +511,14 @@ mod tests {
     use super::*;
 
     /// Serialises `c`, parses the text back from the same path and checks that the
-    /// result is the same configuration and serialises to the same text.
+    /// result is the same configuration (no changes between them, and equal field
+    /// by field) and serialises to the same text.
     fn round_trip(c: &Config) -> String {
         let text = toml::to_string(c).expect("serialises");
         let again = Config::parse(&c.source, &text)
             .unwrap_or_else(|e| panic!("the dump does not parse back:\n{e}\n---\n{text}"));
+        let changes = super::super::diff(c, &again);
+        assert!(changes.is_empty(), "{changes:#?}\n{text}");
         // Debug shows every field, including those the file does not write
         // (resolved addresses, loaded certificates).
         assert_eq!(format!("{again:?}"), format!("{c:?}"), "{text}");
