@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use switchyard::config::Config;
+use switchyard::config::{Config, Secrets};
 use switchyard::server::DEFAULT_DRAIN_TIMEOUT;
 
 /// The configuration file used when none is given.
@@ -49,6 +49,11 @@ enum Command {
         #[arg(long, value_name = "OLD")]
         diff_against: Option<PathBuf>,
     },
+    /// Work with configuration files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Start three sample origins and the proxy in front of them.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -61,6 +66,21 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "origin")]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a file and print the configuration it gives as TOML: every key with
+    /// its value, defaults filled in. Invalid files fail as `check` does.
+    Dump {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print the admin token. Without this flag it is printed as "<redacted>",
+        /// which is a placeholder, not a usable token: loading the dump as a
+        /// configuration fails at `admin.token` until the real one is put back.
+        #[arg(long)]
+        show_secrets: bool,
     },
 }
 
@@ -100,6 +120,13 @@ fn main() -> ExitCode {
             config,
             diff_against: Some(old),
         } => check_diff(&config, &old),
+        Command::Config {
+            command:
+                ConfigCommand::Dump {
+                    config,
+                    show_secrets,
+                },
+        } => dump(&config, show_secrets),
         Command::Run {
             config,
             drain_timeout,
@@ -162,6 +189,36 @@ fn check_diff(new: &Path, old: &Path) -> ExitCode {
         println!("{c}");
     }
     ExitCode::SUCCESS
+}
+
+/// `config dump`: the effective configuration on stdout, or the file's problems
+/// on stderr (as `check` prints them) and exit status 1.
+fn dump(path: &Path, show_secrets: bool) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let secrets = if show_secrets {
+        Secrets::Shown
+    } else {
+        Secrets::Redacted
+    };
+    match config.dump(secrets) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "{}: cannot write the configuration as TOML: {e}",
+                path.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The main thread's runtime: signals, shutdown and the demo's origins. The proxy

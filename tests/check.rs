@@ -659,3 +659,150 @@ fn diff_against_an_invalid_old_file_reports_its_problems() {
     );
     assert_eq!(out.stdout, "", "no diff against an invalid file");
 }
+
+// ===== config dump: the effective configuration =====
+
+/// `switchyard config dump` with `args`, in `dir`.
+fn run_dump(dir: &Path, args: &[&std::ffi::OsStr]) -> Outcome {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["config", "dump"])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run switchyard config dump");
+    Outcome {
+        file: String::new(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Dumps `cfg`'s file, with `--show-secrets` if asked.
+fn dump(cfg: &TempConfig, show_secrets: bool) -> Outcome {
+    let mut args = vec![cfg.file.as_os_str(), "--config".as_ref()];
+    args.swap(0, 1);
+    if show_secrets {
+        args.push("--show-secrets".as_ref());
+    }
+    let mut out = run_dump(&cfg.dir, &args);
+    out.file = cfg.file.display().to_string();
+    out
+}
+
+/// A file that leaves most keys to their defaults, with an admin token.
+const SPARSE: &str = r#"
+[admin]
+listen = "127.0.0.1:0"
+token = "s3cret-token"
+
+[[listener]]
+name = "public"
+listen = "127.0.0.1:0"
+
+[[route]]
+path = "/api/"
+upstream = "api"
+read_timeout = "30s"
+
+[[route]]
+path_exact = "/health"
+respond = { body = "ok\n" }
+
+[upstream.api]
+balance = "hash"
+servers = [{ addr = "127.0.0.1:9001" }, { addr = "localhost:9002", weight = 2 }]
+health_check = {}
+"#;
+
+#[test]
+fn dump_prints_the_configuration_with_defaults_filled_in() {
+    let cfg = TempConfig::new(SPARSE);
+    let out = dump(&cfg, false);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert_eq!(out.stderr, "");
+    let first = out.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("# ") && first.contains(&out.file),
+        "the first line is a comment naming the file: {first:?}"
+    );
+    for expected in [
+        "[[route]]\naccess_log = true\npath = \"/api/\"\nupstream = \"api\"\nconnect_timeout = \"1m\"\nread_timeout = \"30s\"\n",
+        "next_upstream = [\"error\", \"timeout\"]\n",
+        "retry_body_limit = \"64KiB\"\n",
+        "path_exact = \"/health\"\n\n[route.respond]\nstatus = 200\nbody = \"\"\"\nok\n\"\"\"\ncontent_type = \"text/plain; charset=utf-8\"\n",
+        "[upstream.api]\nbalance = \"hash\"\nkeepalive = 32\nhash_key = \"client_ip\"\n",
+        "interval = \"5s\"\n",
+        "expect_status = \"200-399\"\n",
+        "tls = false\n",
+        // The server as written, once, though the name may resolve to two addresses.
+        "addr = \"localhost:9002\"\nweight = 2\n",
+    ] {
+        assert!(
+            out.stdout.contains(expected),
+            "no {expected:?} in:\n{}",
+            out.stdout
+        );
+    }
+    assert_eq!(out.stdout.matches("localhost:9002").count(), 1);
+}
+
+#[test]
+fn dump_redacts_the_admin_token_unless_asked_and_the_placeholder_is_refused() {
+    let cfg = TempConfig::new(SPARSE);
+    let redacted = dump(&cfg, false);
+    assert_eq!(redacted.code, Some(0), "stderr: {}", redacted.stderr);
+    assert!(
+        !redacted.stdout.contains("s3cret-token"),
+        "{}",
+        redacted.stdout
+    );
+    assert!(redacted.stdout.contains("token = \"<redacted>\"\n"));
+    // The placeholder is not a token: the dump as a file does not load.
+    let out = check(&redacted.stdout);
+    assert_exactly(&out, &[("admin.token", "is the placeholder")]);
+
+    let shown = dump(&cfg, true);
+    assert_eq!(shown.code, Some(0), "stderr: {}", shown.stderr);
+    assert!(shown.stdout.contains("token = \"s3cret-token\"\n"));
+}
+
+#[test]
+fn dump_parses_back_to_the_same_configuration() {
+    let cfg = TempConfig::new(SPARSE);
+    let first = dump(&cfg, true);
+    assert_eq!(first.code, Some(0), "stderr: {}", first.stderr);
+    // Reloading from the original to its dump changes nothing...
+    let (out, ..) = check_diff(SPARSE, &first.stdout);
+    assert_changes(&out, &["no changes"]);
+    // ...and the dump of the dump is the dump (but for the file named on top).
+    let again = TempConfig::new(&first.stdout);
+    let second = dump(&again, true);
+    let body = |o: &Outcome| o.stdout.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&second), body(&first));
+}
+
+#[test]
+fn dump_of_an_invalid_file_reports_its_problems_like_check() {
+    let cfg = TempConfig::new(&edit(r#"{ addr = "127.0.0.1:9003" }"#, r#"{ addr = "x" }"#));
+    let out = dump(&cfg, false);
+    assert_exactly(
+        &out,
+        &[(
+            "upstream.api.servers[2].addr",
+            r#"invalid socket address "x""#,
+        )],
+    );
+    assert_eq!(out.stdout, "", "nothing is dumped from an invalid file");
+}
+
+#[test]
+fn dump_reads_config_switchyard_toml_by_default() {
+    let out = run_dump(Path::new(env!("CARGO_MANIFEST_DIR")), &[]);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let first = out.stdout.lines().next().unwrap_or_default();
+    assert!(first.contains("config/switchyard.toml"), "{first:?}");
+    assert!(out.stdout.contains("[upstream.bots.health_check]"));
+}

@@ -2,33 +2,46 @@
 //! lines: `switchyard check --diff-against` prints it (a dry run), reloads log it and
 //! the admin API returns it.
 //!
-//! Elements are matched by identity, not position: listeners and upstreams by name,
-//! servers by address within their upstream, routes by (listener, host, path), so
-//! reordering a file changes nothing. Order of the result: admin, listeners (by
-//! name), routes (removed ones in old order, then added and changed ones in new
-//! order), upstreams (by name), each upstream's settings before its servers (by
-//! address).
+//! Both configurations are serialised in the file's shape (`config::ser`) into
+//! ordered trees (`config::tree`), and the trees are compared key by key, so a key
+//! added to the schema is compared without code here. A change prints as
+//! `changed WHAT: key.path OLD → NEW`, values as the file writes them (`read_timeout
+//! 30s → 1m`); a table that appears or goes (`tls`, `health_check`) prints as
+//! `added WHAT KEY (summary)`. What is left to this module is presentation and the
+//! few rules a tree cannot tell:
+//!
+//! - Elements are matched by identity, not position (`LIST_RULES`): listeners by
+//!   name, upstreams by name (their table's keys), servers by address within their
+//!   upstream, routes by (listener, host, path or path_exact, methods), SNI
+//!   certificates by file; so reordering a file changes nothing.
+//! - Modes (`MODES`): when `balance` or a route's action changes, the settings that
+//!   only exist under the old or the new one are not reported one by one.
+//! - The admin token is never printed (`SECRETS`); a certificate or CA file whose
+//!   path is unchanged but whose content is new is reported from the loaded files.
+//!
+//! Order of the result: admin, access_log, listeners (by name), routes (removed
+//! ones in old order, then added and changed ones in new order), upstreams (by
+//! name), each upstream's own keys before its servers (by address); within an
+//! element, keys in the file's order.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt::{self, Write as _};
-use std::time::Duration;
+use std::fmt;
+use std::net::SocketAddr;
 
-use http::StatusCode;
 use serde::Serialize;
 
-use super::{
-    AccessLogConfig, AdminConfig, BalanceKind, Config, HashKey, HeaderTemplate, HealthCheckConfig,
-    HostPattern, LeastTimeMode, ListenerConfig, LogFormat, LogTarget, NextUpstream, RetryPolicy,
-    RouteConfig, ServerConfig, StatusSet, StickyConfig, TlsConfig, UpstreamConfig,
-    UpstreamProtocol, UpstreamTls, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS,
-};
+use super::route::{ACTION_KEYS, PROXY_KEYS};
+use super::ser::{Paths, Secrets};
+use super::tree::{self, Node, Table};
+use super::{Config, ServerConfig, ALGORITHM_KEYS, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS};
 
 /// One difference between two configurations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
     pub action: Action,
     /// The element: `listener public`, `route[2] (host api.example.com, path /api/)`,
-    /// `upstream bots`, `upstream bots, server 127.0.0.1:9001`, `admin`.
+    /// `upstream bots`, `upstream bots, server 127.0.0.1:9001`, `admin`; for a
+    /// table added to or removed from an element, the element and its key
+    /// (`listener public tls`).
     pub what: String,
     /// For added and removed elements, a summary of the element; for changed ones,
     /// `key old → new`. May be empty.
@@ -72,21 +85,202 @@ impl fmt::Display for Change {
 /// Everything that differs from `old` to `new`, in a deterministic order (see the
 /// module documentation). Secrets (the admin token) are never printed.
 pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
-    let mut d = Diff::default();
-    d.admin(old.admin.as_ref(), new.admin.as_ref());
-    d.access_log(old.access_log.as_ref(), new.access_log.as_ref());
-    d.listeners(&old.listeners, &new.listeners);
-    d.routes(&old.routes, &new.routes);
-    d.upstreams(&old.upstreams, &new.upstreams);
+    let mut d = Diff {
+        old,
+        new,
+        out: Vec::new(),
+    };
+    d.root(&tree_of(old), &tree_of(new));
     d.out
 }
 
-#[derive(Default)]
-struct Diff {
+/// `c` as the diff compares it: file paths as loaded (the same relative name in
+/// two directories is two files), and one server per resolved address, since a
+/// reload adds and removes servers by address (a name that now resolves to
+/// another address is a server removed and one added). Each server's written
+/// address follows as `name`.
+fn tree_of(c: &Config) -> Table {
+    let mut root = table_of(&c.file_shape(Paths::Resolved, Secrets::Shown));
+    if let Some(Node::Table(upstreams)) = root.get_mut("upstream") {
+        for u in &c.upstreams {
+            if let Some(Node::Table(t)) = upstreams.get_mut(&u.name) {
+                if let Some(servers) = t.get_mut("servers") {
+                    *servers = Node::List(u.servers.iter().map(resolved).collect());
+                }
+            }
+        }
+    }
+    root
+}
+
+/// A server's table with `addr` the resolved address and `name` the written one.
+fn resolved(s: &ServerConfig) -> Node {
+    let mut t = table_of(s);
+    t.entries.retain(|(k, _)| k != "addr");
+    t.entries
+        .insert(0, ("name".to_owned(), Node::Text(s.name.clone())));
+    t.entries
+        .insert(0, ("addr".to_owned(), Node::Bare(s.addr.to_string())));
+    Node::Table(t)
+}
+
+fn table_of<T: Serialize>(value: &T) -> Table {
+    // What cannot be put in a tree is an integer beyond i64, bytes or an enum
+    // with fields, and the configuration has none: this does not fail.
+    match tree::to_node(value) {
+        Ok(Some(Node::Table(t))) => t,
+        other => panic!("the configuration serialises to a table, not {other:?}"),
+    }
+}
+
+// ----- the rules a tree cannot tell -----
+
+/// A list whose elements are matched by identity rather than by position.
+struct ListRule {
+    /// The list's schema path (`listener`, `upstream.*.servers`).
+    path: &'static str,
+    /// The keys that identify an element; an element whose identity changed is
+    /// another element.
+    identity: &'static [&'static str],
+    show: Show,
+}
+
+enum Show {
+    /// Each element added, removed or changed is reported as itself.
+    Elements {
+        /// The element's name in a change, from the parent element's name, its
+        /// index in its list, its table, and whether the change is to its keys.
+        label: fn(&str, usize, &Table, bool) -> String,
+        order: Order,
+    },
+    /// Within its table, as the list of identities before and after
+    /// (`tls.sni [] → ["b.pem"]`), then the other keys of the elements in both.
+    Compact,
+}
+
+enum Order {
+    ByIdentity,
+    /// Removed elements in the old file's order, then added and changed ones in
+    /// the new file's (routes: their order in the file is their meaning to a
+    /// reader, and their index names them).
+    File,
+}
+
+/// What makes two routes the same place, as the loader decides clashes.
+const ROUTE_IDENTITY: &[&str] = &["listener", "host", "path", "path_exact", "methods"];
+
+const LIST_RULES: &[ListRule] = &[
+    ListRule {
+        path: "listener",
+        identity: &["name"],
+        show: Show::Elements {
+            label: |_, _, t, _| format!("listener {}", text(t, "name")),
+            order: Order::ByIdentity,
+        },
+    },
+    ListRule {
+        path: "route",
+        identity: ROUTE_IDENTITY,
+        show: Show::Elements {
+            label: |_, i, t, changed| {
+                if changed {
+                    format!("route[{i}] ({})", route_ident(t))
+                } else {
+                    format!("route[{i}]")
+                }
+            },
+            order: Order::File,
+        },
+    },
+    ListRule {
+        path: "upstream.*.servers",
+        identity: &["addr"],
+        show: Show::Elements {
+            label: |upstream, _, t, _| format!("{upstream}, server {}", text(t, "addr")),
+            order: Order::ByIdentity,
+        },
+    },
+    ListRule {
+        path: "listener[].tls.sni",
+        identity: &["cert"],
+        show: Show::Compact,
+    },
+];
+
+/// A key whose value decides which other keys a table may have.
+struct Mode {
+    /// The tables' schema path.
+    table: &'static str,
+    /// What the change line calls it.
+    name: &'static str,
+    /// The keys that carry it: with one, its value is the mode (`balance`); with
+    /// several, which of them is present (a route's action).
+    keys: &'static [&'static str],
+    /// The keys that only exist under some modes: when the mode changes, their
+    /// coming or going is part of that change, not news of its own.
+    governs: fn(&str) -> bool,
+}
+
+const MODES: &[Mode] = &[
+    Mode {
+        table: "upstream.*",
+        name: "balance",
+        keys: &["balance"],
+        governs: |key| ALGORITHM_KEYS.iter().any(|(k, _)| *k == key),
+    },
+    Mode {
+        table: "route[]",
+        name: "action",
+        keys: ACTION_KEYS,
+        governs: |key| PROXY_KEYS.contains(&key),
+    },
+];
+
+/// Keys whose values are never printed: only that they were added, changed or
+/// removed (the diff is logged and served by the admin API).
+const SECRETS: &[&str] = &["admin.token"];
+
+/// What a key's absence means where "none" would mislead.
+const ABSENT: &[(&str, &str)] = &[
+    ("listener[].hsts", "off"),
+    ("route[].name", "(host + path)"),
+    ("route[].set_headers.*", "unset"),
+    ("upstream.*.health_check.host", "the server's address"),
+    ("upstream.*.health_check.port", "the server's"),
+    ("upstream.*.tls.sni", "the server's name"),
+    ("upstream.*.tls.ca_file", "built-in roots"),
+];
+
+fn list_rule(path: &str) -> Option<&'static ListRule> {
+    LIST_RULES.iter().find(|r| r.path == path)
+}
+
+fn absent(path: &str) -> &'static str {
+    ABSENT
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map_or("none", |(_, word)| word)
+}
+
+// ----- the walk -----
+
+struct Diff<'a> {
+    /// The loaded configurations, for what is not a key: file contents.
+    old: &'a Config,
+    new: &'a Config,
     out: Vec<Change>,
 }
 
-impl Diff {
+/// A key of both tables with its values (`None` where it is absent), and its
+/// schema path.
+struct Pair<'t> {
+    key: &'t str,
+    schema: String,
+    old: Option<&'t Node>,
+    new: Option<&'t Node>,
+}
+
+impl<'a> Diff<'a> {
     fn push(&mut self, action: Action, what: impl Into<String>, detail: impl Into<String>) {
         self.out.push(Change {
             action,
@@ -95,629 +289,550 @@ impl Diff {
         });
     }
 
-    /// Records `key old → new` against `what` when the values differ.
-    fn field<T: PartialEq + ?Sized>(
+    /// The top level: each key is an element (`admin`), a list of elements
+    /// (`listener`) or a table of named elements (`upstream`).
+    fn root(&mut self, old: &Table, new: &Table) {
+        for p in pairs("", old, new) {
+            if let Some(rule) = list_rule(&p.schema) {
+                self.list("", rule, p.old, p.new);
+                continue;
+            }
+            match (p.old, p.new) {
+                (Some(Node::Table(o)), Some(Node::Table(n))) if o.data_keys && n.data_keys => {
+                    for e in pairs(&p.schema, o, n) {
+                        let what = format!("{} {}", p.key, e.key);
+                        self.element(&what, &e.schema, e.key, e.old, e.new, &[]);
+                    }
+                }
+                _ => self.element(p.key, &p.schema, p.key, p.old, p.new, &[]),
+            }
+        }
+    }
+
+    /// One element, named `what` in changes and `name` among its kind; `skip`
+    /// are its identity keys, equal by construction.
+    fn element(
         &mut self,
         what: &str,
-        key: &str,
-        old: &T,
-        new: &T,
-        show: impl Fn(&T) -> String,
+        schema: &str,
+        name: &str,
+        old: Option<&Node>,
+        new: Option<&Node>,
+        skip: &[&str],
     ) {
-        if old != new {
-            self.push(
-                Action::Changed,
-                what,
-                format!("{key} {} → {}", show(old), show(new)),
-            );
-        }
-    }
-
-    fn admin(&mut self, old: Option<&AdminConfig>, new: Option<&AdminConfig>) {
-        let summary = |a: &AdminConfig| {
-            let auth = if a.token.is_some() {
-                ", token required"
-            } else {
-                ""
-            };
-            format!("{}{auth}", a.listen)
-        };
         match (old, new) {
             (None, None) => {}
-            (None, Some(n)) => self.push(Action::Added, "admin", summary(n)),
-            (Some(o), None) => self.push(Action::Removed, "admin", summary(o)),
-            (Some(o), Some(n)) => {
-                self.field("admin", "listen", &o.listen, &n.listen, show);
-                // Never the token itself: the diff is logged and served by the API.
-                match (&o.token, &n.token) {
-                    (None, Some(_)) => self.push(Action::Added, "admin token", ""),
-                    (Some(_), None) => self.push(Action::Removed, "admin token", ""),
-                    (Some(a), Some(b)) if a != b => self.push(Action::Changed, "admin token", ""),
-                    _ => {}
+            (None, Some(n)) => self.push(Action::Added, what, summary(schema, n)),
+            (Some(o), None) => self.push(Action::Removed, what, summary(schema, o)),
+            (Some(Node::Table(o)), Some(Node::Table(n))) => {
+                let lists = self.keys(what, "", schema, o, n, skip);
+                self.contents(what, schema, name);
+                // Sub-elements (an upstream's servers) after the element's own keys.
+                self.lists(what, lists);
+            }
+            (Some(o), Some(n)) if o != n => {
+                self.push(Action::Changed, what, format!("{o} → {n}"));
+            }
+            _ => {}
+        }
+    }
+
+    /// Compares the keys of two tables of the element `what`; `prefix` is their
+    /// key path inside it (`health_check`). Returns the lists of sub-elements,
+    /// which the caller reports after the element's own keys.
+    fn keys<'t>(
+        &mut self,
+        what: &str,
+        prefix: &str,
+        schema: &str,
+        old: &'t Table,
+        new: &'t Table,
+        skip: &[&str],
+    ) -> Vec<Pair<'t>> {
+        let mode = MODES.iter().find(|m| m.table == schema);
+        let switched = mode.and_then(|m| {
+            (mode_of(m, old) != mode_of(m, new))
+                .then(|| format!("{} {} → {}", m.name, mode_shown(m, old), mode_shown(m, new)))
+        });
+        let mut lists = Vec::new();
+        let mut switch_reported = false;
+        for p in pairs(schema, old, new) {
+            if skip.contains(&p.key) {
+                continue;
+            }
+            if let (Some(m), Some(line)) = (mode, &switched) {
+                if m.keys.contains(&p.key) {
+                    if !switch_reported {
+                        switch_reported = true;
+                        self.push(Action::Changed, what, line.clone());
+                    }
+                    continue;
                 }
+                if (m.governs)(p.key) && (p.old.is_none() || p.new.is_none()) {
+                    continue;
+                }
+            }
+            let path = key_path(prefix, p.key, old.data_keys || new.data_keys);
+            match list_rule(&p.schema).map(|r| &r.show) {
+                Some(Show::Elements { .. }) => lists.push(p),
+                Some(Show::Compact) => self.compact(what, &path, &p),
+                None => self.value(what, &path, &p.schema, p.old, p.new),
+            }
+        }
+        lists
+    }
+
+    fn lists(&mut self, what: &str, lists: Vec<Pair<'_>>) {
+        for p in lists {
+            if let Some(rule) = list_rule(&p.schema) {
+                self.list(what, rule, p.old, p.new);
             }
         }
     }
 
-    fn access_log(&mut self, old: Option<&AccessLogConfig>, new: Option<&AccessLogConfig>) {
-        let summary = |a: &AccessLogConfig| {
-            let target = match &a.target {
-                LogTarget::Stdout => "stdout".to_owned(),
-                LogTarget::File(p) => p.display().to_string(),
+    /// One key's values.
+    fn value<'t>(
+        &mut self,
+        what: &str,
+        path: &str,
+        schema: &str,
+        old: Option<&'t Node>,
+        new: Option<&'t Node>,
+    ) {
+        if old == new {
+            return;
+        }
+        if SECRETS.contains(&schema) {
+            let action = match (old, new) {
+                (None, _) => Action::Added,
+                (_, None) => Action::Removed,
+                _ => Action::Changed,
             };
-            let format = match a.format {
-                LogFormat::Json => "json",
-                LogFormat::Combined => "combined",
-            };
-            format!("{target}, {format}")
+            return self.push(action, format!("{what} {path}"), "");
+        }
+        let empty = Table {
+            entries: Vec::new(),
+            data_keys: true,
         };
+        // Two tables of keys are compared key by key; a map of names
+        // (`set_headers`) that is absent is an empty one.
+        let tables = match (old, new) {
+            (Some(Node::Table(o)), Some(Node::Table(n))) if o.data_keys == n.data_keys => {
+                Some((o, n))
+            }
+            (None, Some(Node::Table(n))) if n.data_keys => Some((&empty, n)),
+            (Some(Node::Table(o)), None) if o.data_keys => Some((o, &empty)),
+            _ => None,
+        };
+        if let Some((o, n)) = tables {
+            let lists = self.keys(what, path, schema, o, n, &[]);
+            return self.lists(what, lists);
+        }
         match (old, new) {
-            (None, None) => {}
-            (None, Some(n)) => self.push(Action::Added, "access_log", summary(n)),
-            (Some(o), None) => self.push(Action::Removed, "access_log", summary(o)),
-            (Some(o), Some(n)) if o != n => self.push(
-                Action::Changed,
-                "access_log",
-                format!("{} → {}", summary(o), summary(n)),
-            ),
-            (Some(_), Some(_)) => {}
-        }
-    }
-
-    fn listeners(&mut self, old: &[ListenerConfig], new: &[ListenerConfig]) {
-        let pairs = by_key(
-            old.iter().map(|l| (l.name.as_str(), l)),
-            new.iter().map(|l| (l.name.as_str(), l)),
-        );
-        for (name, pair) in pairs {
-            let what = format!("listener {name}");
-            match pair {
-                (None, Some(n)) => self.push(Action::Added, what, listener_summary(n)),
-                (Some(o), None) => self.push(Action::Removed, what, listener_summary(o)),
-                (Some(o), Some(n)) => {
-                    self.field(&what, "listen", &o.listen, &n.listen, show);
-                    self.field(
-                        &what,
-                        "redirect_https",
-                        &o.redirect_https,
-                        &n.redirect_https,
-                        |p| p.map_or("off".into(), |p| format!("port {p}")),
-                    );
-                    self.field(&what, "hsts", &o.hsts, &n.hsts, |h| {
-                        h.as_ref()
-                            .map_or("off".into(), |h| format!("{:?}", h.to_str().unwrap_or("")))
-                    });
-                    self.tls(&what, o.tls.as_ref(), n.tls.as_ref());
-                }
-                (None, None) => unreachable!(),
+            (None, Some(n @ Node::Table(_))) => {
+                self.push(Action::Added, format!("{what} {path}"), summary(schema, n));
             }
-        }
-    }
-
-    /// A listener's TLS settings, and whether a certificate file now holds another
-    /// certificate (a rotation: same path, new content).
-    fn tls(&mut self, what: &str, old: Option<&TlsConfig>, new: Option<&TlsConfig>) {
-        let (o, n) = match (old, new) {
-            (None, None) => return,
-            (None, Some(n)) => {
-                return self.push(Action::Added, format!("{what} tls"), tls_summary(n))
+            (Some(o @ Node::Table(_)), None) => {
+                self.push(
+                    Action::Removed,
+                    format!("{what} {path}"),
+                    summary(schema, o),
+                );
             }
-            (Some(o), None) => {
-                return self.push(Action::Removed, format!("{what} tls"), tls_summary(o))
-            }
-            (Some(o), Some(n)) => (o, n),
-        };
-        let path = |p: &std::path::PathBuf| format!("{p:?}");
-        self.field(
-            what,
-            "tls.cert",
-            &o.default.cert_path,
-            &n.default.cert_path,
-            path,
-        );
-        self.field(
-            what,
-            "tls.key",
-            &o.default.key_path,
-            &n.default.key_path,
-            path,
-        );
-        self.field(
-            what,
-            "tls.min_version",
-            &o.min_version,
-            &n.min_version,
-            |v| v.as_str().to_owned(),
-        );
-        self.field(
-            what,
-            "tls.session_tickets",
-            &o.session_tickets,
-            &n.session_tickets,
-            show,
-        );
-        let sni = |t: &TlsConfig| -> Vec<std::path::PathBuf> {
-            t.sni.iter().map(|c| c.cert_path.clone()).collect()
-        };
-        self.field(what, "tls.sni", &sni(o), &sni(n), |v| format!("{v:?}"));
-        // Rotations: a file that stayed in the configuration with new content.
-        for c in n.certificates() {
-            let rotated = o
-                .certificates()
-                .find(|p| p.cert_path == c.cert_path && p.key_path == c.key_path)
-                .is_some_and(|p| !p.same_chain(c));
-            if rotated {
+            (o, n) => {
+                let show =
+                    |v: Option<&Node>| v.map_or_else(|| absent(schema).to_owned(), Node::to_string);
                 self.push(
                     Action::Changed,
                     what,
-                    format!("certificate {:?} reloaded (new content)", c.cert_path),
+                    format!("{path} {} → {}", show(o), show(n)),
                 );
             }
         }
     }
 
-    fn routes(&mut self, old: &[RouteConfig], new: &[RouteConfig]) {
-        type Key<'a> = (
-            Option<&'a str>,
-            Option<&'a HostPattern>,
-            &'a super::PathMatch,
-            Option<&'a [http::Method]>,
-        );
-        fn key(r: &RouteConfig) -> Key<'_> {
-            (
-                r.listener.as_deref(),
-                r.host.as_ref(),
-                &r.path,
-                r.methods.as_deref(),
-            )
-        }
-        let old_keys: HashMap<Key<'_>, &RouteConfig> = old.iter().map(|r| (key(r), r)).collect();
-        let new_keys: HashMap<Key<'_>, &RouteConfig> = new.iter().map(|r| (key(r), r)).collect();
-        for (i, r) in old.iter().enumerate() {
-            if !new_keys.contains_key(&key(r)) {
-                self.push(Action::Removed, format!("route[{i}]"), route_summary(r));
+    /// A list of elements reported one by one, `what` naming their parent.
+    fn list(&mut self, what: &str, rule: &ListRule, old: Option<&Node>, new: Option<&Node>) {
+        let Show::Elements { label, order } = &rule.show else {
+            return;
+        };
+        let (old, new) = (elements(old), elements(new));
+        let same = |a: &Table, b: &Table| identity(rule, a) == identity(rule, b);
+        let in_old = |n: &Table| old.iter().enumerate().find(|(_, o)| same(o, n));
+        let mut matched: Vec<Matched<'_>> = Vec::new();
+        for (i, o) in old.iter().enumerate() {
+            if !new.iter().any(|n| same(n, o)) {
+                matched.push(Matched {
+                    old: Some((i, o)),
+                    new: None,
+                });
             }
         }
         for (i, n) in new.iter().enumerate() {
-            match old_keys.get(&key(n)) {
-                None => self.push(Action::Added, format!("route[{i}]"), route_summary(n)),
-                Some(o) => self.route(&format!("route[{i}] ({})", route_ident(n)), o, n),
+            matched.push(Matched {
+                old: in_old(n).map(|(j, o)| (j, *o)),
+                new: Some((i, n)),
+            });
+        }
+        if let Order::ByIdentity = order {
+            matched
+                .sort_by_cached_key(|m| m.new.or(m.old).map(|(_, t)| sort_key(&identity(rule, t))));
+        }
+        let schema = format!("{}[]", rule.path);
+        for m in matched {
+            match (m.old, m.new) {
+                (Some((i, o)), None) => {
+                    let summary = summary_table(&schema, o);
+                    self.push(Action::Removed, label(what, i, o, false), summary);
+                }
+                (None, Some((i, n))) => {
+                    let summary = summary_table(&schema, n);
+                    self.push(Action::Added, label(what, i, n, false), summary);
+                }
+                (Some((_, o)), Some((i, n))) => {
+                    let element = label(what, i, n, true);
+                    let lists = self.keys(&element, "", &schema, o, n, rule.identity);
+                    let name = rule
+                        .identity
+                        .first()
+                        .map_or_else(String::new, |k| text(n, k));
+                    self.contents(&element, &schema, &name);
+                    self.lists(&element, lists);
+                }
+                (None, None) => {}
             }
         }
     }
 
-    fn route(&mut self, what: &str, o: &RouteConfig, n: &RouteConfig) {
-        self.field(what, "name", &o.name, &n.name, |s| format!("{s:?}"));
-        self.field(what, "access_log", &o.access_log, &n.access_log, show);
-        let (Some(op), Some(np)) = (proxy(o), proxy(n)) else {
-            let (a, b) = (o.action.key(), n.action.key());
-            if a != b {
-                self.push(Action::Changed, what, format!("action {a} → {b}"));
-            }
+    /// A list shown within its table: its identities, then the other keys of the
+    /// elements in both.
+    fn compact(&mut self, what: &str, path: &str, p: &Pair<'_>) {
+        let Some(rule) = list_rule(&p.schema) else {
             return;
         };
-        self.field(what, "upstream", &op.upstream, &np.upstream, String::clone);
-        let (ot, nt) = (&op.timeouts, &np.timeouts);
-        self.field(what, "connect_timeout", &ot.connect, &nt.connect, dur);
-        self.field(what, "read_timeout", &ot.read, &nt.read, dur);
-        self.field(what, "send_timeout", &ot.send, &nt.send, dur);
-        self.field(what, "tunnel_timeout", &ot.tunnel, &nt.tunnel, dur);
-        let headers = by_key(
-            o.set_headers.iter().map(|(h, t)| (h.as_str(), t)),
-            n.set_headers.iter().map(|(h, t)| (h.as_str(), t)),
-        );
-        for (name, (ot, nt)) in headers {
-            self.field(what, &format!("set_headers {name}"), &ot, &nt, |t| {
-                t.map_or_else(|| "unset".to_owned(), |t| format!("{:?}", template_text(t)))
-            });
-        }
-        self.retry(what, &op.retry, &np.retry);
-    }
-
-    fn retry(&mut self, what: &str, o: &RetryPolicy, n: &RetryPolicy) {
-        self.field(what, "next_upstream", &o.on, &n.on, next_upstream_text);
-        self.field(what, "next_upstream_tries", &o.tries, &n.tries, show);
-        self.field(what, "next_upstream_timeout", &o.timeout, &n.timeout, |t| {
-            t.as_ref().map_or_else(|| "none".to_owned(), dur)
-        });
-        self.field(
-            what,
-            "retry_body_limit",
-            &o.body_limit,
-            &n.body_limit,
-            |b| size(*b),
-        );
-    }
-
-    fn upstreams(&mut self, old: &[UpstreamConfig], new: &[UpstreamConfig]) {
-        let pairs = by_key(
-            old.iter().map(|u| (u.name.as_str(), u)),
-            new.iter().map(|u| (u.name.as_str(), u)),
-        );
-        for (name, pair) in pairs {
-            let what = format!("upstream {name}");
-            match pair {
-                (None, Some(n)) => self.push(Action::Added, what, upstream_summary(n)),
-                (Some(o), None) => self.push(Action::Removed, what, upstream_summary(o)),
-                (Some(o), Some(n)) => self.upstream(&what, o, n),
-                (None, None) => unreachable!(),
-            }
-        }
-    }
-
-    fn upstream(&mut self, what: &str, o: &UpstreamConfig, n: &UpstreamConfig) {
-        self.field(what, "balance", &o.balance, &n.balance, |b| {
-            b.as_str().to_owned()
-        });
-        self.field(what, "keepalive", &o.keepalive, &n.keepalive, show);
-        self.field(what, "protocol", &o.protocol, &n.protocol, |p| {
-            p.name().to_owned()
-        });
-        match (&o.tls, &n.tls) {
-            (Some(ot), Some(nt)) => self.upstream_tls(what, ot, nt),
-            (ot, nt) => self.field(what, "tls", ot, nt, |t| {
-                t.as_ref()
-                    .map_or_else(|| "off".to_owned(), upstream_tls_summary)
-            }),
-        }
-        // Settings of one algorithm only matter while the new file uses it: when
-        // `balance` changes, the old algorithm's settings going back to their
-        // defaults is not news.
-        let uses = |kinds: &[BalanceKind]| kinds.contains(&n.balance);
-        if uses(&[BalanceKind::LeastTime]) {
-            self.field(what, "least_time", &o.least_time, &n.least_time, |m| {
-                match m {
-                    LeastTimeMode::Header => "header",
-                    LeastTimeMode::LastByte => "last_byte",
-                }
-                .to_owned()
-            });
-        }
-        if uses(&[BalanceKind::Ewma, BalanceKind::LeastTime]) {
-            self.field(what, "ewma_decay", &o.ewma_decay, &n.ewma_decay, dur);
-            self.field(what, "ewma_seed", &o.ewma_seed, &n.ewma_seed, dur);
-        }
-        if uses(&[BalanceKind::Hash]) {
-            self.field(what, "hash_key", &o.hash_key, &n.hash_key, |k| {
-                k.as_ref().map_or_else(|| "none".to_owned(), hash_key_text)
-            });
-            self.field(
+        let (old, new) = (elements(p.old), elements(p.new));
+        let ids = |items: &[&Table]| -> Vec<Node> {
+            items.iter().map(|t| identity_node(rule, t)).collect()
+        };
+        let (old_ids, new_ids) = (ids(&old), ids(&new));
+        let same_set =
+            old_ids.len() == new_ids.len() && old_ids.iter().all(|i| new_ids.contains(i));
+        if !same_set {
+            self.push(
+                Action::Changed,
                 what,
-                "hash_balance_factor",
-                &o.hash_balance_factor,
-                &n.hash_balance_factor,
-                |f| f.map_or_else(|| "none".to_owned(), |f| f.to_string()),
+                format!(
+                    "{path} {} → {}",
+                    Node::List(old_ids),
+                    Node::List(new_ids.clone())
+                ),
             );
         }
-        match (&o.sticky, &n.sticky) {
-            (Some(os), Some(ns)) => {
-                self.field(what, "sticky.cookie", &os.cookie, &ns.cookie, String::clone);
-                self.field(what, "sticky.ttl", &os.ttl, &ns.ttl, dur);
+        let schema = format!("{}[]", rule.path);
+        for (n, id) in new.iter().zip(&new_ids) {
+            if let Some(o) = old.iter().find(|o| identity_node(rule, o) == *id) {
+                let lists = self.keys(what, &format!("{path}[{id}]"), &schema, o, n, rule.identity);
+                self.lists(what, lists);
             }
-            (os, ns) => self.field(what, "sticky", os, ns, |s| {
-                s.as_ref().map_or_else(|| "none".to_owned(), sticky_text)
-            }),
-        }
-        match (&o.health_check, &n.health_check) {
-            (Some(oh), Some(nh)) => self.health_check(what, oh, nh),
-            (oh, nh) => self.field(what, "health_check", oh, nh, |h| {
-                h.as_ref().map_or_else(|| "none".to_owned(), health_summary)
-            }),
-        }
-        self.field(
-            what,
-            "max_ejected_percent",
-            &o.max_ejected_percent,
-            &n.max_ejected_percent,
-            |p| format!("{p}%"),
-        );
-        self.servers(&o.name, &o.servers, &n.servers);
-    }
-
-    fn upstream_tls(&mut self, what: &str, o: &UpstreamTls, n: &UpstreamTls) {
-        self.field(what, "tls.sni", &o.sni, &n.sni, |s| {
-            s.as_ref()
-                .map_or_else(|| "the server's name".to_owned(), |s| format!("{s:?}"))
-        });
-        self.field(what, "tls.verify", &o.verify, &n.verify, show);
-        self.field(what, "tls.ca_file", &o.ca_file, &n.ca_file, |f| {
-            f.as_ref()
-                .map_or_else(|| "built-in roots".to_owned(), |f| f.display().to_string())
-        });
-        // Same file, new contents: a CA rotated in place.
-        if o.ca_file == n.ca_file && o.ca_certs != n.ca_certs {
-            self.push(Action::Changed, what, "tls.ca_file contents");
         }
     }
 
-    fn health_check(&mut self, what: &str, o: &HealthCheckConfig, n: &HealthCheckConfig) {
-        let k = |key: &str| format!("health_check.{key}");
-        self.field(what, &k("method"), &o.method, &n.method, show);
-        self.field(what, &k("path"), &o.path, &n.path, String::clone);
-        self.field(what, &k("host"), &o.host, &n.host, |h| match h {
-            None => "the server's address".to_owned(),
-            Some(v) => format!("{:?}", String::from_utf8_lossy(v.as_bytes())),
-        });
-        self.field(what, &k("port"), &o.port, &n.port, |p| {
-            p.map_or_else(|| "the server's".to_owned(), |p| p.to_string())
-        });
-        self.field(what, &k("interval"), &o.interval, &n.interval, dur);
-        self.field(what, &k("timeout"), &o.timeout, &n.timeout, dur);
-        self.field(what, &k("jitter"), &o.jitter, &n.jitter, |j| percent(*j));
-        self.field(what, &k("rise"), &o.rise, &n.rise, show);
-        self.field(what, &k("fall"), &o.fall, &n.fall, show);
-        self.field(
-            what,
-            &k("expect_status"),
-            &o.expect_status,
-            &n.expect_status,
-            status_set_text,
-        );
-        self.field(
-            what,
-            &k("expect_body"),
-            &o.expect_body,
-            &n.expect_body,
-            |b| {
-                b.as_ref()
-                    .map_or_else(|| "none".to_owned(), |b| format!("{b:?}"))
-            },
-        );
-    }
-
-    fn servers(&mut self, upstream: &str, old: &[ServerConfig], new: &[ServerConfig]) {
-        let pairs = by_key(
-            old.iter().map(|s| (s.addr, s)),
-            new.iter().map(|s| (s.addr, s)),
-        );
-        for (addr, pair) in pairs {
-            let what = format!("upstream {upstream}, server {addr}");
-            match pair {
-                (None, Some(n)) => self.push(Action::Added, what, server_summary(n)),
-                (Some(o), None) => self.push(Action::Removed, what, server_summary(o)),
-                (Some(o), Some(n)) => {
-                    self.field(&what, "name", &o.name, &n.name, |s| format!("{s:?}"));
-                    self.field(&what, "weight", &o.weight, &n.weight, show);
-                    self.field(&what, "down", &o.down, &n.down, show);
-                    self.field(&what, "backup", &o.backup, &n.backup, show);
-                    self.field(&what, "max_fails", &o.max_fails, &n.max_fails, show);
-                    self.field(&what, "fail_timeout", &o.fail_timeout, &n.fail_timeout, dur);
-                    self.field(&what, "slow_start", &o.slow_start, &n.slow_start, dur);
+    /// What is not a key but changes what is served: a certificate or CA file
+    /// rewritten in place (a rotation), compared in the loaded configurations.
+    fn contents(&mut self, what: &str, schema: &str, name: &str) {
+        match schema {
+            "listener[]" => {
+                let tls = |c: &'a Config| {
+                    c.listeners
+                        .iter()
+                        .find(|l| l.name == name)
+                        .and_then(|l| l.tls.as_ref())
+                };
+                let (Some(o), Some(n)) = (tls(self.old), tls(self.new)) else {
+                    return;
+                };
+                for c in n.certificates() {
+                    let rotated = o
+                        .certificates()
+                        .find(|p| p.cert_path == c.cert_path && p.key_path == c.key_path)
+                        .is_some_and(|p| !p.same_chain(c));
+                    if rotated {
+                        self.push(
+                            Action::Changed,
+                            what,
+                            format!("certificate {:?} reloaded (new content)", c.cert_path),
+                        );
+                    }
                 }
-                (None, None) => unreachable!(),
+            }
+            "upstream.*" => {
+                let tls = |c: &'a Config| c.upstream(name).and_then(|u| u.tls.as_ref());
+                if let (Some(o), Some(n)) = (tls(self.old), tls(self.new)) {
+                    if o.ca_file == n.ca_file && o.ca_certs != n.ca_certs {
+                        self.push(Action::Changed, what, "tls.ca_file contents");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// An element of the old list, the new list or both, with its index in each.
+struct Matched<'t> {
+    old: Option<(usize, &'t Table)>,
+    new: Option<(usize, &'t Table)>,
+}
+
+/// The keys of two tables, each with its values and schema path: a struct's in
+/// the file's order (a key only in `old` where it stood there), a map's sorted.
+fn pairs<'t>(schema: &str, old: &'t Table, new: &'t Table) -> Vec<Pair<'t>> {
+    let data = old.data_keys || new.data_keys;
+    let mut keys: Vec<&'t str> = new.entries.iter().map(|(k, _)| k.as_str()).collect();
+    let mut at = 0;
+    for (k, _) in &old.entries {
+        match keys.iter().position(|n| n == k) {
+            Some(i) => at = i + 1,
+            None => {
+                keys.insert(at, k);
+                at += 1;
             }
         }
     }
+    if data {
+        keys.sort_unstable();
+    }
+    keys.into_iter()
+        .map(|key| Pair {
+            key,
+            schema: child_schema(schema, key, data),
+            old: old.get(key),
+            new: new.get(key),
+        })
+        .collect()
 }
 
-fn proxy(r: &RouteConfig) -> Option<&super::ProxyConfig> {
-    match &r.action {
-        super::RouteAction::Proxy(p) => Some(p),
-        _ => None,
+/// `upstream.*` for the entries of a map, `upstream.*.health_check` for a key.
+fn child_schema(schema: &str, key: &str, data: bool) -> String {
+    match (schema, data) {
+        (_, true) => format!("{schema}.*"),
+        ("", false) => key.to_owned(),
+        (_, false) => format!("{schema}.{key}"),
     }
 }
 
-/// Pairs the elements of `old` and `new` by key, sorted by key.
-fn by_key<K: Ord, T>(
-    old: impl Iterator<Item = (K, T)>,
-    new: impl Iterator<Item = (K, T)>,
-) -> BTreeMap<K, (Option<T>, Option<T>)> {
-    let mut map: BTreeMap<K, (Option<T>, Option<T>)> = BTreeMap::new();
-    for (k, v) in old {
-        map.entry(k).or_insert((None, None)).0 = Some(v);
-    }
-    for (k, v) in new {
-        map.entry(k).or_insert((None, None)).1 = Some(v);
-    }
-    map
-}
-
-/// `127.0.0.1:8443, tls` or `0.0.0.0:80, redirect_https to port 443`.
-fn listener_summary(l: &ListenerConfig) -> String {
-    let mut s = l.listen.to_string();
-    if l.tls.is_some() {
-        s.push_str(", tls");
-    }
-    if let Some(p) = l.redirect_https {
-        let _ = write!(s, ", redirect_https to port {p}");
-    }
-    s
-}
-
-/// `cert "/etc/x.pem", 2 sni certificates, min_version 1.2`.
-fn tls_summary(t: &TlsConfig) -> String {
-    let mut s = format!("cert {:?}", t.default.cert_path);
-    if !t.sni.is_empty() {
-        let _ = write!(s, ", {} sni certificates", t.sni.len());
-    }
-    let _ = write!(s, ", min_version {}", t.min_version.as_str());
-    s
-}
-
-fn show<T: fmt::Display>(v: &T) -> String {
-    v.to_string()
-}
-
-fn dur(d: &Duration) -> String {
-    humantime::format_duration(*d).to_string()
-}
-
-/// `65536` → `64KiB`, as the file would say it.
-fn size(b: u64) -> String {
-    const KIB: u64 = 1 << 10;
-    const MIB: u64 = 1 << 20;
-    match b {
-        0 => "0".to_owned(),
-        b if b % MIB == 0 => format!("{}MiB", b / MIB),
-        b if b % KIB == 0 => format!("{}KiB", b / KIB),
-        b => format!("{b} bytes"),
+/// `health_check.interval` for a key, `set_headers x-via` for a map entry.
+fn key_path(prefix: &str, key: &str, data: bool) -> String {
+    match (prefix, data) {
+        ("", _) => key.to_owned(),
+        (_, true) => format!("{prefix} {key}"),
+        (_, false) => format!("{prefix}.{key}"),
     }
 }
 
-/// `0.1` → `10%`.
-fn percent(f: f64) -> String {
-    format!("{}%", (f * 100_000.0).round() / 1000.0)
+/// The tables of a list (absent: none).
+fn elements(list: Option<&Node>) -> Vec<&Table> {
+    list.and_then(Node::as_list)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Node::as_table)
+        .collect()
 }
 
-/// `listener internal, host *.example.com, path /`.
-fn route_ident(r: &RouteConfig) -> String {
-    let mut s = String::new();
-    if let Some(l) = &r.listener {
-        let _ = write!(s, "listener {l}, ");
+fn identity<'t>(rule: &ListRule, t: &'t Table) -> Vec<Option<&'t Node>> {
+    rule.identity.iter().map(|k| t.get(k)).collect()
+}
+
+/// An element's identity as one value (for a compact list).
+fn identity_node(rule: &ListRule, t: &Table) -> Node {
+    match identity(rule, t).as_slice() {
+        [one] => one.cloned().unwrap_or(Node::Bare(String::new())),
+        many => Node::List(many.iter().flatten().map(|n| (*n).clone()).collect()),
     }
-    match &r.host {
-        Some(HostPattern::Exact(h)) => {
-            let _ = write!(s, "host {h}, ");
+}
+
+/// Orders identities: addresses as addresses (`127.0.0.1:9002` before
+/// `127.0.0.1:10000`, IPv4 before IPv6), anything else as text.
+fn sort_key(id: &[Option<&Node>]) -> Vec<(Option<SocketAddr>, String)> {
+    id.iter()
+        .map(|n| {
+            let s = n.map(ToString::to_string).unwrap_or_default();
+            (s.parse().ok(), s)
+        })
+        .collect()
+}
+
+/// The mode of a table: the value of its one key (`round_robin`), or which of its
+/// keys is present (`redirect`).
+fn mode_of<'t>(m: &Mode, t: &'t Table) -> Option<(&'static str, Option<&'t Node>)> {
+    match m.keys {
+        [key] => Some((key, t.get(key))),
+        keys => keys.iter().find(|k| t.get(k).is_some()).map(|k| (*k, None)),
+    }
+}
+
+/// A mode as the change line shows it: `round_robin`; `upstream bots`,
+/// `redirect (status 302, location "…")`.
+fn mode_shown(m: &Mode, t: &Table) -> String {
+    let Some((key, value)) = mode_of(m, t) else {
+        return "none".to_owned();
+    };
+    match (value, t.get(key)) {
+        (Some(v), _) => v.to_string(),
+        (None, Some(Node::Table(inner))) => format!("{key} ({})", summary_of_keys(inner)),
+        (None, Some(v)) => format!("{key} {v}"),
+        (None, None) => key.to_owned(),
+    }
+}
+
+// ----- summaries of added and removed elements -----
+
+/// A value's string, or empty.
+fn text(t: &Table, key: &str) -> String {
+    t.get(key)
+        .and_then(Node::as_str)
+        .map(str::to_owned)
+        .unwrap_or_default()
+}
+
+/// A value as shown, or empty.
+fn shown(t: &Table, key: &str) -> String {
+    t.get(key).map(ToString::to_string).unwrap_or_default()
+}
+
+fn summary(schema: &str, n: &Node) -> String {
+    match n {
+        Node::Table(t) => summary_table(schema, t),
+        other => other.to_string(),
+    }
+}
+
+/// A short description of an element, from a few of its keys; tables without a
+/// summary of their own list their plain keys.
+fn summary_table(schema: &str, t: &Table) -> String {
+    match schema {
+        // `127.0.0.1:9901, token required`.
+        "admin" => {
+            let auth = if t.get("token").is_some() {
+                ", token required"
+            } else {
+                ""
+            };
+            format!("{}{auth}", shown(t, "listen"))
         }
-        Some(HostPattern::Wildcard(suffix)) => {
-            let _ = write!(s, "host *{suffix}, ");
+        // `stdout, json`.
+        "access_log" => format!("{}, {}", text(t, "path"), text(t, "format")),
+        // `127.0.0.1:8443, tls` or `0.0.0.0:80, redirect_https to port 443`.
+        "listener[]" => {
+            let mut s = shown(t, "listen");
+            if t.get("tls").is_some() {
+                s.push_str(", tls");
+            }
+            if t.get("redirect_https") == Some(&Node::Bool(true)) {
+                s.push_str(&format!(
+                    ", redirect_https to port {}",
+                    shown(t, "https_port")
+                ));
+            }
+            s
         }
-        None => {}
+        // `cert "/etc/x.pem", 2 sni certificates, min_version 1.2`.
+        "listener[].tls" => {
+            let mut s = format!("cert {}", shown(t, "cert"));
+            let sni = t
+                .get("sni")
+                .and_then(Node::as_list)
+                .map_or(0, <[Node]>::len);
+            if sni > 0 {
+                s.push_str(&format!(", {sni} sni certificates"));
+            }
+            s.push_str(&format!(", min_version {}", shown(t, "min_version")));
+            s
+        }
+        // `host api.example.com, path /api/, upstream api`.
+        "route[]" => match t.get("upstream") {
+            Some(u) => format!("{}, upstream {u}", route_ident(t)),
+            None => {
+                let action = ACTION_KEYS.iter().find(|k| t.get(k).is_some());
+                format!("{}, {}", route_ident(t), action.unwrap_or(&"no action"))
+            }
+        },
+        // `balance hash, protocol h2c, tls, servers 127.0.0.1:9021, 127.0.0.1:9022`.
+        "upstream.*" => {
+            let mut s = format!("balance {}", shown(t, "balance"));
+            if let Some(p) = t.get("protocol").filter(|p| p.as_str() != Some("http1")) {
+                s.push_str(&format!(", protocol {p}"));
+            }
+            match t.get("tls") {
+                Some(Node::Bool(true)) => s.push_str(", tls"),
+                Some(Node::Table(tls)) => s.push_str(&format!(", tls ({})", summary_of_keys(tls))),
+                _ => {}
+            }
+            let servers: Vec<String> = elements(t.get("servers"))
+                .iter()
+                .map(|s| shown(s, "addr"))
+                .collect();
+            let plural = if servers.len() == 1 { "" } else { "s" };
+            s.push_str(&format!(", server{plural} {}", servers.join(", ")));
+            s
+        }
+        // The weight, and the settings not at their defaults.
+        "upstream.*.servers[]" => {
+            let mut parts = vec![format!("weight {}", shown(t, "weight"))];
+            for flag in ["down", "backup"] {
+                if t.get(flag) == Some(&Node::Bool(true)) {
+                    parts.push(flag.to_owned());
+                }
+            }
+            let defaults = [
+                ("max_fails", Node::Int(DEFAULT_MAX_FAILS.into())),
+                ("fail_timeout", duration_node(DEFAULT_FAIL_TIMEOUT)),
+                ("slow_start", duration_node(std::time::Duration::ZERO)),
+            ];
+            for (key, default) in defaults {
+                if let Some(v) = t.get(key).filter(|v| **v != default) {
+                    parts.push(format!("{key} {v}"));
+                }
+            }
+            if text(t, "name") != text(t, "addr") {
+                parts.push(format!("from {}", shown(t, "name")));
+            }
+            parts.join(", ")
+        }
+        // `GET /ready every 5s`.
+        "upstream.*.health_check" => format!(
+            "{} {} every {}",
+            shown(t, "method"),
+            shown(t, "path"),
+            shown(t, "interval")
+        ),
+        _ => summary_of_keys(t),
     }
-    let _ = write!(s, "{} {}", r.path.key(), r.path.as_str());
-    s
 }
 
-fn route_summary(r: &RouteConfig) -> String {
-    match r.upstream() {
-        Some(u) => format!("{}, upstream {u}", route_ident(r)),
-        None => format!("{}, {}", route_ident(r), r.action.key()),
-    }
-}
-
-fn upstream_summary(u: &UpstreamConfig) -> String {
-    let servers: Vec<String> = u.servers.iter().map(|s| s.addr.to_string()).collect();
-    let plural = if servers.len() == 1 { "" } else { "s" };
-    let mut transport = String::new();
-    if u.protocol != UpstreamProtocol::Http1 {
-        let _ = write!(transport, ", protocol {}", u.protocol.name());
-    }
-    if let Some(t) = &u.tls {
-        let _ = write!(transport, ", tls ({})", upstream_tls_summary(t));
-    }
-    format!(
-        "balance {}{transport}, server{plural} {}",
-        u.balance.as_str(),
-        servers.join(", ")
-    )
-}
-
-/// `sni origin.example, ca_file /etc/ca.pem` or `verify off`.
-fn upstream_tls_summary(t: &UpstreamTls) -> String {
-    let mut parts = Vec::new();
-    if let Some(s) = &t.sni {
-        parts.push(format!("sni {s}"));
-    }
-    if let Some(f) = &t.ca_file {
-        parts.push(format!("ca_file {}", f.display()));
-    }
-    if !t.verify {
-        parts.push("verify off".to_owned());
-    }
-    if parts.is_empty() {
-        "on".to_owned()
-    } else {
-        parts.join(", ")
-    }
-}
-
-/// The server's settings, those at their defaults left out but the weight.
-fn server_summary(s: &ServerConfig) -> String {
-    let mut parts = vec![format!("weight {}", s.weight)];
-    if s.down {
-        parts.push("down".to_owned());
-    }
-    if s.backup {
-        parts.push("backup".to_owned());
-    }
-    if s.max_fails != DEFAULT_MAX_FAILS {
-        parts.push(format!("max_fails {}", s.max_fails));
-    }
-    if s.fail_timeout != DEFAULT_FAIL_TIMEOUT {
-        parts.push(format!("fail_timeout {}", dur(&s.fail_timeout)));
-    }
-    if !s.slow_start.is_zero() {
-        parts.push(format!("slow_start {}", dur(&s.slow_start)));
-    }
-    if s.name != s.addr.to_string() {
-        parts.push(format!("from {:?}", s.name));
-    }
+/// `cookie SWY, ttl 1h`: the plain (not table) keys and their values.
+fn summary_of_keys(t: &Table) -> String {
+    let parts: Vec<String> = t
+        .entries
+        .iter()
+        .filter(|(_, v)| !matches!(v, Node::Table(_)))
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
     parts.join(", ")
 }
 
-fn sticky_text(s: &StickyConfig) -> String {
-    format!("cookie {}, ttl {}", s.cookie, dur(&s.ttl))
+fn duration_node(d: std::time::Duration) -> Node {
+    Node::Bare(humantime::format_duration(d).to_string())
 }
 
-fn health_summary(h: &HealthCheckConfig) -> String {
-    format!("{} {} every {}", h.method, h.path, dur(&h.interval))
-}
-
-fn hash_key_text(k: &HashKey) -> String {
-    match k {
-        HashKey::ClientIp => "client_ip".to_owned(),
-        HashKey::Header(h) => format!("header:{h}"),
-        HashKey::Cookie(c) => format!("cookie:{c}"),
-        HashKey::Query(q) => format!("query:{q}"),
-        HashKey::Path => "path".to_owned(),
-        HashKey::Uri => "uri".to_owned(),
-    }
-}
-
-/// `[error, timeout, http_502]`, in the order of `NextUpstream::NAMES`.
-fn next_upstream_text(n: &NextUpstream) -> String {
-    let names: Vec<&str> = NextUpstream::NAMES
+/// `listener internal, host *.example.com, path /, methods [GET]`.
+fn route_ident(t: &Table) -> String {
+    let parts: Vec<String> = ROUTE_IDENTITY
         .iter()
-        .copied()
-        .filter(|name| match *name {
-            "error" => n.error,
-            "timeout" => n.timeout,
-            "non_idempotent" => n.non_idempotent,
-            other => other
-                .strip_prefix("http_")
-                .and_then(|c| c.parse().ok())
-                .and_then(|c| StatusCode::from_u16(c).ok())
-                .is_some_and(|s| n.status(s)),
-        })
+        .filter_map(|k| t.get(k).map(|v| format!("{k} {v}")))
         .collect();
-    format!("[{}]", names.join(", "))
+    parts.join(", ")
 }
-
-/// `200-399`, `200,204`: the set as ranges, whatever the file's spelling.
-fn status_set_text(s: &StatusSet) -> String {
-    let mut ranges: Vec<(u16, u16)> = Vec::new();
-    for code in 100..=599u16 {
-        let Ok(status) = StatusCode::from_u16(code) else {
-            continue;
-        };
-        if !s.contains(status) {
-            continue;
-        }
-        match ranges.last_mut() {
-            Some((_, hi)) if *hi + 1 == code => *hi = code,
-            _ => ranges.push((code, code)),
-        }
-    }
-    if ranges.is_empty() {
-        return "none".to_owned();
-    }
-    let parts: Vec<String> = ranges
-        .iter()
-        .map(|&(lo, hi)| {
-            if lo == hi {
-                lo.to_string()
-            } else {
-                format!("{lo}-{hi}")
-            }
-        })
-        .collect();
-    parts.join(",")
-}
-
-fn template_text(t: &HeaderTemplate) -> String {
-    t.source()
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -947,7 +1062,7 @@ retry_body_limit = "1MiB""#,
             "set_headers x-via \"old\" → \"sy ${host}x $$5\"",
             "next_upstream [error, timeout] → [error, http_502, http_429]",
             "next_upstream_tries 3 → 5",
-            "next_upstream_timeout none → 10s",
+            "next_upstream_timeout 0s → 10s",
             "retry_body_limit 64KiB → 1MiB",
         ]
         .iter()
@@ -989,7 +1104,7 @@ retry_body_limit = "1MiB""#,
             [
                 "changed route[0] (host api.example.com, path /api/): tunnel_timeout 1h → 5m",
                 "changed upstream api: protocol http1 → h2",
-                "changed upstream api: tls off → sni api.internal",
+                "changed upstream api: tls false → { sni = \"api.internal\", verify = true }",
             ]
         );
         let newer = new.replacen(
@@ -1040,26 +1155,29 @@ health_check = { path = "/ready" }
             "ewma_seed 30ms → 10ms",
             "sticky.cookie SWY → SID",
             "sticky.ttl 1h → 10m",
-            "health_check none → GET /ready every 5s",
-            "max_ejected_percent 50% → 100%",
         ]
         .iter()
         .map(|d| format!("{what}: {d}"))
+        .chain([
+            "added upstream bots health_check (GET /ready every 5s)".to_owned(),
+            format!("{what}: max_ejected_percent 50 → 100"),
+        ])
         .collect();
         assert_eq!(lines_between(&old, &new), expected);
-        // And back: sticky and health checks turned off.
+        // And back: the sticky cookie's lifetime, and health checks turned off.
         assert_eq!(
             lines_between(&new, &old)[5..7],
             [
                 "changed upstream bots: sticky.ttl 10m → 1h",
-                "changed upstream bots: health_check GET /ready every 5s → none",
+                "removed upstream bots health_check (GET /ready every 5s)",
             ]
         );
+        // The new algorithm's settings come with it; sticky is news of its own.
         assert_eq!(
             lines(&old),
             [
                 "changed upstream bots: balance round_robin → least_time",
-                "changed upstream bots: sticky none → cookie SWY, ttl 1h",
+                "added upstream bots sticky (cookie SWY, ttl 1h)",
             ]
         );
     }
@@ -1193,13 +1311,379 @@ health_check = { method = "HEAD", path = "/ready", host = "bots.internal", port 
     }
 
     #[test]
-    fn value_formats() {
-        assert_eq!(size(65536), "64KiB");
-        assert_eq!(size(3 << 20), "3MiB");
-        assert_eq!(size(1000), "1000 bytes");
-        assert_eq!(percent(0.1), "10%");
-        assert_eq!(percent(0.125), "12.5%");
-        let t = HeaderTemplate::parse("a$host-${scheme}x$$").unwrap();
-        assert_eq!(template_text(&t), "a$host-${scheme}x$$");
+    fn values_are_shown_as_the_file_writes_them() {
+        let new = edit(
+            "read_timeout = \"30s\"",
+            "read_timeout = \"30s\"\nretry_body_limit = 1000\nset_headers = { \"X-A\" = \"a$host-${scheme}x$$\" }",
+        )
+        .replacen(
+            "[upstream.bots]\n",
+            "[upstream.bots]\nhealth_check = { jitter = \"12.5%\" }\n",
+            1,
+        );
+        let old = edit("[upstream.bots]\n", "[upstream.bots]\nhealth_check = {}\n");
+        assert_eq!(
+            lines_between(&old, &new),
+            [
+                "changed route[0] (host api.example.com, path /api/): set_headers x-a unset → \"a$host-${scheme}x$$\"",
+                "changed route[0] (host api.example.com, path /api/): retry_body_limit 64KiB → 1000",
+                "changed upstream bots: health_check.jitter 10% → 12.5%",
+            ]
+        );
+    }
+
+    /// Keys the field-by-field diff listed one by one, and some it did not know:
+    /// each change is reported by its key path with no code naming the key.
+    #[test]
+    fn every_key_is_reported_by_its_path() {
+        let api = "changed route[0] (host api.example.com, path /api/)";
+        let root = "changed route[2] (path /)";
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "read_timeout = \"30s\"",
+                "read_timeout = \"30s\"\naccess_log = false",
+                "access_log true → false",
+            ),
+            (
+                "read_timeout = \"30s\"",
+                "read_timeout = \"30s\"\nname = \"api\"",
+                "name (host + path) → \"api\"",
+            ),
+            (
+                "read_timeout = \"30s\"",
+                "read_timeout = \"2m\"",
+                "read_timeout 30s → 2m",
+            ),
+            (
+                "read_timeout = \"30s\"",
+                "read_timeout = \"30s\"\nnext_upstream_tries = 0",
+                "next_upstream_tries 3 → 0",
+            ),
+            (
+                "read_timeout = \"30s\"",
+                "read_timeout = \"30s\"\nnext_upstream = []",
+                "next_upstream [error, timeout] → []",
+            ),
+            (
+                "[upstream.bots]\n",
+                "[upstream.bots]\nkeepalive = 4\n",
+                "keepalive 32 → 4",
+            ),
+            (
+                "[upstream.bots]\n",
+                "[upstream.bots]\nprotocol = \"h2c\"\n",
+                "protocol http1 → h2c",
+            ),
+            (
+                "[upstream.bots]\n",
+                "[upstream.bots]\ntls = true\n",
+                "tls false → true",
+            ),
+            (
+                "[upstream.bots]\n",
+                "[upstream.bots]\nmax_ejected_percent = 0\n",
+                "max_ejected_percent 50 → 0",
+            ),
+            (
+                "[upstream.bots]\n",
+                "[upstream.bots]\nbalance = \"random\"\n",
+                "balance round_robin → random",
+            ),
+            (
+                "{ addr = \"127.0.0.1:9001\" }",
+                "{ addr = \"127.0.0.1:9001\", max_fails = 0 }",
+                "max_fails 1 → 0",
+            ),
+        ];
+        for (from, to, detail) in cases {
+            let new = edit(from, to);
+            let out = lines(&new);
+            let what = if from.starts_with("read_timeout") {
+                api
+            } else if from.starts_with("{ addr") {
+                "changed upstream bots, server 127.0.0.1:9001"
+            } else {
+                "changed upstream bots"
+            };
+            assert_eq!(out, [format!("{what}: {detail}")], "{to}");
+        }
+        // A route's other actions, key by key.
+        let redirect = edit(
+            "path = \"/\"\nupstream = \"bots\"",
+            "path = \"/\"\nredirect = { location = \"https://a.example/\" }",
+        );
+        let moved = redirect.replace(
+            "{ location = \"https://a.example/\" }",
+            "{ status = 301, location = \"https://b.example$request_uri\" }",
+        );
+        assert_eq!(
+            lines_between(&redirect, &moved),
+            [
+                format!("{root}: redirect.status 302 → 301"),
+                format!("{root}: redirect.location \"https://a.example/\" → \"https://b.example$request_uri\""),
+            ]
+        );
+        let respond = edit(
+            "path = \"/\"\nupstream = \"bots\"",
+            "path = \"/\"\nrespond = { body = \"ok\" }",
+        );
+        let answered = respond.replace(
+            "{ body = \"ok\" }",
+            "{ body = \"fine\", content_type = \"text/html\" }",
+        );
+        assert_eq!(
+            lines_between(&respond, &answered),
+            [
+                format!("{root}: respond.body \"ok\" → \"fine\""),
+                format!(
+                    "{root}: respond.content_type \"text/plain; charset=utf-8\" → \"text/html\""
+                ),
+            ]
+        );
+        // Sections and listener keys.
+        let logged = format!("{BASE}\n[access_log]\npath = \"stdout\"\n");
+        assert_eq!(lines(&logged), ["added access_log (stdout, json)"]);
+        let combined = logged.replace(
+            "path = \"stdout\"",
+            "path = \"/var/log/sy.log\"\nformat = \"combined\"",
+        );
+        assert_eq!(
+            lines_between(&logged, &combined),
+            [
+                "changed access_log: path \"stdout\" → \"/var/log/sy.log\"",
+                "changed access_log: format json → combined",
+            ]
+        );
+        let redirecting = edit(
+            "listen = \"127.0.0.1:8081\"",
+            "listen = \"127.0.0.1:8081\"\nredirect_https = true\nhttps_port = 8443",
+        );
+        assert_eq!(
+            lines(&redirecting),
+            [
+                "changed listener internal: redirect_https false → true",
+                "changed listener internal: https_port none → 8443",
+            ]
+        );
+    }
+
+    /// The walk knows no key: one that the schema does not have yet, anywhere in
+    /// the tree, is reported by its path with no code here.
+    #[test]
+    fn a_key_new_to_the_schema_needs_no_diff_code() {
+        let c = parse(BASE);
+        let old = tree_of(&c);
+        let mut new = old.clone();
+        fn table(n: Option<&mut Node>) -> &mut Table {
+            match n {
+                Some(Node::Table(t)) => t,
+                other => panic!("not a table: {other:?}"),
+            }
+        }
+        let bots = table(table(new.get_mut("upstream")).get_mut("bots"));
+        bots.entries
+            .push(("warmup".into(), Node::Bare("5s".into())));
+        let Some(Node::List(servers)) = bots.get_mut("servers") else {
+            panic!("servers")
+        };
+        let Node::Table(first) = &mut servers[0] else {
+            panic!("a server")
+        };
+        first
+            .entries
+            .push(("zone".into(), Node::Text("eu-1".into())));
+        let Some(Node::List(routes)) = new.get_mut("route") else {
+            panic!("routes")
+        };
+        let Node::Table(route) = &mut routes[0] else {
+            panic!("a route")
+        };
+        route.entries.push((
+            "cache".into(),
+            Node::Table(Table {
+                entries: vec![("ttl".into(), Node::Bare("1m".into()))],
+                data_keys: false,
+            }),
+        ));
+        new.entries.push((
+            "limits".into(),
+            Node::Table(Table {
+                entries: vec![("rps".into(), Node::Int(100))],
+                data_keys: false,
+            }),
+        ));
+        let mut d = Diff {
+            old: &c,
+            new: &c,
+            out: Vec::new(),
+        };
+        d.root(&old, &new);
+        let out: Vec<String> = d.out.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            out,
+            [
+                "added route[0] (host api.example.com, path /api/) cache (ttl 1m)",
+                "changed upstream bots: warmup none → 5s",
+                "changed upstream bots, server 127.0.0.1:9002: zone none → \"eu-1\"",
+                "added limits (rps 100)",
+            ]
+        );
+    }
+
+    #[test]
+    fn changing_a_routes_action_is_one_line() {
+        let respond = edit(
+            "path = \"/\"\nupstream = \"bots\"",
+            "path = \"/\"\nrespond = { status = 503, body = \"later\" }",
+        );
+        // The proxy settings that went with `upstream` are not listed.
+        assert_eq!(
+            lines(&respond),
+            ["changed route[2] (path /): action upstream bots → respond (status 503, body \"later\", content_type \"text/plain; charset=utf-8\")"]
+        );
+        let back = respond.replace(
+            "respond = { status = 503, body = \"later\" }",
+            "upstream = \"api\"\nread_timeout = \"5s\"",
+        );
+        assert_eq!(
+            lines_between(&respond, &back),
+            ["changed route[2] (path /): action respond (status 503, body \"later\", content_type \"text/plain; charset=utf-8\") → upstream api"]
+        );
+        // While the action stays, its settings are compared as usual.
+        assert_eq!(
+            lines_between(&back, &back.replace("\"5s\"", "\"6s\"")),
+            ["changed route[2] (path /): read_timeout 5s → 6s"]
+        );
+    }
+
+    #[test]
+    fn routes_are_told_apart_by_methods_and_path_exact() {
+        let old = edit(
+            "[[route]]\npath = \"/\"\n",
+            "[[route]]\npath = \"/hook\"\nmethods = [\"POST\"]\nupstream = \"api\"\n\n\
+             [[route]]\npath_exact = \"/hook\"\nupstream = \"api\"\n\n[[route]]\npath = \"/\"\n",
+        );
+        let new = old
+            .replace(
+                "methods = [\"POST\"]\nupstream = \"api\"",
+                "methods = [\"POST\"]\nupstream = \"bots\"",
+            )
+            .replace("path_exact = \"/hook\"", "path = \"/hook\"");
+        assert_eq!(
+            lines_between(&old, &new),
+            [
+                "removed route[3] (path_exact /hook, upstream api)",
+                "changed route[2] (path /hook, methods [POST]): upstream api → bots",
+                "added route[3] (path /hook, upstream api)",
+            ]
+        );
+    }
+
+    /// A directory of certificate files for TLS tests, removed when dropped.
+    struct Files(std::path::PathBuf);
+
+    impl Files {
+        fn new(tag: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("switchyard-diff-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Files(dir)
+        }
+
+        /// Writes `STEM.crt` and `STEM.key` for `names`; a CA certificate (as
+        /// `STEM.crt`) when `names` is empty.
+        fn certificate(&self, stem: &str, names: &[&str]) {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(
+                names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            )
+            .unwrap();
+            if names.is_empty() {
+                params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            }
+            let cert = params.self_signed(&key).unwrap();
+            std::fs::write(self.0.join(format!("{stem}.crt")), cert.pem()).unwrap();
+            std::fs::write(self.0.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
+        }
+
+        fn parse(&self, text: &str) -> Config {
+            Config::parse(&self.0.join("switchyard.toml"), text)
+                .unwrap_or_else(|e| panic!("invalid test config:\n{e}\n---\n{text}"))
+        }
+    }
+
+    impl Drop for Files {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn sni_certificates_are_matched_by_file() {
+        let files = Files::new("sni");
+        for (stem, name) in [("site", "site.test"), ("a", "a.test"), ("b", "b.test")] {
+            files.certificate(stem, &[name]);
+        }
+        let tls = |sni: &[&str]| {
+            let sni: String = sni
+                .iter()
+                .map(|s| format!("[[listener.tls.sni]]\ncert = \"{s}.crt\"\nkey = \"{s}.key\"\n"))
+                .collect();
+            edit(
+                "name = \"public\"\nlisten = \"127.0.0.1:8080\"\n",
+                &format!("name = \"public\"\nlisten = \"127.0.0.1:8080\"\n[listener.tls]\ncert = \"site.crt\"\nkey = \"site.key\"\n{sni}"),
+            )
+        };
+        let (ab, ba, a) = (tls(&["a", "b"]), tls(&["b", "a"]), tls(&["a"]));
+        let lines = |o: &str, n: &str| -> Vec<String> {
+            diff(&files.parse(o), &files.parse(n))
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(lines(&ab, &ba), Vec::<String>::new(), "reordered");
+        let path = |s: &str| format!("{:?}", files.0.join(format!("{s}.crt")));
+        assert_eq!(
+            lines(&a, &ab),
+            [format!(
+                "changed listener public: tls.sni [{}] → [{}, {}]",
+                path("a"),
+                path("a"),
+                path("b")
+            )]
+        );
+        // Same files, new content: a rotation.
+        let before = files.parse(&ab);
+        files.certificate("b", &["b.test"]);
+        let out: Vec<String> = diff(&before, &files.parse(&ab))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            out,
+            [format!(
+                "changed listener public: certificate {} reloaded (new content)",
+                path("b")
+            )]
+        );
+    }
+
+    #[test]
+    fn a_ca_file_rewritten_in_place_is_reported() {
+        let files = Files::new("ca");
+        files.certificate("ca", &[]);
+        let text = edit(
+            "[upstream.api]\n",
+            "[upstream.api]\ntls = { ca_file = \"ca.crt\" }\n",
+        );
+        let before = files.parse(&text);
+        assert!(diff(&before, &files.parse(&text)).is_empty());
+        files.certificate("ca", &[]);
+        let after = files.parse(&text);
+        let out: Vec<String> = diff(&before, &after)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(out, ["changed upstream api: tls.ca_file contents"]);
     }
 }

@@ -5,8 +5,11 @@
 use std::time::Duration;
 
 use http::{HeaderValue, Method, StatusCode};
+use serde::{Serialize, Serializer};
 
 use super::raw::RawHealthCheck;
+use super::ser;
+use super::tree::bare;
 use super::validate::Checker;
 
 /// nginx's `max_fails` default: one failure takes a server out for `fail_timeout`.
@@ -50,28 +53,57 @@ pub(super) const DEFAULT_RETRY_BODY_LIMIT: u64 = 64 * 1024;
 const MAX_RETRY_BODY_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// `[upstream.NAME.health_check]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HealthCheckConfig {
+    #[serde(serialize_with = "bare")]
     pub method: Method,
     /// Path and query of the check request.
+    #[serde(serialize_with = "bare")]
     pub path: String,
     /// Host header; `None` sends the server's `ip:port`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser::opt_header_value"
+    )]
     pub host: Option<HeaderValue>,
     /// Port to check instead of the server's.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    #[serde(serialize_with = "ser::duration")]
     pub interval: Duration,
+    #[serde(serialize_with = "ser::duration")]
     pub timeout: Duration,
     /// Each interval is drawn from `interval × (1 ± jitter)`.
+    #[serde(serialize_with = "ser::percent")]
     pub jitter: f64,
     pub rise: u32,
     pub fall: u32,
     pub expect_status: StatusSet,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expect_body: Option<String>,
 }
 
 /// Status codes as inclusive ranges (`"200-399"`, `"200,204"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusSet(Vec<(u16, u16)>);
+
+impl Serialize for StatusSet {
+    /// `"200-399"`, `"200,204-206"`.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|&(lo, hi)| {
+                if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                }
+            })
+            .collect();
+        bare(&parts.join(","), s)
+    }
+}
 
 impl StatusSet {
     pub fn contains(&self, s: StatusCode) -> bool {
@@ -98,7 +130,17 @@ impl StatusSet {
             }
             ranges.push((lo, hi));
         }
-        Ok(StatusSet(ranges))
+        // Sorted and merged, so that two spellings of one set (`"200,201"`,
+        // `"201, 200-201"`) are one value and are written back alike.
+        ranges.sort_unstable();
+        let mut merged: Vec<(u16, u16)> = Vec::with_capacity(ranges.len());
+        for (lo, hi) in ranges {
+            match merged.last_mut() {
+                Some((_, last)) if lo <= last.saturating_add(1) => *last = (*last).max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        Ok(StatusSet(merged))
     }
 }
 
@@ -128,7 +170,46 @@ impl Default for NextUpstream {
     }
 }
 
+impl Serialize for NextUpstream {
+    /// The list of names, in the order of `NAMES`: `["error", "timeout", "http_502"]`.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.names().into_iter().map(Word))
+    }
+}
+
+/// A name written as a bare word.
+struct Word(&'static str);
+
+impl Serialize for Word {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        bare(self.0, s)
+    }
+}
+
 impl NextUpstream {
+    /// The names that set it, in the order of `NAMES`.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.error {
+            out.push("error");
+        }
+        if self.timeout {
+            out.push("timeout");
+        }
+        for (i, code) in RETRY_STATUSES.iter().enumerate() {
+            if self.statuses & (1 << i) != 0 {
+                let name = Self::NAMES
+                    .iter()
+                    .find(|n| n.strip_prefix("http_") == Some(code.to_string().as_str()));
+                out.extend(name.copied());
+            }
+        }
+        if self.non_idempotent {
+            out.push("non_idempotent");
+        }
+        out
+    }
+
     pub const NAMES: &'static [&'static str] = &[
         "error",
         "timeout",
@@ -385,6 +466,10 @@ mod tests {
         assert!(StatusSet::parse("abc").is_err());
         assert!(StatusSet::parse("399-200").is_err());
         assert!(StatusSet::parse("700").is_err());
+        assert_eq!(
+            StatusSet::parse("204-206, 200, 201, 205-300").unwrap(),
+            StatusSet::parse("200-201,204-300").unwrap()
+        );
     }
 
     #[test]

@@ -8,9 +8,11 @@ mod diff;
 mod health;
 mod raw;
 mod route;
+mod ser;
 mod template;
 mod tls;
 mod transport;
+mod tree;
 mod validate;
 
 use std::fmt;
@@ -19,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+use serde::Serialize;
 
 pub use diff::{diff, Action, Change};
 pub use health::{
@@ -29,6 +32,7 @@ pub use route::{
     HostPattern, PathMatch, ProxyConfig, RedirectConfig, RespondConfig, RouteAction, RouteConfig,
     DEFAULT_REDIRECT_STATUS, DEFAULT_RESPOND_CONTENT_TYPE, DEFAULT_RESPOND_STATUS,
 };
+pub use ser::{Secrets, REDACTED_TOKEN};
 pub use template::{HeaderTemplate, Segment, Variable};
 pub use transport::{UpstreamProtocol, UpstreamTls, DEFAULT_TLS_VERIFY};
 
@@ -73,10 +77,12 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AdminConfig {
+    #[serde(serialize_with = "tree::bare")]
     pub listen: SocketAddr,
     /// Bearer token every admin request must carry; `None`: no authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
 }
 
@@ -85,8 +91,9 @@ pub struct AdminConfig {
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 
 /// Where and how requests are logged.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AccessLogConfig {
+    #[serde(rename = "path")]
     pub target: LogTarget,
     pub format: LogFormat,
 }
@@ -98,7 +105,8 @@ pub enum LogTarget {
     File(PathBuf),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One JSON object per line: every field, machine-readable.
     Json,
@@ -253,6 +261,13 @@ impl BalanceKind {
         Self::NAMES[self as usize]
     }
 
+    /// Whether an upstream with this algorithm takes `key` (see `ALGORITHM_KEYS`).
+    pub fn uses(self, key: &str) -> bool {
+        ALGORITHM_KEYS
+            .iter()
+            .all(|(k, kinds)| *k != key || kinds.contains(&self))
+    }
+
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "round_robin" => BalanceKind::RoundRobin,
@@ -266,8 +281,21 @@ impl BalanceKind {
     }
 }
 
+/// The keys of `[upstream.NAME]` that only some algorithms use, with those
+/// algorithms. One table for three readers: the loader refuses such a key under
+/// another `balance`, the serialiser leaves it out there, and the diff does not
+/// report it coming or going with a change of `balance`.
+pub const ALGORITHM_KEYS: &[(&str, &[BalanceKind])] = &[
+    ("least_time", &[BalanceKind::LeastTime]),
+    ("ewma_decay", &[BalanceKind::Ewma, BalanceKind::LeastTime]),
+    ("ewma_seed", &[BalanceKind::Ewma, BalanceKind::LeastTime]),
+    ("hash_key", &[BalanceKind::Hash]),
+    ("hash_balance_factor", &[BalanceKind::Hash]),
+];
+
 /// NGINX's `least_time header | last_byte`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LeastTimeMode {
     Header,
     LastByte,
@@ -314,17 +342,22 @@ impl HashKey {
 }
 
 /// Cookie-based session persistence.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StickyConfig {
+    #[serde(serialize_with = "tree::bare")]
     pub cookie: String,
+    #[serde(serialize_with = "ser::duration")]
     pub ttl: Duration,
 }
 
-#[derive(Debug, Clone)]
+/// Serialised as the file's `{ addr = …, weight = …, … }`, `addr` as written.
+#[derive(Debug, Clone, Serialize)]
 pub struct ServerConfig {
     /// The address as written (`bot-1.internal:8080`); a name that resolves to
     /// several addresses yields one server per address, as in nginx.
+    #[serde(rename = "addr", serialize_with = "tree::bare")]
     pub name: String,
+    #[serde(skip)]
     pub addr: SocketAddr,
     pub weight: u32,
     /// nginx's `down`: kept in the configuration (and its state kept) but never picked.
@@ -334,9 +367,11 @@ pub struct ServerConfig {
     /// nginx's `max_fails`: failures within `fail_timeout` that eject the server
     /// (0: never ejected by its traffic).
     pub max_fails: u32,
+    #[serde(serialize_with = "ser::duration")]
     pub fail_timeout: std::time::Duration,
     /// Ramp of the effective weight from 10 % to 100 % after the server recovers or
     /// is added (zero: no ramp).
+    #[serde(serialize_with = "ser::duration")]
     pub slow_start: std::time::Duration,
 }
 

@@ -18,9 +18,9 @@ use super::tls::RawListenerTls;
 use super::transport;
 use super::{
     AccessLogConfig, AdminConfig, BalanceKind, Config, HashKey, LeastTimeMode, ListenerConfig,
-    LogFormat, LogTarget, Problem, ServerConfig, StickyConfig, UpstreamConfig, DEFAULT_EWMA_DECAY,
-    DEFAULT_EWMA_SEED, DEFAULT_KEEPALIVE, DEFAULT_STICKY_TTL, DEFAULT_WEIGHT, MAX_WEIGHT,
-    MIN_EWMA_SEED,
+    LogFormat, LogTarget, Problem, ServerConfig, StickyConfig, UpstreamConfig, ALGORITHM_KEYS,
+    DEFAULT_EWMA_DECAY, DEFAULT_EWMA_SEED, DEFAULT_KEEPALIVE, DEFAULT_STICKY_TTL, DEFAULT_WEIGHT,
+    MAX_WEIGHT, MIN_EWMA_SEED,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &["access_log", "admin", "listener", "route", "upstream"];
@@ -32,7 +32,7 @@ pub(super) struct Checker {
 
 /// The directory relative paths in a file (`tls.ca_file`) are read from: the file's
 /// own, as a Kubernetes ConfigMap mounts a configuration next to its certificates.
-fn base_dir(source: &Path) -> &Path {
+pub(super) fn base_dir(source: &Path) -> &Path {
     source.parent().unwrap_or(Path::new(""))
 }
 
@@ -174,6 +174,17 @@ pub(super) fn validate(text: &str, source: &Path) -> Result<Config, Vec<Problem>
             c.err(
                 "admin.token",
                 "must not be empty (leave it out to turn authentication off)",
+            );
+        }
+        // A dump used as a file would otherwise guard the admin API with a token
+        // printed in every dump.
+        if a.token.as_deref() == Some(super::REDACTED_TOKEN) {
+            c.err(
+                "admin.token",
+                format!(
+                    "{:?} is the placeholder `switchyard config dump` prints for the token, not a token; write the real one (`config dump --show-secrets` prints it)",
+                    super::REDACTED_TOKEN
+                ),
             );
         }
         c.socket_addr("admin.listen", listen)
@@ -365,43 +376,24 @@ fn check_upstreams(
                 "every server is a backup; at least one must be a primary",
             );
         }
-        let only = |c: &mut Checker, key: &str, set: bool, kinds: &[BalanceKind]| {
-            if set && !kinds.contains(&balance) {
-                let names: Vec<String> = kinds
-                    .iter()
-                    .map(|k| format!("{:?}", BalanceKind::NAMES[*k as usize]))
-                    .collect();
+        for (key, kinds) in ALGORITHM_KEYS {
+            let set = match *key {
+                "least_time" => u.least_time.is_some(),
+                "ewma_decay" => u.ewma_decay.is_some(),
+                "ewma_seed" => u.ewma_seed.is_some(),
+                "hash_key" => u.hash_key.is_some(),
+                "hash_balance_factor" => u.hash_balance_factor.is_some(),
+                other => unreachable!("ALGORITHM_KEYS lists {other:?}, which RawUpstream lacks"),
+            };
+            if set && !balance.uses(key) {
+                let names: Vec<String> =
+                    kinds.iter().map(|k| format!("{:?}", k.as_str())).collect();
                 c.err(
                     format!("{base}.{key}"),
                     format!("only used with balance = {}", names.join(" or ")),
                 );
             }
-        };
-        only(
-            c,
-            "least_time",
-            u.least_time.is_some(),
-            &[BalanceKind::LeastTime],
-        );
-        only(
-            c,
-            "ewma_decay",
-            u.ewma_decay.is_some(),
-            &[BalanceKind::Ewma, BalanceKind::LeastTime],
-        );
-        only(
-            c,
-            "ewma_seed",
-            u.ewma_seed.is_some(),
-            &[BalanceKind::Ewma, BalanceKind::LeastTime],
-        );
-        only(c, "hash_key", u.hash_key.is_some(), &[BalanceKind::Hash]);
-        only(
-            c,
-            "hash_balance_factor",
-            u.hash_balance_factor.is_some(),
-            &[BalanceKind::Hash],
-        );
+        }
         let least_time = match u.least_time.as_deref() {
             None | Some("header") => LeastTimeMode::Header,
             Some("last_byte") => LeastTimeMode::LastByte,

@@ -47,8 +47,11 @@ pub(super) struct RawRoute {
     retry_body_limit: Option<toml::Value>,
 }
 
+/// The keys that choose a route's action; a route has exactly one.
+pub(in crate::config) const ACTION_KEYS: &[&str] = &["upstream", "redirect", "respond"];
+
 /// The keys only a proxying route uses.
-const PROXY_KEYS: &[&str] = &[
+pub(in crate::config) const PROXY_KEYS: &[&str] = &[
     "connect_timeout",
     "read_timeout",
     "send_timeout",
@@ -84,6 +87,15 @@ impl RouteConfig {
         match &self.action {
             RouteAction::Proxy(p) => Some(&p.upstream),
             _ => None,
+        }
+    }
+
+    /// The name of a route the file gives none: its host and path
+    /// (`api.example.com/api/`), or its path.
+    pub fn default_name(&self) -> String {
+        match &self.host {
+            Some(h) => format!("{h}{}", self.path.as_str()),
+            None => self.path.as_str().to_owned(),
         }
     }
 
@@ -280,12 +292,8 @@ pub(super) fn check_routes(
             (Some(Checked::Other(a)), _) => a,
             _ => continue,
         };
-        let name = r.name.unwrap_or_else(|| match &r.host {
-            Some(h) => format!("{}{}", h.to_ascii_lowercase(), path.as_str()),
-            None => path.as_str().to_owned(),
-        });
-        out.push(RouteConfig {
-            name,
+        let mut route = RouteConfig {
+            name: String::new(),
             access_log: r.access_log.unwrap_or(true),
             listener: r.listener,
             host,
@@ -293,7 +301,9 @@ pub(super) fn check_routes(
             methods,
             action,
             set_headers,
-        });
+        };
+        route.name = r.name.unwrap_or_else(|| route.default_name());
+        out.push(route);
     }
     out
 }
@@ -308,15 +318,15 @@ enum Checked {
 }
 
 fn check_action(c: &mut Checker, base: &str, r: &RawRoute, declared: &Declared) -> Option<Checked> {
-    let given: Vec<&str> = [
-        ("upstream", r.upstream.is_some()),
-        ("redirect", r.redirect.is_some()),
-        ("respond", r.respond.is_some()),
-    ]
-    .iter()
-    .filter(|(_, set)| *set)
-    .map(|(k, _)| *k)
-    .collect();
+    let given: Vec<&str> = ACTION_KEYS
+        .iter()
+        .copied()
+        .filter(|key| match *key {
+            "upstream" => r.upstream.is_some(),
+            "redirect" => r.redirect.is_some(),
+            _ => r.respond.is_some(),
+        })
+        .collect();
     match given.as_slice() {
         [] => {
             c.err(

@@ -3,7 +3,7 @@
 //! HAProxy's `http-request redirect location`).
 
 use http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::super::validate::Checker;
 use super::super::{HeaderTemplate, Variable};
@@ -24,11 +24,14 @@ pub(in crate::config) struct RawRedirect {
 }
 
 /// A validated redirect.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RedirectConfig {
+    #[serde(serialize_with = "super::super::ser::status")]
     pub status: StatusCode,
     /// For a method other than GET and HEAD, this status instead (`redirect_https`
     /// sends 308 there, so a POST stays a POST); `None`: `status` for every method.
+    /// Not a key of the file: only `redirect_https` sets it, after loading.
+    #[serde(skip)]
     pub other_methods: Option<StatusCode>,
     /// `Location`, with nginx-style variables (`$host`, `$request_uri`, …).
     pub location: HeaderTemplate,

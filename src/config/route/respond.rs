@@ -3,7 +3,7 @@
 //! `http-request return`), for health endpoints, robots.txt and the like.
 
 use http::{HeaderValue, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::super::validate::Checker;
 
@@ -26,10 +26,12 @@ pub(in crate::config) struct RawRespond {
 }
 
 /// A validated fixed answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RespondConfig {
+    #[serde(serialize_with = "super::super::ser::status")]
     pub status: StatusCode,
     pub body: String,
+    #[serde(serialize_with = "super::super::ser::header_value")]
     pub content_type: HeaderValue,
 }
 
