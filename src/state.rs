@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::config::{Config, ServerConfig, UpstreamConfig};
 use crate::checks::Supervisor;
+use crate::config::{Config, ServerConfig, UpstreamConfig};
 use crate::membership::discover::{Discover, Report};
 use crate::membership::{MemberError, Membership};
 use crate::observe::{AccessLog, Metrics};

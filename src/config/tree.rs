@@ -50,11 +50,11 @@ pub(super) struct Table {
 }
 
 impl Table {
-    pub fn get(&self, key: &str) -> Option<&Node> {
+    pub(super) fn get(&self, key: &str) -> Option<&Node> {
         self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
-    pub fn get_mut(&mut self, key: &str) -> Option<&mut Node> {
+    pub(super) fn get_mut(&mut self, key: &str) -> Option<&mut Node> {
         self.entries
             .iter_mut()
             .find(|(k, _)| k == key)
@@ -63,14 +63,14 @@ impl Table {
 }
 
 impl Node {
-    pub fn as_table(&self) -> Option<&Table> {
+    pub(super) fn as_table(&self) -> Option<&Table> {
         match self {
             Node::Table(t) => Some(t),
             _ => None,
         }
     }
 
-    pub fn as_list(&self) -> Option<&[Node]> {
+    pub(super) fn as_list(&self) -> Option<&[Node]> {
         match self {
             Node::List(l) => Some(l),
             _ => None,
@@ -78,7 +78,7 @@ impl Node {
     }
 
     /// The string of a text or bare value.
-    pub fn as_str(&self) -> Option<&str> {
+    pub(super) fn as_str(&self) -> Option<&str> {
         match self {
             Node::Text(s) | Node::Bare(s) => Some(s),
             _ => None,
