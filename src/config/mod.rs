@@ -5,14 +5,15 @@
 
 mod cert;
 mod diff;
-mod health;
+mod health_check;
 mod raw;
+mod retry;
 mod route;
 mod ser;
 mod template;
 mod tls;
-mod transport;
 mod tree;
+mod upstream_transport;
 mod validate;
 
 use std::fmt;
@@ -24,17 +25,18 @@ use http::{HeaderName, HeaderValue};
 use serde::Serialize;
 
 pub use diff::{diff, Action, Change};
-pub use health::{
-    HealthCheckConfig, NextUpstream, RetryPolicy, StatusSet, DEFAULT_FAIL_TIMEOUT,
-    DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_FAILS,
+pub use health_check::{
+    HealthCheckConfig, StatusSet, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_EJECTED_PERCENT,
+    DEFAULT_MAX_FAILS,
 };
+pub use retry::{NextUpstream, RetryPolicy};
 pub use route::{
     HostPattern, PathMatch, ProxyConfig, RedirectConfig, RespondConfig, RouteAction, RouteConfig,
     DEFAULT_REDIRECT_STATUS, DEFAULT_RESPOND_CONTENT_TYPE, DEFAULT_RESPOND_STATUS,
 };
 pub use ser::{Secrets, REDACTED_TOKEN};
 pub use template::{HeaderTemplate, Segment, Variable};
-pub use transport::{UpstreamProtocol, UpstreamTls, DEFAULT_TLS_VERIFY};
+pub use upstream_transport::{UpstreamProtocol, UpstreamTls, DEFAULT_TLS_VERIFY};
 
 pub use cert::{load as load_certificate, CertError, Certificate, Which};
 

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use super::health::{
+use super::health_check::{
     self, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_FAILS, MAX_MAX_FAILS,
 };
 use super::raw::{RawAccessLog, RawAdmin, RawListener, RawServer, RawUpstream};
 use super::route::RawRoute;
 use super::tls::RawListenerTls;
-use super::transport;
+use super::upstream_transport;
 use super::{
     AccessLogConfig, AdminConfig, BalanceKind, Config, HashKey, LeastTimeMode, ListenerConfig,
     LogFormat, LogTarget, Problem, ServerConfig, StickyConfig, UpstreamConfig, ALGORITHM_KEYS,
@@ -461,9 +461,9 @@ fn check_upstreams(
         });
         let health_check = u
             .health_check
-            .and_then(|h| health::check_health(c, &format!("{base}.health_check"), h));
+            .and_then(|h| health_check::check_health(c, &format!("{base}.health_check"), h));
         let (protocol, tls) =
-            transport::check_transport(c, &base, dir, u.protocol.as_deref(), u.tls);
+            upstream_transport::check_transport(c, &base, dir, u.protocol.as_deref(), u.tls);
         let max_ejected_percent = u.max_ejected_percent.unwrap_or(DEFAULT_MAX_EJECTED_PERCENT);
         if max_ejected_percent > 100 {
             c.err(

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use http::{HeaderName, Method};
 use serde::Deserialize;
 
-use super::health::{self, RetryPolicy};
+use super::retry::{self, RetryPolicy};
 use super::validate::{Checker, Declared};
 use super::{HeaderTemplate, Timeouts};
 
@@ -278,7 +278,7 @@ pub(super) fn check_routes(
         let proxy = r.upstream.as_ref().map(|u| ProxyConfig {
             upstream: u.clone(),
             timeouts: check_timeouts(c, &base, &r),
-            retry: health::check_retry(
+            retry: retry::check_retry(
                 c,
                 &base,
                 r.next_upstream.clone(),
