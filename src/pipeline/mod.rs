@@ -88,7 +88,19 @@ impl ProxyService {
         };
         if head_only {
             if let RespBody::Full(b) = res.body_mut() {
-                *b = None;
+                // Without a body hyper sends no length for HEAD; announce the one a
+                // GET gets, as nginx does (RFC 9110 §9.3.2), except where GET sends
+                // none either.
+                let len = b.take().map_or(0, |b| b.len() as u64);
+                let status = res.status();
+                let no_length = status.is_informational()
+                    || status == StatusCode::NO_CONTENT
+                    || status == StatusCode::NOT_MODIFIED;
+                if !no_length {
+                    res.headers_mut()
+                        .entry(header::CONTENT_LENGTH)
+                        .or_insert_with(|| HeaderValue::from(len));
+                }
             }
         }
         if let Some(r) = route {
