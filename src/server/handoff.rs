@@ -100,6 +100,40 @@ mod tests {
         assert_eq!(handoff(&[5, 3, 1]).target(2), 2);
     }
 
+    fn spread(h: &Handoff) -> usize {
+        let c = h.counts();
+        c.iter().max().unwrap() - c.iter().min().unwrap()
+    }
+
+    proptest::proptest! {
+        /// Accepts one at a time (each counted before the next), by any worker,
+        /// with connections closing in between: an accept never takes the gap
+        /// between the busiest and the least loaded worker past HANDOFF_SLACK + 1,
+        /// so from an even start (and while nothing closes) the workers stay within
+        /// that of each other. (Closes can leave a wider gap, which accepts then
+        /// never widen further.) `tests/workers.rs` checks the bound on real sockets.
+        #[test]
+        fn an_accept_never_widens_the_gap_past_the_slack_plus_one(
+            events in proptest::collection::vec((proptest::bool::weighted(0.7), 0..3usize), 0..300)
+        ) {
+            let h = handoff(&[0, 0, 0]);
+            for (accept, w) in events {
+                let before = spread(&h);
+                if accept {
+                    let target = h.target(w);
+                    h.open[target].fetch_add(1, Ordering::Relaxed);
+                    let counts = h.counts();
+                    proptest::prop_assert!(
+                        spread(&h) <= before.max(HANDOFF_SLACK + 1),
+                        "{counts:?} after worker {w} accepted"
+                    );
+                } else if h.open[w].load(Ordering::Relaxed) > 0 {
+                    h.open[w].fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_guard_counts_a_connection_while_it_lives() {
         let h = handoff(&[0, 0]);
