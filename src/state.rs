@@ -153,10 +153,15 @@ impl Shared {
     }
 
     /// Records what discovery source `source` reports for upstream `name` and
-    /// rebuilds it if that changes its servers.
+    /// rebuilds it if that changes its servers. The admin's removals of servers no
+    /// longer listed lapse.
     pub fn discovered(&self, name: &str, source: &Arc<str>, servers: Vec<ServerConfig>) {
         if self.membership.discovered(name, source, servers) {
-            if let Err(e) = self.change_members(name, |_, _| Ok(())) {
+            let lapse = |ms: &Membership, c: &UpstreamConfig| {
+                ms.relisted(c);
+                Ok(())
+            };
+            if let Err(e) = self.change_members(name, lapse) {
                 tracing::debug!(upstream = name, error = %e, "discovered servers kept for later");
             }
         }

@@ -13,7 +13,7 @@ mod probe;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -159,8 +159,19 @@ pub(crate) fn jittered(interval: Duration, jitter: f64) -> Duration {
     interval.mul_f64(1.0 + jitter * (2.0 * crate::rng::unit() - 1.0))
 }
 
+/// The rise/fall counts of each server, with the state they were counted for: a
+/// server that left and came back before the checker saw it go has a new state
+/// at the same address, and is new to the checks (probed at once, counted anew).
+type Streaks = HashMap<SocketAddr, (Weak<ServerState>, Streak)>;
+
+/// Whether `counted` is `state` (a `Weak` keeps its allocation, so the address of
+/// a dropped state is never another's).
+fn same(counted: &Weak<ServerState>, state: &Arc<ServerState>) -> bool {
+    std::ptr::eq(counted.as_ptr(), Arc::as_ptr(state))
+}
+
 async fn run(config: Arc<HealthCheckConfig>, mut targets: watch::Receiver<Vec<Target>>) {
-    let mut streaks: HashMap<SocketAddr, Streak> = HashMap::new();
+    let mut streaks = Streaks::new();
     // The first round covers everyone; later ones too, once per interval. Between
     // rounds, servers that join are probed as they come.
     let mut due: Vec<Target> = targets.borrow_and_update().clone();
@@ -178,7 +189,9 @@ async fn run(config: Arc<HealthCheckConfig>, mut targets: watch::Receiver<Vec<Ta
                         return;
                     }
                     let now = targets.borrow_and_update().clone();
-                    streaks.retain(|a, _| now.iter().any(|t| t.addr() == *a));
+                    streaks.retain(|a, (counted, _)| {
+                        now.iter().any(|t| t.addr() == *a && same(counted, &t.state))
+                    });
                     let joined: Vec<Target> = now
                         .into_iter()
                         .filter(|t| !streaks.contains_key(&t.addr()))
@@ -191,11 +204,7 @@ async fn run(config: Arc<HealthCheckConfig>, mut targets: watch::Receiver<Vec<Ta
 }
 
 /// Probes `targets` at once and applies each result.
-async fn check(
-    config: &Arc<HealthCheckConfig>,
-    targets: &[Target],
-    streaks: &mut HashMap<SocketAddr, Streak>,
-) {
+async fn check(config: &Arc<HealthCheckConfig>, targets: &[Target], streaks: &mut Streaks) {
     let mut round = tokio::task::JoinSet::new();
     for (i, t) in targets.iter().enumerate() {
         let config = Arc::clone(config);
@@ -208,7 +217,13 @@ async fn check(
     while let Some(done) = round.join_next().await {
         let Ok((i, result)) = done else { continue };
         let t = &targets[i];
-        let streak = streaks.entry(t.addr()).or_default();
+        let (counted, streak) = streaks
+            .entry(t.addr())
+            .or_insert_with(|| (Arc::downgrade(&t.state), Streak::default()));
+        if !same(counted, &t.state) {
+            *counted = Arc::downgrade(&t.state);
+            *streak = Streak::default();
+        }
         t.state.record_check(&result);
         let current = t.state.active();
         let next = streak.record(result.is_ok(), current, config.rise, config.fall);

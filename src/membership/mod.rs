@@ -58,6 +58,14 @@ impl Entries {
         });
         file.chain(discovered)
     }
+
+    /// Forgets the admin's removals of servers that neither the file nor a
+    /// discovery source lists any more: a removal lasts as long as the listing it
+    /// overrides, so a server listed again later joins again.
+    fn lapse_removals(&mut self, config: &UpstreamConfig) {
+        let listed: BTreeSet<SocketAddr> = self.listed(config).map(|m| m.server.addr).collect();
+        self.removed.retain(|a| listed.contains(a));
+    }
 }
 
 impl Membership {
@@ -139,6 +147,15 @@ impl Membership {
         !same
     }
 
+    /// After a discovery source reported a new list for upstream `config`: the
+    /// admin's removals of servers nobody lists any more lapse, as a reload lets
+    /// those of servers the file dropped lapse.
+    pub fn relisted(&self, config: &UpstreamConfig) {
+        if let Some(e) = self.lock().get_mut(&config.name) {
+            e.lapse_removals(config);
+        }
+    }
+
     /// After a reload to `upstreams`: forgets the admin's changes to upstreams the
     /// file no longer has (discovered lists stay for when the upstream returns),
     /// admin removals of servers nobody lists any more, and admin additions the
@@ -151,8 +168,7 @@ impl Membership {
                 e.removed.clear();
                 return !e.discovered.is_empty();
             };
-            let listed: BTreeSet<SocketAddr> = e.listed(config).map(|m| m.server.addr).collect();
-            e.removed.retain(|a| listed.contains(a));
+            e.lapse_removals(config);
             e.added
                 .retain(|s| !config.servers.iter().any(|f| f.addr == s.addr));
             true
@@ -247,6 +263,39 @@ mod tests {
             Err(MemberError::NoServer("127.0.0.1:4".parse().unwrap()))
         );
         assert_eq!(ms.members(&c).len(), 3);
+    }
+
+    #[test]
+    fn a_removal_lasts_while_a_source_lists_the_server() {
+        let ms = Membership::default();
+        let c = config(&["127.0.0.1:1"]);
+        let dns: Arc<str> = Arc::from("dns");
+        ms.discovered("u", &dns, vec![server("127.0.0.1:2", 1)]);
+        ms.remove(&c, "127.0.0.1:2".parse().unwrap()).unwrap();
+        ms.discovered(
+            "u",
+            &dns,
+            vec![server("127.0.0.1:2", 1), server("127.0.0.1:3", 1)],
+        );
+        ms.relisted(&c);
+        assert_eq!(
+            addrs(&ms.members(&c)),
+            ["127.0.0.1:1 file", "127.0.0.1:3 dns"]
+        );
+        // No longer listed: the removal lapses, and the server joins when listed
+        // again.
+        ms.discovered("u", &dns, vec![server("127.0.0.1:3", 1)]);
+        ms.relisted(&c);
+        ms.discovered(
+            "u",
+            &dns,
+            vec![server("127.0.0.1:2", 1), server("127.0.0.1:3", 1)],
+        );
+        ms.relisted(&c);
+        assert_eq!(
+            addrs(&ms.members(&c)),
+            ["127.0.0.1:1 file", "127.0.0.1:2 dns", "127.0.0.1:3 dns"]
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! using it: it can be stopped (listener closed and every open connection dropped,
 //! so that connecting refuses) and restarted on the same port, made to answer with a
 //! given status, to be slow, to hang up after reading a request or to never answer,
-//! separately for `/health` and for everything else. It logs every request it
+//! separately for `/health` and for everything else; a request with `?delay=D` is
+//! answered after D whatever the mode. It logs every request it
 //! receives (time, method, path and the `x-req` header), so a test can count what
 //! reached it and when.
 //!
@@ -310,6 +311,13 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, HangUp> {
     let path = req.uri().path().to_owned();
     let health = path == HEALTH_PATH;
+    // `?delay=250ms`, as the sample origin (src/origin.rs) takes it: this request
+    // alone is slow, while the origin's mode stays what the others get.
+    let delay = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("delay="))
+            .and_then(|d| humantime::parse_duration(d).ok())
+    });
     let hit = Hit {
         at: Instant::now(),
         method: req.method().clone(),
@@ -339,6 +347,9 @@ async fn handle(
         Ok(b) => b.to_bytes().len(),
         Err(_) => return Err(HangUp),
     };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     let status = match mode {
         Mode::Normal => StatusCode::OK,
         Mode::Status(s) => StatusCode::from_u16(s).expect("valid status"),
