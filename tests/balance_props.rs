@@ -100,7 +100,7 @@ impl Setup {
                 ),
             })
             .collect();
-        let balancer = balance::build(&config, &servers, None);
+        let balancer = balance::build(&config, &servers);
         Setup {
             config,
             servers,

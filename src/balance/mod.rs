@@ -133,39 +133,25 @@ fn weights<S: Candidate>(servers: &[S]) -> Vec<u32> {
     servers.iter().map(Candidate::weight).collect()
 }
 
-/// Builds the balancer `config` asks for over one tier of its servers. `previous`
-/// is the balancer this one replaces (same upstream and tier) with the addresses of
-/// its servers: a round-robin cycle continues after the server the old one picked
-/// last, so that changing the servers neither restarts the cycle (which would
-/// favour whoever comes first) nor skips anyone.
+/// Builds the balancer `config` asks for over one tier of its servers. The cycle
+/// it walks (`Balancer::cycle`) starts at the beginning; a rebuild moves it with
+/// `RoundRobin::resume_after`.
 pub fn build<S: Candidate + 'static>(
     config: &UpstreamConfig,
     servers: &[S],
-    previous: Option<(&dyn Balancer<S>, &[SocketAddr])>,
 ) -> Box<dyn Balancer<S>> {
     let weights = weights(servers);
-    let addrs: Vec<SocketAddr> = servers.iter().map(Candidate::addr).collect();
-    let cycle = |w: &[u32]| {
-        let rr = RoundRobin::new(w);
-        if let Some((old, old_addrs)) = previous {
-            if let Some(old) = old.cycle() {
-                rr.resume_after(old, old_addrs, &addrs);
-            }
-        }
-        rr
-    };
+    let cycle = || RoundRobin::new(&weights);
     match config.balance {
-        BalanceKind::RoundRobin => Box::new(cycle(&weights)),
-        BalanceKind::LeastConn => Box::new(LeastConn::with_ties(cycle(&weights))),
-        BalanceKind::LeastTime => {
-            Box::new(LeastTime::with_ties(cycle(&weights), config.ewma_decay))
-        }
+        BalanceKind::RoundRobin => Box::new(cycle()),
+        BalanceKind::LeastConn => Box::new(LeastConn::with_ties(cycle())),
+        BalanceKind::LeastTime => Box::new(LeastTime::with_ties(cycle(), config.ewma_decay)),
         BalanceKind::Ewma => Box::new(PeakEwma::new(config.ewma_decay)),
         BalanceKind::Hash => Box::new(Ketama::with_fallback(
             servers,
             &weights,
             config.hash_balance_factor,
-            cycle(&weights),
+            cycle(),
         )),
         BalanceKind::Random => Box::new(RandomTwo::new(&weights)),
     }

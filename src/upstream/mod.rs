@@ -224,25 +224,9 @@ impl Upstream {
         let tiers = [0..primaries, primaries..servers.len()]
             .into_iter()
             .filter(|r| !r.is_empty())
-            .map(|range| {
-                let backups = servers[range.start].backup;
-                // The same tier of the upstream this one replaces, with its servers.
-                let old = previous.and_then(|p| {
-                    let t = p
-                        .tiers
-                        .iter()
-                        .find(|t| p.servers[t.range.start].backup == backups)?;
-                    let addrs: Vec<SocketAddr> = p.servers[t.range.clone()]
-                        .iter()
-                        .map(|s| s.state.addr())
-                        .collect();
-                    Some((t.balancer.as_ref(), addrs))
-                });
-                let old = old.as_ref().map(|(b, addrs)| (*b, addrs.as_slice()));
-                Tier {
-                    balancer: balance::build(u, &servers[range.clone()], old),
-                    range,
-                }
+            .map(|range| Tier {
+                balancer: balance::build(u, &servers[range.clone()]),
+                range,
             })
             .collect();
         let measure = match u.balance {
@@ -253,7 +237,7 @@ impl Upstream {
             },
             _ => Measure::Nothing,
         };
-        Upstream {
+        let upstream = Upstream {
             balance: u.balance,
             metrics: b.metrics.upstream(&name),
             servers,
@@ -269,6 +253,42 @@ impl Upstream {
             tls_client,
             name,
             config,
+        };
+        if let Some(p) = previous {
+            upstream.carry_on_from(p);
+        }
+        upstream
+    }
+
+    /// Moves the round-robin cycles of this upstream, not yet in service, to carry
+    /// on after the server each tier of `previous` picked last. `build` does it;
+    /// calling it again just before the swap also counts the picks made while this
+    /// one was being built.
+    pub fn carry_on_from(&self, previous: &Upstream) {
+        for t in &self.tiers {
+            let backups = self.servers[t.range.start].backup;
+            let Some(old) = previous
+                .tiers
+                .iter()
+                .find(|o| previous.servers[o.range.start].backup == backups)
+            else {
+                continue;
+            };
+            let (Some(new_cycle), Some(old_cycle)) = (t.balancer.cycle(), old.balancer.cycle())
+            else {
+                continue;
+            };
+            let addrs = |u: &Upstream, r: &Range<usize>| -> Vec<SocketAddr> {
+                u.servers[r.clone()]
+                    .iter()
+                    .map(|s| s.state.addr())
+                    .collect()
+            };
+            new_cycle.resume_after(
+                old_cycle,
+                &addrs(previous, &old.range),
+                &addrs(self, &t.range),
+            );
         }
     }
 
