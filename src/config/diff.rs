@@ -1057,13 +1057,13 @@ retry_body_limit = "1MiB""#,
         let expected: Vec<String> = [
             "connect_timeout 1m → 250ms",
             "send_timeout 1m → 1m 30s",
-            "set_headers x-drop \"\" → unset",
-            "set_headers x-instance-id unset → \"$upstream_addr\"",
-            "set_headers x-via \"old\" → \"sy ${host}x $$5\"",
             "next_upstream [error, timeout] → [error, http_502, http_429]",
             "next_upstream_tries 3 → 5",
             "next_upstream_timeout 0s → 10s",
             "retry_body_limit 64KiB → 1MiB",
+            "set_headers x-drop \"\" → unset",
+            "set_headers x-instance-id unset → \"$upstream_addr\"",
+            "set_headers x-via \"old\" → \"sy ${host}x $$5\"",
         ]
         .iter()
         .map(|d| format!("{what}: {d}"))
@@ -1325,8 +1325,8 @@ health_check = { method = "HEAD", path = "/ready", host = "bots.internal", port 
         assert_eq!(
             lines_between(&old, &new),
             [
-                "changed route[0] (host api.example.com, path /api/): set_headers x-a unset → \"a$host-${scheme}x$$\"",
                 "changed route[0] (host api.example.com, path /api/): retry_body_limit 64KiB → 1000",
+                "changed route[0] (host api.example.com, path /api/): set_headers x-a unset → \"a$host-${scheme}x$$\"",
                 "changed upstream bots: health_check.jitter 10% → 12.5%",
             ]
         );

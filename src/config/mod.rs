@@ -176,14 +176,19 @@ pub const DEFAULT_SESSION_TICKETS: bool = true;
 /// being the default, it is left out of the redirect URL.
 pub const DEFAULT_HTTPS_PORT: u16 = 443;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A proxying route's timeouts, serialised as the route's `*_timeout` keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Timeouts {
+    #[serde(rename = "connect_timeout", serialize_with = "ser::duration")]
     pub connect: Duration,
     /// Time to the response head, and between two reads of the response body.
+    #[serde(rename = "read_timeout", serialize_with = "ser::duration")]
     pub read: Duration,
     /// Time between two writes of the request body to the upstream.
+    #[serde(rename = "send_timeout", serialize_with = "ser::duration")]
     pub send: Duration,
     /// Idle limit of an upgraded connection: no byte either way for this long.
+    #[serde(rename = "tunnel_timeout", serialize_with = "ser::duration")]
     pub tunnel: Duration,
 }
 

@@ -143,14 +143,25 @@ impl NextUpstream {
 }
 
 /// A route's retry policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A route's retry policy, serialised as the route's `next_upstream*` and
+/// `retry_body_limit` keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RetryPolicy {
+    #[serde(rename = "next_upstream")]
     pub on: NextUpstream,
     /// Attempts in all, the first included; 0 = each server once.
+    #[serde(rename = "next_upstream_tries")]
     pub tries: u32,
-    /// No new attempt once this long has passed since the first; `None`: no limit.
+    /// No new attempt once this long has passed since the first; `None`: no limit
+    /// (written "0s", as the file says it).
+    #[serde(rename = "next_upstream_timeout", serialize_with = "no_limit")]
     pub timeout: Option<Duration>,
+    #[serde(rename = "retry_body_limit", serialize_with = "super::ser::size")]
     pub body_limit: u64,
+}
+
+fn no_limit<S: Serializer>(t: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    super::ser::duration(&t.unwrap_or_default(), s)
 }
 
 impl Default for RetryPolicy {

@@ -21,8 +21,8 @@ use serde::Serialize;
 use super::tree::bare;
 use super::{
     AdminConfig, BalanceKind, Certificate, Config, HashKey, HeaderTemplate, HostPattern,
-    ListenerConfig, LogTarget, RouteAction, RouteConfig, ServerConfig, TlsConfig, TlsVersion,
-    UpstreamConfig, UpstreamProtocol, UpstreamTls, DEFAULT_TLS_VERIFY,
+    ListenerConfig, LogTarget, ServerConfig, TlsConfig, TlsVersion, UpstreamConfig,
+    UpstreamProtocol, UpstreamTls, DEFAULT_TLS_VERIFY,
 };
 
 /// What `config dump` prints instead of the admin token. It is not a token: the
@@ -84,7 +84,7 @@ fn path_text(p: &Path) -> Cow<'_, str> {
 }
 
 /// `value` as a bare word (a `Display`able value inside a hand-written impl).
-struct Bare<T>(T);
+pub(super) struct Bare<T>(pub(super) T);
 
 impl<T: std::fmt::Display> Serialize for Bare<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -158,22 +158,30 @@ impl Serialize for HeaderTemplate {
     }
 }
 
-/// `methods = ["GET", "POST"]`.
-struct Methods<'a>(&'a [Method]);
-
-impl Serialize for Methods<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(Bare))
-    }
+/// `methods = ["GET", "POST"]` (`None` is skipped by the field).
+pub(super) fn methods<S: Serializer>(m: &Option<Vec<Method>>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(m.iter().flatten().map(Bare))
 }
 
 /// `set_headers = { "x-via" = "…" }`: a map, its keys the (lower-case) names.
-struct Headers<'a>(&'a [(HeaderName, HeaderTemplate)]);
+pub(super) fn headers<S: Serializer>(
+    h: &[(HeaderName, HeaderTemplate)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(h.iter().map(|(n, t)| (n.as_str(), t)))
+}
 
-impl Serialize for Headers<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(n, t)| (n.as_str(), t)))
+/// A name or address written bare (`None` is skipped by the field).
+pub(super) fn opt_bare<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => bare(v, s),
+        None => s.serialize_none(),
     }
+}
+
+/// A size as `retry_body_limit` reads it (`size_text`).
+pub(super) fn size<S: Serializer>(b: &u64, s: S) -> Result<S::Ok, S::Error> {
+    bare(&size_text(*b), s)
 }
 
 // ----- the tables -----
@@ -365,52 +373,6 @@ impl Serialize for Certificate {
         let mut m = s.serialize_struct("Certificate", 2)?;
         m.serialize_field("cert", &path_text(&self.cert_path))?;
         m.serialize_field("key", &path_text(&self.key_path))?;
-        m.end()
-    }
-}
-
-impl Serialize for RouteConfig {
-    /// The match keys, then the action's: `upstream` with the proxy settings at
-    /// route level, or `redirect = { … }`, or `respond = { … }`.
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_struct("RouteConfig", 20)?;
-        // Only a written name: the derived one (host + path) is not unique (two
-        // routes at one path on two listeners share it), and written names must be.
-        if self.name != self.default_name() {
-            m.serialize_field("name", &self.name)?;
-        }
-        m.serialize_field("access_log", &self.access_log)?;
-        if let Some(l) = &self.listener {
-            m.serialize_field("listener", &Bare(l))?;
-        }
-        if let Some(h) = &self.host {
-            m.serialize_field("host", h)?;
-        }
-        m.serialize_field(self.path.key(), &Bare(self.path.as_str()))?;
-        if let Some(methods) = &self.methods {
-            m.serialize_field("methods", &Methods(methods))?;
-        }
-        match &self.action {
-            RouteAction::Proxy(p) => {
-                let (t, r) = (&p.timeouts, &p.retry);
-                m.serialize_field("upstream", &Bare(&p.upstream))?;
-                m.serialize_field("connect_timeout", &Dur(t.connect))?;
-                m.serialize_field("read_timeout", &Dur(t.read))?;
-                m.serialize_field("send_timeout", &Dur(t.send))?;
-                m.serialize_field("tunnel_timeout", &Dur(t.tunnel))?;
-                // No headers is the default; an empty table would only add noise.
-                if !self.set_headers.is_empty() {
-                    m.serialize_field("set_headers", &Headers(&self.set_headers))?;
-                }
-                m.serialize_field("next_upstream", &r.on)?;
-                m.serialize_field("next_upstream_tries", &r.tries)?;
-                // "0s" is how the file says "no limit".
-                m.serialize_field("next_upstream_timeout", &Dur(r.timeout.unwrap_or_default()))?;
-                m.serialize_field("retry_body_limit", &Bare(size_text(r.body_limit)))?;
-            }
-            RouteAction::Redirect(r) => m.serialize_field("redirect", r)?,
-            RouteAction::Respond(r) => m.serialize_field("respond", r)?,
-        }
         m.end()
     }
 }

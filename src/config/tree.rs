@@ -270,8 +270,12 @@ impl ser::Serializer for NodeSerializer {
     ) -> Result<Self::SerializeTupleVariant, Error> {
         unsupported("a tuple variant")
     }
-    fn serialize_map(self, _: Option<usize>) -> Result<TableBuilder, Error> {
-        Ok(TableBuilder::new(true))
+    /// A map of data (upstream names, header names) comes with its length, as
+    /// `collect_map` gives it; serde's derive serialises a struct with a
+    /// `#[serde(flatten)]` field (a route) as a map of unknown length, and its keys
+    /// are the schema's.
+    fn serialize_map(self, len: Option<usize>) -> Result<TableBuilder, Error> {
+        Ok(TableBuilder::new(len.is_some()))
     }
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<TableBuilder, Error> {
         Ok(TableBuilder::new(false))

@@ -10,9 +10,11 @@ mod respond;
 use std::collections::{BTreeMap, HashSet};
 
 use http::{HeaderName, Method};
-use serde::Deserialize;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::retry::{self, RetryPolicy};
+use super::ser;
 use super::validate::{Checker, Declared};
 use super::{HeaderTemplate, Timeouts};
 
@@ -63,21 +65,42 @@ pub(in crate::config) const PROXY_KEYS: &[&str] = &[
     "retry_body_limit",
 ];
 
-#[derive(Debug, Clone)]
+/// A validated route. It serialises as its `[[route]]` table (`config dump`, the
+/// reload diff) by derive: a key added here needs no serialising code.
+#[derive(Debug, Clone, Serialize)]
 pub struct RouteConfig {
     /// The route's label in metrics, logs and the status page: `name` from the
     /// file, or `host` + `path` (bounded by the configuration, never a request's).
+    #[serde(skip)]
     pub name: String,
+    /// The name as the file gives it. A derived name is not written back: it need
+    /// not be unique (two routes at one path on two listeners), written ones must.
+    #[serde(rename = "name", skip_serializing_if = "Option::is_none")]
+    pub written_name: Option<String>,
     /// Whether its requests are written to the access log.
     pub access_log: bool,
     /// `None` serves the route on every listener.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser::opt_bare"
+    )]
     pub listener: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<HostPattern>,
+    #[serde(flatten)]
     pub path: PathMatch,
     /// The methods the route takes; `None`: every method. GET implies HEAD.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser::methods"
+    )]
     pub methods: Option<Vec<Method>>,
+    /// `upstream` with the proxy settings at route level, or `redirect = { … }`,
+    /// or `respond = { … }`.
+    #[serde(flatten)]
     pub action: RouteAction,
     /// Request headers set on the way upstream (proxying routes only).
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "ser::headers")]
     pub set_headers: Vec<(HeaderName, HeaderTemplate)>,
 }
 
@@ -159,12 +182,41 @@ impl RouteAction {
     }
 }
 
-/// A proxying route's settings.
-#[derive(Debug, Clone)]
+/// A proxying route's settings, serialised at route level.
+#[derive(Debug, Clone, Serialize)]
 pub struct ProxyConfig {
+    #[serde(serialize_with = "super::tree::bare")]
     pub upstream: String,
+    #[serde(flatten)]
     pub timeouts: Timeouts,
+    #[serde(flatten)]
     pub retry: RetryPolicy,
+}
+
+impl Serialize for RouteAction {
+    /// As the route's keys: the proxy settings themselves, or one `redirect` or
+    /// `respond` table.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = match self {
+            RouteAction::Proxy(p) => return p.serialize(s),
+            _ => s.serialize_map(Some(1))?,
+        };
+        match self {
+            RouteAction::Redirect(r) => m.serialize_entry(self.key(), r)?,
+            RouteAction::Respond(r) => m.serialize_entry(self.key(), r)?,
+            RouteAction::Proxy(_) => unreachable!("serialised above"),
+        }
+        m.end()
+    }
+}
+
+impl Serialize for PathMatch {
+    /// `path = "/api/"` or `path_exact = "/health"`, at route level.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry(self.key(), &ser::Bare(self.as_str()))?;
+        m.end()
+    }
 }
 
 /// Host patterns as nginx's `server_name`: exact names win over wildcards.
@@ -293,6 +345,7 @@ pub(super) fn check_routes(
             _ => continue,
         };
         let mut route = RouteConfig {
+            written_name: r.name.clone(),
             name: String::new(),
             access_log: r.access_log.unwrap_or(true),
             listener: r.listener,
