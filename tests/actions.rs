@@ -612,3 +612,45 @@ async fn status_json_lists_each_routes_action_methods_and_exactness() {
     );
     p.running.shutdown(Duration::from_secs(1)).await;
 }
+
+// ---------------------------------------------------------------------------
+// response_headers
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_headers_are_set_on_every_answer_of_the_route() {
+    // nginx's `add_header … always`: on the upstream's answer (replacing or
+    // removing its own headers), on a fixed answer, and on the proxy's own error.
+    let o = Origin::start("o").await;
+    let dead = common::closed_port().await;
+    let body = format!(
+        "[[route]]\npath = \"/\"\nupstream = \"o\"\n\
+         response_headers = {{ \"Cache-Control\" = \"no-store\", \"X-Origin\" = \"\", \"X-Price\" = \"5$$\" }}\n\n\
+         [[route]]\npath_exact = \"/ping\"\nrespond = {{ body = \"pong\" }}\n\
+         response_headers = {{ \"Cache-Control\" = \"max-age=60\" }}\n\n\
+         [[route]]\npath = \"/dead/\"\nupstream = \"dead\"\n\
+         response_headers = {{ \"X-Frame-Options\" = \"DENY\" }}\n\n\
+         [upstream.o]\nservers = [{{ addr = \"{}\" }}]\n\n\
+         [upstream.dead]\nservers = [{{ addr = \"{dead}\" }}]\n",
+        o.addr()
+    );
+    let (_p, addr) = start(&body).await;
+    let r = get(addr, "/x").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(o.count(&Method::GET, "/x"), 1, "the origin answered");
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(r.header("x-price"), Some("5$"), "$$ is a dollar sign");
+    assert_eq!(
+        r.header("x-origin"),
+        None,
+        "the origin's own header is removed"
+    );
+    let r = get(addr, "/ping").await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "pong"));
+    assert_eq!(r.header("cache-control"), Some("max-age=60"));
+    let r = get(addr, "/dead/x").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    // A route without the setting is untouched (the origin's header passes).
+    let r = get(addr, "/x?status=204").await;
+    assert!(r.header("x-frame-options").is_none());
+}

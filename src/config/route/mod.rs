@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::retry::{self, RetryPolicy};
 use super::ser;
 use super::validate::{Checker, Declared};
-use super::{HeaderTemplate, Timeouts};
+use super::{HeaderTemplate, Segment, Timeouts};
 
 pub use redirect::{RedirectConfig, DEFAULT_REDIRECT_STATUS};
 pub use respond::{RespondConfig, DEFAULT_RESPOND_CONTENT_TYPE, DEFAULT_RESPOND_STATUS};
@@ -42,6 +42,8 @@ pub(super) struct RawRoute {
     tunnel_timeout: Option<String>,
     #[serde(default)]
     set_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    response_headers: BTreeMap<String, String>,
     next_upstream: Option<Vec<String>>,
     next_upstream_tries: Option<u32>,
     next_upstream_timeout: Option<String>,
@@ -102,6 +104,10 @@ pub struct RouteConfig {
     /// Request headers set on the way upstream (proxying routes only).
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "ser::headers")]
     pub set_headers: Vec<(HeaderName, HeaderTemplate)>,
+    /// Response headers set on every answer of the route, whatever gives it
+    /// (nginx's `add_header … always`); an empty value removes the header.
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "ser::headers")]
+    pub response_headers: Vec<(HeaderName, HeaderTemplate)>,
 }
 
 impl RouteConfig {
@@ -339,6 +345,23 @@ pub(super) fn check_routes(
                 r.retry_body_limit.clone(),
             ),
         });
+        let mut response_headers = Vec::new();
+        for (name, value) in &r.response_headers {
+            let path = format!("{base}.response_headers.{name:?}");
+            let Ok(hn) = HeaderName::from_bytes(name.as_bytes()) else {
+                c.err(path, "not a valid header name");
+                continue;
+            };
+            match HeaderTemplate::parse(value) {
+                // Fixed values: the variables describe the request, not its answer.
+                Ok(t) if t.segments.iter().any(|s| matches!(s, Segment::Var(_))) => c.err(
+                    path,
+                    format!("{value:?}: response headers take fixed values (\"$$\" writes a dollar sign)"),
+                ),
+                Ok(t) => response_headers.push((hn, t)),
+                Err(m) => c.err(path, m),
+            }
+        }
         let action = match (action, proxy) {
             (Some(Checked::Proxy), Some(p)) => RouteAction::Proxy(p),
             (Some(Checked::Other(a)), _) => a,
@@ -354,6 +377,7 @@ pub(super) fn check_routes(
             methods,
             action,
             set_headers,
+            response_headers,
         };
         route.name = r.name.unwrap_or_else(|| route.default_name());
         out.push(route);
@@ -665,6 +689,41 @@ mod tests {
         has("route[6].methods[0]", "(methods are upper case: \"GET\")");
         has("route[7].methods", "at least one method");
         assert_eq!(p.len(), 11, "{p:#?}");
+    }
+
+    #[test]
+    fn response_headers_take_fixed_values() {
+        let c = validate(
+            &with_routes(
+                "[[route]]\nupstream = \"api\"\n\
+                 response_headers = { \"Cache-Control\" = \"no-store\", \"Server\" = \"\", \"X-Price\" = \"5$$\" }\n",
+            ),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let set: Vec<(String, String)> = c.routes[0]
+            .response_headers
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.source()))
+            .collect();
+        assert_eq!(
+            set,
+            [
+                ("cache-control".to_owned(), "no-store".to_owned()),
+                ("server".to_owned(), String::new()),
+                ("x-price".to_owned(), "5$$".to_owned()),
+            ]
+        );
+        let p = problems(
+            "[[route]]\nupstream = \"api\"\n\
+             response_headers = { \"X-Id\" = \"$request_id\", \"Bad Name\" = \"x\" }\n",
+        );
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(p[0].0 == "route[0].response_headers.\"Bad Name\"", "{p:#?}");
+        assert!(
+            p[1].1.contains("response headers take fixed values"),
+            "{p:#?}"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod access_log;
 mod host;
 mod hsts;
 pub mod request_id;
+mod response_headers;
 pub mod set_headers;
 pub mod sticky;
 
@@ -37,6 +38,7 @@ pub use access_log::NoAccessLog;
 pub use host::{request_host, Host};
 pub use hsts::Hsts;
 pub use request_id::RequestId;
+pub use response_headers::ResponseHeaders;
 pub use set_headers::{HeaderAction, SetHeaders};
 pub use sticky::Sticky;
 
@@ -94,6 +96,7 @@ pub enum Step {
     NoAccessLog(NoAccessLog),
     SetHeaders(SetHeaders),
     Sticky(Sticky),
+    ResponseHeaders(ResponseHeaders),
 }
 
 /// Calls the method on whichever filter `self` holds.
@@ -106,6 +109,7 @@ macro_rules! each {
             Step::NoAccessLog($f) => $call,
             Step::SetHeaders($f) => $call,
             Step::Sticky($f) => $call,
+            Step::ResponseHeaders($f) => $call,
         }
     };
 }
@@ -162,6 +166,11 @@ pub fn for_route(r: &RouteConfig, upstream: Option<&UpstreamConfig>) -> Box<[Ste
     }
     if let Some(s) = upstream.and_then(|u| u.sticky.as_ref()) {
         steps.push(Step::Sticky(Sticky(s.clone())));
+    }
+    if !r.response_headers.is_empty() {
+        steps.push(Step::ResponseHeaders(ResponseHeaders::new(
+            &r.response_headers,
+        )));
     }
     steps.into()
 }
