@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Helpers shared by run.sh, failover.sh, reload.sh and tls.sh; sourced, not
+# Helpers shared by run.sh, failover.sh, reload.sh, tls.sh and probes.sh; sourced, not
 # run. The caller sets PROG (the prefix of its messages), ROOT (the
 # repository), ORIGIN_PORTS, PIN and KEEP_TMP. Linux only (reads /proc).
 
