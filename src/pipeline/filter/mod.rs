@@ -17,6 +17,7 @@
 //! listener and route.
 
 mod access_log;
+mod framing;
 mod host;
 mod hsts;
 pub mod request_id;
@@ -35,6 +36,7 @@ use crate::config::{ListenerConfig, RouteAction, RouteConfig, UpstreamConfig};
 use crate::error::ProxyError;
 
 pub use access_log::NoAccessLog;
+pub use framing::Framing;
 pub use host::{request_host, Host};
 pub use hsts::Hsts;
 pub use request_id::RequestId;
@@ -91,6 +93,7 @@ pub trait Filter {
 #[derive(Debug)]
 pub enum Step {
     RequestId(RequestId),
+    Framing(Framing),
     Host(Host),
     Hsts(Hsts),
     NoAccessLog(NoAccessLog),
@@ -104,6 +107,7 @@ macro_rules! each {
     ($self:ident, $f:ident => $call:expr) => {
         match $self {
             Step::RequestId($f) => $call,
+            Step::Framing($f) => $call,
             Step::Host($f) => $call,
             Step::Hsts($f) => $call,
             Step::NoAccessLog($f) => $call,
@@ -141,10 +145,12 @@ impl Filter for Step {
 }
 
 /// A listener's filters: the request id first (so even a refused request has
-/// one), the host check, and HSTS on TLS listeners.
+/// one), the framing check (whose refusals close the connection, so it goes
+/// before any other refusal), the host check, and HSTS on TLS listeners.
 pub fn for_listener(l: &ListenerConfig) -> Box<[Step]> {
     let mut steps = vec![
         Step::RequestId(RequestId),
+        Step::Framing(Framing),
         Step::Host(Host {
             http10_without_host: l.redirect_https.is_none(),
         }),
