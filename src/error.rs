@@ -20,6 +20,9 @@ pub enum ProxyError {
     /// (RFC 9112 §6.1 asks for 501); the connection closes, as for `Framing`.
     #[error("unsupported transfer coding")]
     TransferCoding,
+    /// A method longer than `filter::method::MAX_METHOD_LEN`.
+    #[error("method too long")]
+    MethodTooLong,
     /// Nothing eligible; the client may retry after this long.
     #[error("no server of the upstream is available")]
     NoServer(std::time::Duration),
@@ -65,6 +68,7 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::Framing(_)
             | ProxyError::TransferCoding
+            | ProxyError::MethodTooLong
             | ProxyError::ClientBodyTimeout
             | ProxyError::BodyTooLarge(_) => Fault::Client,
             ProxyError::Connect(_)
@@ -91,8 +95,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) | ProxyError::Framing(_) => StatusCode::BAD_REQUEST,
-            // RFC 9112 §6.1: a transfer coding the server does not understand.
-            ProxyError::TransferCoding => StatusCode::NOT_IMPLEMENTED,
+            // RFC 9112 §6.1 (a transfer coding the server does not understand) and
+            // RFC 9110 §9.1 (a method it does not implement) both name 501.
+            ProxyError::TransferCoding | ProxyError::MethodTooLong => StatusCode::NOT_IMPLEMENTED,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,

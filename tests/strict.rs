@@ -1,6 +1,7 @@
 //! Strict request parsing, from an attacker's probe run against Switchyard, nginx and
-//! HAProxy: ambiguous framing (`Transfer-Encoding`, `Content-Length`). Raw TCP
-//! where the exact bytes matter; a recording origin says what got through.
+//! HAProxy: ambiguous framing (`Transfer-Encoding`, `Content-Length`) and over-long
+//! methods. Raw TCP where the exact bytes matter; a recording origin says what got
+//! through.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use common::control::Origin;
 use common::{raw_exchange, read_response, RawResp, EXCHANGE_LIMIT};
+use switchyard::pipeline::filter::method::MAX_METHOD_LEN;
 use switchyard::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -157,4 +159,23 @@ async fn content_length_with_transfer_encoding_closes_the_connection() {
     }
     let paths: Vec<String> = site.origin.hits().into_iter().map(|h| h.path).collect();
     assert_eq!(paths, ["/public/x", "/public/x"], "something was smuggled");
+}
+
+// ----- 2. methods -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlong_method_is_refused() {
+    let site = site().await;
+    for len in [MAX_METHOD_LEN + 1, 8192] {
+        let req = format!("{} /public/x HTTP/1.1\r\nHost: h\r\n\r\n", "A".repeat(len));
+        let res = raw_exchange(site.addr, req.as_bytes()).await;
+        assert_eq!(res.status, 501, "method of {len} bytes: {}", res.head);
+    }
+    assert!(site.origin.hits().is_empty(), "{:?}", site.origin.hits());
+    // The longest allowed one is forwarded, as any extension method is.
+    let method = "A".repeat(MAX_METHOD_LEN);
+    let req = format!("{method} /public/x HTTP/1.1\r\nHost: h\r\n\r\n");
+    let res = raw_exchange(site.addr, req.as_bytes()).await;
+    assert_eq!(res.status, 200, "{}", res.head);
+    assert_eq!(site.origin.hits()[0].method.as_str(), method);
 }

@@ -20,6 +20,7 @@ mod access_log;
 mod framing;
 mod host;
 mod hsts;
+pub mod method;
 pub mod request_id;
 mod response_headers;
 pub mod set_headers;
@@ -39,6 +40,7 @@ pub use access_log::NoAccessLog;
 pub use framing::Framing;
 pub use host::{request_host, Host};
 pub use hsts::Hsts;
+pub use method::MethodCheck;
 pub use request_id::RequestId;
 pub use response_headers::ResponseHeaders;
 pub use set_headers::{HeaderAction, SetHeaders};
@@ -95,6 +97,7 @@ pub enum Step {
     RequestId(RequestId),
     Framing(Framing),
     Host(Host),
+    MethodCheck(MethodCheck),
     Hsts(Hsts),
     NoAccessLog(NoAccessLog),
     SetHeaders(SetHeaders),
@@ -109,6 +112,7 @@ macro_rules! each {
             Step::RequestId($f) => $call,
             Step::Framing($f) => $call,
             Step::Host($f) => $call,
+            Step::MethodCheck($f) => $call,
             Step::Hsts($f) => $call,
             Step::NoAccessLog($f) => $call,
             Step::SetHeaders($f) => $call,
@@ -146,7 +150,8 @@ impl Filter for Step {
 
 /// A listener's filters: the request id first (so even a refused request has
 /// one), the framing check (whose refusals close the connection, so it goes
-/// before any other refusal), the host check, and HSTS on TLS listeners.
+/// before any other refusal), the host check, the method check, and HSTS on TLS
+/// listeners.
 pub fn for_listener(l: &ListenerConfig) -> Box<[Step]> {
     let mut steps = vec![
         Step::RequestId(RequestId),
@@ -154,6 +159,7 @@ pub fn for_listener(l: &ListenerConfig) -> Box<[Step]> {
         Step::Host(Host {
             http10_without_host: l.redirect_https.is_none(),
         }),
+        Step::MethodCheck(MethodCheck),
     ];
     if let Some(v) = &l.hsts {
         steps.push(Step::Hsts(Hsts(v.clone())));
