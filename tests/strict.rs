@@ -1,15 +1,19 @@
 //! Strict request parsing, from an attacker's probe run against Switchyard, nginx and
-//! HAProxy: ambiguous framing (`Transfer-Encoding`, `Content-Length`) and over-long
-//! methods. Raw TCP where the exact bytes matter; a recording origin says what got
-//! through.
+//! HAProxy: ambiguous framing (`Transfer-Encoding`, `Content-Length`), over-long
+//! methods, `CONNECT` and `OPTIONS *`. Raw TCP where the exact bytes matter; a
+//! recording origin says what got through.
 
 mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::control::Origin;
+use common::upstream::h2_client;
 use common::{raw_exchange, read_response, RawResp, EXCHANGE_LIMIT};
+use http::{Method, Request, StatusCode, Version};
+use http_body_util::Empty;
 use switchyard::pipeline::filter::method::MAX_METHOD_LEN;
 use switchyard::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,6 +72,10 @@ fn header<'a>(res: &'a RawResp, name: &str) -> Option<&'a str> {
         let (n, v) = l.split_once(':')?;
         n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
+}
+
+fn allow_list(allow: &str) -> Vec<&str> {
+    allow.split(',').map(str::trim).collect()
 }
 
 // ----- 1. framing -----
@@ -178,4 +186,119 @@ async fn an_overlong_method_is_refused() {
     let res = raw_exchange(site.addr, req.as_bytes()).await;
     assert_eq!(res.status, 200, "{}", res.head);
     assert_eq!(site.origin.hits()[0].method.as_str(), method);
+}
+
+// ----- 3. CONNECT and OPTIONS * -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_405_with_allow_and_closes() {
+    let site = site().await;
+    let req = "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n";
+    let (res, closed) = exchange_then_close(site.addr, req.as_bytes()).await;
+    assert_eq!(res.status, 405, "{}", res.head);
+    let allow = allow_list(header(&res, "allow").expect("Allow"));
+    assert!(
+        allow.contains(&"GET") && !allow.contains(&"CONNECT"),
+        "{allow:?}"
+    );
+    assert!(header(&res, "location").is_none(), "{}", res.head);
+    assert!(
+        closed,
+        "bytes after a refused CONNECT are tunnel data, not requests"
+    );
+    assert!(site.origin.hits().is_empty());
+}
+
+/// A plain HTTP/2 CONNECT (no `:protocol`) is refused the same way, while an
+/// extended CONNECT (RFC 8441) is not: tests/websocket.rs opens WebSockets with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connect_is_405_but_extended_connect_is_routed() {
+    let site = site().await;
+    let mut tx = h2_client::<Empty<Bytes>>(site.addr).await;
+    // A plain request first, so the proxy's SETTINGS (extended CONNECT) are in.
+    let warm = Request::get(format!("http://{}/public/warm", site.addr))
+        .version(Version::HTTP_2)
+        .body(Empty::new())
+        .unwrap();
+    tx.ready().await.unwrap();
+    let warm = tx.send_request(warm).await.expect("plain request");
+    assert_eq!(warm.status(), StatusCode::OK);
+
+    let connect = Request::builder()
+        .method(Method::CONNECT)
+        .uri("example.com:443")
+        .version(Version::HTTP_2)
+        .body(Empty::new())
+        .unwrap();
+    tx.ready().await.unwrap();
+    let res = tokio::time::timeout(EXCHANGE_LIMIT, tx.send_request(connect))
+        .await
+        .expect("answer in time")
+        .expect("CONNECT answered");
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(res.headers().contains_key("allow"));
+
+    // Extended CONNECT to the 403 route: routed (the route answers), not refused.
+    let mut ext = Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("http://{}/admin/ws", site.addr))
+        .version(Version::HTTP_2)
+        .body(Empty::new())
+        .unwrap();
+    ext.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    tx.ready().await.unwrap();
+    let res = tokio::time::timeout(EXCHANGE_LIMIT, tx.send_request(ext))
+        .await
+        .expect("answer in time")
+        .expect("extended CONNECT answered");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let paths: Vec<String> = site.origin.hits().into_iter().map(|h| h.path).collect();
+    assert_eq!(paths, ["/public/warm"]);
+}
+
+/// `OPTIONS *` asks about the server itself: the proxy answers 200 with `Allow`,
+/// and the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_asterisk_is_answered_by_the_proxy() {
+    let site = site().await;
+    let mut s = TcpStream::connect(site.addr).await.unwrap();
+    s.write_all(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let res = tokio::time::timeout(EXCHANGE_LIMIT, read_response(&mut s))
+        .await
+        .expect("answer in time");
+    assert_eq!(res.status, 200, "{}", res.head);
+    let allow = allow_list(header(&res, "allow").expect("Allow"));
+    assert!(
+        allow.contains(&"OPTIONS") && allow.contains(&"GET"),
+        "{allow:?}"
+    );
+    assert!(!allow.contains(&"CONNECT"), "{allow:?}");
+    assert_eq!(header(&res, "content-length"), Some("0"));
+    s.write_all(b"GET /public/next HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(EXCHANGE_LIMIT, read_response(&mut s))
+        .await
+        .expect("answer in time");
+    assert_eq!(next.status, 200, "{}", next.head);
+    let paths: Vec<String> = site.origin.hits().into_iter().map(|h| h.path).collect();
+    assert_eq!(paths, ["/public/next"]);
+}
+
+/// The asterisk form belongs to OPTIONS alone, and a target without a path (the
+/// authority form) to CONNECT alone (RFC 9112 §3.2.3, §3.2.4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_form_with_another_method_is_400() {
+    let site = site().await;
+    for req in [
+        "GET * HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET example.com:80 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    ] {
+        let res = raw_exchange(site.addr, req.as_bytes()).await;
+        assert_eq!(res.status, 400, "{req:?}: {}", res.head);
+    }
+    assert!(site.origin.hits().is_empty());
 }
