@@ -1,7 +1,7 @@
 //! Strict request parsing, from an attacker's probe run against Switchyard, nginx and
 //! HAProxy: ambiguous framing (`Transfer-Encoding`, `Content-Length`), over-long
-//! methods, `CONNECT` and `OPTIONS *`. Raw TCP where the exact bytes matter; a
-//! recording origin says what got through.
+//! methods, `CONNECT` and `OPTIONS *`, clients that half-close. Raw TCP where the
+//! exact bytes matter; a recording origin says what got through.
 
 mod common;
 
@@ -301,4 +301,35 @@ async fn a_target_form_with_another_method_is_400() {
         assert_eq!(res.status, 400, "{req:?}: {}", res.head);
     }
     assert!(site.origin.hits().is_empty());
+}
+
+// ----- 4. half-close -----
+
+/// A client that sends its request and shuts down its write side still gets the
+/// answer (HAProxy answers all of these; hyper's default drops them), and then
+/// the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_client_gets_its_answer() {
+    let site = site().await;
+    const ROUNDS: usize = 5;
+    let mut answered = 0;
+    for i in 0..ROUNDS {
+        let mut s = TcpStream::connect(site.addr).await.unwrap();
+        // A short origin delay: the request is surely in flight when the FIN lands.
+        let req = format!("GET /public/half/{i}?delay=20ms HTTP/1.1\r\nHost: h\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        s.shutdown().await.expect("shut down the write side");
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(EXCHANGE_LIMIT, s.read_to_end(&mut buf)).await;
+        if buf.starts_with(b"HTTP/1.1 200 ") {
+            answered += 1;
+            // Nothing more can come from this client: the proxy closes its side.
+            assert!(read.is_ok(), "the connection stays open after the answer");
+        }
+    }
+    assert_eq!(
+        answered, ROUNDS,
+        "half-closed clients left without an answer"
+    );
+    assert_eq!(site.origin.requests(), ROUNDS);
 }
