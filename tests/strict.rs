@@ -1,7 +1,8 @@
 //! Strict request parsing, from an attacker's probe run against Switchyard, nginx and
 //! HAProxy: ambiguous framing (`Transfer-Encoding`, `Content-Length`), over-long
-//! methods, `CONNECT` and `OPTIONS *`, clients that half-close. Raw TCP where the
-//! exact bytes matter; a recording origin says what got through.
+//! methods, `CONNECT` and `OPTIONS *`, clients that half-close, and paths that are
+//! routed one way and served another (dot segments, `%2e`, `//`, `%2F`). Raw TCP
+//! where the exact bytes matter; a recording origin says what got through.
 
 mod common;
 
@@ -332,4 +333,126 @@ async fn a_half_closed_client_gets_its_answer() {
         "half-closed clients left without an answer"
     );
     assert_eq!(site.origin.requests(), ROUNDS);
+}
+
+// ----- 6. paths -----
+
+/// What a probe must get: refused, the 403 of the `/admin/` route, or the origin
+/// with this exact path.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    Refused,
+    Forbidden,
+    Origin(&'static str),
+}
+
+const PATH_PROBES: &[(&str, Expect)] = &[
+    ("/public/../admin/x", Expect::Forbidden),
+    ("/public/%2e%2e/admin/x", Expect::Forbidden),
+    ("/public/%2E%2E/admin/x", Expect::Forbidden),
+    ("/public/.%2e/admin/x", Expect::Forbidden),
+    ("/public/x/../../admin/x", Expect::Forbidden),
+    ("//admin/x", Expect::Forbidden),
+    ("/./admin/x", Expect::Forbidden),
+    ("/%2e/admin/x", Expect::Forbidden),
+    ("/public//..//admin/x", Expect::Forbidden),
+    // Percent-encoded unreserved characters are the characters themselves.
+    ("/%61dmin/x", Expect::Forbidden),
+    // `%2F` is data, not a separator: this is a resource at the root named
+    // "admin/x", routed by `/` and forwarded as such.
+    ("/admin%2fx", Expect::Origin("/admin%2Fx")),
+    // A dot segment hidden behind `%2F` would climb at an origin that decodes it:
+    // refused rather than guessed.
+    ("/public/..%2fadmin/x", Expect::Refused),
+    ("/public/%2e%2e%2fadmin/x", Expect::Refused),
+    // Tomcat reads `..;x` as `..`.
+    ("/public/..;/admin/x", Expect::Refused),
+    // Above the root: nginx answers 400 too.
+    ("/../admin/x", Expect::Refused),
+    ("/public/../../admin/x", Expect::Refused),
+    // A broken escape.
+    ("/public/%zz", Expect::Refused),
+    // Clean paths are left alone.
+    (
+        "/public/a.b/.well-known/x",
+        Expect::Origin("/public/a.b/.well-known/x"),
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_tricks_neither_reach_the_origin_as_admin_nor_bypass_the_403() {
+    let site = site().await;
+    for &(path, expect) in PATH_PROBES {
+        let before = site.origin.hits().len();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n");
+        let res = raw_exchange(site.addr, req.as_bytes()).await;
+        let hits = site.origin.hits();
+        let reached: Vec<&str> = hits[before..].iter().map(|h| h.path.as_str()).collect();
+        match expect {
+            Expect::Refused => assert_eq!(res.status, 400, "{path}: {}", res.head),
+            Expect::Forbidden => assert_eq!(res.status, 403, "{path}: {}", res.head),
+            Expect::Origin(p) => {
+                assert_eq!(res.status, 200, "{path}: {}", res.head);
+                assert_eq!(reached, [p], "{path}");
+            }
+        }
+        if !matches!(expect, Expect::Origin(_)) {
+            assert!(
+                reached.is_empty(),
+                "{path} reached the origin as {reached:?}"
+            );
+        }
+    }
+    for h in site.origin.hits() {
+        assert!(
+            !h.path.starts_with("/admin/"),
+            "{:?} reached the origin",
+            h.path
+        );
+    }
+}
+
+/// The same over HTTP/2 (`:path`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_paths_are_normalised_too() {
+    let site = site().await;
+    let mut tx = h2_client::<Empty<Bytes>>(site.addr).await;
+    for (path, status) in [
+        ("/public/%2e%2e/admin/x", StatusCode::FORBIDDEN),
+        ("/public/..%2Fadmin/x", StatusCode::BAD_REQUEST),
+        ("/public/a/./b/../c", StatusCode::OK),
+    ] {
+        let req = Request::get(format!("http://{}{path}", site.addr))
+            .version(Version::HTTP_2)
+            .body(Empty::new())
+            .unwrap();
+        tx.ready().await.unwrap();
+        let res = tokio::time::timeout(EXCHANGE_LIMIT, tx.send_request(req))
+            .await
+            .expect("answer in time")
+            .expect("answered");
+        assert_eq!(res.status(), status, "{path}");
+    }
+    let paths: Vec<String> = site.origin.hits().into_iter().map(|h| h.path).collect();
+    assert_eq!(paths, ["/public/a/c"]);
+}
+
+/// The origin gets the path the route matched, and the query as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_sees_the_normalised_path_and_the_query_as_sent() {
+    let proxy = common::setup(
+        &["a"],
+        "[[route]]\npath = \"/api/\"\nupstream = \"a\"\n\n[upstream.a]\nservers = [{ addr = \"@0\" }]\n",
+    )
+    .await;
+    let req =
+        "GET /api/v1/./users//%7Ebob/../%41lice?next=/../x&y=%2e%2e HTTP/1.1\r\nHost: h\r\n\r\n";
+    let res = raw_exchange(proxy.addr, req.as_bytes()).await;
+    assert_eq!(res.status, 200, "{}", res.head);
+    let body = String::from_utf8_lossy(&res.body);
+    let line = body
+        .lines()
+        .find_map(|l| l.strip_prefix("request: "))
+        .unwrap_or_else(|| panic!("no request line in {body}"));
+    assert_eq!(line, "GET /api/v1/users/Alice?next=/../x&y=%2e%2e HTTP/1.1");
 }

@@ -21,6 +21,7 @@ mod framing;
 mod host;
 mod hsts;
 pub mod method;
+pub mod path;
 pub mod request_id;
 mod response_headers;
 pub mod set_headers;
@@ -41,6 +42,7 @@ pub use framing::Framing;
 pub use host::{request_host, Host};
 pub use hsts::Hsts;
 pub use method::MethodCheck;
+pub use path::NormalisePath;
 pub use request_id::RequestId;
 pub use response_headers::ResponseHeaders;
 pub use set_headers::{HeaderAction, SetHeaders};
@@ -98,6 +100,7 @@ pub enum Step {
     Framing(Framing),
     Host(Host),
     MethodCheck(MethodCheck),
+    NormalisePath(NormalisePath),
     Hsts(Hsts),
     NoAccessLog(NoAccessLog),
     SetHeaders(SetHeaders),
@@ -113,6 +116,7 @@ macro_rules! each {
             Step::Framing($f) => $call,
             Step::Host($f) => $call,
             Step::MethodCheck($f) => $call,
+            Step::NormalisePath($f) => $call,
             Step::Hsts($f) => $call,
             Step::NoAccessLog($f) => $call,
             Step::SetHeaders($f) => $call,
@@ -150,8 +154,8 @@ impl Filter for Step {
 
 /// A listener's filters: the request id first (so even a refused request has
 /// one), the framing check (whose refusals close the connection, so it goes
-/// before any other refusal), the host check, the method check, and HSTS on TLS
-/// listeners.
+/// before any other refusal), the host check, the method check, the path's
+/// normal form (which the router and the origin see), and HSTS on TLS listeners.
 pub fn for_listener(l: &ListenerConfig) -> Box<[Step]> {
     let mut steps = vec![
         Step::RequestId(RequestId),
@@ -160,6 +164,7 @@ pub fn for_listener(l: &ListenerConfig) -> Box<[Step]> {
             http10_without_host: l.redirect_https.is_none(),
         }),
         Step::MethodCheck(MethodCheck),
+        Step::NormalisePath(NormalisePath),
     ];
     if let Some(v) = &l.hsts {
         steps.push(Step::Hsts(Hsts(v.clone())));
