@@ -11,6 +11,18 @@ pub enum ProxyError {
     NoRoute,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The request's framing (`Transfer-Encoding`, `Content-Length`) is one that
+    /// another HTTP implementation could read differently: where its body ends is
+    /// in doubt, so the connection is closed after the answer (RFC 9112 §6.1).
+    #[error("ambiguous request framing: {0}")]
+    Framing(&'static str),
+    /// A transfer coding other than `chunked`: not one the proxy decodes
+    /// (RFC 9112 §6.1 asks for 501); the connection closes, as for `Framing`.
+    #[error("unsupported transfer coding")]
+    TransferCoding,
+    /// A method longer than `filter::method::MAX_METHOD_LEN`.
+    #[error("method too long")]
+    MethodTooLong,
     /// Nothing eligible; the client may retry after this long.
     #[error("no server of the upstream is available")]
     NoServer(std::time::Duration),
@@ -54,6 +66,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute
             | ProxyError::BadRequest(_)
+            | ProxyError::Framing(_)
+            | ProxyError::TransferCoding
+            | ProxyError::MethodTooLong
             | ProxyError::ClientBodyTimeout
             | ProxyError::BodyTooLarge(_) => Fault::Client,
             ProxyError::Connect(_)
@@ -66,13 +81,23 @@ impl ProxyError {
         }
     }
 
+    /// Whether the client connection must close after the answer: the request's
+    /// body boundary is in doubt, so whatever follows it on the connection cannot
+    /// be trusted to be the next request.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, ProxyError::Framing(_) | ProxyError::TransferCoding)
+    }
+
     /// nginx's choices: refused, broken or untrusted (TLS) upstream connections are
     /// 502, timeouts (connect and TLS handshake included) are 504, nothing to send
     /// to is 503.
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::Framing(_) => StatusCode::BAD_REQUEST,
+            // RFC 9112 §6.1 (a transfer coding the server does not understand) and
+            // RFC 9110 §9.1 (a method it does not implement) both name 501.
+            ProxyError::TransferCoding | ProxyError::MethodTooLong => StatusCode::NOT_IMPLEMENTED,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,

@@ -29,6 +29,7 @@ pub mod server;
 pub mod state;
 mod tls;
 pub mod upstream;
+pub mod uri_path;
 pub mod watch;
 
 pub use app::{prepare, start, Running};

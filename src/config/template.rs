@@ -16,10 +16,11 @@ pub enum Variable {
     Scheme,
     /// The request's id (kept from `X-Request-Id` or generated).
     RequestId,
-    /// The request target as the client sent it: path and query (nginx's
-    /// `$request_uri`).
+    /// The request target: the path, normalised as it was routed, and the query as
+    /// sent (nginx's `$request_uri` keeps the path as sent; here that path never
+    /// leaves the proxy, see `crate::uri_path`).
     RequestUri,
-    /// The path, without the query (nginx's `$uri`, but not normalised).
+    /// The path, normalised, without the query (nginx's `$uri`).
     Uri,
     /// The query, without `?` (nginx's `$args`); empty when there is none.
     Args,

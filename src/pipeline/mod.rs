@@ -2,7 +2,8 @@
 //! response it gets, in one walk (`ProxyService::serve`):
 //!
 //! 1. connection phase, on accept: the listener's `ConnFilter`s (`server`);
-//! 2. the listener's filters on the head: request id, host check;
+//! 2. the listener's filters on the head: request id, framing check, host check,
+//!    method check, the path normalised (what routing and the origin see);
 //! 3. a `redirect_https` listener answers here; otherwise the router picks a
 //!    route by host, path and method (`route`), or answers 301 (add a slash),
 //!    404 or 405;

@@ -14,9 +14,15 @@ use crate::upstream::UpstreamBody;
 
 /// The answer to `e`: its status with the status line as a short text, and for a
 /// 503 when nothing is eligible, `Retry-After`. No addresses, no upstream
-/// messages.
+/// messages. `Connection: close` when the error says the connection cannot go on
+/// (hyper then closes it once the answer is written; on HTTP/2 it drops the
+/// header, and the stream ends alone).
 pub fn error(e: &ProxyError) -> Response<RespBody> {
     let mut res = status(e.status());
+    if e.closes_connection() {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let ProxyError::NoServer(after) = e {
         let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
         res.headers_mut()

@@ -74,7 +74,8 @@ impl Vars<'_> {
     }
 }
 
-/// Path and query as sent: what follows the authority in an absolute-form target.
+/// Path (normalised by the path filter) and query: what follows the authority in
+/// an absolute-form target.
 pub fn request_uri(uri: &Uri) -> &str {
     uri.path_and_query()
         .map(|pq| pq.as_str())

@@ -209,7 +209,15 @@ fn builder() -> auto::Builder<TokioExecutor> {
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(CLIENT_HEADER_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES);
+        .max_buf_size(MAX_HEADER_BYTES)
+        // A client may shut down its write side once its request is sent
+        // (`shutdown(SHUT_WR)`, `nc -N`, some health checkers) and still wait for
+        // the answer; hyper's default takes that FIN for a client gone and drops
+        // the request, answered or not. HAProxy answers these (its default,
+        // without `option abortonclose`). The price: a client that really left
+        // while its request waits on the origin is noticed only when the answer
+        // is written, so that request runs to its end.
+        .half_close(true);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)

@@ -506,7 +506,27 @@ fn check_path(c: &mut Checker, key: &str, path: &str) -> bool {
         );
         return false;
     }
-    true
+    // Requests are routed on their normalised path, so a route written otherwise
+    // would never match.
+    match crate::uri_path::normalise(path) {
+        Ok(std::borrow::Cow::Borrowed(_)) => true,
+        Ok(std::borrow::Cow::Owned(normal)) => {
+            c.err(
+                key,
+                format!(
+                    "requests are matched on their normalised path, so this never matches; write {normal:?}"
+                ),
+            );
+            false
+        }
+        Err(e) => {
+            c.err(
+                key,
+                format!("{path:?}: {}; such requests are refused", e.reason()),
+            );
+            false
+        }
+    }
 }
 
 /// `["GET", "POST"]`: HTTP method tokens, upper case as clients send them
@@ -689,6 +709,26 @@ mod tests {
         has("route[6].methods[0]", "(methods are upper case: \"GET\")");
         has("route[7].methods", "at least one method");
         assert_eq!(p.len(), 11, "{p:#?}");
+    }
+
+    #[test]
+    fn a_path_is_written_in_normal_form() {
+        let p = problems(
+            "[[route]]\npath = \"/a/../b/\"\nupstream = \"api\"\n\
+             [[route]]\npath_exact = \"/%7Ebob\"\nupstream = \"api\"\n\
+             [[route]]\npath = \"/../\"\nupstream = \"api\"\n\
+             [[route]]\npath = \"/files/a%2Fb/\"\nupstream = \"api\"\n",
+        );
+        let has = |key: &str, part: &str| {
+            assert!(
+                p.iter().any(|(k, m)| k == key && m.contains(part)),
+                "no {key}: …{part}… in {p:#?}"
+            )
+        };
+        has("route[0].path", "never matches; write \"/b/\"");
+        has("route[1].path_exact", "write \"/~bob\"");
+        has("route[2].path", "climbs above the root");
+        assert_eq!(p.len(), 3, "{p:#?}");
     }
 
     #[test]

@@ -17,8 +17,11 @@
 //! listener and route.
 
 mod access_log;
+mod framing;
 mod host;
 mod hsts;
+pub mod method;
+pub mod path;
 pub mod request_id;
 mod response_headers;
 pub mod set_headers;
@@ -35,8 +38,11 @@ use crate::config::{ListenerConfig, RouteAction, RouteConfig, UpstreamConfig};
 use crate::error::ProxyError;
 
 pub use access_log::NoAccessLog;
+pub use framing::Framing;
 pub use host::{request_host, Host};
 pub use hsts::Hsts;
+pub use method::MethodCheck;
+pub use path::NormalisePath;
 pub use request_id::RequestId;
 pub use response_headers::ResponseHeaders;
 pub use set_headers::{HeaderAction, SetHeaders};
@@ -91,7 +97,10 @@ pub trait Filter {
 #[derive(Debug)]
 pub enum Step {
     RequestId(RequestId),
+    Framing(Framing),
     Host(Host),
+    MethodCheck(MethodCheck),
+    NormalisePath(NormalisePath),
     Hsts(Hsts),
     NoAccessLog(NoAccessLog),
     SetHeaders(SetHeaders),
@@ -104,7 +113,10 @@ macro_rules! each {
     ($self:ident, $f:ident => $call:expr) => {
         match $self {
             Step::RequestId($f) => $call,
+            Step::Framing($f) => $call,
             Step::Host($f) => $call,
+            Step::MethodCheck($f) => $call,
+            Step::NormalisePath($f) => $call,
             Step::Hsts($f) => $call,
             Step::NoAccessLog($f) => $call,
             Step::SetHeaders($f) => $call,
@@ -141,13 +153,18 @@ impl Filter for Step {
 }
 
 /// A listener's filters: the request id first (so even a refused request has
-/// one), the host check, and HSTS on TLS listeners.
+/// one), the framing check (whose refusals close the connection, so it goes
+/// before any other refusal), the host check, the method check, the path's
+/// normal form (which the router and the origin see), and HSTS on TLS listeners.
 pub fn for_listener(l: &ListenerConfig) -> Box<[Step]> {
     let mut steps = vec![
         Step::RequestId(RequestId),
+        Step::Framing(Framing),
         Step::Host(Host {
             http10_without_host: l.redirect_https.is_none(),
         }),
+        Step::MethodCheck(MethodCheck),
+        Step::NormalisePath(NormalisePath),
     ];
     if let Some(v) = &l.hsts {
         steps.push(Step::Hsts(Hsts(v.clone())));
