@@ -77,6 +77,14 @@ impl InFlight {
     pub fn fail(&mut self) {
         self.failed = true;
     }
+
+    /// The exchange ended through the client's fault (its request body was
+    /// malformed, cut short or stalled): it teaches nothing about the server, so
+    /// it records no failure and no latency sample (the time was the client's).
+    pub fn discard(&mut self) {
+        self.failed = false;
+        self.start = None;
+    }
 }
 
 impl Drop for InFlight {

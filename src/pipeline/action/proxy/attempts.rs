@@ -229,8 +229,11 @@ impl<'a> Attempts<'a> {
                     return Ok((idx, res));
                 }
                 Err(e) => {
-                    // The client's side failed: not the server's fault, not retried.
+                    // The client's side failed (its body malformed, cut short or
+                    // stalled): nothing against the server (no failure, no latency
+                    // sample, no retry or budget), and the client gets a 4xx.
                     if e.fault() == Fault::Client {
+                        guard.discard();
                         return Err(e);
                     }
                     guard.fail();

@@ -115,6 +115,19 @@ pub(super) async fn exchange(
     }
 }
 
+/// Whose fault a failed exchange is. While a request body streams from the
+/// client, a failure of its stream (malformed framing, the client gone) makes
+/// hyper abort the exchange, and what the upstream connection then reports is a
+/// consequence: `SendProgress` saw the client's stream fail first (see
+/// `SendProgress::client_failed`). Anything else is the server's.
+pub(super) fn blame(e: hyper::Error, progress: Option<&SendProgress>) -> ProxyError {
+    if progress.is_some_and(SendProgress::client_failed) {
+        ProxyError::ClientBody(e)
+    } else {
+        ProxyError::Upstream(e)
+    }
+}
+
 /// The HTTP/2 error behind a hyper error, if any.
 fn h2_error(e: &hyper::Error) -> Option<&h2::Error> {
     let mut source = std::error::Error::source(e);
@@ -170,7 +183,8 @@ where
             None => (start + t.read, ProxyError::ReadTimeout),
             Some((SendPhase::Done, at)) => (at + t.read, ProxyError::ReadTimeout),
             Some((SendPhase::Upstream, at)) => (at.max(start) + t.send, ProxyError::SendTimeout),
-            Some((SendPhase::Client, at)) => (
+            // A failed body fails the exchange at once (hyper has its error).
+            Some((SendPhase::Client | SendPhase::Failed, at)) => (
                 at.max(start) + CLIENT_BODY_TIMEOUT,
                 ProxyError::ClientBodyTimeout,
             ),
@@ -197,7 +211,7 @@ where
                     Ok(res) => Ok(res),
                     Err(mut e) => Err(match e.take_message() {
                         Some(req) => Attempt::NotSent(Box::new(req)),
-                        None => Attempt::Failed(ProxyError::Upstream(e.into_error())),
+                        None => Attempt::Failed(blame(e.into_error(), progress)),
                     }),
                 }
             }
