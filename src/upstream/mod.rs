@@ -21,7 +21,7 @@ pub use budget::RetryBudget;
 pub use health::{Active, Admission, Event, HealthView, SLOW_START_FLOOR};
 pub use inflight::{InFlight, Measure};
 pub use pool::{set_worker_shard, H2Lease, Pool, PooledConn, Sender, DEFAULT_IDLE_TIMEOUT};
-pub use response::UpstreamBody;
+pub use response::{Blame, UpstreamBody};
 pub use server_state::{Registry, ServerKey, ServerState};
 
 use crate::balance::{self, Balancer, Candidate, Latency, PickCtx};
@@ -345,6 +345,23 @@ impl Upstream {
             p => (total * p as usize / 100).max(1),
         };
         ejected < cap
+    }
+
+    /// Charges `servers[i]` one failure towards passive ejection for the attempt
+    /// `guard` counts, at most once however many ways it fails (a listed status in
+    /// the head, then a broken body).
+    pub fn record_failure(&self, i: usize, guard: &mut InFlight, reason: &str) {
+        if !guard.claim_charge() {
+            return;
+        }
+        let s = &self.servers[i];
+        s.state.record_failure(
+            guard.take_admission(),
+            s.passive.max_fails,
+            s.passive.fail_timeout,
+            || self.may_eject(i),
+            reason,
+        );
     }
 
     /// What the balancer compares for `servers[i]` (see `Balancer::load`).

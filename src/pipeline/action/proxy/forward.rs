@@ -11,7 +11,7 @@ use crate::config::Timeouts;
 use crate::error::ProxyError;
 use crate::pipeline::payload::CLIENT_BODY_TIMEOUT;
 use crate::pipeline::reply::RespBody;
-use crate::upstream::{InFlight, Pool, PooledConn, Sender, UpstreamBody};
+use crate::upstream::{Blame, InFlight, Pool, PooledConn, Sender, UpstreamBody};
 
 /// Reduces the request target to origin-form (`/path?query`), which is what an
 /// HTTP/1.1 origin expects from a proxy (RFC 9112 §3.2.1).
@@ -29,12 +29,13 @@ pub fn origin_form(uri: &mut Uri) {
 
 /// Turns an upstream response head into the client's response: hop-by-hop headers
 /// stripped, the body streamed with the in-flight guard and the connection, which
-/// goes back to the pool when the body ends.
+/// goes back to the pool when the body ends, and with whom to blame if it breaks.
 pub(super) fn respond(
     conn: PooledConn,
     res: Response<Incoming>,
     guard: InFlight,
     timeouts: Timeouts,
+    blame: Blame,
 ) -> Response<RespBody> {
     let (mut head, incoming) = res.into_parts();
     strip_hop_by_hop(&mut head.headers);
@@ -43,7 +44,7 @@ pub(super) fn respond(
         // hyper's fast status line this way.
         head.version = Version::HTTP_11;
     }
-    let body = UpstreamBody::new(incoming, conn.tx, guard, timeouts.read);
+    let body = UpstreamBody::new(incoming, conn.tx, guard, timeouts.read, blame);
     Response::from_parts(head, RespBody::Upstream(body))
 }
 
