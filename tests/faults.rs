@@ -3,6 +3,8 @@
 //!
 //! - a client whose request body is malformed or cut short gets a 4xx, and no
 //!   server is charged for it (passive failures, `errors`, latency penalties);
+//! - a request is sent again on a fresh connection only when a reused one closed
+//!   before a single response byte arrived (RFC 9112 §9.3.1);
 //! - an origin that breaks (garbage, a reset or truncated body, a stall) gives
 //!   the client a clean error or a cut stream it can detect, its connection is
 //!   never reused, and the server is charged exactly one failure.
@@ -30,6 +32,8 @@ enum Then {
     KeepAlive,
     /// Closes the connection (FIN).
     Close,
+    /// Resets the connection (RST: `SO_LINGER` 0, then close).
+    Reset,
     /// Resets it once the test says so (`RawOrigin::release`): a reset can discard
     /// data the peer has not read yet, so a test that wants the bytes before the
     /// reset read first waits until they were.
@@ -49,6 +53,14 @@ fn answer(bytes: impl Into<Vec<u8>>, then: Then) -> Answer {
         bytes: bytes.into(),
         then,
     }
+}
+
+/// A complete keep-alive 200 with body `ok`.
+fn ok() -> Answer {
+    answer(
+        &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..],
+        Then::KeepAlive,
+    )
 }
 
 type Script = Arc<dyn Fn(usize) -> Answer + Send + Sync>;
@@ -150,6 +162,10 @@ async fn serve_raw(
         match a.then {
             Then::KeepAlive => {}
             Then::Close => return,
+            Then::Reset => {
+                let _ = s.set_zero_linger();
+                return;
+            }
             Then::ResetWhenTold => {
                 release.notified().await;
                 let _ = s.set_zero_linger();
@@ -490,6 +506,75 @@ async fn a_body_that_breaks_after_the_answer_began_charges_no_server() {
     until("the attempt is over", || server.inflight() == 0).await;
     assert_eq!(server.errors(), 0, "the server was charged an error");
     assert!(!server.ejected());
+}
+
+// ===== 2. a request reaches the origin twice only if it never answered =====
+
+/// The first request is answered and its connection pooled; the second, on that
+/// reused connection, gets `second`; every later one is answered. Returns the
+/// second request's status, the requests the origin read and the errors charged.
+async fn second_request_on_a_reused_connection(second: fn() -> Answer) -> (u16, usize, u64) {
+    let origin = RawOrigin::start(move |n| if n == 1 { second() } else { ok() }).await;
+    let (running, proxy) = start_proxy(&common::one_origin_config(origin.addr)).await;
+    assert_eq!(get(proxy, "/").await.status, 200);
+    let server = state(&running, 0, 0);
+    until("the connection is pooled", || server.pool.idle_count() == 1).await;
+    let status = get(proxy, "/").await.status;
+    until("the attempt is over", || server.inflight() == 0).await;
+    let requests = origin.requests();
+    // The first connection carried two requests; a replay, one more on another.
+    assert_eq!(
+        origin.accepted(),
+        requests - 1,
+        "one new connection per replay"
+    );
+    (status, requests, server.errors())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_connection_closed_before_any_byte_is_replayed_once() {
+    for (case, second) in [
+        (
+            "closed",
+            (|| answer(Vec::new(), Then::Close)) as fn() -> Answer,
+        ),
+        ("reset", || answer(Vec::new(), Then::Reset)),
+    ] {
+        let (status, requests, errors) = second_request_on_a_reused_connection(second).await;
+        assert_eq!(status, 200, "{case}: replayed on a fresh connection");
+        assert_eq!(requests, 3, "{case}: the origin read it twice");
+        assert_eq!(
+            errors, 0,
+            "{case}: a stale connection is not the server's failure"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_answered_anything_is_not_sent_the_request_again() {
+    for (case, second) in [
+        (
+            "invalid status line",
+            (|| answer(&b"this is not http\r\n\r\n"[..], Then::Close)) as fn() -> Answer,
+        ),
+        ("invalid status code", || {
+            answer(
+                &b"HTTP/1.1 2x0 OK\r\ncontent-length: 0\r\n\r\n"[..],
+                Then::Close,
+            )
+        }),
+        ("half a head, then closed", || {
+            answer(&b"HTTP/1.1 200 OK\r\ncontent-le"[..], Then::Close)
+        }),
+        ("an interim response, then closed", || {
+            answer(&b"HTTP/1.1 100 Continue\r\n\r\n"[..], Then::Close)
+        }),
+    ] {
+        let (status, requests, errors) = second_request_on_a_reused_connection(second).await;
+        assert_eq!(status, 502, "{case}");
+        assert_eq!(requests, 2, "{case}: the origin read the request once");
+        assert_eq!(errors, 1, "{case}: one failure for the attempt");
+    }
 }
 
 // ===== upstream faults =====

@@ -11,6 +11,7 @@ mod pool;
 mod response;
 mod server_state;
 pub mod transport;
+mod wire;
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -20,9 +21,10 @@ use std::time::Duration;
 pub use budget::RetryBudget;
 pub use health::{Active, Admission, Event, HealthView, SLOW_START_FLOOR};
 pub use inflight::{InFlight, Measure};
-pub use pool::{set_worker_shard, H2Lease, Pool, PooledConn, Sender, DEFAULT_IDLE_TIMEOUT};
+pub use pool::{set_worker_shard, H1Conn, H2Lease, Pool, PooledConn, Sender, DEFAULT_IDLE_TIMEOUT};
 pub use response::{Blame, UpstreamBody};
 pub use server_state::{Registry, ServerKey, ServerState};
+pub use wire::Wire;
 
 use crate::balance::{self, Balancer, Candidate, Latency, PickCtx};
 use crate::config::{BalanceKind, HashKey, HealthCheckConfig, ServerConfig, StickyConfig};

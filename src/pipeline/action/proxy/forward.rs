@@ -53,13 +53,15 @@ pub(super) fn respond(
 ///
 /// A pooled connection may have been closed by the origin since its last use.
 /// hyper hands the request back when it could not be written, and another
-/// connection gets it. When it was written but the connection then closed with no
-/// answer, `again` may supply a copy (bodiless or buffered idempotent requests),
-/// sent once on a fresh connection to the same server (RFC 9112 §9.3.1): a stale
-/// keep-alive connection is not the server's failure. Anything else is. On a shared
-/// HTTP/2 connection the same holds for failures of the whole connection (GOAWAY,
-/// I/O) and for streams the server refused unprocessed (RFC 9113 §8.7); such a
-/// connection takes no new requests.
+/// connection gets it. When it was written but the connection then closed or was
+/// reset before a single response byte arrived (the `Wire` says), `again` may
+/// supply a copy (bodiless or buffered idempotent requests), sent once on a fresh
+/// connection to the same server (RFC 9112 §9.3.1): a stale keep-alive connection
+/// is not the server's failure. Anything else is, and is not sent again: an
+/// answer of any kind, even an invalid one, proves the origin read the request. On
+/// a shared HTTP/2 connection the same holds for failures of the whole connection
+/// (GOAWAY, I/O) and for streams the server refused unprocessed (RFC 9113 §8.7);
+/// such a connection takes no new requests.
 pub(super) async fn exchange(
     mut conn: PooledConn,
     mut req: Request<ReqBody>,
@@ -72,7 +74,10 @@ pub(super) async fn exchange(
     loop {
         let reused = conn.reused;
         let sent = match &mut conn.tx {
-            Sender::H1(tx) => await_head(tx.try_send_request(req), progress, &timeouts).await,
+            Sender::H1(c) => {
+                c.wire.start();
+                await_head(c.tx.try_send_request(req), progress, &timeouts).await
+            }
             Sender::H2(lease) => {
                 await_head(lease.tx.try_send_request(req), progress, &timeouts).await
             }
@@ -90,7 +95,7 @@ pub(super) async fn exchange(
             }
             Err(Attempt::Failed(ProxyError::Upstream(e))) => {
                 let stale = match &conn.tx {
-                    Sender::H1(_) => true,
+                    Sender::H1(c) => connection_lost(&e) && !c.wire.received(),
                     Sender::H2(lease) => {
                         let whole = h2_connection_failed(&e);
                         if whole {
@@ -127,6 +132,27 @@ pub(super) fn blame(e: hyper::Error, progress: Option<&SendProgress>) -> ProxyEr
     } else {
         ProxyError::Upstream(e)
     }
+}
+
+/// The connection ended under the exchange: closed before the response was
+/// complete (hyper's incomplete message), or reset or broken while reading or
+/// writing. Not a parse error, a timeout or a body of ours that failed.
+fn connection_lost(e: &hyper::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
+            );
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The HTTP/2 error behind a hyper error, if any.
