@@ -5,9 +5,10 @@
 //!   server is charged for it (passive failures, `errors`, latency penalties);
 //! - a request is sent again on a fresh connection only when a reused one closed
 //!   before a single response byte arrived (RFC 9112 §9.3.1);
-//! - an origin that breaks (garbage, a reset or truncated body, a stall) gives
-//!   the client a clean error or a cut stream it can detect, its connection is
-//!   never reused, and the server is charged exactly one failure.
+//! - an origin that breaks (garbage, a head over `max_response_header_size`, a
+//!   reset or truncated body, a stall) gives the client a clean error or a cut
+//!   stream it can detect, its connection is never reused, and the server is
+//!   charged exactly one failure.
 
 mod common;
 
@@ -577,7 +578,21 @@ async fn an_origin_that_answered_anything_is_not_sent_the_request_again() {
     }
 }
 
-// ===== upstream faults =====
+// ===== 3 and 4. upstream faults =====
+
+/// A response head of about `size` bytes: a 200 with filler headers and body `ok`.
+fn head_of(size: usize) -> Vec<u8> {
+    let mut h = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n".to_vec();
+    let mut i = 0;
+    while h.len() + 4 < size {
+        let room = size - h.len() - 4;
+        let v = "v".repeat(room.saturating_sub(16).clamp(1, 4000));
+        h.extend_from_slice(format!("x-fill-{i}: {v}\r\n").as_bytes());
+        i += 1;
+    }
+    h.extend_from_slice(b"\r\nok");
+    h
+}
 
 /// An upstream whose first server is the raw origin under test, with
 /// `max_fails = 2`, next to a sample origin that is drained (so every request
@@ -671,6 +686,50 @@ async fn an_invalid_status_line_is_502_and_one_failure() {
         bad_gateway,
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_head_over_the_limit_is_502_and_one_failure() {
+    // The probe's 110 KB head, against the default limit.
+    charged_once_per_fault(
+        "110 KB head",
+        "",
+        |_| answer(head_of(110 * 1024), Then::KeepAlive),
+        bad_gateway,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_response_header_size_sets_the_limit() {
+    // The default takes a head of 24 KiB…
+    let origin = RawOrigin::start(|_| answer(head_of(24 * 1024), Then::KeepAlive)).await;
+    let (_running, proxy) = start_proxy(&common::one_origin_config(origin.addr)).await;
+    let seen = get(proxy, "/").await;
+    assert_eq!(
+        (seen.status, &seen.body[..]),
+        (200, &b"ok"[..]),
+        "{}",
+        seen.head
+    );
+    // …but not one of 40 KiB.
+    let origin = RawOrigin::start(|_| answer(head_of(40 * 1024), Then::KeepAlive)).await;
+    let (_running, proxy) = start_proxy(&common::one_origin_config(origin.addr)).await;
+    assert_eq!(get(proxy, "/").await.status, 502);
+
+    // A limit of 8 KiB takes 6 KiB and refuses 10 KiB.
+    let origin = RawOrigin::start(|n| {
+        let size = if n == 0 { 6 } else { 10 };
+        answer(head_of(size * 1024), Then::KeepAlive)
+    })
+    .await;
+    let toml = common::one_origin_config(origin.addr).replace(
+        "[upstream.origin]\n",
+        "[upstream.origin]\nmax_response_header_size = \"8KiB\"\n",
+    );
+    let (_running, proxy) = start_proxy(&toml).await;
+    assert_eq!(get(proxy, "/").await.status, 200);
+    assert_eq!(get(proxy, "/").await.status, 502);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -415,9 +415,13 @@ fn server(
         addr: s.addr,
     };
     let transport = Transport::new(u.protocol, u.tls.as_ref(), tls_client, s);
-    let state = b
-        .registry
-        .server_or_new(key, u.keepalive, u.ewma_seed, transport, |fresh| {
+    let state = b.registry.server_or_new(
+        key,
+        u.keepalive,
+        u.max_response_header_size,
+        u.ewma_seed,
+        transport,
+        |fresh| {
             if b.initial {
                 return;
             }
@@ -430,7 +434,8 @@ fn server(
             } else {
                 fresh.start_ramp(s.slow_start);
             }
-        });
+        },
+    );
     let addr = s.addr.to_string();
     let requests = b
         .routes

@@ -59,6 +59,8 @@ pub struct Pool {
     transport: Transport,
     shards: Box<[Mutex<Shard>]>,
     max_idle: AtomicUsize,
+    /// `max_response_header_size`, for HTTP/1.1 connections opened from now on.
+    max_head: AtomicUsize,
 }
 
 /// One worker's connections to the server.
@@ -127,11 +129,18 @@ impl Pool {
                 })
                 .collect(),
             max_idle: AtomicUsize::new(max_idle),
+            max_head: AtomicUsize::new(crate::config::DEFAULT_MAX_RESPONSE_HEADER_SIZE),
         }
     }
 
     pub fn set_max_idle(&self, n: usize) {
         self.max_idle.store(n, Ordering::Relaxed);
+    }
+
+    /// Sets `max_response_header_size` for the connections opened from now on (a
+    /// reload does not close the open ones).
+    pub fn set_max_head(&self, n: usize) {
+        self.max_head.store(n, Ordering::Relaxed);
     }
 
     /// How connections to the server are made.
@@ -246,7 +255,8 @@ impl Pool {
         match self.transport.protocol() {
             UpstreamProtocol::Http1 => {
                 let stream = self.transport.connect(self.addr, timeout).await?;
-                handshake_h1(stream).await.map(Sender::H1)
+                let max_head = self.max_head.load(Ordering::Relaxed);
+                handshake_h1(stream, max_head).await.map(Sender::H1)
             }
             UpstreamProtocol::H2 | UpstreamProtocol::H2c => {
                 self.open_h2(timeout).await.map(Sender::H2)
@@ -276,11 +286,14 @@ impl Pool {
 }
 
 /// An HTTP/1.1 client connection on `stream`, driven by its own task (which also
-/// carries protocol switches), its reads recorded on a `Wire`.
-async fn handshake_h1(stream: Stream) -> Result<H1Conn, ProxyError> {
+/// carries protocol switches), its reads recorded on a `Wire`. A response head
+/// over `max_head` bytes fails the exchange (hyper's limit; it also bounds chunked
+/// trailers).
+async fn handshake_h1(stream: Stream, max_head: usize) -> Result<H1Conn, ProxyError> {
     let wire = Arc::new(Wire::default());
     let io = Metered::new(stream, Arc::clone(&wire));
     let (tx, conn) = http1::Builder::new()
+        .max_header_size(max_head)
         .handshake(TokioIo::new(io))
         .await
         .map_err(ProxyError::Upstream)?;
