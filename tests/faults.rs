@@ -6,9 +6,9 @@
 //! - a request is sent again on a fresh connection only when a reused one closed
 //!   before a single response byte arrived (RFC 9112 §9.3.1);
 //! - an origin that breaks (garbage, a head over `max_response_header_size`, a
-//!   reset or truncated body, a stall) gives the client a clean error or a cut
-//!   stream it can detect, its connection is never reused, and the server is
-//!   charged exactly one failure.
+//!   1xx storm, a reset or truncated body, a stall after the head) gives the client
+//!   a clean error or a cut stream it can detect, its connection is never reused,
+//!   and the server is charged exactly one failure.
 
 mod common;
 
@@ -730,6 +730,48 @@ async fn max_response_header_size_sets_the_limit() {
     let (_running, proxy) = start_proxy(&toml).await;
     assert_eq!(get(proxy, "/").await.status, 200);
     assert_eq!(get(proxy, "/").await.status, 502);
+}
+
+/// `n` interim responses (alternately 100 and 103), then a complete 200.
+fn interim_then_ok(n: usize) -> Vec<u8> {
+    let mut b = Vec::new();
+    for i in 0..n {
+        if i % 2 == 0 {
+            b.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        } else {
+            b.extend_from_slice(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n");
+        }
+    }
+    b.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_interim_responses_is_502_and_one_failure() {
+    charged_once_per_fault(
+        "300 interim responses",
+        "",
+        |_| answer(interim_then_ok(300), Then::KeepAlive),
+        bad_gateway,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_interim_responses_pass() {
+    let origin = RawOrigin::start(|_| answer(interim_then_ok(3), Then::KeepAlive)).await;
+    let (running, proxy) = start_proxy(&common::one_origin_config(origin.addr)).await;
+    for _ in 0..2 {
+        let seen = get(proxy, "/").await;
+        assert_eq!(
+            (seen.status, &seen.body[..]),
+            (200, &b"ok"[..]),
+            "{}",
+            seen.head
+        );
+    }
+    assert_eq!(state(&running, 0, 0).errors(), 0);
+    assert_eq!(origin.accepted(), 1, "the connection is reused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,7 +58,8 @@ pub const DEFAULT_TUNNEL_TIMEOUT: Duration = Duration::from_secs(3600);
 /// without holding many sockets open on small origins.
 pub const DEFAULT_KEEPALIVE: usize = 32;
 /// Largest upstream response head taken when `max_response_header_size` is not
-/// set: the status line and headers. An origin rarely sends more than a few KiB; nginx
+/// set: the status line and headers of the final response together with any 1xx
+/// interim responses before it. An origin rarely sends more than a few KiB; nginx
 /// fails a head that does not fit its proxy buffer (4 or 8 KiB) and HAProxy one
 /// over its 16 KiB `tune.bufsize`, both with 502. 32 KiB leaves room for large
 /// cookies and tokens while keeping what one request can make the proxy hold small.
@@ -218,7 +219,8 @@ pub struct UpstreamConfig {
     pub name: String,
     pub balance: BalanceKind,
     pub keepalive: usize,
-    /// Largest response head a server may send; more is its failure, answered 502.
+    /// Largest response head a server may send, 1xx interim responses included;
+    /// more is its failure, answered 502.
     pub max_response_header_size: usize,
     /// What `least_time` times.
     pub least_time: LeastTimeMode,

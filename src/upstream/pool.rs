@@ -287,11 +287,12 @@ impl Pool {
 
 /// An HTTP/1.1 client connection on `stream`, driven by its own task (which also
 /// carries protocol switches), its reads recorded on a `Wire`. A response head
-/// over `max_head` bytes fails the exchange (hyper's limit; it also bounds chunked
-/// trailers).
+/// over `max_head` bytes, 1xx interim responses included, fails the exchange
+/// (`Metered`'s count; hyper's `max_header_size` checks each head too, and
+/// bounds chunked trailers).
 async fn handshake_h1(stream: Stream, max_head: usize) -> Result<H1Conn, ProxyError> {
     let wire = Arc::new(Wire::default());
-    let io = Metered::new(stream, Arc::clone(&wire));
+    let io = Metered::new(stream, Arc::clone(&wire), max_head);
     let (tx, conn) = http1::Builder::new()
         .max_header_size(max_head)
         .handshake(TokioIo::new(io))
