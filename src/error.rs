@@ -41,6 +41,12 @@ pub enum ProxyError {
     ReadTimeout,
     #[error("the client stopped sending its request body")]
     ClientBodyTimeout,
+    /// The client's request body failed while it was being sent upstream (bad
+    /// chunked framing, a chunk extension over the limit, the client gone): the
+    /// exchange with the server broke because of it, which says nothing about the
+    /// server. The error is the one the upstream connection reported.
+    #[error("the client's request body was malformed or cut short: {0}")]
+    ClientBody(#[source] hyper::Error),
     /// A filter needed the body in memory and it is larger than it allows.
     #[error("the request body is larger than {0} bytes")]
     BodyTooLarge(u64),
@@ -70,6 +76,7 @@ impl ProxyError {
             | ProxyError::TransferCoding
             | ProxyError::MethodTooLong
             | ProxyError::ClientBodyTimeout
+            | ProxyError::ClientBody(_)
             | ProxyError::BodyTooLarge(_) => Fault::Client,
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
@@ -90,11 +97,14 @@ impl ProxyError {
 
     /// nginx's choices: refused, broken or untrusted (TLS) upstream connections are
     /// 502, timeouts (connect and TLS handshake included) are 504, nothing to send
-    /// to is 503.
+    /// to is 503; a request body that is malformed or cut short is 400 (a client
+    /// that went away never reads it).
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::BadRequest(_) | ProxyError::Framing(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::Framing(_) | ProxyError::ClientBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
             // RFC 9112 §6.1 (a transfer coding the server does not understand) and
             // RFC 9110 §9.1 (a method it does not implement) both name 501.
             ProxyError::TransferCoding | ProxyError::MethodTooLong => StatusCode::NOT_IMPLEMENTED,

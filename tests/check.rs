@@ -737,6 +737,7 @@ fn dump_prints_the_configuration_with_defaults_filled_in() {
         "interval = \"5s\"\n",
         "expect_status = \"200-399\"\n",
         "tls = false\n",
+        "max_response_header_size = \"32KiB\"\n",
         // The server as written, once, though the name may resolve to two addresses.
         "addr = \"localhost:9002\"\nweight = 2\n",
     ] {

@@ -1,7 +1,9 @@
 //! The client's request body on its way upstream: passed on frame by frame as it
 //! comes (backpressure flows through), with a record of who the transfer is
 //! waiting on, which the request path turns into `send_timeout` or the client body
-//! timeout.
+//! timeout, and of whether the client's stream failed (malformed framing, the
+//! client gone), which makes a failed exchange the client's fault, not the
+//! server's.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +25,7 @@ use super::BoxError;
 pub struct SendProgress {
     start: Instant,
     /// Nanoseconds since `start` of the last change, shifted left by 2; the low bits
-    /// hold the phase (`UPSTREAM`, `CLIENT`, `DONE`).
+    /// hold the phase (`SendPhase` as 0 to 3).
     word: AtomicU64,
     /// Signalled when the body is done, which can bring the deadline forward
     /// (`read_timeout` may be shorter than the send-side timeouts).
@@ -40,6 +42,11 @@ pub enum SendPhase {
     Client,
     /// The whole body has been sent.
     Done,
+    /// The client's body stream failed: malformed (bad chunked framing, a chunk
+    /// extension over hyper's limit), cut short (the client closed its connection
+    /// or reset its stream) or otherwise unreadable. Final: nothing is polled
+    /// after an error.
+    Failed,
 }
 
 impl SendProgress {
@@ -58,6 +65,7 @@ impl SendProgress {
             SendPhase::Upstream => 0,
             SendPhase::Client => 1,
             SendPhase::Done => 2,
+            SendPhase::Failed => 3,
         };
         let old = self.word.swap((nanos << 2) | tag, Ordering::Relaxed);
         if tag == 2 && old & 3 != 2 {
@@ -85,9 +93,18 @@ impl SendProgress {
         let phase = match w & 3 {
             0 => SendPhase::Upstream,
             1 => SendPhase::Client,
-            _ => SendPhase::Done,
+            2 => SendPhase::Done,
+            _ => SendPhase::Failed,
         };
         (phase, self.start + Duration::from_nanos(w >> 2))
+    }
+
+    /// Whether the client's body stream failed. It is marked before the error is
+    /// handed to hyper, and hyper fails the exchange (the response future, or the
+    /// response body when the head had come) only after it got that error, so a
+    /// failure seen after this is `true` followed from the client's.
+    pub fn client_failed(&self) -> bool {
+        self.get().0 == SendPhase::Failed
     }
 }
 
@@ -147,6 +164,7 @@ impl Body for ClientBody {
         let phase = match &polled {
             Poll::Pending => SendPhase::Client,
             Poll::Ready(Some(Ok(_))) if !self.inner.is_end_stream() => SendPhase::Upstream,
+            Poll::Ready(Some(Err(_))) => SendPhase::Failed,
             Poll::Ready(_) => SendPhase::Done,
         };
         self.progress.mark(phase);

@@ -57,6 +57,17 @@ pub const DEFAULT_TUNNEL_TIMEOUT: Duration = Duration::from_secs(3600);
 /// commonly recommended `keepalive 32`, enough for a bot instance's concurrency
 /// without holding many sockets open on small origins.
 pub const DEFAULT_KEEPALIVE: usize = 32;
+/// Largest upstream response head taken when `max_response_header_size` is not
+/// set: the status line and headers of the final response together with any 1xx
+/// interim responses before it. An origin rarely sends more than a few KiB; nginx
+/// fails a head that does not fit its proxy buffer (4 or 8 KiB) and HAProxy one
+/// over its 16 KiB `tune.bufsize`, both with 502. 32 KiB leaves room for large
+/// cookies and tokens while keeping what one request can make the proxy hold small.
+pub const DEFAULT_MAX_RESPONSE_HEADER_SIZE: usize = 32 * 1024;
+/// Bounds of `max_response_header_size`: below 1 KiB ordinary heads fail; above
+/// 256 KiB hyper's read buffer (about 400 KiB) would refuse the head first.
+pub const MIN_MAX_RESPONSE_HEADER_SIZE: usize = 1024;
+pub const MAX_MAX_RESPONSE_HEADER_SIZE: usize = 256 * 1024;
 /// nginx's default server weight.
 pub const DEFAULT_WEIGHT: u32 = 1;
 /// Upper bound on a server's weight. Round-robin precomputes one cycle of picks,
@@ -208,6 +219,9 @@ pub struct UpstreamConfig {
     pub name: String,
     pub balance: BalanceKind,
     pub keepalive: usize,
+    /// Largest response head a server may send, 1xx interim responses included;
+    /// more is its failure, answered 502.
+    pub max_response_header_size: usize,
     /// What `least_time` times.
     pub least_time: LeastTimeMode,
     /// τ of the latency estimates (`ewma` and `least_time`).

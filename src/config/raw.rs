@@ -66,6 +66,8 @@ pub(crate) struct RawUpstream {
     pub hash_balance_factor: Option<f64>,
     pub sticky: Option<RawSticky>,
     pub keepalive: Option<u32>,
+    /// A size: a byte count or a string such as `"32KiB"`.
+    pub max_response_header_size: Option<toml::Value>,
     pub max_ejected_percent: Option<u32>,
     pub health_check: Option<RawHealthCheck>,
     pub protocol: Option<String>,

@@ -220,7 +220,7 @@ pub(super) fn check_retry(
 
 /// A byte count, or a string with nginx's or IEC suffixes: `"512"`, `"64k"`,
 /// `"64KiB"`, `"1m"`, `"1MiB"` (all binary, as nginx's sizes are).
-fn parse_size(v: &toml::Value) -> Option<u64> {
+pub(super) fn parse_size(v: &toml::Value) -> Option<u64> {
     match v {
         toml::Value::Integer(n) => u64::try_from(*n).ok(),
         toml::Value::String(s) => {

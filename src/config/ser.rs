@@ -94,6 +94,15 @@ impl<T: std::fmt::Display> Serialize for Bare<T> {
 
 struct Dur(Duration);
 
+/// A size, written as `size_text` writes it.
+struct Size(u64);
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        size(&self.0, s)
+    }
+}
+
 impl Serialize for Dur {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         duration(&self.0, s)
@@ -382,7 +391,7 @@ impl Serialize for UpstreamConfig {
     /// `balance` are left out: the loader refuses them.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let uses = |key| self.balance.uses(key);
-        let mut m = s.serialize_struct("UpstreamConfig", 14)?;
+        let mut m = s.serialize_struct("UpstreamConfig", 15)?;
         m.serialize_field("balance", &self.balance)?;
         m.serialize_field("keepalive", &self.keepalive)?;
         if uses("least_time") {
@@ -410,6 +419,10 @@ impl Serialize for UpstreamConfig {
             m.serialize_field("health_check", h)?;
         }
         m.serialize_field("max_ejected_percent", &self.max_ejected_percent)?;
+        m.serialize_field(
+            "max_response_header_size",
+            &Size(self.max_response_header_size as u64),
+        )?;
         m.serialize_field("protocol", &self.protocol)?;
         m.serialize_field("tls", &TlsSetting(self.tls.as_ref()))?;
         m.serialize_field("servers", &WrittenServers(&self.servers))?;

@@ -19,8 +19,9 @@ use super::upstream_transport;
 use super::{
     AccessLogConfig, AdminConfig, BalanceKind, Config, HashKey, LeastTimeMode, ListenerConfig,
     LogFormat, LogTarget, Problem, ServerConfig, StickyConfig, UpstreamConfig, ALGORITHM_KEYS,
-    DEFAULT_EWMA_DECAY, DEFAULT_EWMA_SEED, DEFAULT_KEEPALIVE, DEFAULT_STICKY_TTL, DEFAULT_WEIGHT,
-    MAX_WEIGHT, MIN_EWMA_SEED,
+    DEFAULT_EWMA_DECAY, DEFAULT_EWMA_SEED, DEFAULT_KEEPALIVE, DEFAULT_MAX_RESPONSE_HEADER_SIZE,
+    DEFAULT_STICKY_TTL, DEFAULT_WEIGHT, MAX_MAX_RESPONSE_HEADER_SIZE, MAX_WEIGHT, MIN_EWMA_SEED,
+    MIN_MAX_RESPONSE_HEADER_SIZE,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &["access_log", "admin", "listener", "route", "upstream"];
@@ -464,6 +465,24 @@ fn check_upstreams(
             .and_then(|h| health_check::check_health(c, &format!("{base}.health_check"), h));
         let (protocol, tls) =
             upstream_transport::check_transport(c, &base, dir, u.protocol.as_deref(), u.tls);
+        let max_response_header_size = match &u.max_response_header_size {
+            None => DEFAULT_MAX_RESPONSE_HEADER_SIZE,
+            Some(v) => match super::retry::parse_size(v).map(usize::try_from) {
+                Some(Ok(n))
+                    if (MIN_MAX_RESPONSE_HEADER_SIZE..=MAX_MAX_RESPONSE_HEADER_SIZE)
+                        .contains(&n) =>
+                {
+                    n
+                }
+                _ => {
+                    c.err(
+                        format!("{base}.max_response_header_size"),
+                        format!("expected a size from 1KiB to 256KiB such as \"32KiB\" or a byte count, got {v}"),
+                    );
+                    DEFAULT_MAX_RESPONSE_HEADER_SIZE
+                }
+            },
+        };
         let max_ejected_percent = u.max_ejected_percent.unwrap_or(DEFAULT_MAX_EJECTED_PERCENT);
         if max_ejected_percent > 100 {
             c.err(
@@ -475,6 +494,7 @@ fn check_upstreams(
             name,
             balance,
             keepalive: u.keepalive.map_or(DEFAULT_KEEPALIVE, |k| k as usize),
+            max_response_header_size,
             least_time,
             ewma_decay,
             ewma_seed,
@@ -646,6 +666,33 @@ servers = [{ addr = "127.0.0.1:9001" }]
             "upstream = \"api\"\ntunnel_timeout = \"0s\"",
         ));
         assert_eq!(p[0].path, "route[0].tunnel_timeout", "{p:?}");
+    }
+
+    #[test]
+    fn max_response_header_size_is_a_bounded_size() {
+        let c = validate(BASE, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            c.upstreams[0].max_response_header_size,
+            DEFAULT_MAX_RESPONSE_HEADER_SIZE
+        );
+        let with = |v: &str| {
+            BASE.replace(
+                "[upstream.api]\n",
+                &format!("[upstream.api]\nmax_response_header_size = {v}\n"),
+            )
+        };
+        for (v, n) in [("\"8KiB\"", 8192), ("\"64k\"", 65536), ("4096", 4096)] {
+            let c = validate(&with(v), Path::new("t.toml")).unwrap();
+            assert_eq!(c.upstreams[0].max_response_header_size, n, "{v}");
+        }
+        for v in ["\"512\"", "\"1MiB\"", "\"32 GB\"", "-1", "true"] {
+            let p = problems(&with(v));
+            assert_eq!(
+                p[0].path, "upstream.api.max_response_header_size",
+                "{v}: {p:?}"
+            );
+            assert!(p[0].message.contains("1KiB to 256KiB"), "{v}: {p:?}");
+        }
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct InFlight {
     start: Option<Instant>,
     head: Option<Instant>,
     failed: bool,
+    /// The attempt's one failure towards passive ejection has been recorded.
+    charged: bool,
     /// A trial request's verdict is still owed to the server's passive health.
     admission: Admission,
 }
@@ -46,6 +48,7 @@ impl InFlight {
             start,
             head: None,
             failed: false,
+            charged: false,
             admission: Admission::Normal,
         }
     }
@@ -76,6 +79,21 @@ impl InFlight {
     /// The exchange failed (connect error, timeout, broken connection).
     pub fn fail(&mut self) {
         self.failed = true;
+    }
+
+    /// Claims the attempt's one failure towards passive ejection: `true` the first
+    /// time, so a failure seen in the head (a listed status) and another in the
+    /// body count once (see `Upstream::record_failure`).
+    pub fn claim_charge(&mut self) -> bool {
+        !std::mem::replace(&mut self.charged, true)
+    }
+
+    /// The exchange ended through the client's fault (its request body was
+    /// malformed, cut short or stalled): it teaches nothing about the server, so
+    /// it records no failure and no latency sample (the time was the client's).
+    pub fn discard(&mut self) {
+        self.failed = false;
+        self.start = None;
     }
 }
 

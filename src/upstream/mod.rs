@@ -11,6 +11,7 @@ mod pool;
 mod response;
 mod server_state;
 pub mod transport;
+mod wire;
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -20,9 +21,10 @@ use std::time::Duration;
 pub use budget::RetryBudget;
 pub use health::{Active, Admission, Event, HealthView, SLOW_START_FLOOR};
 pub use inflight::{InFlight, Measure};
-pub use pool::{set_worker_shard, H2Lease, Pool, PooledConn, Sender, DEFAULT_IDLE_TIMEOUT};
-pub use response::UpstreamBody;
+pub use pool::{set_worker_shard, H1Conn, H2Lease, Pool, PooledConn, Sender, DEFAULT_IDLE_TIMEOUT};
+pub use response::{Blame, UpstreamBody};
 pub use server_state::{Registry, ServerKey, ServerState};
+pub use wire::Wire;
 
 use crate::balance::{self, Balancer, Candidate, Latency, PickCtx};
 use crate::config::{BalanceKind, HashKey, HealthCheckConfig, ServerConfig, StickyConfig};
@@ -347,6 +349,23 @@ impl Upstream {
         ejected < cap
     }
 
+    /// Charges `servers[i]` one failure towards passive ejection for the attempt
+    /// `guard` counts, at most once however many ways it fails (a listed status in
+    /// the head, then a broken body).
+    pub fn record_failure(&self, i: usize, guard: &mut InFlight, reason: &str) {
+        if !guard.claim_charge() {
+            return;
+        }
+        let s = &self.servers[i];
+        s.state.record_failure(
+            guard.take_admission(),
+            s.passive.max_fails,
+            s.passive.fail_timeout,
+            || self.may_eject(i),
+            reason,
+        );
+    }
+
     /// What the balancer compares for `servers[i]` (see `Balancer::load`).
     pub fn load_estimate(&self, i: usize) -> f64 {
         self.tiers
@@ -396,9 +415,13 @@ fn server(
         addr: s.addr,
     };
     let transport = Transport::new(u.protocol, u.tls.as_ref(), tls_client, s);
-    let state = b
-        .registry
-        .server_or_new(key, u.keepalive, u.ewma_seed, transport, |fresh| {
+    let state = b.registry.server_or_new(
+        key,
+        u.keepalive,
+        u.max_response_header_size,
+        u.ewma_seed,
+        transport,
+        |fresh| {
             if b.initial {
                 return;
             }
@@ -411,7 +434,8 @@ fn server(
             } else {
                 fresh.start_ramp(s.slow_start);
             }
-        });
+        },
+    );
     let addr = s.addr.to_string();
     let requests = b
         .routes

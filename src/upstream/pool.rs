@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::transport::{Stream, Transport};
+use super::wire::{Metered, Wire};
 use super::ServerState;
 use crate::body::ReqBody;
 use crate::clock::stamp;
@@ -58,6 +59,8 @@ pub struct Pool {
     transport: Transport,
     shards: Box<[Mutex<Shard>]>,
     max_idle: AtomicUsize,
+    /// `max_response_header_size`, for HTTP/1.1 connections opened from now on.
+    max_head: AtomicUsize,
 }
 
 /// One worker's connections to the server.
@@ -83,14 +86,22 @@ enum Dialed {
 
 #[derive(Debug)]
 struct Idle {
-    tx: http1::SendRequest<ReqBody>,
+    conn: H1Conn,
     since: Instant,
+}
+
+/// An HTTP/1.1 connection's sending half, and what its I/O saw of the current
+/// exchange.
+#[derive(Debug)]
+pub struct H1Conn {
+    pub tx: http1::SendRequest<ReqBody>,
+    pub wire: Arc<Wire>,
 }
 
 /// The sending half of a connection, for one request.
 #[derive(Debug)]
 pub enum Sender {
-    H1(http1::SendRequest<ReqBody>),
+    H1(H1Conn),
     /// A stream on a shared connection; dropping it frees the stream's slot.
     H2(H2Lease),
 }
@@ -118,11 +129,18 @@ impl Pool {
                 })
                 .collect(),
             max_idle: AtomicUsize::new(max_idle),
+            max_head: AtomicUsize::new(crate::config::DEFAULT_MAX_RESPONSE_HEADER_SIZE),
         }
     }
 
     pub fn set_max_idle(&self, n: usize) {
         self.max_idle.store(n, Ordering::Relaxed);
+    }
+
+    /// Sets `max_response_header_size` for the connections opened from now on (a
+    /// reload does not close the open ones).
+    pub fn set_max_head(&self, n: usize) {
+        self.max_head.store(n, Ordering::Relaxed);
     }
 
     /// How connections to the server are made.
@@ -157,9 +175,9 @@ impl Pool {
         if self.transport.protocol().is_h2() {
             return self.checkout_h2(connect_timeout).await;
         }
-        if let Some(tx) = self.take_idle() {
+        if let Some(conn) = self.take_idle() {
             return Ok(PooledConn {
-                tx: Sender::H1(tx),
+                tx: Sender::H1(conn),
                 reused: true,
             });
         }
@@ -220,12 +238,13 @@ impl Pool {
         }
     }
 
-    fn take_idle(&self) -> Option<http1::SendRequest<ReqBody>> {
+    fn take_idle(&self) -> Option<H1Conn> {
         let now = Instant::now();
         let mut shard = self.lock();
         while let Some(c) = shard.idle.pop() {
-            if c.tx.is_ready() && now.saturating_duration_since(c.since) < DEFAULT_IDLE_TIMEOUT {
-                return Some(c.tx);
+            if c.conn.tx.is_ready() && now.saturating_duration_since(c.since) < DEFAULT_IDLE_TIMEOUT
+            {
+                return Some(c.conn);
             }
         }
         None
@@ -236,7 +255,8 @@ impl Pool {
         match self.transport.protocol() {
             UpstreamProtocol::Http1 => {
                 let stream = self.transport.connect(self.addr, timeout).await?;
-                handshake_h1(stream).await.map(Sender::H1)
+                let max_head = self.max_head.load(Ordering::Relaxed);
+                handshake_h1(stream, max_head).await.map(Sender::H1)
             }
             UpstreamProtocol::H2 | UpstreamProtocol::H2c => {
                 self.open_h2(timeout).await.map(Sender::H2)
@@ -253,12 +273,12 @@ impl Pool {
         Ok(lease)
     }
 
-    fn push(&self, tx: http1::SendRequest<ReqBody>) {
+    fn push(&self, conn: H1Conn) {
         let max = self.max_idle.load(Ordering::Relaxed);
         let mut shard = self.lock();
         if shard.idle.len() < max {
             shard.idle.push(Idle {
-                tx,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -266,12 +286,16 @@ impl Pool {
 }
 
 /// An HTTP/1.1 client connection on `stream`, driven by its own task (which also
-/// carries protocol switches).
-pub(super) async fn handshake_h1(
-    stream: Stream,
-) -> Result<http1::SendRequest<ReqBody>, ProxyError> {
+/// carries protocol switches), its reads recorded on a `Wire`. A response head
+/// over `max_head` bytes, 1xx interim responses included, fails the exchange
+/// (`Metered`'s count; hyper's `max_header_size` checks each head too, and
+/// bounds chunked trailers).
+async fn handshake_h1(stream: Stream, max_head: usize) -> Result<H1Conn, ProxyError> {
+    let wire = Arc::new(Wire::default());
+    let io = Metered::new(stream, Arc::clone(&wire), max_head);
     let (tx, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
+        .max_header_size(max_head)
+        .handshake(TokioIo::new(io))
         .await
         .map_err(ProxyError::Upstream)?;
     tokio::spawn(async move {
@@ -279,7 +303,7 @@ pub(super) async fn handshake_h1(
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
     });
-    Ok(tx)
+    Ok(H1Conn { tx, wire })
 }
 
 /// An HTTP/2 client connection on `stream`, driven by its own task, which keeps the
@@ -456,14 +480,14 @@ impl ServerState {
     /// which may lag the body's end by a scheduling round; such a connection is
     /// pooled by a short-lived task. An HTTP/2 stream just frees its slot.
     pub fn release(self: &Arc<Self>, tx: Sender) {
-        let Sender::H1(mut tx) = tx else { return };
-        if tx.is_ready() {
-            self.pool.push(tx);
-        } else if !tx.is_closed() {
+        let Sender::H1(mut conn) = tx else { return };
+        if conn.tx.is_ready() {
+            self.pool.push(conn);
+        } else if !conn.tx.is_closed() {
             let server = Arc::clone(self);
             tokio::spawn(async move {
-                if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, tx.ready()).await {
-                    server.pool.push(tx);
+                if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, conn.tx.ready()).await {
+                    server.pool.push(conn);
                 }
             });
         }

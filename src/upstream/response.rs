@@ -1,9 +1,12 @@
 //! An upstream's response body on its way to the client, frame by frame as it
-//! comes: it holds the request's in-flight guard and its connection, and gives the
-//! connection back to the pool when the body ends.
+//! comes: it holds the request's in-flight guard and its connection, gives the
+//! connection back to the pool when the body ends, and charges the server when the
+//! body breaks.
 
+use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -12,9 +15,25 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use super::{InFlight, Sender};
-use crate::body::BoxError;
+use super::{InFlight, Sender, Upstream};
+use crate::body::{BoxError, SendPhase, SendProgress};
+use crate::config::NextUpstream;
 use crate::error::ProxyError;
+
+/// Whom a response body that breaks (reset, truncated, stalled past
+/// `read_timeout`) is charged to: its server, one failure as `next_upstream`
+/// counts them (an error or a timeout), unless the client's request body broke
+/// first (the exchange then broke because of it) or, for a stall, the exchange
+/// was waiting on the client's body.
+#[derive(Debug)]
+pub struct Blame {
+    pub upstream: Arc<Upstream>,
+    /// The server's index in `upstream.servers`.
+    pub server: usize,
+    pub on: NextUpstream,
+    /// The request body's progress, when it streams from the client.
+    pub progress: Option<Arc<SendProgress>>,
+}
 
 /// An upstream response body on its way to the client. It holds the request's
 /// in-flight guard and its upstream connection until the body ends (the connection
@@ -29,10 +48,17 @@ pub struct UpstreamBody {
     last_read: Instant,
     /// Armed only when a read has to wait, so quick responses never touch the timer.
     timer: Option<Pin<Box<Sleep>>>,
+    blame: Blame,
 }
 
 impl UpstreamBody {
-    pub fn new(inner: Incoming, conn: Sender, guard: InFlight, read_timeout: Duration) -> Self {
+    pub fn new(
+        inner: Incoming,
+        conn: Sender,
+        guard: InFlight,
+        read_timeout: Duration,
+        blame: Blame,
+    ) -> Self {
         UpstreamBody {
             inner,
             conn: Some(conn),
@@ -40,6 +66,26 @@ impl UpstreamBody {
             read_timeout,
             last_read: Instant::now(),
             timer: None,
+            blame,
+        }
+    }
+
+    /// The body broke (`timeout`: stalled past `read_timeout`): the connection is
+    /// dropped, never pooled, and the server charged once (see `Blame`).
+    fn broke(&mut self, timeout: bool, why: &dyn Display) {
+        self.conn = None;
+        let b = &self.blame;
+        if let Some(p) = &b.progress {
+            let (phase, _) = p.get();
+            if phase == SendPhase::Failed || (timeout && phase == SendPhase::Client) {
+                return;
+            }
+        }
+        self.guard.fail();
+        let listed = if timeout { b.on.timeout } else { b.on.error };
+        if listed {
+            b.upstream
+                .record_failure(b.server, &mut self.guard, &format!("response body: {why}"));
         }
     }
 
@@ -85,7 +131,7 @@ impl Body for UpstreamBody {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
-                this.conn = None;
+                this.broke(false, &e);
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Pending => {
@@ -94,8 +140,9 @@ impl Body for UpstreamBody {
                     this.last_read = Instant::now();
                 }
                 if this.timed_out(cx) {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(ProxyError::ReadTimeout.into())));
+                    let e = ProxyError::ReadTimeout;
+                    this.broke(true, &e);
+                    return Poll::Ready(Some(Err(e.into())));
                 }
                 Poll::Pending
             }

@@ -155,17 +155,26 @@ impl Registry {
         keepalive: usize,
         seed: std::time::Duration,
     ) -> Arc<ServerState> {
-        self.server_or_new(key, keepalive, seed, Transport::plain(), |_| {})
+        self.server_or_new(
+            key,
+            keepalive,
+            crate::config::DEFAULT_MAX_RESPONSE_HEADER_SIZE,
+            seed,
+            Transport::plain(),
+            |_| {},
+        )
     }
 
-    /// As `server`, for a server reached through `transport`; `fresh` prepares a
-    /// newly created state (warming, slow start) before anyone else sees it. A
-    /// server whose transport changed (protocol, TLS settings) gets a new state:
-    /// its connections and its health verdict were about the old one.
+    /// As `server`, for a server reached through `transport`, whose responses may
+    /// have heads of up to `max_head` bytes (applied to new connections); `fresh`
+    /// prepares a newly created state (warming, slow start) before anyone else sees
+    /// it. A server whose transport changed (protocol, TLS settings) gets a new
+    /// state: its connections and its health verdict were about the old one.
     pub fn server_or_new(
         &self,
         key: ServerKey,
         keepalive: usize,
+        max_head: usize,
         seed: std::time::Duration,
         transport: Transport,
         fresh: impl FnOnce(&ServerState),
@@ -175,10 +184,12 @@ impl Registry {
         if let Some(s) = map.get(&key).and_then(Weak::upgrade) {
             if s.pool.transport().key == transport.key {
                 s.pool.set_max_idle(keepalive);
+                s.pool.set_max_head(max_head);
                 return s;
             }
         }
         let s = ServerState::new(key.clone(), keepalive, self.workers, seed, transport);
+        s.pool.set_max_head(max_head);
         fresh(&s);
         let s = Arc::new(s);
         map.insert(key, Arc::downgrade(&s));

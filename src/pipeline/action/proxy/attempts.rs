@@ -24,7 +24,7 @@ use crate::pipeline::log::{BodyIn, Record};
 use crate::pipeline::payload::Payload;
 use crate::pipeline::reply::RespBody;
 use crate::pipeline::vars::Vars;
-use crate::upstream::{InFlight, Upstream, UpstreamServer};
+use crate::upstream::{Blame, InFlight, Upstream, UpstreamServer};
 
 /// What the request brings to every attempt besides its head and body.
 pub(super) struct ReqInfo<'a> {
@@ -39,7 +39,7 @@ pub(super) struct ReqInfo<'a> {
 pub(super) struct Attempts<'a> {
     req: ReqInfo<'a>,
     proxy: &'a Proxy,
-    upstream: &'a Upstream,
+    upstream: &'a Arc<Upstream>,
     /// `None` once moved into the only attempt that may send it.
     head: Option<Head>,
     payload: Payload,
@@ -64,7 +64,7 @@ impl<'a> Attempts<'a> {
     pub(super) fn new(
         req: ReqInfo<'a>,
         proxy: &'a Proxy,
-        upstream: &'a Upstream,
+        upstream: &'a Arc<Upstream>,
         head: Head,
         payload: Payload,
         upgrade: Option<super::tunnel::Upgrade>,
@@ -213,12 +213,21 @@ impl<'a> Attempts<'a> {
                         let res = super::tunnel::relay(res, upgrade, guard, timeouts.tunnel);
                         return Ok((idx, res));
                     }
+                    // The server answers for its body too, unless the client's
+                    // request body breaks it.
+                    let blame = Blame {
+                        upstream: Arc::clone(upstream),
+                        server: idx,
+                        on: policy.on,
+                        progress,
+                    };
                     if !policy.on.status(status) {
                         self.succeeded(idx, &mut guard);
-                        return Ok((idx, forward::respond(conn, res, guard, timeouts)));
+                        let res = forward::respond(conn, res, guard, timeouts, blame);
+                        return Ok((idx, res));
                     }
                     self.failed(idx, &mut guard, &format!("status {}", status.as_u16()));
-                    let res = forward::respond(conn, res, guard, timeouts);
+                    let res = forward::respond(conn, res, guard, timeouts, blame);
                     if more && self.after_send && self.budget() {
                         tracing::debug!(server = %server.state.addr(), %status, "retrying on the next server");
                         // Kept, unread, in case no other server can answer.
@@ -229,8 +238,11 @@ impl<'a> Attempts<'a> {
                     return Ok((idx, res));
                 }
                 Err(e) => {
-                    // The client's side failed: not the server's fault, not retried.
+                    // The client's side failed (its body malformed, cut short or
+                    // stalled): nothing against the server (no failure, no latency
+                    // sample, no retry or budget), and the client gets a 4xx.
                     if e.fault() == Fault::Client {
+                        guard.discard();
                         return Err(e);
                     }
                     guard.fail();
@@ -336,14 +348,7 @@ impl<'a> Attempts<'a> {
     }
 
     fn failed(&self, idx: usize, guard: &mut InFlight, reason: &str) {
-        let s = &self.upstream.servers[idx];
-        s.state.record_failure(
-            guard.take_admission(),
-            s.passive.max_fails,
-            s.passive.fail_timeout,
-            || self.upstream.may_eject(idx),
-            reason,
-        );
+        self.upstream.record_failure(idx, guard, reason);
     }
 
     fn succeeded(&self, idx: usize, guard: &mut InFlight) {

@@ -11,7 +11,7 @@ use crate::config::Timeouts;
 use crate::error::ProxyError;
 use crate::pipeline::payload::CLIENT_BODY_TIMEOUT;
 use crate::pipeline::reply::RespBody;
-use crate::upstream::{InFlight, Pool, PooledConn, Sender, UpstreamBody};
+use crate::upstream::{Blame, InFlight, Pool, PooledConn, Sender, UpstreamBody};
 
 /// Reduces the request target to origin-form (`/path?query`), which is what an
 /// HTTP/1.1 origin expects from a proxy (RFC 9112 §3.2.1).
@@ -29,12 +29,13 @@ pub fn origin_form(uri: &mut Uri) {
 
 /// Turns an upstream response head into the client's response: hop-by-hop headers
 /// stripped, the body streamed with the in-flight guard and the connection, which
-/// goes back to the pool when the body ends.
+/// goes back to the pool when the body ends, and with whom to blame if it breaks.
 pub(super) fn respond(
     conn: PooledConn,
     res: Response<Incoming>,
     guard: InFlight,
     timeouts: Timeouts,
+    blame: Blame,
 ) -> Response<RespBody> {
     let (mut head, incoming) = res.into_parts();
     strip_hop_by_hop(&mut head.headers);
@@ -43,7 +44,7 @@ pub(super) fn respond(
         // hyper's fast status line this way.
         head.version = Version::HTTP_11;
     }
-    let body = UpstreamBody::new(incoming, conn.tx, guard, timeouts.read);
+    let body = UpstreamBody::new(incoming, conn.tx, guard, timeouts.read, blame);
     Response::from_parts(head, RespBody::Upstream(body))
 }
 
@@ -52,13 +53,15 @@ pub(super) fn respond(
 ///
 /// A pooled connection may have been closed by the origin since its last use.
 /// hyper hands the request back when it could not be written, and another
-/// connection gets it. When it was written but the connection then closed with no
-/// answer, `again` may supply a copy (bodiless or buffered idempotent requests),
-/// sent once on a fresh connection to the same server (RFC 9112 §9.3.1): a stale
-/// keep-alive connection is not the server's failure. Anything else is. On a shared
-/// HTTP/2 connection the same holds for failures of the whole connection (GOAWAY,
-/// I/O) and for streams the server refused unprocessed (RFC 9113 §8.7); such a
-/// connection takes no new requests.
+/// connection gets it. When it was written but the connection then closed or was
+/// reset before a single response byte arrived (the `Wire` says), `again` may
+/// supply a copy (bodiless or buffered idempotent requests), sent once on a fresh
+/// connection to the same server (RFC 9112 §9.3.1): a stale keep-alive connection
+/// is not the server's failure. Anything else is, and is not sent again: an
+/// answer of any kind, even an invalid one, proves the origin read the request. On
+/// a shared HTTP/2 connection the same holds for failures of the whole connection
+/// (GOAWAY, I/O) and for streams the server refused unprocessed (RFC 9113 §8.7);
+/// such a connection takes no new requests.
 pub(super) async fn exchange(
     mut conn: PooledConn,
     mut req: Request<ReqBody>,
@@ -71,7 +74,10 @@ pub(super) async fn exchange(
     loop {
         let reused = conn.reused;
         let sent = match &mut conn.tx {
-            Sender::H1(tx) => await_head(tx.try_send_request(req), progress, &timeouts).await,
+            Sender::H1(c) => {
+                c.wire.start();
+                await_head(c.tx.try_send_request(req), progress, &timeouts).await
+            }
             Sender::H2(lease) => {
                 await_head(lease.tx.try_send_request(req), progress, &timeouts).await
             }
@@ -89,7 +95,7 @@ pub(super) async fn exchange(
             }
             Err(Attempt::Failed(ProxyError::Upstream(e))) => {
                 let stale = match &conn.tx {
-                    Sender::H1(_) => true,
+                    Sender::H1(c) => connection_lost(&e) && !c.wire.received(),
                     Sender::H2(lease) => {
                         let whole = h2_connection_failed(&e);
                         if whole {
@@ -113,6 +119,40 @@ pub(super) async fn exchange(
             Err(Attempt::Failed(e)) => return Err(e),
         }
     }
+}
+
+/// Whose fault a failed exchange is. While a request body streams from the
+/// client, a failure of its stream (malformed framing, the client gone) makes
+/// hyper abort the exchange, and what the upstream connection then reports is a
+/// consequence: `SendProgress` saw the client's stream fail first (see
+/// `SendProgress::client_failed`). Anything else is the server's.
+pub(super) fn blame(e: hyper::Error, progress: Option<&SendProgress>) -> ProxyError {
+    if progress.is_some_and(SendProgress::client_failed) {
+        ProxyError::ClientBody(e)
+    } else {
+        ProxyError::Upstream(e)
+    }
+}
+
+/// The connection ended under the exchange: closed before the response was
+/// complete (hyper's incomplete message), or reset or broken while reading or
+/// writing. Not a parse error, a timeout or a body of ours that failed.
+fn connection_lost(e: &hyper::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                BrokenPipe | ConnectionAborted | ConnectionReset | UnexpectedEof
+            );
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The HTTP/2 error behind a hyper error, if any.
@@ -170,7 +210,8 @@ where
             None => (start + t.read, ProxyError::ReadTimeout),
             Some((SendPhase::Done, at)) => (at + t.read, ProxyError::ReadTimeout),
             Some((SendPhase::Upstream, at)) => (at.max(start) + t.send, ProxyError::SendTimeout),
-            Some((SendPhase::Client, at)) => (
+            // A failed body fails the exchange at once (hyper has its error).
+            Some((SendPhase::Client | SendPhase::Failed, at)) => (
                 at.max(start) + CLIENT_BODY_TIMEOUT,
                 ProxyError::ClientBodyTimeout,
             ),
@@ -197,7 +238,7 @@ where
                     Ok(res) => Ok(res),
                     Err(mut e) => Err(match e.take_message() {
                         Some(req) => Attempt::NotSent(Box::new(req)),
-                        None => Attempt::Failed(ProxyError::Upstream(e.into_error())),
+                        None => Attempt::Failed(blame(e.into_error(), progress)),
                     }),
                 }
             }

@@ -9,6 +9,8 @@ mod head;
 pub mod headers;
 mod tunnel;
 
+use std::sync::Arc;
+
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response};
 
@@ -52,7 +54,7 @@ impl Proxy {
     pub async fn run<'s>(
         &'s self,
         ctx: &mut Ctx<'s>,
-        upstream: &'s Upstream,
+        upstream: &'s Arc<Upstream>,
         filters: &'s [Step],
         parts: Parts,
         payload: Payload,
