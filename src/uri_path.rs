@@ -16,9 +16,9 @@
 //! `%2F` before resolving dots would climb), and `..;x` or `.;x` (Tomcat and other
 //! Java servers drop `;` parameters first).
 //!
-//! `%2F` stays encoded: it is data inside a segment (`/files/a%2Fb`, GitLab's
-//! `group%2Fproject`), not a separator, so `/admin%2Fx` is the root's resource
-//! `admin/x` and does not match a route at `/admin/`.
+//! `%2F` stays encoded here: it is data inside a segment (`/files/a%2Fb`, GitLab's
+//! `group%2Fproject`), and the origin gets it as sent. Routing reads it as a slash
+//! (the path filter), as an origin that decodes it would.
 //!
 //! Most paths have nothing to normalise: one without `%`, `//` or `/.` is left as
 //! it is, found in one pass over its bytes, without allocating.

@@ -358,9 +358,11 @@ const PATH_PROBES: &[(&str, Expect)] = &[
     ("/public//..//admin/x", Expect::Forbidden),
     // Percent-encoded unreserved characters are the characters themselves.
     ("/%61dmin/x", Expect::Forbidden),
-    // `%2F` is data, not a separator: this is a resource at the root named
-    // "admin/x", routed by `/` and forwarded as such.
-    ("/admin%2fx", Expect::Origin("/admin%2Fx")),
+    // `%2F` is routed as a slash (an origin that decodes it serves `/admin/x`),
+    // so this meets the `/admin/` route; a path that routes elsewhere keeps its
+    // `%2F` on the way to the origin (below).
+    ("/admin%2fx", Expect::Forbidden),
+    ("/public/a%2fb", Expect::Origin("/public/a%2Fb")),
     // A dot segment hidden behind `%2F` would climb at an origin that decodes it:
     // refused rather than guessed.
     ("/public/..%2fadmin/x", Expect::Refused),

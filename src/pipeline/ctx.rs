@@ -25,6 +25,9 @@ pub struct Ctx<'s> {
     pub affinity: Option<u64>,
     /// The server whose response this is, once the proxy action has one.
     pub server: Option<&'s UpstreamServer>,
+    /// The path to route by when it is not the request's own: with each encoded
+    /// slash (`%2F`) read as a slash (the path filter's).
+    pub route_path: Option<String>,
 }
 
 impl<'s> Ctx<'s> {
@@ -37,6 +40,7 @@ impl<'s> Ctx<'s> {
             sticky: None,
             affinity: None,
             server: None,
+            route_path: None,
         }
     }
 }

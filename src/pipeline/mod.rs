@@ -147,7 +147,8 @@ async fn walk<'s>(
         return (None, Ok(r.run(req.method(), &vars(ctx, &req))));
     }
     let host = ctx.host.to_str().unwrap_or_default();
-    let route = match listener.router.find(host, req.uri().path(), req.method()) {
+    let path = ctx.route_path.as_deref().unwrap_or(req.uri().path());
+    let route = match listener.router.find(host, path, req.method()) {
         RouteMatch::Route(i) => &snapshot.routes[i],
         RouteMatch::AddSlash => {
             return (

@@ -4,6 +4,11 @@
 //! instead, past a route that guards `/admin/`. The query is left as sent; the
 //! access log keeps the path as sent. A path that cannot be normalised safely is
 //! refused with 400.
+//!
+//! An encoded slash (`%2F`) stays encoded on the way to the origin: APIs put
+//! names with slashes in one segment that way (`/projects/group%2Fname`). But
+//! origins that decode it would serve `/admin%2Fx` as `/admin/x`, so routing reads
+//! it as a slash, as nginx does: such a request meets the routes of `/admin/`.
 
 use std::borrow::Cow;
 
@@ -21,17 +26,33 @@ pub use crate::uri_path::{normalise, PathError};
 pub struct NormalisePath;
 
 impl Filter for NormalisePath {
-    fn request_head(&self, _ctx: &mut Ctx<'_>, req: &mut Request<Incoming>) -> Result<(), Stop> {
+    fn request_head(&self, ctx: &mut Ctx<'_>, req: &mut Request<Incoming>) -> Result<(), Stop> {
         let path = req.uri().path();
         // `*` and the authority form are the method filter's.
         if !path.starts_with('/') {
             return Ok(());
         }
         match normalise(path) {
-            Ok(Cow::Borrowed(_)) => Ok(()),
-            Ok(Cow::Owned(p)) => rewrite(req.uri_mut(), p),
-            Err(e) => Err(ProxyError::BadRequest(e.reason()).into()),
+            Ok(Cow::Borrowed(_)) => {}
+            Ok(Cow::Owned(p)) => rewrite(req.uri_mut(), p)?,
+            Err(e) => return Err(ProxyError::BadRequest(e.reason()).into()),
         }
+        ctx.route_path = slashes_decoded(req.uri().path())?;
+        Ok(())
+    }
+}
+
+/// The path with each `%2F` read as a slash and normalised again (runs of
+/// slashes merged), to route by; `None` when it has no encoded slash.
+fn slashes_decoded(path: &str) -> Result<Option<String>, Stop> {
+    let encoded = |w: &[u8]| w[0] == b'%' && w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f');
+    if !path.as_bytes().windows(3).any(encoded) {
+        return Ok(None);
+    }
+    let decoded = path.replace("%2F", "/").replace("%2f", "/");
+    match normalise(&decoded) {
+        Ok(p) => Ok(Some(p.into_owned())),
+        Err(e) => Err(ProxyError::BadRequest(e.reason()).into()),
     }
 }
 
@@ -54,6 +75,19 @@ fn rewrite(uri: &mut Uri, mut path: String) -> Result<(), Stop> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_slashes_count_as_slashes_for_routing_only() {
+        let route = |p: &str| slashes_decoded(p).map_err(|_| "refused").unwrap();
+        assert_eq!(route("/a/b"), None);
+        assert_eq!(route("/admin%2Fx").as_deref(), Some("/admin/x"));
+        assert_eq!(
+            route("/api/projects/group%2fname/x").as_deref(),
+            Some("/api/projects/group/name/x")
+        );
+        assert_eq!(route("/a%2F%2F/b").as_deref(), Some("/a/b"));
+        assert_eq!(route("/%2F").as_deref(), Some("/"));
+    }
 
     #[test]
     fn rewriting_keeps_the_query_scheme_and_authority() {
