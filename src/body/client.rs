@@ -32,6 +32,9 @@ pub struct SendProgress {
     done: tokio::sync::Notify,
     /// Body bytes passed on so far (the access log's `bytes_in`).
     bytes: AtomicU64,
+    /// How long the client may pause between two reads of its body (the
+    /// listener's `client_body_timeout`).
+    client_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,13 +53,20 @@ pub enum SendPhase {
 }
 
 impl SendProgress {
-    pub fn new() -> Self {
+    /// The progress of a body whose client may pause for `client_timeout`.
+    pub fn new(client_timeout: Duration) -> Self {
         SendProgress {
             start: Instant::now(),
             word: AtomicU64::new(0),
             done: tokio::sync::Notify::new(),
             bytes: AtomicU64::new(0),
+            client_timeout,
         }
+    }
+
+    /// How long the client may pause between two reads of its body.
+    pub fn client_timeout(&self) -> Duration {
+        self.client_timeout
     }
 
     fn mark(&self, phase: SendPhase) {
@@ -108,11 +118,6 @@ impl SendProgress {
     }
 }
 
-impl Default for SendProgress {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 /// The client's request body on its way upstream.
 #[derive(Debug)]

@@ -138,7 +138,20 @@ pub struct ListenerConfig {
     pub redirect_https: Option<u16>,
     /// `Strict-Transport-Security` added to every response (TLS listeners only).
     pub hsts: Option<HeaderValue>,
+    /// nginx's `client_header_timeout`: how long a client may take to send a whole
+    /// request head, and how long a keep-alive connection may wait for its next.
+    pub client_header_timeout: Duration,
+    /// nginx's `client_body_timeout`: how long a client may pause between two reads
+    /// of its request body (a slow but steady upload is not cut).
+    pub client_body_timeout: Duration,
 }
+
+/// nginx's `client_header_timeout` default: a client that has not sent its whole
+/// request head in a minute is a slowloris or gone; the connection closes.
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's `client_body_timeout` default: a client that stalls its request body for
+/// a minute gets 408.
+pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A TLS listener's certificates and protocol settings. The files are read and
 /// checked at validation, so a configuration that validates can be served.

@@ -28,6 +28,8 @@ pub(crate) struct RawListener {
     /// A `Strict-Transport-Security` value or a duration (its max-age).
     pub hsts: Option<String>,
     pub tls: Option<RawTls>,
+    pub client_header_timeout: Option<String>,
+    pub client_body_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

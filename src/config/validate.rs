@@ -320,6 +320,16 @@ fn check_listeners(
                 tls: https.tls,
                 redirect_https: https.redirect_https,
                 hsts: https.hsts,
+                client_header_timeout: c.duration(
+                    &format!("{base}.client_header_timeout"),
+                    l.client_header_timeout.as_deref(),
+                    super::DEFAULT_CLIENT_HEADER_TIMEOUT,
+                ),
+                client_body_timeout: c.duration(
+                    &format!("{base}.client_body_timeout"),
+                    l.client_body_timeout.as_deref(),
+                    super::DEFAULT_CLIENT_BODY_TIMEOUT,
+                ),
             });
         }
     }

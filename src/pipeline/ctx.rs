@@ -1,6 +1,7 @@
 //! What one request carries through the pipeline's phases.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderValue;
 
@@ -28,10 +29,13 @@ pub struct Ctx<'s> {
     /// The path to route by when it is not the request's own: with each encoded
     /// slash (`%2F`) read as a slash (the path filter's).
     pub route_path: Option<String>,
+    /// How long the client may pause between two reads of its body (the
+    /// listener's `client_body_timeout`).
+    pub body_timeout: Duration,
 }
 
 impl<'s> Ctx<'s> {
-    pub fn new(client: &'s Arc<ClientInfo>, rec: Record) -> Self {
+    pub fn new(client: &'s Arc<ClientInfo>, rec: Record, body_timeout: Duration) -> Self {
         Ctx {
             client,
             host: HeaderValue::from_static(""),
@@ -41,6 +45,7 @@ impl<'s> Ctx<'s> {
             affinity: None,
             server: None,
             route_path: None,
+            body_timeout,
         }
     }
 }

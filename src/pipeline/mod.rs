@@ -39,10 +39,11 @@ use hyper::body::Incoming;
 
 pub use client::ClientInfo;
 pub use log::{BodyIn, Observed, Record};
-pub use payload::{Payload, CLIENT_BODY_TIMEOUT};
+pub use payload::Payload;
 pub use reply::RespBody;
 pub use snapshot::{route_slots, Current, Listener, ListenerId, Parts, Route, Snapshot};
 
+use crate::config::DEFAULT_CLIENT_BODY_TIMEOUT;
 use crate::error::ProxyError;
 use action::Action;
 use ctx::Ctx;
@@ -72,8 +73,9 @@ impl ProxyService {
         let snapshot = self.current.load();
         let head_only = req.method() == Method::HEAD;
         let rec = Record::start(&req, &self.client, snapshot.access_log.as_ref());
-        let mut ctx = Ctx::new(&self.client, rec);
         let listener = snapshot.listener(self.listener);
+        let body_timeout = listener.map_or(DEFAULT_CLIENT_BODY_TIMEOUT, |l| l.client_body_timeout);
+        let mut ctx = Ctx::new(&self.client, rec, body_timeout);
         let (route, outcome) = match listener {
             Some(l) => walk(&snapshot, l, &mut ctx, req).await,
             // The listener left the configuration while this connection lives on.
@@ -209,10 +211,10 @@ async fn body_phase(
     hold: Option<u64>,
 ) -> Result<Payload, Stop> {
     let limit = match (route.body_limit, hold) {
-        (None, None) => return Ok(Payload::stream(body)),
+        (None, None) => return Ok(Payload::stream(body, ctx.body_timeout)),
         (a, b) => a.max(b).unwrap_or_default(),
     };
-    let payload = Payload::read(body, limit).await?;
+    let payload = Payload::read(body, limit, ctx.body_timeout).await?;
     if let Some(need) = route.body_limit {
         let Some(data) = payload.held().cloned() else {
             return Err(Stop::Error(ProxyError::BodyTooLarge(need)));

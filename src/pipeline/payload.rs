@@ -13,9 +13,7 @@ use hyper::body::Incoming;
 use crate::body::{ClientBody, ReqBody, SendProgress};
 use crate::error::ProxyError;
 
-/// nginx's `client_body_timeout`: how long the client may pause while sending a
-/// request body before the exchange is abandoned with 408.
-pub const CLIENT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+use std::time::Duration;
 
 #[derive(Debug)]
 pub enum Payload {
@@ -26,34 +24,37 @@ pub enum Payload {
         trailers: Option<HeaderMap>,
     },
     /// Streamed as it arrives, so it can be sent once; `prefix` was read ahead
-    /// before the body turned out larger than the limit.
-    Stream(Option<(Bytes, Incoming)>),
+    /// before the body turned out larger than the limit. The client may pause for
+    /// the duration between two reads (`client_body_timeout`).
+    Stream(Option<(Bytes, Incoming)>, Duration),
 }
 
 impl Payload {
-    /// The body, to stream as it arrives.
-    pub fn stream(body: Incoming) -> Payload {
+    /// The body, to stream as it arrives; its client may pause for `timeout`
+    /// between two reads.
+    pub fn stream(body: Incoming, timeout: Duration) -> Payload {
         if body.is_end_stream() {
             Payload::Empty
         } else {
-            Payload::Stream(Some((Bytes::new(), body)))
+            Payload::Stream(Some((Bytes::new(), body)), timeout)
         }
     }
 
     /// Reads the body into memory when it fits in `limit`; otherwise it will
-    /// stream, with what was read so far sent first.
-    pub async fn read(body: Incoming, limit: u64) -> Result<Payload, ProxyError> {
+    /// stream, with what was read so far sent first. The client may pause for
+    /// `timeout` between two reads (else 408).
+    pub async fn read(body: Incoming, limit: u64, timeout: Duration) -> Result<Payload, ProxyError> {
         if body.is_end_stream() {
             return Ok(Payload::Empty);
         }
         if body.size_hint().lower() > limit {
-            return Ok(Payload::Stream(Some((Bytes::new(), body))));
+            return Ok(Payload::Stream(Some((Bytes::new(), body)), timeout));
         }
         let mut body = body;
         let mut buf = BytesMut::new();
         let mut trailers = None;
         loop {
-            let frame = tokio::time::timeout(CLIENT_BODY_TIMEOUT, body.frame())
+            let frame = tokio::time::timeout(timeout, body.frame())
                 .await
                 .map_err(|_| ProxyError::ClientBodyTimeout)?;
             let Some(frame) = frame else { break };
@@ -62,7 +63,7 @@ impl Payload {
                 Ok(data) => {
                     if (buf.len() + data.len()) as u64 > limit {
                         buf.extend_from_slice(&data);
-                        return Ok(Payload::Stream(Some((buf.freeze(), body))));
+                        return Ok(Payload::Stream(Some((buf.freeze(), body)), timeout));
                     }
                     buf.extend_from_slice(&data);
                 }
@@ -81,7 +82,7 @@ impl Payload {
         match self {
             Payload::Empty => Some(&EMPTY),
             Payload::Held { data, .. } => Some(data),
-            Payload::Stream(_) => None,
+            Payload::Stream(..) => None,
         }
     }
 
@@ -90,13 +91,13 @@ impl Payload {
         match self {
             Payload::Empty => Some(0),
             Payload::Held { data, .. } => Some(data.len() as u64),
-            Payload::Stream(_) => None,
+            Payload::Stream(..) => None,
         }
     }
 
     /// Whether the body can be sent more than once.
     pub fn resendable(&self) -> bool {
-        !matches!(self, Payload::Stream(_))
+        !matches!(self, Payload::Stream(..))
     }
 
     /// Another copy of a body held in memory; `None` for a stream.
@@ -107,18 +108,18 @@ impl Payload {
                 data: Some(data.clone()).filter(|d| !d.is_empty()),
                 trailers: trailers.clone(),
             }),
-            Payload::Stream(_) => None,
+            Payload::Stream(..) => None,
         }
     }
 
     /// The body for one attempt, with the progress tracker of a streamed body; `None`
     /// once a stream has been sent.
     pub fn take(&mut self) -> Option<(ReqBody, Option<Arc<SendProgress>>)> {
-        let Payload::Stream(s) = self else {
+        let Payload::Stream(s, timeout) = self else {
             return self.copy().map(|b| (b, None));
         };
         let (prefix, inner) = s.take()?;
-        let p = Arc::new(SendProgress::new());
+        let p = Arc::new(SendProgress::new(*timeout));
         Some((
             ReqBody::Stream(ClientBody::with_prefix(prefix, inner, Arc::clone(&p))),
             Some(p),

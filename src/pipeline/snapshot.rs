@@ -35,6 +35,10 @@ pub struct Listener {
     conn_filters: Box<[ConnFilter]>,
     /// Open client connections.
     pub connections: metrics::Gauge,
+    /// nginx's `client_header_timeout` (the connection's) and
+    /// `client_body_timeout` (each request's).
+    pub client_header_timeout: std::time::Duration,
+    pub client_body_timeout: std::time::Duration,
 }
 
 impl Listener {
@@ -136,6 +140,8 @@ impl Snapshot {
                 redirect: l.redirect_https.map(Redirect::to_https),
                 conn_filters: Box::new([]),
                 connections: p.metrics.connections(&l.name),
+                client_header_timeout: l.client_header_timeout,
+                client_body_timeout: l.client_body_timeout,
             });
         }
         Snapshot {

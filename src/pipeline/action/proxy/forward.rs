@@ -9,7 +9,6 @@ use super::headers::strip_hop_by_hop;
 use crate::body::{ReqBody, SendPhase, SendProgress};
 use crate::config::Timeouts;
 use crate::error::ProxyError;
-use crate::pipeline::payload::CLIENT_BODY_TIMEOUT;
 use crate::pipeline::reply::RespBody;
 use crate::upstream::{Blame, InFlight, Pool, PooledConn, Sender, UpstreamBody};
 
@@ -193,7 +192,8 @@ enum Attempt {
 
 /// Awaits the response head. While the request body is being sent, a stall on the
 /// upstream's side is bounded by `send_timeout` and one on the client's side by
-/// `CLIENT_BODY_TIMEOUT`; once the request is sent, `read_timeout` bounds the wait.
+/// the listener's `client_body_timeout`; once the request is sent, `read_timeout`
+/// bounds the wait.
 async fn await_head<F>(
     fut: F,
     progress: Option<&SendProgress>,
@@ -212,7 +212,7 @@ where
             Some((SendPhase::Upstream, at)) => (at.max(start) + t.send, ProxyError::SendTimeout),
             // A failed body fails the exchange at once (hyper has its error).
             Some((SendPhase::Client | SendPhase::Failed, at)) => (
-                at.max(start) + CLIENT_BODY_TIMEOUT,
+                at.max(start) + progress.map_or(std::time::Duration::ZERO, SendProgress::client_timeout),
                 ProxyError::ClientBodyTimeout,
             ),
         }
