@@ -51,7 +51,9 @@ async fn a_slowloris_head_is_cut_off_while_others_are_served() {
     let origin = Origin::start("app").await;
     let (_p, addr) = proxy(&origin).await;
     let mut slow = TcpStream::connect(addr).await.unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
     // A header byte every 300 ms: each byte comes well within the timeout, the
     // head never completes; the timeout bounds the whole head.
     let trickle = tokio::spawn(async move {
@@ -68,7 +70,11 @@ async fn a_slowloris_head_is_cut_off_while_others_are_served() {
     let mut slow = trickle.await.unwrap();
     let took = closed_within(&mut slow, TIMEOUT + SLACK).await;
     assert!(took.is_some(), "the slowloris connection is still open");
-    assert_eq!(origin.requests(), 1, "only the other client's request got through");
+    assert_eq!(
+        origin.requests(),
+        1,
+        "only the other client's request got through"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

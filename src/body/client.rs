@@ -118,7 +118,6 @@ impl SendProgress {
     }
 }
 
-
 /// The client's request body on its way upstream.
 #[derive(Debug)]
 pub struct ClientBody {

@@ -43,7 +43,11 @@ impl Payload {
     /// Reads the body into memory when it fits in `limit`; otherwise it will
     /// stream, with what was read so far sent first. The client may pause for
     /// `timeout` between two reads (else 408).
-    pub async fn read(body: Incoming, limit: u64, timeout: Duration) -> Result<Payload, ProxyError> {
+    pub async fn read(
+        body: Incoming,
+        limit: u64,
+        timeout: Duration,
+    ) -> Result<Payload, ProxyError> {
         if body.is_end_stream() {
             return Ok(Payload::Empty);
         }

@@ -212,7 +212,8 @@ where
             Some((SendPhase::Upstream, at)) => (at.max(start) + t.send, ProxyError::SendTimeout),
             // A failed body fails the exchange at once (hyper has its error).
             Some((SendPhase::Client | SendPhase::Failed, at)) => (
-                at.max(start) + progress.map_or(std::time::Duration::ZERO, SendProgress::client_timeout),
+                at.max(start)
+                    + progress.map_or(std::time::Duration::ZERO, SendProgress::client_timeout),
                 ProxyError::ClientBodyTimeout,
             ),
         }
