@@ -12,6 +12,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpStream;
 
+use super::h2_limits as h2;
 use super::handoff::{Handoff, OpenGuard};
 use super::{
     ListenerTag, CLIENT_HEADER_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, H2_MAX_CONCURRENT_STREAMS,
@@ -210,9 +211,20 @@ fn builder() -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(CLIENT_HEADER_TIMEOUT)
         .max_buf_size(MAX_HEADER_BYTES);
+    // Every limit that bounds what one client connection can cost, explicitly:
+    // each constant's doc (server/h2_limits.rs) says what it bounds and why.
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(h2::H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(h2::H2_MAX_LOCAL_ERROR_RESET_STREAMS)
+        .max_header_list_size(h2::H2_MAX_HEADER_LIST_SIZE)
+        .max_frame_size(h2::H2_MAX_FRAME_SIZE)
+        .initial_stream_window_size(h2::H2_INITIAL_STREAM_WINDOW)
+        .initial_connection_window_size(h2::H2_INITIAL_CONNECTION_WINDOW)
+        .max_send_buf_size(h2::H2_MAX_SEND_BUF_SIZE)
+        .keep_alive_interval(h2::H2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(h2::H2_KEEP_ALIVE_TIMEOUT)
         // RFC 8441: WebSocket over HTTP/2 streams (see proxy::tunnel).
         .enable_connect_protocol();
     b
