@@ -6,17 +6,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpStream;
 
+use super::h2_limits as h2;
 use super::handoff::{Handoff, OpenGuard};
-use super::{
-    ListenerTag, CLIENT_HEADER_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, H2_MAX_CONCURRENT_STREAMS,
-    MAX_HEADER_BYTES,
-};
+use super::{ListenerTag, DEFAULT_DRAIN_TIMEOUT, H2_MAX_CONCURRENT_STREAMS, MAX_HEADER_BYTES};
 use crate::pipeline::{ClientInfo, Current, ProxyService};
 use crate::tls::{self, Alpn};
 
@@ -24,7 +23,9 @@ use crate::tls::{self, Alpn};
 #[derive(Clone)]
 pub(super) struct Serve {
     pub(super) current: Arc<Current>,
-    pub(super) builders: Arc<Builders>,
+    /// Connection builders by header timeout: one for each value the listeners
+    /// use (usually just nginx's default), made on first use.
+    pub(super) builders: Arc<Mutex<BuildersByTimeout>>,
     /// Per listener socket generation: its connections, drained together when the
     /// listener is removed by a reload or the worker stops.
     pub(super) gracefuls: Arc<Mutex<HashMap<u64, Arc<GracefulShutdown>>>>,
@@ -83,7 +84,7 @@ impl Serve {
         (id, generation): ListenerTag,
         guard: Option<OpenGuard>,
     ) {
-        let (open, tls) = {
+        let (open, tls, header_timeout) = {
             let snapshot = self.current.peek();
             let Some(listener) = snapshot.listener(id) else {
                 return;
@@ -92,20 +93,32 @@ impl Serve {
             if !listener.admit(remote) {
                 return;
             }
-            (listener.connections.clone(), listener.tls.clone())
+            (
+                listener.connections.clone(),
+                listener.tls.clone(),
+                listener.client_header_timeout,
+            )
         };
         let _ = stream.set_nodelay(true);
         open.increment(1.0);
+        let builders = self.builders(header_timeout);
         if let Some(config) = tls {
-            return self.serve_tls(config, stream, remote, (id, generation), guard, open);
+            return self.serve_tls(
+                config,
+                builders,
+                stream,
+                remote,
+                (id, generation),
+                guard,
+                open,
+            );
         }
         let svc = ProxyService::new(
             Arc::clone(&self.current),
             id,
             ClientInfo::new(remote, "http"),
         );
-        let conn = self
-            .builders
+        let conn = builders
             .auto
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)
             .into_owned();
@@ -126,9 +139,11 @@ impl Serve {
     /// request yet, a connection still in its handshake does not hold up a drain:
     /// it joins its listener's drain group only once the handshake is done, and
     /// is closed then if that group has been drained meanwhile.
+    #[allow(clippy::too_many_arguments)]
     fn serve_tls(
         &self,
         config: Arc<rustls::ServerConfig>,
+        builders: Arc<Builders>,
         stream: TcpStream,
         remote: SocketAddr,
         (id, generation): ListenerTag,
@@ -138,7 +153,6 @@ impl Serve {
         // The group exists from now on, so its absence later means it was drained.
         drop(self.graceful(generation));
         let gracefuls = Arc::clone(&self.gracefuls);
-        let builders = Arc::clone(&self.builders);
         let current = Arc::clone(&self.current);
         tokio::spawn(async move {
             let _guard = guard;
@@ -187,7 +201,23 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// Connection builders, made once per worker.
+impl Serve {
+    /// The builders for connections whose head must come within `header_timeout`.
+    fn builders(&self, header_timeout: Duration) -> Arc<Builders> {
+        let mut all = self.builders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, b)) = all.iter().find(|(t, _)| *t == header_timeout) {
+            return Arc::clone(b);
+        }
+        let b = Arc::new(Builders::new(header_timeout));
+        all.push((header_timeout, Arc::clone(&b)));
+        b
+    }
+}
+
+/// A worker's builders, by the header timeout they apply.
+pub(super) type BuildersByTimeout = Vec<(Duration, Arc<Builders>)>;
+
+/// Connection builders, made per worker for each header timeout in use.
 pub(super) struct Builders {
     /// HTTP/1.1 and HTTP/2 prior knowledge, told apart by the first bytes.
     auto: auto::Builder<TokioExecutor>,
@@ -196,19 +226,22 @@ pub(super) struct Builders {
 }
 
 impl Builders {
-    pub(super) fn new() -> Self {
+    fn new(header_timeout: Duration) -> Self {
         Builders {
-            auto: builder(),
-            h2: builder().http2_only(),
+            auto: builder(header_timeout),
+            h2: builder(header_timeout).http2_only(),
         }
     }
 }
 
-fn builder() -> auto::Builder<TokioExecutor> {
+/// `header_timeout`: the listener's `client_header_timeout`. hyper also applies it
+/// while a keep-alive connection waits for its next request, so it doubles as the
+/// idle timeout; a client that has not sent a whole head in time is disconnected.
+fn builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(CLIENT_HEADER_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .max_buf_size(MAX_HEADER_BYTES)
         // A client may shut down its write side once its request is sent
         // (`shutdown(SHUT_WR)`, `nc -N`, some health checkers) and still wait for
@@ -218,9 +251,20 @@ fn builder() -> auto::Builder<TokioExecutor> {
         // while its request waits on the origin is noticed only when the answer
         // is written, so that request runs to its end.
         .half_close(true);
+    // Every limit that bounds what one client connection can cost, explicitly:
+    // each constant's doc (server/h2_limits.rs) says what it bounds and why.
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(h2::H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(h2::H2_MAX_LOCAL_ERROR_RESET_STREAMS)
+        .max_header_list_size(h2::H2_MAX_HEADER_LIST_SIZE)
+        .max_frame_size(h2::H2_MAX_FRAME_SIZE)
+        .initial_stream_window_size(h2::H2_INITIAL_STREAM_WINDOW)
+        .initial_connection_window_size(h2::H2_INITIAL_CONNECTION_WINDOW)
+        .max_send_buf_size(h2::H2_MAX_SEND_BUF_SIZE)
+        .keep_alive_interval(h2::H2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(h2::H2_KEEP_ALIVE_TIMEOUT)
         // RFC 8441: WebSocket over HTTP/2 streams (see proxy::tunnel).
         .enable_connect_protocol();
     b

@@ -9,7 +9,10 @@
 //! shutdown drain them.
 
 mod conn;
+mod h2_limits;
 mod handoff;
+
+pub use h2_limits::H2_MAX_CONCURRENT_STREAMS;
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,14 +24,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::pipeline::{Current, ListenerId};
-use conn::{Builders, Serve};
+use conn::Serve;
 use handoff::{Accepted, Handoff};
 
-/// nginx's `client_header_timeout`. hyper also applies it while a keep-alive
-/// connection waits for its next request, so it doubles as the idle timeout.
-pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
-/// nginx's `http2_max_concurrent_streams`.
-pub const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pending connections the kernel queues per listening socket (nginx's `backlog`
@@ -165,7 +163,7 @@ async fn worker(
     };
     let serve = Serve {
         current,
-        builders: Arc::new(Builders::new()),
+        builders: Arc::default(),
         gracefuls: Arc::default(),
         handoff,
     };

@@ -218,6 +218,18 @@ where
             ),
         }
     };
+    // While the body goes, the phase changes under us without a wake-up (the
+    // client's side and the upstream's take turns): wake at the earliest either
+    // could expire, so whichever applies then is checked in time.
+    let wake = |until: Instant| match progress.map(SendProgress::get) {
+        Some((SendPhase::Upstream | SendPhase::Client, at)) => {
+            let shorter = t
+                .send
+                .min(progress.map_or(t.send, SendProgress::client_timeout));
+            until.min(at.max(start) + shorter)
+        }
+        _ => until,
+    };
     tokio::pin!(fut);
     // While the body is still going, its end can bring the deadline forward.
     let mut body_going = progress.filter(|p| p.get().0 != SendPhase::Done);
@@ -226,6 +238,7 @@ where
         if until <= Instant::now() {
             return Err(Attempt::Failed(err));
         }
+        let until = wake(until);
         let body_done = async {
             match body_going {
                 Some(p) => p.done().await,
