@@ -46,7 +46,7 @@ impl Filter for NormalisePath {
 /// slashes merged), to route by; `None` when it has no encoded slash.
 fn slashes_decoded(path: &str) -> Result<Option<String>, Stop> {
     let encoded = |w: &[u8]| w[0] == b'%' && w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f');
-    if !path.as_bytes().windows(3).any(encoded) {
+    if !path.contains('%') || !path.as_bytes().windows(3).any(encoded) {
         return Ok(None);
     }
     let decoded = path.replace("%2F", "/").replace("%2f", "/");
