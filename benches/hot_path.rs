@@ -172,7 +172,7 @@ fn observe(c: &mut Criterion) {
     use switchyard::pipeline::filter::request_id;
     c.bench_function("observe/request_id", |b| b.iter(request_id::generate));
     let metrics = switchyard::observe::Metrics::new(true);
-    let route = metrics.route("api", "u");
+    let route = metrics.route("api", "u", false);
     let servers: Vec<_> = (0..3)
         .map(|i| metrics.server_requests("api", "u", &format!("127.0.0.1:900{i}")))
         .collect();

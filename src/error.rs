@@ -3,6 +3,8 @@
 //! `pipeline::reply::error`, with a short fixed text: no addresses, no upstream
 //! messages.
 
+use std::time::Duration;
+
 use http::StatusCode;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,56 @@ pub enum ProxyError {
     /// A request the proxy cannot carry to this upstream.
     #[error("not supported: {0}")]
     Unsupported(&'static str),
+    /// A limit or an access rule refused the request before its action.
+    #[error("refused ({})", .0.reason.as_str())]
+    Refused(Refusal),
+}
+
+/// A request refused by a limit or an access rule: why, with which status, and
+/// when the client may try again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: Reason,
+    pub status: StatusCode,
+    /// `Retry-After`, rounded up to whole seconds.
+    pub retry_after: Option<Duration>,
+}
+
+/// Why a request was refused: the `reason` label of
+/// `switchyard_requests_limited_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// `rate_limit`: over its rate and burst.
+    RateLimit,
+    /// `limit_conn`: too many requests of its key at once.
+    LimitConn,
+    /// `allow` / `deny`: the client's address is not let in.
+    Denied,
+    /// `max_body_size`: the body is larger than allowed.
+    BodySize,
+    /// An upstream's `queue`: every server at its `max_conns`, and the queue full
+    /// or its wait over.
+    Queue,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 5] = [
+        Reason::RateLimit,
+        Reason::LimitConn,
+        Reason::Denied,
+        Reason::BodySize,
+        Reason::Queue,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::RateLimit => "rate_limit",
+            Reason::LimitConn => "limit_conn",
+            Reason::Denied => "denied",
+            Reason::BodySize => "body_size",
+            Reason::Queue => "queue",
+        }
+    }
 }
 
 /// Whose fault an error is. Only `Upstream` errors may count against a server
@@ -85,6 +137,9 @@ impl ProxyError {
             | ProxyError::SendTimeout
             | ProxyError::ReadTimeout => Fault::Upstream,
             ProxyError::NoServer(_) | ProxyError::Unsupported(_) => Fault::Proxy,
+            // A full server queue is the fleet's capacity, not this client's doing.
+            ProxyError::Refused(r) if r.reason == Reason::Queue => Fault::Proxy,
+            ProxyError::Refused(_) => Fault::Client,
         }
     }
 
@@ -93,6 +148,15 @@ impl ProxyError {
     /// be trusted to be the next request.
     pub fn closes_connection(&self) -> bool {
         matches!(self, ProxyError::Framing(_) | ProxyError::TransferCoding)
+    }
+
+    /// Why the request counts in `switchyard_requests_limited_total`, if it does.
+    pub fn limited(&self) -> Option<Reason> {
+        match self {
+            ProxyError::Refused(r) => Some(r.reason),
+            ProxyError::BodyTooLarge(_) => Some(Reason::BodySize),
+            _ => None,
+        }
     }
 
     /// nginx's choices: refused, broken or untrusted (TLS) upstream connections are
@@ -111,6 +175,7 @@ impl ProxyError {
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::Refused(r) => r.status,
             ProxyError::NoServer(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_) | ProxyError::Tls(_) | ProxyError::Upstream(_) => {
                 StatusCode::BAD_GATEWAY

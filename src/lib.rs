@@ -20,6 +20,7 @@ pub mod control;
 mod crypto;
 pub mod demo;
 pub mod error;
+pub mod limit;
 pub mod membership;
 pub mod observe;
 pub mod origin;

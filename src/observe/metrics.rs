@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
+
+use crate::error::Reason;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
@@ -42,6 +44,7 @@ const RETRIES: &str = "switchyard_retries_total";
 const CONNECTIONS: &str = "switchyard_client_connections";
 const BYTES_RECEIVED: &str = "switchyard_bytes_received_total";
 const BYTES_SENT: &str = "switchyard_bytes_sent_total";
+const LIMITED: &str = "switchyard_requests_limited_total";
 
 static META: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
@@ -71,6 +74,10 @@ const HELP: &[(&str, &str)] = &[
     (CONNECTIONS, "Open client connections, by listener."),
     (BYTES_RECEIVED, "Request body bytes received from clients."),
     (BYTES_SENT, "Response body bytes sent to clients."),
+    (
+        LIMITED,
+        "Requests refused by a limit or an access rule, by route and reason.",
+    ),
 ];
 
 /// One proxy's metrics: the recorder, and handles for process-wide events.
@@ -165,10 +172,21 @@ impl Metrics {
 
     /// Handles for one route of a new snapshot. `upstream` is the one it proxies
     /// to, or `NONE`; the per-server counts are made with the upstream's servers
-    /// (`server_requests`), which change without the route.
-    pub fn route(&self, route: &str, upstream: &str) -> RouteMetrics {
+    /// (`server_requests`), which change without the route. `limited`: whether
+    /// any limit or access rule can refuse its requests (only then are its
+    /// `requests_limited_total` series made, so a configuration without limits
+    /// shows none).
+    pub fn route(&self, route: &str, upstream: &str, limited: bool) -> RouteMetrics {
         let labels = [("route", route), ("upstream", upstream)];
         RouteMetrics {
+            limited: std::array::from_fn(|i| {
+                let reason = Reason::ALL[i].as_str();
+                if limited {
+                    self.counter(LIMITED, &[("route", route), ("reason", reason)])
+                } else {
+                    Counter::noop()
+                }
+            }),
             name: Arc::from(route),
             upstream: Arc::from(upstream),
             duration: self.histogram(REQUEST_DURATION, &labels),
@@ -194,8 +212,8 @@ impl Metrics {
     }
 
     /// Handles for requests that matched no route.
-    pub fn unrouted(&self) -> RouteMetrics {
-        self.route(NONE, NONE)
+    pub fn unrouted(&self, limited: bool) -> RouteMetrics {
+        self.route(NONE, NONE, limited)
     }
 
     pub fn upstream(&self, name: &str) -> UpstreamMetrics {
@@ -264,6 +282,8 @@ pub struct RouteMetrics {
     pub bytes_out: Counter,
     /// `requests_total` of requests no server answered (`server="none"`).
     pub unsent: ClassCounters,
+    /// `requests_limited_total`, by `Reason` (in `Reason::ALL`'s order).
+    limited: [Counter; Reason::ALL.len()],
 }
 
 impl RouteMetrics {
@@ -272,6 +292,12 @@ impl RouteMetrics {
     pub fn record(&self, requests: &ClassCounters, status: StatusCode, elapsed: Duration) {
         requests[class(status)].increment(1);
         self.record_duration(elapsed);
+    }
+
+    /// A request was refused for `reason`.
+    pub fn limited(&self, reason: Reason) {
+        let i = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.limited[i].increment(1);
     }
 
     /// The request took `elapsed`, head in to last byte out.
@@ -304,7 +330,7 @@ mod tests {
     fn disabled_metrics_render_nothing_and_cost_nothing() {
         // Enabled, the same calls register handles and show in the text.
         let on = Metrics::new(true);
-        let r = on.route("r", "u");
+        let r = on.route("r", "u", false);
         r.record(
             &on.server_requests("r", "u", "s"),
             StatusCode::OK,
@@ -317,7 +343,7 @@ mod tests {
         // Disabled: nothing registered (every handle is a no-op that records
         // nothing and queues nothing), and nothing to render.
         let off = Metrics::new(false);
-        let r = off.route("r", "u");
+        let r = off.route("r", "u", true);
         r.record(
             &off.server_requests("r", "u", "s"),
             StatusCode::OK,

@@ -5,15 +5,18 @@
 //! 2. the listener's filters on the head: request id, framing check, host check,
 //!    method check, the path normalised (what routing and the origin see);
 //! 3. a `redirect_https` listener answers here; otherwise the router picks a
-//!    route by host, path and method (`route`), or answers 301 (add a slash),
-//!    404 or 405;
-//! 4. the route's filters on the head (access log off, sticky cookie);
-//! 5. the body phase: the body is held in memory, bounded, when a filter must see
+//!    route by host, path and method (`route`);
+//! 4. the listener's guards (`guard`: access rules and limits, which may refuse
+//!    or delay the request), then the router's answer when no route takes the
+//!    request: 301 (add a slash), 404 or 405;
+//! 5. the route's filters on the head (access log off, sticky cookie), then its
+//!    guards;
+//! 6. the body phase: the body is held in memory, bounded, when a filter must see
 //!    it or a retry may have to send it again (`payload`);
-//! 6. the route's action: proxy to an upstream, redirect, or respond (`action`);
-//! 7. the route's filters, then the listener's, on the response (sticky cookie,
+//! 7. the route's action: proxy to an upstream, redirect, or respond (`action`);
+//! 8. the route's filters, then the listener's, on the response (sticky cookie,
 //!    request id, HSTS);
-//! 8. the log: metrics and the access-log line when the body ends (`log`).
+//! 9. the log: metrics and the access-log line when the body ends (`log`).
 //!
 //! One `ArcSwap` load per request (`Current`); errors become responses in
 //! `reply::error` only.
@@ -22,6 +25,7 @@ pub mod action;
 mod client;
 mod ctx;
 pub mod filter;
+pub mod guard;
 mod log;
 mod payload;
 pub mod reply;
@@ -86,6 +90,11 @@ impl ProxyService {
             Err(Stop::Answer(res)) => *res,
             Err(Stop::Error(e)) => {
                 tracing::debug!(error = %e, "request failed");
+                if let Some(reason) = e.limited() {
+                    route
+                        .map_or(&snapshot.unrouted, |r| &r.metrics)
+                        .limited(reason);
+                }
                 reply::error(&e)
             }
         };
@@ -133,7 +142,7 @@ impl ProxyService {
     }
 }
 
-/// Phases 2 to 6: the route chosen (if any) and what answers the request.
+/// Phases 2 to 7: the route chosen (if any) and what answers the request.
 async fn walk<'s>(
     snapshot: &'s Snapshot,
     listener: &'s Listener,
@@ -150,7 +159,20 @@ async fn walk<'s>(
     }
     let host = ctx.host.to_str().unwrap_or_default();
     let path = ctx.route_path.as_deref().unwrap_or(req.uri().path());
-    let route = match listener.router.find(host, path, req.method()) {
+    let found = listener.router.find(host, path, req.method());
+    let routed = match found {
+        RouteMatch::Route(i) => Some(&snapshot.routes[i]),
+        _ => None,
+    };
+    if let Some(r) = routed {
+        ctx.rec.route = Some(Arc::clone(&r.metrics));
+    }
+    for g in listener.guards.iter() {
+        if let Err(stop) = g.admit(ctx, &req).await {
+            return (routed, Err(stop));
+        }
+    }
+    let route = match found {
         RouteMatch::Route(i) => &snapshot.routes[i],
         RouteMatch::AddSlash => {
             return (
@@ -161,16 +183,20 @@ async fn walk<'s>(
         RouteMatch::MethodNotAllowed(allow) => return (None, Ok(method_not_allowed(&allow))),
         RouteMatch::None => return (None, Err(Stop::Error(ProxyError::NoRoute))),
     };
-    ctx.rec.route = Some(Arc::clone(&route.metrics));
     for f in route.filters.iter() {
         if let Err(stop) = f.request_head(ctx, &mut req) {
+            return (Some(route), Err(stop));
+        }
+    }
+    for g in route.guards.iter() {
+        if let Err(stop) = g.admit(ctx, &req).await {
             return (Some(route), Err(stop));
         }
     }
     (Some(route), act(snapshot, route, ctx, req).await)
 }
 
-/// Phases 5 and 6: the body, then the action.
+/// Phases 6 and 7: the body, then the action.
 async fn act<'s>(
     snapshot: &'s Snapshot,
     route: &'s Route,
@@ -201,7 +227,7 @@ async fn act<'s>(
         .await?)
 }
 
-/// Phase 5: reads the body into memory when the route's filters must see it
+/// Phase 6: reads the body into memory when the route's filters must see it
 /// (refusing a larger one with 413) or the action may resend it (up to `hold`;
 /// a larger one streams), and runs the filters' body phase.
 async fn body_phase(

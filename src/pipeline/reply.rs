@@ -13,7 +13,7 @@ use crate::error::ProxyError;
 use crate::upstream::UpstreamBody;
 
 /// The answer to `e`: its status with the status line as a short text, and for a
-/// 503 when nothing is eligible, `Retry-After`. No addresses, no upstream
+/// 503 when nothing is eligible and a refusal that knows when, `Retry-After`. No addresses, no upstream
 /// messages. `Connection: close` when the error says the connection cannot go on
 /// (hyper then closes it once the answer is written; on HTTP/2 it drops the
 /// header, and the stream ends alone).
@@ -23,7 +23,12 @@ pub fn error(e: &ProxyError) -> Response<RespBody> {
         res.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    if let ProxyError::NoServer(after) = e {
+    let retry_after = match e {
+        ProxyError::NoServer(after) => Some(*after),
+        ProxyError::Refused(r) => r.retry_after,
+        _ => None,
+    };
+    if let Some(after) = retry_after {
         let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
         res.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));

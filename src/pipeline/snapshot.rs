@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 
 use super::action::{Action, Redirect};
 use super::filter::{self, ConnFilter, Filter, Step};
+use super::guard::{self, Guard};
 use super::route::Router;
 use crate::config::{Config, ListenerConfig};
 use crate::observe::{AccessLog, Metrics, RouteMetrics, NONE};
@@ -29,6 +30,8 @@ pub struct Listener {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Its filters, before and after every route's.
     pub(super) filters: Box<[Step]>,
+    /// Its guards, before every route's (and before a 404 or 405).
+    pub(super) guards: Box<[Guard]>,
     /// `redirect_https`: every request is redirected, no route is consulted.
     pub(super) redirect: Option<Redirect>,
     /// The connection phase.
@@ -54,6 +57,7 @@ pub struct Route {
     pub name: Arc<str>,
     pub metrics: Arc<RouteMetrics>,
     pub(super) filters: Box<[Step]>,
+    pub(super) guards: Box<[Guard]>,
     pub(super) action: Action,
     /// Bytes of body its filters must see in memory before the action (`None`:
     /// they do not look at the body).
@@ -102,6 +106,11 @@ impl Snapshot {
     /// in its order).
     pub fn build(config: &Config, upstreams: Vec<Arc<Upstream>>, p: Parts<'_>) -> Snapshot {
         let mut next_slot: HashMap<&str, usize> = HashMap::new();
+        let listener_guards: Vec<Box<[Guard]>> =
+            config.listeners.iter().map(guard::for_listener).collect();
+        // Whether a listener's guards may refuse requests of every route, and of
+        // none (their refusals are counted per route).
+        let any_listener_guard = listener_guards.iter().any(|g| !g.is_empty());
         let routes: Vec<Route> = config
             .routes
             .iter()
@@ -118,17 +127,24 @@ impl Snapshot {
                 });
                 let filters = filter::for_route(r, target.map(|(i, _)| &config.upstreams[i]));
                 let body_limit = filters.iter().filter_map(Filter::body_limit).max();
+                let guards = guard::for_route(r);
+                let limited = any_listener_guard || !guards.is_empty();
                 Route {
                     name: Arc::from(r.name.as_str()),
-                    metrics: Arc::new(p.metrics.route(&r.name, r.upstream().unwrap_or(NONE))),
+                    metrics: Arc::new(p.metrics.route(
+                        &r.name,
+                        r.upstream().unwrap_or(NONE),
+                        limited,
+                    )),
                     filters,
+                    guards,
                     action: Action::new(&r.action, target),
                     body_limit,
                 }
             })
             .collect();
         let mut listeners: Vec<Option<Listener>> = Vec::new();
-        for l in &config.listeners {
+        for (l, guards) in config.listeners.iter().zip(listener_guards) {
             let id = (p.listener_id)(&l.name);
             if listeners.len() <= id.0 {
                 listeners.resize_with(id.0 + 1, || None);
@@ -137,6 +153,7 @@ impl Snapshot {
                 router: Router::new(&l.name, &config.routes),
                 tls: (p.tls)(l),
                 filters: filter::for_listener(l),
+                guards,
                 redirect: l.redirect_https.map(Redirect::to_https),
                 conn_filters: Box::new([]),
                 connections: p.metrics.connections(&l.name),
@@ -148,7 +165,7 @@ impl Snapshot {
             listeners: listeners.into(),
             routes: routes.into(),
             upstreams,
-            unrouted: Arc::new(p.metrics.unrouted()),
+            unrouted: Arc::new(p.metrics.unrouted(any_listener_guard)),
             access_log: p.access_log,
             add_slash: Arc::new(Redirect::add_slash()),
         }
