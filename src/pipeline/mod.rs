@@ -80,6 +80,7 @@ impl ProxyService {
         let listener = snapshot.listener(self.listener);
         let body_timeout = listener.map_or(DEFAULT_CLIENT_BODY_TIMEOUT, |l| l.client_body_timeout);
         let mut ctx = Ctx::new(&self.client, rec, body_timeout);
+        ctx.max_body_size = listener.and_then(|l| l.max_body_size);
         let (route, outcome) = match listener {
             Some(l) => walk(&snapshot, l, &mut ctx, req).await,
             // The listener left the configuration while this connection lives on.
@@ -237,10 +238,10 @@ async fn body_phase(
     hold: Option<u64>,
 ) -> Result<Payload, Stop> {
     let limit = match (route.body_limit, hold) {
-        (None, None) => return Ok(Payload::stream(body, ctx.body_timeout)),
+        (None, None) => return Ok(Payload::stream(body, ctx.body_limits())),
         (a, b) => a.max(b).unwrap_or_default(),
     };
-    let payload = Payload::read(body, limit, ctx.body_timeout).await?;
+    let payload = Payload::read(body, limit, ctx.body_limits()).await?;
     if let Some(need) = route.body_limit {
         let Some(data) = payload.held().cloned() else {
             return Err(Stop::Error(ProxyError::BodyTooLarge(need)));

@@ -42,6 +42,8 @@ pub struct Listener {
     /// `client_body_timeout` (each request's).
     pub client_header_timeout: std::time::Duration,
     pub client_body_timeout: std::time::Duration,
+    /// `max_body_size` for the routes that set none; `None`: no limit.
+    pub(super) max_body_size: Option<u64>,
 }
 
 impl Listener {
@@ -159,6 +161,7 @@ impl Snapshot {
                 connections: p.metrics.connections(&l.name),
                 client_header_timeout: l.client_header_timeout,
                 client_body_timeout: l.client_body_timeout,
+                max_body_size: Some(l.limits.max_body_size).filter(|&m| m > 0),
             });
         }
         Snapshot {
