@@ -116,11 +116,9 @@ pub(super) fn check_listener(c: &mut Checker, base: &str, raw: RawLimits<'_>) ->
             }
         },
     };
-    let max_body_size = raw
-        .max_body_size
-        .map_or(d.max_body_size, |v| {
-            body_size(c, &format!("{base}.max_body_size"), v).unwrap_or(d.max_body_size)
-        });
+    let max_body_size = raw.max_body_size.map_or(d.max_body_size, |v| {
+        body_size(c, &format!("{base}.max_body_size"), v).unwrap_or(d.max_body_size)
+    });
     ListenerLimits {
         keepalive_timeout,
         keepalive_requests,
@@ -135,7 +133,9 @@ pub(super) fn body_size(c: &mut Checker, path: &str, v: &toml::Value) -> Option<
     if n.is_none() {
         c.err(
             path,
-            format!("expected a size such as \"10MiB\", \"1g\" or a byte count (0: no limit), got {v}"),
+            format!(
+                "expected a size such as \"10MiB\", \"1g\" or a byte count (0: no limit), got {v}"
+            ),
         );
     }
     n

@@ -41,7 +41,11 @@ impl Payload {
     /// stream, with what was read so far sent first. The client may pause for
     /// `limits.timeout` between two reads (else 408); a body past
     /// `limits.max_size` is refused (413) with nothing sent upstream.
-    pub async fn read(body: Incoming, hold: u64, limits: BodyLimits) -> Result<Payload, ProxyError> {
+    pub async fn read(
+        body: Incoming,
+        hold: u64,
+        limits: BodyLimits,
+    ) -> Result<Payload, ProxyError> {
         if body.is_end_stream() {
             return Ok(Payload::Empty);
         }

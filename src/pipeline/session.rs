@@ -89,7 +89,10 @@ impl Session {
 
     /// A request begins; its turn ends when its response does.
     pub fn begin(self: &Arc<Self>) -> Turn {
-        let n = self.requests.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let n = self
+            .requests
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
         self.open.fetch_add(1, Ordering::Relaxed);
         let last = n >= self.settings.keepalive_requests;
         if last && self.is_h2() {

@@ -128,7 +128,11 @@ impl<I> ClientIo<I> {
             }
             head if n == 0 => Some((
                 s.start() + settings.client_header_timeout,
-                if head.is_some() { Wait::Head } else { Wait::First },
+                if head.is_some() {
+                    Wait::Head
+                } else {
+                    Wait::First
+                },
             )),
             _ => Some((s.idle_since() + settings.keepalive_timeout, Wait::Idle)),
         }
@@ -329,6 +333,9 @@ mod tests {
         }
         assert!(s.is_h2());
         let waited = tokio::time::timeout(HEADER * 4, io.read(&mut buf)).await;
-        assert!(waited.is_err(), "an HTTP/2 connection was timed as HTTP/1.1");
+        assert!(
+            waited.is_err(),
+            "an HTTP/2 connection was timed as HTTP/1.1"
+        );
     }
 }

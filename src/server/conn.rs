@@ -192,7 +192,8 @@ impl Serve {
             } else {
                 // HTTP/1.1, or no ALPN: the first bytes tell 1.x from HTTP/2.
                 let conn = builders.auto.serve_connection_with_upgrades(io, svc);
-                let shut = |c: std::pin::Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+                let shut =
+                    |c: std::pin::Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
                 drain::drive(conn, shut, watcher, &session).await
             };
             if let Err(e) = result {
