@@ -219,4 +219,28 @@ mod tests {
         has("route[0].max_body_size", "(0: no limit)");
         assert_eq!(p.len(), 5, "{p:#?}");
     }
+
+    #[test]
+    fn a_reload_diff_names_the_keys() {
+        let parse = |t: &str| validate(t, Path::new("t.toml")).unwrap();
+        let old = parse(&listener(""));
+        let new = parse(
+            &listener("keepalive_timeout = \"30s\"\nmax_body_size = \"10MiB\"\n").replace(
+                "upstream = \"api\"\n",
+                "upstream = \"api\"\nmax_body_size = 0\n",
+            ),
+        );
+        let changes: Vec<String> = super::super::diff(&old, &new)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                "changed listener public: keepalive_timeout 1m 15s → 30s",
+                "changed listener public: max_body_size 1MiB → 10MiB",
+                "changed route[0] (path /): max_body_size the listener's → 0",
+            ]
+        );
+    }
 }
