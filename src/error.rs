@@ -49,7 +49,9 @@ pub enum ProxyError {
     /// server. The error is the one the upstream connection reported.
     #[error("the client's request body was malformed or cut short: {0}")]
     ClientBody(#[source] hyper::Error),
-    /// A filter needed the body in memory and it is larger than it allows.
+    /// The request body grew past `max_body_size` (or past what a filter that
+    /// needs it in memory allows): 413, and the connection closes, the rest of
+    /// the body unread.
     #[error("the request body is larger than {0} bytes")]
     BodyTooLarge(u64),
     /// A request the proxy cannot carry to this upstream.
@@ -145,9 +147,19 @@ impl ProxyError {
 
     /// Whether the client connection must close after the answer: the request's
     /// body boundary is in doubt, so whatever follows it on the connection cannot
-    /// be trusted to be the next request.
+    /// be trusted to be the next request; or the body is too large to read to its
+    /// end (nginx closes after its 413 too).
     pub fn closes_connection(&self) -> bool {
-        matches!(self, ProxyError::Framing(_) | ProxyError::TransferCoding)
+        matches!(
+            self,
+            ProxyError::Framing(_)
+                | ProxyError::TransferCoding
+                | ProxyError::BodyTooLarge(_)
+                | ProxyError::Refused(Refusal {
+                    reason: Reason::BodySize,
+                    ..
+                })
+        )
     }
 
     /// Why the request counts in `switchyard_requests_limited_total`, if it does.

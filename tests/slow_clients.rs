@@ -1,8 +1,10 @@
 //! Slow clients against the listener's timeouts (nginx's `client_header_timeout`
 //! and `client_body_timeout`, here set to a second so the tests are quick): a
-//! slowloris head is cut off, a stalled body gets 408 and charges no server, a
-//! slow but steady body goes through (the body timeout bounds each pause, not the
-//! whole upload), and other clients are served meanwhile.
+//! slowloris head is cut off with 408, a stalled body gets 408 and charges no
+//! server, a slow but steady body goes through (the body timeout bounds each
+//! pause, not the whole upload), and other clients are served meanwhile. The wait
+//! for the next request on a kept-alive connection is `keepalive_timeout`'s, not
+//! the head's: a head is timed from its first byte.
 
 mod common;
 
@@ -33,15 +35,17 @@ async fn proxy(origin: &Origin) -> (Running, SocketAddr) {
     (running, addr)
 }
 
-/// Waits until the peer closes `s` (a read of 0 or an error); how long that took.
-async fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
+/// Waits until the peer closes `s` (a read of 0 or an error); how long that took,
+/// and what was read meanwhile.
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<(Duration, Vec<u8>)> {
     let start = Instant::now();
     let mut buf = [0u8; 1024];
+    let mut got = Vec::new();
     loop {
         match tokio::time::timeout(limit.saturating_sub(start.elapsed()), s.read(&mut buf)).await {
             Err(_) => return None,
-            Ok(Ok(0) | Err(_)) => return Some(start.elapsed()),
-            Ok(Ok(_)) => {}
+            Ok(Ok(0) | Err(_)) => return Some((start.elapsed(), got)),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
         }
     }
 }
@@ -69,7 +73,13 @@ async fn a_slowloris_head_is_cut_off_while_others_are_served() {
     assert_eq!(get(addr, "/").await.status, 200);
     let mut slow = trickle.await.unwrap();
     let took = closed_within(&mut slow, TIMEOUT + SLACK).await;
-    assert!(took.is_some(), "the slowloris connection is still open");
+    let (_, answer) = took.expect("the slowloris connection is still open");
+    // Its head had begun: it is told why (HAProxy's 408; nginx closes silently).
+    assert!(
+        answer.starts_with(b"HTTP/1.1 408 "),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
     assert_eq!(
         origin.requests(),
         1,
@@ -123,4 +133,39 @@ async fn a_slow_steady_body_goes_through() {
         .expect("an answer");
     assert_eq!(res.status, 200, "{}", res.head);
     assert_eq!(origin.count(&http::Method::POST, "/upload"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keep_alive_wait_and_a_head_are_timed_apart() {
+    let origin = Origin::start("app").await;
+    // A long keep-alive wait, a short head.
+    let toml = format!(
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\
+         client_header_timeout = \"500ms\"\nkeepalive_timeout = \"5s\"\n\n\
+         [[route]]\nupstream = \"app\"\n\n{}",
+        common::upstream("app", &[(origin.addr(), 1)]),
+    );
+    let p = common::start_proxy(&toml).await;
+    let addr = p.addr("public").unwrap();
+    let head_timeout = Duration::from_millis(500);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    s.write_all(request).await.unwrap();
+    assert_eq!(read_response(&mut s).await.status, 200);
+    // The client stays idle twice as long as a head may take: the connection
+    // waits for it (hyper alone would time the wait as a head and close it).
+    tokio::time::sleep(2 * head_timeout).await;
+    s.write_all(request).await.unwrap();
+    assert_eq!(read_response(&mut s).await.status, 200);
+    // A head that starts and stalls is cut off a head's time after its first byte.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").await.unwrap();
+    let start = Instant::now();
+    let r = tokio::time::timeout(head_timeout + SLACK, read_response(&mut s))
+        .await
+        .expect("no answer to a stalled head");
+    assert_eq!(r.status, 408, "{}", r.head);
+    assert!(r.head.to_ascii_lowercase().contains("connection: close"));
+    assert!(start.elapsed() >= head_timeout - Duration::from_millis(50));
+    assert!(closed_within(&mut s, SLACK).await.is_some());
+    assert_eq!(origin.requests(), 2);
 }

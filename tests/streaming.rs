@@ -89,7 +89,16 @@ async fn start_origin_and_proxy() -> (switchyard::Running, SocketAddr) {
     )
     .await
     .expect("origin starts");
-    common::start_proxy_to(origin).await
+    // Without the default `max_body_size` (nginx's 1 MiB): the uploads here are
+    // far larger, and streaming them is what is measured.
+    let config = common::one_origin_config(origin).replacen(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nmax_body_size = 0\n",
+        1,
+    );
+    let running = common::start_proxy(&config).await;
+    let addr = running.addr("public").expect("listener public exists");
+    (running, addr)
 }
 
 /// An HTTP/1.1 client connection to `addr` (hyper's low-level client).

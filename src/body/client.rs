@@ -6,7 +6,7 @@
 //! server's.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -17,6 +17,28 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::BoxError;
+
+/// What the client's body may do: pause for `timeout` between two reads (the
+/// listener's `client_body_timeout`), and carry `max_size` bytes at most
+/// (`max_body_size`; `None`: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    pub timeout: Duration,
+    pub max_size: Option<u64>,
+}
+
+/// The error a body past `max_body_size` ends with (hyper aborts the upstream
+/// request on it; `SendProgress::over_limit` tells the request path why).
+#[derive(Debug)]
+pub struct OverLimit(pub u64);
+
+impl std::fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request body is larger than {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for OverLimit {}
 
 /// Who the request body is waiting on, and since when. Shared between the body (which
 /// hyper polls as the upstream accepts data) and the task awaiting the response head,
@@ -33,8 +55,10 @@ pub struct SendProgress {
     /// Body bytes passed on so far (the access log's `bytes_in`).
     bytes: AtomicU64,
     /// How long the client may pause between two reads of its body (the
-    /// listener's `client_body_timeout`).
-    client_timeout: Duration,
+    /// listener's `client_body_timeout`), and how large it may grow.
+    limits: BodyLimits,
+    /// The body failed by growing past `limits.max_size`.
+    over: AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,20 +77,41 @@ pub enum SendPhase {
 }
 
 impl SendProgress {
-    /// The progress of a body whose client may pause for `client_timeout`.
-    pub fn new(client_timeout: Duration) -> Self {
+    /// The progress of a body under `limits`.
+    pub fn new(limits: BodyLimits) -> Self {
         SendProgress {
             start: Instant::now(),
             word: AtomicU64::new(0),
             done: tokio::sync::Notify::new(),
             bytes: AtomicU64::new(0),
-            client_timeout,
+            limits,
+            over: AtomicBool::new(false),
         }
     }
 
     /// How long the client may pause between two reads of its body.
     pub fn client_timeout(&self) -> Duration {
-        self.client_timeout
+        self.limits.timeout
+    }
+
+    /// `Some(max_body_size)` when the body failed by growing past it: the
+    /// client's fault, answered 413.
+    pub fn over_limit(&self) -> Option<u64> {
+        self.limits
+            .max_size
+            .filter(|_| self.over.load(Ordering::SeqCst))
+    }
+
+    /// Whether `n` more bytes would take the body past its limit; if so, the body
+    /// has failed (marked before the error reaches hyper, as `client_failed` needs).
+    fn refuse(&self, n: usize) -> Option<OverLimit> {
+        let max = self.limits.max_size?;
+        if self.bytes().saturating_add(n as u64) <= max {
+            return None;
+        }
+        self.over.store(true, Ordering::SeqCst);
+        self.mark(SendPhase::Failed);
+        Some(OverLimit(max))
     }
 
     fn mark(&self, phase: SendPhase) {
@@ -162,6 +207,11 @@ impl Body for ClientBody {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(f))) = &polled {
             if let Some(d) = f.data_ref() {
+                // The chunk that would cross `max_body_size` is not passed on:
+                // the origin never gets more than the limit, nor a complete body.
+                if let Some(e) = self.progress.refuse(d.len()) {
+                    return Poll::Ready(Some(Err(e.into())));
+                }
                 self.progress.count(d.len());
             }
         }

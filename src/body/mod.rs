@@ -5,7 +5,7 @@
 
 mod client;
 
-pub use client::{ClientBody, SendPhase, SendProgress};
+pub use client::{BodyLimits, ClientBody, OverLimit, SendPhase, SendProgress};
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -244,6 +244,7 @@ const SECRETS: &[&str] = &["admin.token"];
 const ABSENT: &[(&str, &str)] = &[
     ("listener[].hsts", "off"),
     ("route[].name", "(host + path)"),
+    ("route[].max_body_size", "the listener's"),
     ("route[].set_headers.*", "unset"),
     ("upstream.*.health_check.host", "the server's address"),
     ("upstream.*.health_check.port", "the server's"),

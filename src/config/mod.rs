@@ -6,6 +6,7 @@
 mod cert;
 mod diff;
 mod health_check;
+mod limits;
 mod raw;
 mod retry;
 mod route;
@@ -28,6 +29,10 @@ pub use diff::{diff, Action, Change};
 pub use health_check::{
     HealthCheckConfig, StatusSet, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_EJECTED_PERCENT,
     DEFAULT_MAX_FAILS,
+};
+pub use limits::{
+    ListenerLimits, DEFAULT_KEEPALIVE_REQUESTS, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_MAX_HEADER_SIZE, MAX_MAX_HEADER_SIZE, MIN_MAX_HEADER_SIZE,
 };
 pub use retry::{NextUpstream, RetryPolicy};
 pub use route::{
@@ -139,11 +144,15 @@ pub struct ListenerConfig {
     /// `Strict-Transport-Security` added to every response (TLS listeners only).
     pub hsts: Option<HeaderValue>,
     /// nginx's `client_header_timeout`: how long a client may take to send a whole
-    /// request head, and how long a keep-alive connection may wait for its next.
+    /// request head (from its first byte; the first request's from the
+    /// connection's start).
     pub client_header_timeout: Duration,
     /// nginx's `client_body_timeout`: how long a client may pause between two reads
     /// of its request body (a slow but steady upload is not cut).
     pub client_body_timeout: Duration,
+    /// `keepalive_timeout`, `keepalive_requests`, `max_header_size`,
+    /// `max_body_size`.
+    pub limits: ListenerLimits,
 }
 
 /// nginx's `client_header_timeout` default: a client that has not sent its whole

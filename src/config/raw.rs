@@ -30,6 +30,12 @@ pub(crate) struct RawListener {
     pub tls: Option<RawTls>,
     pub client_header_timeout: Option<String>,
     pub client_body_timeout: Option<String>,
+    // Connection and body limits (`limits`): nginx's names.
+    pub keepalive_timeout: Option<String>,
+    pub keepalive_requests: Option<u32>,
+    /// Sizes: a byte count or a string such as `"64KiB"`.
+    pub max_header_size: Option<toml::Value>,
+    pub max_body_size: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

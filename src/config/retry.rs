@@ -219,7 +219,7 @@ pub(super) fn check_retry(
 }
 
 /// A byte count, or a string with nginx's or IEC suffixes: `"512"`, `"64k"`,
-/// `"64KiB"`, `"1m"`, `"1MiB"` (all binary, as nginx's sizes are).
+/// `"64KiB"`, `"1m"`, `"1MiB"`, `"1g"`, `"1GiB"` (all binary, as nginx's sizes are).
 pub(super) fn parse_size(v: &toml::Value) -> Option<u64> {
     match v {
         toml::Value::Integer(n) => u64::try_from(*n).ok(),
@@ -231,6 +231,7 @@ pub(super) fn parse_size(v: &toml::Value) -> Option<u64> {
                 "" | "b" => 1,
                 "k" | "kb" | "kib" => 1 << 10,
                 "m" | "mb" | "mib" => 1 << 20,
+                "g" | "gb" | "gib" => 1 << 30,
                 _ => return None,
             };
             n.checked_mul(unit)
@@ -249,8 +250,10 @@ mod tests {
         assert_eq!(s("64KiB"), Some(65536));
         assert_eq!(s("64k"), Some(65536));
         assert_eq!(s("1MiB"), Some(1 << 20));
+        assert_eq!(s("2g"), Some(2 << 30));
         assert_eq!(s("12"), Some(12));
-        assert_eq!(s("1 GB"), None);
+        assert_eq!(s("1 GB"), Some(1 << 30));
+        assert_eq!(s("1 TB"), None);
         assert_eq!(parse_size(&toml::Value::Integer(100)), Some(100));
     }
 

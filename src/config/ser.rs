@@ -64,13 +64,15 @@ pub(super) fn percent<S: Serializer>(f: &f64, s: S) -> Result<S::Ok, S::Error> {
     bare(&format!("{}%", (f * 100_000.0).round() / 1000.0), s)
 }
 
-/// `65536` → `"64KiB"`, `3 << 20` → `"3MiB"`, else the byte count (`"1000"`): the
-/// forms `retry_body_limit` reads.
+/// `65536` → `"64KiB"`, `3 << 20` → `"3MiB"`, `1 << 30` → `"1GiB"`, else the byte
+/// count (`"1000"`): the forms `retry_body_limit` reads.
 fn size_text(b: u64) -> String {
     const KIB: u64 = 1 << 10;
     const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
     match b {
         0 => "0".to_owned(),
+        b if b % GIB == 0 => format!("{}GiB", b / GIB),
         b if b % MIB == 0 => format!("{}MiB", b / MIB),
         b if b % KIB == 0 => format!("{}KiB", b / KIB),
         b => b.to_string(),
@@ -92,10 +94,10 @@ impl<T: std::fmt::Display> Serialize for Bare<T> {
     }
 }
 
-struct Dur(Duration);
+pub(super) struct Dur(pub(super) Duration);
 
 /// A size, written as `size_text` writes it.
-struct Size(u64);
+pub(super) struct Size(pub(super) u64);
 
 impl Serialize for Size {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -191,6 +193,14 @@ pub(super) fn opt_bare<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok,
 /// A size as `retry_body_limit` reads it (`size_text`).
 pub(super) fn size<S: Serializer>(b: &u64, s: S) -> Result<S::Ok, S::Error> {
     bare(&size_text(*b), s)
+}
+
+/// As `size`, for a key left out when `None` (`skip_serializing_if`).
+pub(super) fn opt_size<S: Serializer>(b: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match b {
+        Some(b) => size(b, s),
+        None => s.serialize_none(),
+    }
 }
 
 // ----- the tables -----
@@ -356,6 +366,7 @@ impl Serialize for ListenerConfig {
         }
         m.serialize_field("client_header_timeout", &Dur(self.client_header_timeout))?;
         m.serialize_field("client_body_timeout", &Dur(self.client_body_timeout))?;
+        self.limits.serialize_into(&mut m)?;
         if let Some(tls) = &self.tls {
             m.serialize_field("tls", tls)?;
         }
@@ -849,6 +860,7 @@ servers = [{ addr = "127.0.0.1:9444" }]
     fn sizes() {
         assert_eq!(size_text(65536), "64KiB");
         assert_eq!(size_text(3 << 20), "3MiB");
+        assert_eq!(size_text(2 << 30), "2GiB");
         assert_eq!(size_text(1000), "1000");
         assert_eq!(size_text(0), "0");
     }

@@ -330,6 +330,16 @@ fn check_listeners(
                     l.client_body_timeout.as_deref(),
                     super::DEFAULT_CLIENT_BODY_TIMEOUT,
                 ),
+                limits: super::limits::check_listener(
+                    c,
+                    &base,
+                    super::limits::RawLimits {
+                        keepalive_timeout: l.keepalive_timeout.as_deref(),
+                        keepalive_requests: l.keepalive_requests,
+                        max_header_size: l.max_header_size.as_ref(),
+                        max_body_size: l.max_body_size.as_ref(),
+                    },
+                ),
             });
         }
     }

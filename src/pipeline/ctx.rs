@@ -7,6 +7,7 @@ use http::HeaderValue;
 
 use super::client::ClientInfo;
 use super::log::Record;
+use crate::body::BodyLimits;
 use crate::upstream::UpstreamServer;
 
 /// One request's state between the phases: filled in by the filters and the
@@ -32,6 +33,9 @@ pub struct Ctx<'s> {
     /// How long the client may pause between two reads of its body (the
     /// listener's `client_body_timeout`).
     pub body_timeout: Duration,
+    /// The largest body the request may have (`max_body_size`: the route's, else
+    /// its listener's); `None`: no limit.
+    pub max_body_size: Option<u64>,
 }
 
 impl<'s> Ctx<'s> {
@@ -46,6 +50,15 @@ impl<'s> Ctx<'s> {
             server: None,
             route_path: None,
             body_timeout,
+            max_body_size: None,
+        }
+    }
+
+    /// What the client's body may do: pause and grow.
+    pub fn body_limits(&self) -> BodyLimits {
+        BodyLimits {
+            timeout: self.body_timeout,
+            max_size: self.max_body_size,
         }
     }
 }

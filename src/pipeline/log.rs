@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::client::ClientInfo;
 use super::reply::RespBody;
+use super::session::Turn;
 use crate::body::{BoxError, SendProgress};
 use crate::observe::access_log::{AccessLog, Entry};
 use crate::observe::metrics::{class, ClassCounters, RouteMetrics};
@@ -67,6 +68,8 @@ pub struct Record {
     pub upstream_time: Option<Duration>,
     pub tries: u32,
     pub body_in: BodyIn,
+    /// The request's turn on its connection: ends with the response.
+    pub turn: Option<Turn>,
     log: Option<LogParts>,
 }
 
@@ -87,6 +90,7 @@ impl Record {
             upstream_time: None,
             tries: 0,
             body_in: BodyIn::None,
+            turn: None,
             log: log.map(|log| LogParts {
                 log: Arc::clone(log),
                 client: Arc::clone(client),

@@ -30,6 +30,7 @@ mod log;
 mod payload;
 pub mod reply;
 pub mod route;
+mod session;
 mod snapshot;
 pub mod vars;
 
@@ -45,6 +46,7 @@ pub use client::ClientInfo;
 pub use log::{BodyIn, Observed, Record};
 pub use payload::Payload;
 pub use reply::RespBody;
+pub use session::{ConnSettings, Session, Turn};
 pub use snapshot::{route_slots, Current, Listener, ListenerId, Parts, Route, Snapshot};
 
 use crate::config::DEFAULT_CLIENT_BODY_TIMEOUT;
@@ -61,6 +63,8 @@ pub struct ProxyService {
     current: Arc<Current>,
     listener: ListenerId,
     client: Arc<ClientInfo>,
+    /// The connection's requests (`keepalive_requests`, the idle timers).
+    session: Option<Arc<Session>>,
 }
 
 impl ProxyService {
@@ -69,17 +73,27 @@ impl ProxyService {
             current,
             listener,
             client: Arc::new(client),
+            session: None,
         }
+    }
+
+    /// The service with its connection's session, which counts its requests.
+    pub fn with_session(mut self, session: Arc<Session>) -> Self {
+        self.session = Some(session);
+        self
     }
 
     /// One request, start to finish.
     async fn serve(&self, req: Request<Incoming>) -> Response<Observed> {
         let snapshot = self.current.load();
         let head_only = req.method() == Method::HEAD;
+        let version = req.version();
         let rec = Record::start(&req, &self.client, snapshot.access_log.as_ref());
         let listener = snapshot.listener(self.listener);
         let body_timeout = listener.map_or(DEFAULT_CLIENT_BODY_TIMEOUT, |l| l.client_body_timeout);
         let mut ctx = Ctx::new(&self.client, rec, body_timeout);
+        ctx.max_body_size = listener.and_then(|l| l.max_body_size);
+        ctx.rec.turn = self.session.as_ref().map(Session::begin);
         let (route, outcome) = match listener {
             Some(l) => walk(&snapshot, l, &mut ctx, req).await,
             // The listener left the configuration while this connection lives on.
@@ -122,6 +136,9 @@ impl ProxyService {
         }
         for f in listener.iter().flat_map(|l| l.filters.iter()) {
             f.response_head(&ctx, &mut res);
+        }
+        if let Some(turn) = &ctx.rec.turn {
+            keep_alive(turn, version, &mut res);
         }
         let rec = ctx.rec;
         // The request counts against the last server it was sent to, if any.
@@ -237,10 +254,10 @@ async fn body_phase(
     hold: Option<u64>,
 ) -> Result<Payload, Stop> {
     let limit = match (route.body_limit, hold) {
-        (None, None) => return Ok(Payload::stream(body, ctx.body_timeout)),
+        (None, None) => return Ok(Payload::stream(body, ctx.body_limits())),
         (a, b) => a.max(b).unwrap_or_default(),
     };
-    let payload = Payload::read(body, limit, ctx.body_timeout).await?;
+    let payload = Payload::read(body, limit, ctx.body_limits()).await?;
     if let Some(need) = route.body_limit {
         let Some(data) = payload.held().cloned() else {
             return Err(Stop::Error(ProxyError::BodyTooLarge(need)));
@@ -263,6 +280,19 @@ fn vars<'a, B>(ctx: &'a Ctx<'_>, req: &'a Request<B>) -> Vars<'a> {
         upstream_addr: None,
         request_id: &ctx.request_id,
         uri: req.uri(),
+    }
+}
+
+/// The connection's side of a response: a protocol switch ends HTTP/1.1 on it;
+/// the last response `keepalive_requests` allows closes it (`Connection: close`,
+/// which hyper honours by closing once the response is written; HTTP/2 gets a
+/// GOAWAY from the connection's driver instead).
+fn keep_alive(turn: &Turn, version: http::Version, res: &mut Response<RespBody>) {
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        turn.session().mark_upgraded();
+    } else if turn.last() && version <= http::Version::HTTP_11 {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 

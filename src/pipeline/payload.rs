@@ -10,10 +10,8 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::body::{ClientBody, ReqBody, SendProgress};
+use crate::body::{BodyLimits, ClientBody, ReqBody, SendProgress};
 use crate::error::ProxyError;
-
-use std::time::Duration;
 
 #[derive(Debug)]
 pub enum Payload {
@@ -25,51 +23,58 @@ pub enum Payload {
     },
     /// Streamed as it arrives, so it can be sent once; `prefix` was read ahead
     /// before the body turned out larger than the limit. The client may pause for
-    /// the duration between two reads (`client_body_timeout`).
-    Stream(Option<(Bytes, Incoming)>, Duration),
+    /// `client_body_timeout` between two reads, and send up to `max_body_size`.
+    Stream(Option<(Bytes, Incoming)>, BodyLimits),
 }
 
 impl Payload {
-    /// The body, to stream as it arrives; its client may pause for `timeout`
-    /// between two reads.
-    pub fn stream(body: Incoming, timeout: Duration) -> Payload {
+    /// The body, to stream as it arrives under `limits`.
+    pub fn stream(body: Incoming, limits: BodyLimits) -> Payload {
         if body.is_end_stream() {
             Payload::Empty
         } else {
-            Payload::Stream(Some((Bytes::new(), body)), timeout)
+            Payload::Stream(Some((Bytes::new(), body)), limits)
         }
     }
 
-    /// Reads the body into memory when it fits in `limit`; otherwise it will
+    /// Reads the body into memory when it fits in `hold`; otherwise it will
     /// stream, with what was read so far sent first. The client may pause for
-    /// `timeout` between two reads (else 408).
+    /// `limits.timeout` between two reads (else 408); a body past
+    /// `limits.max_size` is refused (413) with nothing sent upstream.
     pub async fn read(
         body: Incoming,
-        limit: u64,
-        timeout: Duration,
+        hold: u64,
+        limits: BodyLimits,
     ) -> Result<Payload, ProxyError> {
         if body.is_end_stream() {
             return Ok(Payload::Empty);
         }
-        if body.size_hint().lower() > limit {
-            return Ok(Payload::Stream(Some((Bytes::new(), body)), timeout));
+        let over = |n: u64| limits.max_size.filter(|&max| n > max);
+        if let Some(max) = over(body.size_hint().lower()) {
+            return Err(ProxyError::BodyTooLarge(max));
+        }
+        if body.size_hint().lower() > hold {
+            return Ok(Payload::Stream(Some((Bytes::new(), body)), limits));
         }
         let mut body = body;
         let mut buf = BytesMut::new();
         let mut trailers = None;
         loop {
-            let frame = tokio::time::timeout(timeout, body.frame())
+            let frame = tokio::time::timeout(limits.timeout, body.frame())
                 .await
                 .map_err(|_| ProxyError::ClientBodyTimeout)?;
             let Some(frame) = frame else { break };
             let frame = frame.map_err(|_| ProxyError::BadRequest("incomplete request body"))?;
             match frame.into_data() {
                 Ok(data) => {
-                    if (buf.len() + data.len()) as u64 > limit {
-                        buf.extend_from_slice(&data);
-                        return Ok(Payload::Stream(Some((buf.freeze(), body)), timeout));
+                    let total = (buf.len() + data.len()) as u64;
+                    if let Some(max) = over(total) {
+                        return Err(ProxyError::BodyTooLarge(max));
                     }
                     buf.extend_from_slice(&data);
+                    if total > hold {
+                        return Ok(Payload::Stream(Some((buf.freeze(), body)), limits));
+                    }
                 }
                 Err(frame) => trailers = frame.into_trailers().ok(),
             }
@@ -119,11 +124,11 @@ impl Payload {
     /// The body for one attempt, with the progress tracker of a streamed body; `None`
     /// once a stream has been sent.
     pub fn take(&mut self) -> Option<(ReqBody, Option<Arc<SendProgress>>)> {
-        let Payload::Stream(s, timeout) = self else {
+        let Payload::Stream(s, limits) = self else {
             return self.copy().map(|b| (b, None));
         };
         let (prefix, inner) = s.take()?;
-        let p = Arc::new(SendProgress::new(*timeout));
+        let p = Arc::new(SendProgress::new(*limits));
         Some((
             ReqBody::Stream(ClientBody::with_prefix(prefix, inner, Arc::clone(&p))),
             Some(p),

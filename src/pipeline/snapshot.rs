@@ -13,6 +13,7 @@ use super::action::{Action, Redirect};
 use super::filter::{self, ConnFilter, Filter, Step};
 use super::guard::{self, Guard};
 use super::route::Router;
+use super::session::ConnSettings;
 use crate::config::{Config, ListenerConfig};
 use crate::observe::{AccessLog, Metrics, RouteMetrics, NONE};
 use crate::upstream::Upstream;
@@ -38,10 +39,13 @@ pub struct Listener {
     conn_filters: Box<[ConnFilter]>,
     /// Open client connections.
     pub connections: metrics::Gauge,
-    /// nginx's `client_header_timeout` (the connection's) and
-    /// `client_body_timeout` (each request's).
-    pub client_header_timeout: std::time::Duration,
+    /// nginx's `client_body_timeout` (each request's).
     pub client_body_timeout: std::time::Duration,
+    /// What its connections are served with: `client_header_timeout` and the
+    /// keep-alive and head limits.
+    pub conn: ConnSettings,
+    /// `max_body_size` for the routes that set none; `None`: no limit.
+    pub(super) max_body_size: Option<u64>,
 }
 
 impl Listener {
@@ -157,8 +161,9 @@ impl Snapshot {
                 redirect: l.redirect_https.map(Redirect::to_https),
                 conn_filters: Box::new([]),
                 connections: p.metrics.connections(&l.name),
-                client_header_timeout: l.client_header_timeout,
                 client_body_timeout: l.client_body_timeout,
+                conn: ConnSettings::of(l),
+                max_body_size: Some(l.limits.max_body_size).filter(|&m| m > 0),
             });
         }
         Snapshot {

@@ -1,6 +1,8 @@
 //! Serving one client connection: plain (HTTP/1.1 and HTTP/2 prior knowledge on one
 //! port, told apart by the first bytes) or TLS (ALPN choosing), with hyper-util's
-//! auto builder, each connection in its own task and in its listener's drain group.
+//! auto builder, each connection in its own task and in its listener's drain group,
+//! its socket in `ClientIo` (HTTP/1.1's head and idle timers) and driven by
+//! `drain::drive` (the drain, HTTP/2's keep-alive limits).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,31 +12,32 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpStream;
 
+use super::client_io::ClientIo;
+use super::drain::{self, Drain};
 use super::h2_limits as h2;
 use super::handoff::{Handoff, OpenGuard};
-use super::{ListenerTag, DEFAULT_DRAIN_TIMEOUT, H2_MAX_CONCURRENT_STREAMS, MAX_HEADER_BYTES};
-use crate::pipeline::{ClientInfo, Current, ProxyService};
+use super::{ListenerTag, DEFAULT_DRAIN_TIMEOUT, H2_MAX_CONCURRENT_STREAMS};
+use crate::pipeline::{ClientInfo, ConnSettings, Current, ProxyService, Session};
 use crate::tls::{self, Alpn};
 
 /// What a worker needs to serve a connection.
 #[derive(Clone)]
 pub(super) struct Serve {
     pub(super) current: Arc<Current>,
-    /// Connection builders by header timeout: one for each value the listeners
-    /// use (usually just nginx's default), made on first use.
-    pub(super) builders: Arc<Mutex<BuildersByTimeout>>,
+    /// Connection builders by the settings they apply: one for each set the
+    /// listeners use (usually just the defaults), made on first use.
+    pub(super) builders: Arc<Mutex<BuildersBySettings>>,
     /// Per listener socket generation: its connections, drained together when the
     /// listener is removed by a reload or the worker stops.
-    pub(super) gracefuls: Arc<Mutex<HashMap<u64, Arc<GracefulShutdown>>>>,
+    pub(super) gracefuls: Arc<Mutex<HashMap<u64, Arc<Drain>>>>,
     /// With several workers: the balance and this worker's index.
     pub(super) handoff: Option<(Arc<Handoff>, usize)>,
 }
 
 impl Serve {
-    fn graceful(&self, generation: u64) -> Arc<GracefulShutdown> {
+    fn graceful(&self, generation: u64) -> Arc<Drain> {
         let mut map = self.gracefuls.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(map.entry(generation).or_default())
     }
@@ -53,7 +56,7 @@ impl Serve {
         }
     }
 
-    pub(super) fn take_gracefuls(&self) -> Vec<Arc<GracefulShutdown>> {
+    pub(super) fn take_gracefuls(&self) -> Vec<Arc<Drain>> {
         let mut map = self.gracefuls.lock().unwrap_or_else(|e| e.into_inner());
         map.drain().map(|(_, g)| g).collect()
     }
@@ -84,7 +87,7 @@ impl Serve {
         (id, generation): ListenerTag,
         guard: Option<OpenGuard>,
     ) {
-        let (open, tls, header_timeout) = {
+        let (open, tls, settings) = {
             let snapshot = self.current.peek();
             let Some(listener) = snapshot.listener(id) else {
                 return;
@@ -96,16 +99,16 @@ impl Serve {
             (
                 listener.connections.clone(),
                 listener.tls.clone(),
-                listener.client_header_timeout,
+                listener.conn,
             )
         };
         let _ = stream.set_nodelay(true);
         open.increment(1.0);
-        let builders = self.builders(header_timeout);
+        let builders = self.builders(settings);
         if let Some(config) = tls {
             return self.serve_tls(
                 config,
-                builders,
+                (builders, settings),
                 stream,
                 remote,
                 (id, generation),
@@ -113,21 +116,25 @@ impl Serve {
                 open,
             );
         }
+        let session = Session::new(settings);
         let svc = ProxyService::new(
             Arc::clone(&self.current),
             id,
             ClientInfo::new(remote, "http"),
-        );
+        )
+        .with_session(Arc::clone(&session));
+        let io = TokioIo::new(ClientIo::new(stream, Arc::clone(&session), false));
         let conn = builders
             .auto
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .serve_connection_with_upgrades(io, svc)
             .into_owned();
-        let conn = self.graceful(generation).watch(conn);
+        let watcher = self.graceful(generation).watcher();
         let open = GaugeGuard(open);
         tokio::spawn(async move {
             let _guard = guard;
             let _open = open;
-            if let Err(e) = conn.await {
+            let shut = |c: std::pin::Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+            if let Err(e) = drain::drive(conn, shut, watcher, &session).await {
                 tracing::debug!(error = %e, %remote, "client connection ended with an error");
             }
         });
@@ -143,7 +150,7 @@ impl Serve {
     fn serve_tls(
         &self,
         config: Arc<rustls::ServerConfig>,
-        builders: Arc<Builders>,
+        (builders, settings): (Arc<Builders>, ConnSettings),
         stream: TcpStream,
         remote: SocketAddr,
         (id, generation): ListenerTag,
@@ -173,16 +180,21 @@ impl Serve {
             let Some(watcher) = group else {
                 return tracing::debug!(%remote, "listener draining; closing a connection after its handshake");
             };
-            let svc = ProxyService::new(current, id, ClientInfo::new(remote, "https"));
-            let io = TokioIo::new(stream);
-            let result = match alpn {
-                Alpn::H2 => watcher.watch(builders.h2.serve_connection(io, svc)).await,
+            let session = Session::new(settings);
+            let svc = ProxyService::new(current, id, ClientInfo::new(remote, "https"))
+                .with_session(Arc::clone(&session));
+            let h2 = alpn == Alpn::H2;
+            let io = TokioIo::new(ClientIo::new(stream, Arc::clone(&session), h2));
+            let result = if h2 {
+                let conn = builders.h2.serve_connection(io, svc);
+                let shut = |c: std::pin::Pin<&mut _>| auto::Connection::graceful_shutdown(c);
+                drain::drive(conn, shut, watcher, &session).await
+            } else {
                 // HTTP/1.1, or no ALPN: the first bytes tell 1.x from HTTP/2.
-                Alpn::Http11 | Alpn::None => {
-                    watcher
-                        .watch(builders.auto.serve_connection_with_upgrades(io, svc))
-                        .await
-                }
+                let conn = builders.auto.serve_connection_with_upgrades(io, svc);
+                let shut =
+                    |c: std::pin::Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+                drain::drive(conn, shut, watcher, &session).await
             };
             if let Err(e) = result {
                 tracing::debug!(error = %e, %remote, "client connection ended with an error");
@@ -202,22 +214,48 @@ impl Drop for GaugeGuard {
 }
 
 impl Serve {
-    /// The builders for connections whose head must come within `header_timeout`.
-    fn builders(&self, header_timeout: Duration) -> Arc<Builders> {
+    /// The builders for connections served with `settings`.
+    fn builders(&self, settings: ConnSettings) -> Arc<Builders> {
+        let key = BuilderKey::of(&settings);
         let mut all = self.builders.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, b)) = all.iter().find(|(t, _)| *t == header_timeout) {
+        if let Some((_, b)) = all.iter().find(|(k, _)| *k == key) {
             return Arc::clone(b);
         }
-        let b = Arc::new(Builders::new(header_timeout));
-        all.push((header_timeout, Arc::clone(&b)));
+        let b = Arc::new(Builders::new(key));
+        all.push((key, Arc::clone(&b)));
         b
     }
 }
 
-/// A worker's builders, by the header timeout they apply.
-pub(super) type BuildersByTimeout = Vec<(Duration, Arc<Builders>)>;
+/// A worker's builders, by the settings they apply.
+pub(super) type BuildersBySettings = Vec<(BuilderKey, Arc<Builders>)>;
 
-/// Connection builders, made per worker for each header timeout in use.
+/// What a builder applies of a listener's `ConnSettings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct BuilderKey {
+    /// hyper's `header_read_timeout`: a backstop only. It runs from the moment a
+    /// connection goes idle, so it would cut a keep-alive wait at the head's
+    /// limit; `ClientIo` times the wait (`keepalive_timeout`) and the head
+    /// (`client_header_timeout`) apart, and this is their sum, which it never
+    /// reaches first.
+    backstop: Duration,
+    /// `keepalive_timeout` is not zero.
+    keep_alive: bool,
+    /// `max_header_size`.
+    max_header_size: usize,
+}
+
+impl BuilderKey {
+    fn of(s: &ConnSettings) -> Self {
+        BuilderKey {
+            backstop: s.client_header_timeout + s.keepalive_timeout,
+            keep_alive: !s.keepalive_timeout.is_zero(),
+            max_header_size: s.max_header_size,
+        }
+    }
+}
+
+/// Connection builders, made per worker for each set of settings in use.
 pub(super) struct Builders {
     /// HTTP/1.1 and HTTP/2 prior knowledge, told apart by the first bytes.
     auto: auto::Builder<TokioExecutor>,
@@ -226,23 +264,30 @@ pub(super) struct Builders {
 }
 
 impl Builders {
-    fn new(header_timeout: Duration) -> Self {
+    fn new(key: BuilderKey) -> Self {
         Builders {
-            auto: builder(header_timeout),
-            h2: builder(header_timeout).http2_only(),
+            auto: builder(key),
+            h2: builder(key).http2_only(),
         }
     }
 }
 
-/// `header_timeout`: the listener's `client_header_timeout`. hyper also applies it
-/// while a keep-alive connection waits for its next request, so it doubles as the
-/// idle timeout; a client that has not sent a whole head in time is disconnected.
-fn builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+/// hyper's smallest read buffer (`max_buf_size` panics below it).
+const MIN_BUF_SIZE: usize = 8 * 1024;
+
+fn builder(key: BuilderKey) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(MAX_HEADER_BYTES)
+        .header_read_timeout(key.backstop)
+        // `keepalive_timeout = 0`: one request per connection; hyper says
+        // `Connection: close` on the response.
+        .keep_alive(key.keep_alive)
+        // A head that does not fit the read buffer gets 431 and the connection
+        // closes: the buffer is `max_header_size` (hyper-util's auto builder
+        // does not reach hyper's own `max_header_size`). It also bounds what is
+        // read and buffered at once while a body streams.
+        .max_buf_size(key.max_header_size.max(MIN_BUF_SIZE))
         // A client may shut down its write side once its request is sent
         // (`shutdown(SHUT_WR)`, `nc -N`, some health checkers) and still wait for
         // the answer; hyper's default takes that FIN for a client gone and drops
@@ -258,7 +303,8 @@ fn builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .max_pending_accept_reset_streams(h2::H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
         .max_local_error_reset_streams(h2::H2_MAX_LOCAL_ERROR_RESET_STREAMS)
-        .max_header_list_size(h2::H2_MAX_HEADER_LIST_SIZE)
+        // `max_header_size`, as SETTINGS_MAX_HEADER_LIST_SIZE (see h2_limits).
+        .max_header_list_size(u32::try_from(key.max_header_size).unwrap_or(u32::MAX))
         .max_frame_size(h2::H2_MAX_FRAME_SIZE)
         .initial_stream_window_size(h2::H2_INITIAL_STREAM_WINDOW)
         .initial_connection_window_size(h2::H2_INITIAL_CONNECTION_WINDOW)

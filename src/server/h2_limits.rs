@@ -9,8 +9,6 @@
 
 use std::time::Duration;
 
-use super::MAX_HEADER_BYTES;
-
 /// SETTINGS_MAX_CONCURRENT_STREAMS: requests one connection may have open at once;
 /// streams past it are refused (RST_STREAM REFUSED_STREAM) before any work is
 /// done for them. nginx's `http2_max_concurrent_streams` default (HAProxy's
@@ -41,16 +39,15 @@ pub(super) const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 /// protocol glitches per connection.
 pub(super) const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 2 * H2_MAX_CONCURRENT_STREAMS as usize;
 
-/// SETTINGS_MAX_HEADER_LIST_SIZE: the largest request head (decoded names and
-/// values, plus 32 octets a field as RFC 9113 counts them) the proxy accepts; a
-/// larger one is answered 431, and one four times larger ends the connection.
-/// It also bounds a CONTINUATION flood: h2 allows a header block only as many
-/// frames as this size needs (at least 5, here 64 KiB / 16 KiB + 25 %), then sends
-/// GOAWAY ENHANCE_YOUR_CALM. The same as HTTP/1.1's `MAX_HEADER_BYTES`, so both
-/// protocols take heads of about the same size; hyper's default is
-/// 16 KiB, nginx's `large_client_header_buffers` 32 KiB (4 × 8k, also its HTTP/2
-/// limit), HAProxy's `tune.bufsize` 16 KiB for the whole head.
-pub(super) const H2_MAX_HEADER_LIST_SIZE: u32 = MAX_HEADER_BYTES as u32;
+// SETTINGS_MAX_HEADER_LIST_SIZE is the listener's `max_header_size`
+// (`config::DEFAULT_MAX_HEADER_SIZE`, 64 KiB, says why), so both protocols take
+// heads of about the same size: the decoded names and values, plus 32 octets a
+// field as RFC 9113 counts them. A larger head is answered 431, one four times
+// larger ends the connection. It also bounds a CONTINUATION flood: h2 allows a
+// header block only as many frames as this size needs (at least 5; 64 KiB / 16 KiB
+// + 25 %), then sends GOAWAY ENHANCE_YOUR_CALM. hyper's default is 16 KiB,
+// nginx's `large_client_header_buffers` 32 KiB (4 × 8k, also its HTTP/2 limit),
+// HAProxy's `tune.bufsize` 16 KiB for the whole head.
 
 /// SETTINGS_MAX_FRAME_SIZE: the largest frame payload the proxy reads, so the
 /// largest single buffer a frame needs before it is processed. RFC 9113's minimum

@@ -8,7 +8,9 @@
 //! over (`handoff`). Each connection is served by `conn`; removed listeners and
 //! shutdown drain them.
 
+mod client_io;
 mod conn;
+mod drain;
 mod h2_limits;
 mod handoff;
 
@@ -19,7 +21,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -35,9 +36,6 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// Pause after a failed accept (out of file descriptors, usually) so the loop does
 /// not spin while the condition lasts.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
-/// Largest request head accepted; bigger ones get 431 from hyper. nginx's
-/// `large_client_header_buffers` allows 4 × 8 KiB.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// `Some(drain)` tells every worker to stop accepting and drain for that long.
 pub type Stop = watch::Receiver<Option<Duration>>;
@@ -212,7 +210,7 @@ async fn worker(
 }
 
 /// Drains every listener's connections at once.
-async fn drain_all(gracefuls: impl Iterator<Item = GracefulShutdown>) {
+async fn drain_all(gracefuls: impl Iterator<Item = drain::Drain>) {
     let mut set = tokio::task::JoinSet::new();
     for g in gracefuls {
         set.spawn(g.shutdown());

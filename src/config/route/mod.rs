@@ -49,6 +49,9 @@ pub(super) struct RawRoute {
     next_upstream_timeout: Option<String>,
     /// A byte count or a string such as "64KiB".
     retry_body_limit: Option<toml::Value>,
+    // Limits (any action).
+    /// nginx's `client_max_body_size`: a size; overrides the listener's.
+    max_body_size: Option<toml::Value>,
 }
 
 /// The keys that choose a route's action; a route has exactly one.
@@ -108,6 +111,13 @@ pub struct RouteConfig {
     /// (nginx's `add_header … always`); an empty value removes the header.
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "ser::headers")]
     pub response_headers: Vec<(HeaderName, HeaderTemplate)>,
+    /// nginx's `client_max_body_size` for this route, whatever its action; `None`:
+    /// its listener's. `Some(0)`: no limit.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser::opt_size"
+    )]
+    pub max_body_size: Option<u64>,
 }
 
 impl RouteConfig {
@@ -362,6 +372,10 @@ pub(super) fn check_routes(
                 Err(m) => c.err(path, m),
             }
         }
+        let max_body_size = r
+            .max_body_size
+            .as_ref()
+            .and_then(|v| super::limits::body_size(c, &format!("{base}.max_body_size"), v));
         let action = match (action, proxy) {
             (Some(Checked::Proxy), Some(p)) => RouteAction::Proxy(p),
             (Some(Checked::Other(a)), _) => a,
@@ -378,6 +392,7 @@ pub(super) fn check_routes(
             action,
             set_headers,
             response_headers,
+            max_body_size,
         };
         route.name = r.name.unwrap_or_else(|| route.default_name());
         out.push(route);

@@ -12,6 +12,8 @@
 //! guard must hold until the response ends (a `limit_conn` slot) goes into the
 //! request's `Record`, which lives as long as the response body.
 
+mod body_size;
+
 use http::Request;
 use hyper::body::Incoming;
 
@@ -19,14 +21,21 @@ use super::ctx::Ctx;
 use super::filter::Stop;
 use crate::config::{ListenerConfig, RouteConfig};
 
+pub use body_size::BodySize;
+
 /// A built guard.
 #[derive(Debug)]
-pub enum Guard {}
+pub enum Guard {
+    /// `max_body_size`.
+    BodySize(BodySize),
+}
 
 impl Guard {
     /// Lets the request on, after a wait if the guard says so, or refuses it.
-    pub async fn admit(&self, _ctx: &mut Ctx<'_>, _req: &Request<Incoming>) -> Result<(), Stop> {
-        match *self {}
+    pub async fn admit(&self, ctx: &mut Ctx<'_>, req: &Request<Incoming>) -> Result<(), Stop> {
+        match self {
+            Guard::BodySize(g) => g.admit(ctx, req),
+        }
     }
 }
 
@@ -35,7 +44,10 @@ pub fn for_listener(_l: &ListenerConfig) -> Box<[Guard]> {
     Box::new([])
 }
 
-/// A route's guards, in the order they run.
-pub fn for_route(_r: &RouteConfig) -> Box<[Guard]> {
-    Box::new([])
+/// A route's guards, in the order they run. The body size first: it costs
+/// nothing and a request it refuses should not spend a rate limit's budget.
+pub fn for_route(r: &RouteConfig) -> Box<[Guard]> {
+    // Always present: a route without its own limit applies its listener's.
+    let guards = vec![Guard::BodySize(BodySize::new(r.max_body_size))];
+    guards.into_boxed_slice()
 }

@@ -124,12 +124,15 @@ pub(super) async fn exchange(
 /// client, a failure of its stream (malformed framing, the client gone) makes
 /// hyper abort the exchange, and what the upstream connection then reports is a
 /// consequence: `SendProgress` saw the client's stream fail first (see
-/// `SendProgress::client_failed`). Anything else is the server's.
+/// `SendProgress::client_failed`); a body cut off at `max_body_size` is answered
+/// 413. Anything else is the server's.
 pub(super) fn blame(e: hyper::Error, progress: Option<&SendProgress>) -> ProxyError {
-    if progress.is_some_and(SendProgress::client_failed) {
-        ProxyError::ClientBody(e)
-    } else {
-        ProxyError::Upstream(e)
+    match progress {
+        Some(p) if p.client_failed() => match p.over_limit() {
+            Some(max) => ProxyError::BodyTooLarge(max),
+            None => ProxyError::ClientBody(e),
+        },
+        _ => ProxyError::Upstream(e),
     }
 }
 
