@@ -6,7 +6,7 @@
 mod cert;
 mod diff;
 mod health_check;
-mod limits;
+mod client_limits;
 mod raw;
 mod retry;
 mod route;
@@ -30,7 +30,7 @@ pub use health_check::{
     HealthCheckConfig, StatusSet, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_EJECTED_PERCENT,
     DEFAULT_MAX_FAILS,
 };
-pub use limits::{
+pub use client_limits::{
     ListenerLimits, DEFAULT_KEEPALIVE_REQUESTS, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_BODY_SIZE,
     DEFAULT_MAX_HEADER_SIZE, MAX_MAX_HEADER_SIZE, MIN_MAX_HEADER_SIZE,
 };

@@ -330,10 +330,10 @@ fn check_listeners(
                     l.client_body_timeout.as_deref(),
                     super::DEFAULT_CLIENT_BODY_TIMEOUT,
                 ),
-                limits: super::limits::check_listener(
+                limits: super::client_limits::check_listener(
                     c,
                     &base,
-                    super::limits::RawLimits {
+                    super::client_limits::RawLimits {
                         keepalive_timeout: l.keepalive_timeout.as_deref(),
                         keepalive_requests: l.keepalive_requests,
                         max_header_size: l.max_header_size.as_ref(),

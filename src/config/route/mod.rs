@@ -375,7 +375,7 @@ pub(super) fn check_routes(
         let max_body_size = r
             .max_body_size
             .as_ref()
-            .and_then(|v| super::limits::body_size(c, &format!("{base}.max_body_size"), v));
+            .and_then(|v| super::client_limits::body_size(c, &format!("{base}.max_body_size"), v));
         let action = match (action, proxy) {
             (Some(Checked::Proxy), Some(p)) => RouteAction::Proxy(p),
             (Some(Checked::Other(a)), _) => a,
