@@ -3,6 +3,7 @@
 //! typed (socket addresses, durations, header names) or a `ConfigError` listing
 //! every problem as `FILE: key.path: what is wrong`.
 
+mod access;
 mod cert;
 mod diff;
 mod health_check;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use serde::Serialize;
 
+pub use access::{cidr_set, AccessRules, Cidr, ListenerClients, DEFAULT_PROXY_PROTOCOL};
 pub use diff::{diff, Action, Change};
 pub use health_check::{
     HealthCheckConfig, StatusSet, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_EJECTED_PERCENT,
@@ -144,6 +146,9 @@ pub struct ListenerConfig {
     /// nginx's `client_body_timeout`: how long a client may pause between two reads
     /// of its request body (a slow but steady upload is not cut).
     pub client_body_timeout: Duration,
+    /// Who its clients are and which may come in: `proxy_protocol`,
+    /// `trusted_proxies`, `max_connections`, `allow`, `deny`.
+    pub clients: ListenerClients,
 }
 
 /// nginx's `client_header_timeout` default: a client that has not sent its whole

@@ -30,6 +30,12 @@ pub(crate) struct RawListener {
     pub tls: Option<RawTls>,
     pub client_header_timeout: Option<String>,
     pub client_body_timeout: Option<String>,
+    // Checked in `access`.
+    pub proxy_protocol: Option<bool>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub max_connections: Option<u32>,
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

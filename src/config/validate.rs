@@ -330,6 +330,17 @@ fn check_listeners(
                     l.client_body_timeout.as_deref(),
                     super::DEFAULT_CLIENT_BODY_TIMEOUT,
                 ),
+                clients: super::access::check_listener(
+                    c,
+                    &base,
+                    super::access::RawListenerClients {
+                        proxy_protocol: l.proxy_protocol,
+                        trusted_proxies: l.trusted_proxies,
+                        max_connections: l.max_connections,
+                        allow: l.allow,
+                        deny: l.deny,
+                    },
+                ),
             });
         }
     }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::retry::{self, RetryPolicy};
 use super::ser;
 use super::validate::{Checker, Declared};
-use super::{HeaderTemplate, Segment, Timeouts};
+use super::{AccessRules, HeaderTemplate, Segment, Timeouts};
 
 pub use redirect::{RedirectConfig, DEFAULT_REDIRECT_STATUS};
 pub use respond::{RespondConfig, DEFAULT_RESPOND_CONTENT_TYPE, DEFAULT_RESPOND_STATUS};
@@ -49,6 +49,9 @@ pub(super) struct RawRoute {
     next_upstream_timeout: Option<String>,
     /// A byte count or a string such as "64KiB".
     retry_body_limit: Option<toml::Value>,
+    // Checked in `access`.
+    allow: Option<Vec<String>>,
+    deny: Option<Vec<String>>,
 }
 
 /// The keys that choose a route's action; a route has exactly one.
@@ -108,6 +111,9 @@ pub struct RouteConfig {
     /// (nginx's `add_header … always`); an empty value removes the header.
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "ser::headers")]
     pub response_headers: Vec<(HeaderName, HeaderTemplate)>,
+    /// `allow` and `deny`.
+    #[serde(flatten)]
+    pub access: AccessRules,
 }
 
 impl RouteConfig {
@@ -362,6 +368,7 @@ pub(super) fn check_routes(
                 Err(m) => c.err(path, m),
             }
         }
+        let access = super::access::check_rules(c, &base, r.allow.clone(), r.deny.clone());
         let action = match (action, proxy) {
             (Some(Checked::Proxy), Some(p)) => RouteAction::Proxy(p),
             (Some(Checked::Other(a)), _) => a,
@@ -378,6 +385,7 @@ pub(super) fn check_routes(
             action,
             set_headers,
             response_headers,
+            access,
         };
         route.name = r.name.unwrap_or_else(|| route.default_name());
         out.push(route);
