@@ -28,6 +28,7 @@ pub mod filter;
 pub mod guard;
 mod log;
 mod payload;
+pub mod real_ip;
 pub mod reply;
 pub mod route;
 mod snapshot;
@@ -76,10 +77,17 @@ impl ProxyService {
     async fn serve(&self, req: Request<Incoming>) -> Response<Observed> {
         let snapshot = self.current.load();
         let head_only = req.method() == Method::HEAD;
-        let rec = Record::start(&req, &self.client, snapshot.access_log.as_ref());
         let listener = snapshot.listener(self.listener);
+        // The client every later step sees: the connection's, unless a trusted
+        // proxy's `X-Forwarded-For` names another (only then is one allocated).
+        let forwarded = listener
+            .and_then(|l| l.real_ip.as_ref())
+            .and_then(|r| r.client(&self.client, req.headers()))
+            .map(Arc::new);
+        let client = forwarded.as_ref().unwrap_or(&self.client);
+        let rec = Record::start(&req, client, snapshot.access_log.as_ref());
         let body_timeout = listener.map_or(DEFAULT_CLIENT_BODY_TIMEOUT, |l| l.client_body_timeout);
-        let mut ctx = Ctx::new(&self.client, rec, body_timeout);
+        let mut ctx = Ctx::new(client, rec, body_timeout);
         let (route, outcome) = match listener {
             Some(l) => walk(&snapshot, l, &mut ctx, req).await,
             // The listener left the configuration while this connection lives on.

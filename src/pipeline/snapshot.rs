@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use super::action::{Action, Redirect};
 use super::filter::{self, ConnFilter, Filter, Step};
 use super::guard::{self, Guard};
+use super::real_ip::RealIp;
 use super::route::Router;
 use crate::config::{Config, ListenerConfig};
 use crate::observe::{AccessLog, Metrics, RouteMetrics, NONE};
@@ -42,6 +43,10 @@ pub struct Listener {
     /// `client_body_timeout` (each request's).
     pub client_header_timeout: std::time::Duration,
     pub client_body_timeout: std::time::Duration,
+    /// Each connection starts with a PROXY protocol header naming its client.
+    pub proxy_protocol: bool,
+    /// `trusted_proxies`: whose `X-Forwarded-For` names the client.
+    pub(super) real_ip: Option<RealIp>,
 }
 
 impl Listener {
@@ -159,6 +164,8 @@ impl Snapshot {
                 connections: p.metrics.connections(&l.name),
                 client_header_timeout: l.client_header_timeout,
                 client_body_timeout: l.client_body_timeout,
+                proxy_protocol: l.clients.proxy_protocol,
+                real_ip: RealIp::new(&l.clients.trusted_proxies),
             });
         }
         Snapshot {

@@ -12,6 +12,8 @@
 //! guard must hold until the response ends (a `limit_conn` slot) goes into the
 //! request's `Record`, which lives as long as the response body.
 
+mod access;
+
 use http::Request;
 use hyper::body::Incoming;
 
@@ -19,23 +21,39 @@ use super::ctx::Ctx;
 use super::filter::Stop;
 use crate::config::{ListenerConfig, RouteConfig};
 
+pub use access::Access;
+
 /// A built guard.
 #[derive(Debug)]
-pub enum Guard {}
+pub enum Guard {
+    /// `allow` / `deny`.
+    Access(Access),
+}
 
 impl Guard {
     /// Lets the request on, after a wait if the guard says so, or refuses it.
-    pub async fn admit(&self, _ctx: &mut Ctx<'_>, _req: &Request<Incoming>) -> Result<(), Stop> {
-        match *self {}
+    pub async fn admit(&self, ctx: &mut Ctx<'_>, _req: &Request<Incoming>) -> Result<(), Stop> {
+        match self {
+            Guard::Access(g) => g.admit(ctx),
+        }
     }
 }
 
-/// A listener's guards, in the order they run.
-pub fn for_listener(_l: &ListenerConfig) -> Box<[Guard]> {
-    Box::new([])
+/// A listener's guards, in the order they run: access rules first, so a refused
+/// address costs no limit's budget.
+pub fn for_listener(l: &ListenerConfig) -> Box<[Guard]> {
+    let mut guards = Vec::new();
+    if let Some(a) = Access::new(&l.clients.access) {
+        guards.push(Guard::Access(a));
+    }
+    guards.into()
 }
 
-/// A route's guards, in the order they run.
-pub fn for_route(_r: &RouteConfig) -> Box<[Guard]> {
-    Box::new([])
+/// A route's guards, in the order they run (access rules first).
+pub fn for_route(r: &RouteConfig) -> Box<[Guard]> {
+    let mut guards = Vec::new();
+    if let Some(a) = Access::new(&r.access) {
+        guards.push(Guard::Access(a));
+    }
+    guards.into()
 }
