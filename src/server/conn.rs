@@ -15,6 +15,8 @@ use tokio::net::TcpStream;
 
 use super::h2_limits as h2;
 use super::handoff::{Handoff, OpenGuard};
+use super::proxy_protocol;
+use super::ConnSlot;
 use super::{ListenerTag, DEFAULT_DRAIN_TIMEOUT, H2_MAX_CONCURRENT_STREAMS, MAX_HEADER_BYTES};
 use crate::pipeline::{ClientInfo, Current, ProxyService};
 use crate::tls::{self, Alpn};
@@ -28,7 +30,7 @@ pub(super) struct Serve {
     pub(super) builders: Arc<Mutex<BuildersByTimeout>>,
     /// Per listener socket generation: its connections, drained together when the
     /// listener is removed by a reload or the worker stops.
-    pub(super) gracefuls: Arc<Mutex<HashMap<u64, Arc<GracefulShutdown>>>>,
+    pub(super) gracefuls: Arc<Gracefuls>,
     /// With several workers: the balance and this worker's index.
     pub(super) handoff: Option<(Arc<Handoff>, usize)>,
 }
@@ -59,20 +61,26 @@ impl Serve {
     }
 
     /// A connection this worker accepted: served here, or handed to a lighter worker.
-    pub(super) fn accepted(&self, stream: TcpStream, remote: SocketAddr, id: ListenerTag) {
+    pub(super) fn accepted(
+        &self,
+        stream: TcpStream,
+        remote: SocketAddr,
+        id: ListenerTag,
+        slot: ConnSlot,
+    ) {
         let Some((h, me)) = &self.handoff else {
-            return self.serve(stream, remote, id, None);
+            return self.serve(stream, remote, id, None, slot);
         };
         let target = h.target(*me);
         h.open[target].fetch_add(1, Ordering::Relaxed);
         let guard = OpenGuard(Arc::clone(h), target);
         if target == *me {
-            return self.serve(stream, remote, id, Some(guard));
+            return self.serve(stream, remote, id, Some(guard), slot);
         }
-        // The guard travels with the socket; if the target is shutting down, the
-        // unsent message drops it and the connection closes.
+        // The guard and the slot travel with the socket; if the target is shutting
+        // down, the unsent message drops them and the connection closes.
         match stream.into_std() {
-            Ok(s) => drop(h.inboxes[target].send((s, remote, id, guard))),
+            Ok(s) => drop(h.inboxes[target].send((s, remote, id, guard, slot))),
             Err(e) => tracing::debug!(error = %e, "cannot hand a connection over"),
         }
     }
@@ -83,8 +91,9 @@ impl Serve {
         remote: SocketAddr,
         (id, generation): ListenerTag,
         guard: Option<OpenGuard>,
+        slot: ConnSlot,
     ) {
-        let (open, tls, header_timeout) = {
+        let (open, first, header_timeout) = {
             let snapshot = self.current.peek();
             let Some(listener) = snapshot.listener(id) else {
                 return;
@@ -93,25 +102,27 @@ impl Serve {
             if !listener.admit(remote) {
                 return;
             }
+            let first = First {
+                proxy_protocol: listener.proxy_protocol,
+                tls: listener.tls.clone(),
+            };
             (
                 listener.connections.clone(),
-                listener.tls.clone(),
+                first,
                 listener.client_header_timeout,
             )
         };
         let _ = stream.set_nodelay(true);
         open.increment(1.0);
+        // Counted from accept to close, whatever comes first, as long as the slot.
+        let held = Held {
+            _handoff: guard,
+            _slot: slot,
+            _open: GaugeGuard(open),
+        };
         let builders = self.builders(header_timeout);
-        if let Some(config) = tls {
-            return self.serve_tls(
-                config,
-                builders,
-                stream,
-                remote,
-                (id, generation),
-                guard,
-                open,
-            );
+        if first.proxy_protocol || first.tls.is_some() {
+            return self.serve_later(first, builders, stream, remote, (id, generation), held);
         }
         let svc = ProxyService::new(
             Arc::clone(&self.current),
@@ -123,65 +134,96 @@ impl Serve {
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)
             .into_owned();
         let conn = self.graceful(generation).watch(conn);
-        let open = GaugeGuard(open);
         tokio::spawn(async move {
-            let _guard = guard;
-            let _open = open;
+            let _held = held;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %remote, "client connection ended with an error");
             }
         });
     }
 
-    /// The handshake runs in the connection's own task, never in the accept loop,
-    /// so a slow or silent client holds only its own slot (for at most
-    /// `tls::HANDSHAKE_TIMEOUT`). Like a plain connection that has not sent a
-    /// request yet, a connection still in its handshake does not hold up a drain:
-    /// it joins its listener's drain group only once the handshake is done, and
-    /// is closed then if that group has been drained meanwhile.
-    #[allow(clippy::too_many_arguments)]
-    fn serve_tls(
+    /// A connection that must read something before HTTP: its PROXY protocol
+    /// header (within the listener's `client_header_timeout`; a missing or broken
+    /// one closes the connection, nothing read past it), then its TLS handshake.
+    /// Both run in the connection's own task, never in the accept loop, so a slow
+    /// or silent client holds only its own slot (for at most the header timeout,
+    /// then `tls::HANDSHAKE_TIMEOUT`). Like a plain connection that has not sent
+    /// a request yet, such a connection does not hold up a drain: it joins its
+    /// listener's drain group only once ready for HTTP, and is closed then if that
+    /// group has been drained meanwhile.
+    fn serve_later(
         &self,
-        config: Arc<rustls::ServerConfig>,
+        first: First,
         builders: Arc<Builders>,
-        stream: TcpStream,
-        remote: SocketAddr,
+        mut stream: TcpStream,
+        peer: SocketAddr,
         (id, generation): ListenerTag,
-        guard: Option<OpenGuard>,
-        open: metrics::Gauge,
+        held: Held,
     ) {
         // The group exists from now on, so its absence later means it was drained.
         drop(self.graceful(generation));
         let gracefuls = Arc::clone(&self.gracefuls);
         let current = Arc::clone(&self.current);
+        let header_timeout = builders.header_timeout;
         tokio::spawn(async move {
-            let _guard = guard;
-            // Counted from accept to close, handshake included, as plain ones are.
-            let _open = GaugeGuard(open);
-            let (stream, alpn) = match tls::handshake(config, stream).await {
-                Ok(s) => s,
-                // Scanners and clients with nothing in common are routine: debug only.
-                Err(e) => return tracing::debug!(error = %e, %remote, "TLS handshake failed"),
+            let _held = held;
+            let remote = if first.proxy_protocol {
+                match proxy_protocol::read_header(&mut stream, header_timeout).await {
+                    // A header that names no client (a balancer's health check):
+                    // the balancer is the client.
+                    Ok(named) => named.unwrap_or(peer),
+                    // Nothing was forwarded and nothing will be: close.
+                    Err(e) => return tracing::debug!(error = %e, %peer, "connection closed"),
+                }
+            } else {
+                peer
             };
-            // No await from the lookup to `watcher()`: the group's `Arc` is not held
-            // while a drain may try to take it.
-            let group = gracefuls
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&generation)
-                .map(|g| g.watcher());
-            let Some(watcher) = group else {
-                return tracing::debug!(%remote, "listener draining; closing a connection after its handshake");
+            let joined = |gracefuls: &Gracefuls| {
+                // No await from the lookup to `watcher()`: the group's `Arc` is
+                // not held while a drain may try to take it.
+                let group = gracefuls
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&generation)
+                    .map(|g| g.watcher());
+                if group.is_none() {
+                    tracing::debug!(%remote, "listener draining; closing a connection before its first request");
+                }
+                group
             };
-            let svc = ProxyService::new(current, id, ClientInfo::new(remote, "https"));
-            let io = TokioIo::new(stream);
-            let result = match alpn {
-                Alpn::H2 => watcher.watch(builders.h2.serve_connection(io, svc)).await,
-                // HTTP/1.1, or no ALPN: the first bytes tell 1.x from HTTP/2.
-                Alpn::Http11 | Alpn::None => {
+            let result = match first.tls {
+                None => {
+                    let Some(watcher) = joined(&gracefuls) else {
+                        return;
+                    };
+                    let svc = ProxyService::new(current, id, ClientInfo::new(remote, "http"));
+                    let io = TokioIo::new(stream);
                     watcher
                         .watch(builders.auto.serve_connection_with_upgrades(io, svc))
                         .await
+                }
+                Some(config) => {
+                    let (stream, alpn) = match tls::handshake(config, stream).await {
+                        Ok(s) => s,
+                        // Scanners and clients with nothing in common are routine: debug only.
+                        Err(e) => {
+                            return tracing::debug!(error = %e, %remote, "TLS handshake failed")
+                        }
+                    };
+                    let Some(watcher) = joined(&gracefuls) else {
+                        return;
+                    };
+                    let svc = ProxyService::new(current, id, ClientInfo::new(remote, "https"));
+                    let io = TokioIo::new(stream);
+                    match alpn {
+                        Alpn::H2 => watcher.watch(builders.h2.serve_connection(io, svc)).await,
+                        // HTTP/1.1, or no ALPN: the first bytes tell 1.x from HTTP/2.
+                        Alpn::Http11 | Alpn::None => {
+                            watcher
+                                .watch(builders.auto.serve_connection_with_upgrades(io, svc))
+                                .await
+                        }
+                    }
                 }
             };
             if let Err(e) = result {
@@ -190,6 +232,23 @@ impl Serve {
         });
     }
 }
+
+/// What a connection reads before HTTP.
+struct First {
+    proxy_protocol: bool,
+    /// `Some`: a TLS handshake.
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// What a connection holds until it closes: its place in the workers' balance,
+/// its `max_connections` slot, and its count in the open-connections gauge.
+struct Held {
+    _handoff: Option<OpenGuard>,
+    _slot: ConnSlot,
+    _open: GaugeGuard,
+}
+
+type Gracefuls = Mutex<HashMap<u64, Arc<GracefulShutdown>>>;
 
 /// Decrements an open-connections gauge when the connection's task ends, however
 /// it ends.
@@ -219,6 +278,9 @@ pub(super) type BuildersByTimeout = Vec<(Duration, Arc<Builders>)>;
 
 /// Connection builders, made per worker for each header timeout in use.
 pub(super) struct Builders {
+    /// The listener's `client_header_timeout` they apply (the PROXY protocol
+    /// header gets as long).
+    header_timeout: Duration,
     /// HTTP/1.1 and HTTP/2 prior knowledge, told apart by the first bytes.
     auto: auto::Builder<TokioExecutor>,
     /// HTTP/2 only, for TLS connections that chose `h2` by ALPN.
@@ -228,6 +290,7 @@ pub(super) struct Builders {
 impl Builders {
     fn new(header_timeout: Duration) -> Self {
         Builders {
+            header_timeout,
             auto: builder(header_timeout),
             h2: builder(header_timeout).http2_only(),
         }
