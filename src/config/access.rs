@@ -233,6 +233,81 @@ mod tests {
         }
     }
 
+    const BASE: &str = "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:8080\"\nLISTENER\n\n\
+        [[route]]\nupstream = \"api\"\nROUTE\n\n\
+        [upstream.api]\nservers = [{ addr = \"127.0.0.1:9001\" }]\n";
+
+    fn text(listener: &str, route: &str) -> String {
+        BASE.replace("LISTENER", listener).replace("ROUTE", route)
+    }
+
+    fn load(
+        listener: &str,
+        route: &str,
+    ) -> Result<super::super::Config, super::super::ConfigError> {
+        super::super::Config::parse(std::path::Path::new("t.toml"), &text(listener, route))
+    }
+
+    #[test]
+    fn each_bad_entry_is_reported_at_its_key_with_the_file() {
+        let e = load(
+            "allow = [\"10.0.0.0/8\", \"10.0.0.300\"]\ntrusted_proxies = [\"fd00::1/8\"]\nmax_connections = 0",
+            "deny = [\"nonsense\"]\nallow = []",
+        )
+        .unwrap_err();
+        let shown = e.to_string();
+        for (path, what) in [
+            (
+                "t.toml: listener[0].allow[1]: ",
+                "invalid address block \"10.0.0.300\"",
+            ),
+            (
+                "t.toml: listener[0].trusted_proxies[0]: ",
+                "the block is fd00::/8",
+            ),
+            ("t.toml: listener[0].max_connections: ", "at least 1"),
+            (
+                "t.toml: route[0].deny[0]: ",
+                "invalid address block \"nonsense\"",
+            ),
+            ("t.toml: route[0].allow: ", "empty list"),
+        ] {
+            let line = shown.lines().find(|l| l.starts_with(path));
+            assert!(
+                line.is_some_and(|l| l.contains(what)),
+                "{path}{what} not in\n{shown}"
+            );
+        }
+        assert_eq!(e.problems.len(), 5, "{shown}");
+        let e = load("proxy_protocol = \"yes\"", "").unwrap_err();
+        assert_eq!(e.problems[0].path, "listener[0].proxy_protocol", "{e}");
+    }
+
+    #[test]
+    fn defaults_and_the_reload_diff() {
+        let c = load("", "").unwrap();
+        assert_eq!(c.listeners[0].clients, ListenerClients::default());
+        assert!(c.routes[0].access.is_empty());
+        let d = load(
+            "proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]\nmax_connections = 100",
+            "deny = [\"192.0.2.7\"]",
+        )
+        .unwrap();
+        let changes: Vec<String> = super::super::diff(&c, &d)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let all = changes.join("\n");
+        for want in [
+            "proxy_protocol false → true",
+            "max_connections no limit → 100",
+            "trusted_proxies none → [10.0.0.0/8]",
+            "deny none → [192.0.2.7]",
+        ] {
+            assert!(all.contains(want), "{want} not in\n{all}");
+        }
+    }
+
     #[test]
     fn deny_wins_over_allow() {
         let rules = AccessRules {
