@@ -48,6 +48,9 @@ impl ClientInfo {
     }
 }
 
+/// The address's text as a header value, taking the string's buffer as it is
+/// (`from_str` would copy it).
 fn ip_value(remote: SocketAddr) -> HeaderValue {
-    HeaderValue::from_str(&remote.ip().to_string()).expect("an IP is a valid header value")
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(remote.ip().to_string()))
+        .expect("an IP is a valid header value")
 }

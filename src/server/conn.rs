@@ -114,7 +114,8 @@ impl Serve {
         };
         let _ = stream.set_nodelay(true);
         open.increment(1.0);
-        // Counted from accept to close, whatever comes first, as long as the slot.
+        // Held by the connection's task until it ends, however it ends: counted
+        // from accept to close, handshakes included.
         let held = Held {
             _handoff: guard,
             _slot: slot,
