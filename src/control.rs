@@ -6,6 +6,8 @@
 //! (its connections are untouched); an added one is bound before anything else
 //! changes (a bind failure fails the whole reload); a removed or re-addressed one
 //! stops accepting, and its connections finish their current request and close.
+//! A listener's `max_connections` count belongs to its name: it carries over a
+//! reload (an address change too), and a new maximum applies in place.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{diff, Change, Config, ConfigError};
-use crate::server::{bind_one, Cmd};
+use crate::server::{bind_one, Cmd, ConnLimit};
 use crate::state::Shared;
 
 pub struct Control {
@@ -36,6 +38,16 @@ struct Listening {
     configured: SocketAddr,
     bound: SocketAddr,
     retire: watch::Sender<bool>,
+    /// Its `max_connections`, shared by the accept loops of its socket.
+    limit: Arc<ConnLimit>,
+}
+
+/// A socket bound for a listener, not yet handed to the workers.
+struct Bound {
+    name: String,
+    configured: SocketAddr,
+    socket: std::net::TcpListener,
+    max_connections: Option<u32>,
 }
 
 /// Counters for the status page and metrics.
@@ -178,20 +190,24 @@ impl Control {
         let bound = self
             .bind_new(&table, &config)
             .map_err(ReloadError::Listen)?;
-        let keep: Vec<(String, SocketAddr)> = config
+        let keep: Vec<(String, SocketAddr, Option<u32>)> = config
             .listeners
             .iter()
-            .map(|l| (l.name.clone(), l.listen))
+            .map(|l| (l.name.clone(), l.listen, l.clients.max_connections))
             .collect();
         self.shared.apply(config).map_err(ReloadError::AccessLog)?;
         self.start(&mut table, bound).map_err(ReloadError::Listen)?;
         table.retain(|l| {
-            let kept = keep.iter().any(|(n, a)| *n == l.name && *a == l.configured);
-            if !kept {
-                tracing::info!(listener = %l.name, addr = %l.bound, "listener removed; draining its connections");
-                let _ = l.retire.send(true);
+            let kept = keep.iter().find(|(n, a, _)| *n == l.name && *a == l.configured);
+            match kept {
+                // The accept loops of a kept socket see the new maximum at once.
+                Some((_, _, max)) => l.limit.set_max(*max),
+                None => {
+                    tracing::info!(listener = %l.name, addr = %l.bound, "listener removed; draining its connections");
+                    let _ = l.retire.send(true);
+                }
             }
-            kept
+            kept.is_some()
         });
         Ok(changes)
     }
@@ -202,11 +218,7 @@ impl Control {
 
     /// Binds the listeners of `config` that are not already listening as
     /// configured.
-    fn bind_new(
-        &self,
-        table: &[Listening],
-        config: &Config,
-    ) -> std::io::Result<Vec<(String, SocketAddr, std::net::TcpListener)>> {
+    fn bind_new(&self, table: &[Listening], config: &Config) -> std::io::Result<Vec<Bound>> {
         let mut out = Vec::new();
         for l in &config.listeners {
             if table
@@ -221,28 +233,45 @@ impl Control {
                     format!("listener {:?}: cannot listen on {}: {e}", l.name, l.listen),
                 )
             })?;
-            out.push((l.name.clone(), l.listen, socket));
+            out.push(Bound {
+                name: l.name.clone(),
+                configured: l.listen,
+                socket,
+                max_connections: l.clients.max_connections,
+            });
         }
         Ok(out)
     }
 
     /// Hands each bound socket to every worker (each gets its own `dup`).
-    fn start(
-        &self,
-        table: &mut Vec<Listening>,
-        bound: Vec<(String, SocketAddr, std::net::TcpListener)>,
-    ) -> std::io::Result<()> {
-        for (name, configured, socket) in bound {
+    fn start(&self, table: &mut Vec<Listening>, bound: Vec<Bound>) -> std::io::Result<()> {
+        for Bound {
+            name,
+            configured,
+            socket,
+            max_connections,
+        } in bound
+        {
             let addr = socket.local_addr()?;
             let id = self.shared.listener_id(&name);
             let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
             let (retire, retire_rx) = watch::channel(false);
+            // A moved listener keeps counting the connections of its old socket,
+            // which stay open until they finish.
+            let limit = match table.iter().find(|old| old.name == name) {
+                Some(old) => {
+                    old.limit.set_max(max_connections);
+                    Arc::clone(&old.limit)
+                }
+                None => ConnLimit::new(max_connections),
+            };
             for w in &self.workers {
                 let _ = w.send(Cmd::Listen {
                     id,
                     generation,
                     socket: socket.try_clone()?,
                     retire: retire_rx.clone(),
+                    limit: Arc::clone(&limit),
                 });
             }
             tracing::info!(listener = %name, %addr, "listening");
@@ -260,6 +289,7 @@ impl Control {
                 configured,
                 bound: addr,
                 retire,
+                limit,
             });
         }
         Ok(())

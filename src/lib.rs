@@ -14,6 +14,7 @@ pub mod app;
 pub mod balance;
 pub mod body;
 mod checks;
+pub mod cidr;
 mod clock;
 pub mod config;
 pub mod control;

@@ -243,6 +243,9 @@ const SECRETS: &[&str] = &["admin.token"];
 /// What a key's absence means where "none" would mislead.
 const ABSENT: &[(&str, &str)] = &[
     ("listener[].hsts", "off"),
+    ("listener[].max_connections", "no limit"),
+    ("listener[].allow", "every address"),
+    ("route[].allow", "every address"),
     ("route[].name", "(host + path)"),
     ("route[].max_body_size", "the listener's"),
     ("route[].set_headers.*", "unset"),

@@ -3,10 +3,11 @@
 //! typed (socket addresses, durations, header names) or a `ConfigError` listing
 //! every problem as `FILE: key.path: what is wrong`.
 
+mod access;
 mod cert;
+mod client_limits;
 mod diff;
 mod health_check;
-mod client_limits;
 mod raw;
 mod retry;
 mod route;
@@ -25,14 +26,15 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use serde::Serialize;
 
+pub use access::{cidr_set, AccessRules, Cidr, ListenerClients, DEFAULT_PROXY_PROTOCOL};
+pub use client_limits::{
+    ListenerLimits, DEFAULT_KEEPALIVE_REQUESTS, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_MAX_HEADER_SIZE, MAX_MAX_HEADER_SIZE, MIN_MAX_HEADER_SIZE,
+};
 pub use diff::{diff, Action, Change};
 pub use health_check::{
     HealthCheckConfig, StatusSet, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_EJECTED_PERCENT,
     DEFAULT_MAX_FAILS,
-};
-pub use client_limits::{
-    ListenerLimits, DEFAULT_KEEPALIVE_REQUESTS, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_BODY_SIZE,
-    DEFAULT_MAX_HEADER_SIZE, MAX_MAX_HEADER_SIZE, MIN_MAX_HEADER_SIZE,
 };
 pub use retry::{NextUpstream, RetryPolicy};
 pub use route::{
@@ -153,6 +155,9 @@ pub struct ListenerConfig {
     /// `keepalive_timeout`, `keepalive_requests`, `max_header_size`,
     /// `max_body_size`.
     pub limits: ListenerLimits,
+    /// Who its clients are and which may come in: `proxy_protocol`,
+    /// `trusted_proxies`, `max_connections`, `allow`, `deny`.
+    pub clients: ListenerClients,
 }
 
 /// nginx's `client_header_timeout` default: a client that has not sent its whole

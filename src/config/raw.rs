@@ -36,6 +36,12 @@ pub(crate) struct RawListener {
     /// Sizes: a byte count or a string such as `"64KiB"`.
     pub max_header_size: Option<toml::Value>,
     pub max_body_size: Option<toml::Value>,
+    // Checked in `access`.
+    pub proxy_protocol: Option<bool>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub max_connections: Option<u32>,
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -353,7 +353,7 @@ impl Serialize for Upstreams<'_> {
 
 impl Serialize for ListenerConfig {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_struct("ListenerConfig", 8)?;
+        let mut m = s.serialize_struct("ListenerConfig", 13)?;
         m.serialize_field("name", &self.name)?;
         m.serialize_field("listen", &Bare(self.listen))?;
         // `redirect_https = true` with its port; `https_port` alone is refused.
@@ -367,6 +367,7 @@ impl Serialize for ListenerConfig {
         m.serialize_field("client_header_timeout", &Dur(self.client_header_timeout))?;
         m.serialize_field("client_body_timeout", &Dur(self.client_body_timeout))?;
         self.limits.serialize_into(&mut m)?;
+        self.clients.write(&mut m)?;
         if let Some(tls) = &self.tls {
             m.serialize_field("tls", tls)?;
         }

@@ -340,6 +340,17 @@ fn check_listeners(
                         max_body_size: l.max_body_size.as_ref(),
                     },
                 ),
+                clients: super::access::check_listener(
+                    c,
+                    &base,
+                    super::access::RawListenerClients {
+                        proxy_protocol: l.proxy_protocol,
+                        trusted_proxies: l.trusted_proxies,
+                        max_connections: l.max_connections,
+                        allow: l.allow,
+                        deny: l.deny,
+                    },
+                ),
             });
         }
     }

@@ -28,6 +28,7 @@ pub mod filter;
 pub mod guard;
 mod log;
 mod payload;
+pub mod real_ip;
 pub mod reply;
 pub mod route;
 mod session;
@@ -88,10 +89,17 @@ impl ProxyService {
         let snapshot = self.current.load();
         let head_only = req.method() == Method::HEAD;
         let version = req.version();
-        let rec = Record::start(&req, &self.client, snapshot.access_log.as_ref());
         let listener = snapshot.listener(self.listener);
+        // The client every later step sees: the connection's, unless a trusted
+        // proxy's `X-Forwarded-For` names another (only then is one allocated).
+        let forwarded = listener
+            .and_then(|l| l.real_ip.as_ref())
+            .and_then(|r| r.client(&self.client, req.headers()))
+            .map(Arc::new);
+        let client = forwarded.as_ref().unwrap_or(&self.client);
+        let rec = Record::start(&req, client, snapshot.access_log.as_ref());
         let body_timeout = listener.map_or(DEFAULT_CLIENT_BODY_TIMEOUT, |l| l.client_body_timeout);
-        let mut ctx = Ctx::new(&self.client, rec, body_timeout);
+        let mut ctx = Ctx::new(client, rec, body_timeout);
         ctx.max_body_size = listener.and_then(|l| l.max_body_size);
         ctx.rec.turn = self.session.as_ref().map(Session::begin);
         let (route, outcome) = match listener {

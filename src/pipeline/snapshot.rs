@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use super::action::{Action, Redirect};
 use super::filter::{self, ConnFilter, Filter, Step};
 use super::guard::{self, Guard};
+use super::real_ip::RealIp;
 use super::route::Router;
 use super::session::ConnSettings;
 use crate::config::{Config, ListenerConfig};
@@ -46,6 +47,10 @@ pub struct Listener {
     pub conn: ConnSettings,
     /// `max_body_size` for the routes that set none; `None`: no limit.
     pub(super) max_body_size: Option<u64>,
+    /// Each connection starts with a PROXY protocol header naming its client.
+    pub proxy_protocol: bool,
+    /// `trusted_proxies`: whose `X-Forwarded-For` names the client.
+    pub(super) real_ip: Option<RealIp>,
 }
 
 impl Listener {
@@ -164,6 +169,8 @@ impl Snapshot {
                 client_body_timeout: l.client_body_timeout,
                 conn: ConnSettings::of(l),
                 max_body_size: Some(l.limits.max_body_size).filter(|&m| m > 0),
+                proxy_protocol: l.clients.proxy_protocol,
+                real_ip: RealIp::new(&l.clients.trusted_proxies),
             });
         }
         Snapshot {

@@ -18,6 +18,8 @@ use super::client_io::ClientIo;
 use super::drain::{self, Drain};
 use super::h2_limits as h2;
 use super::handoff::{Handoff, OpenGuard};
+use super::proxy_protocol;
+use super::ConnSlot;
 use super::{ListenerTag, DEFAULT_DRAIN_TIMEOUT, H2_MAX_CONCURRENT_STREAMS};
 use crate::pipeline::{ClientInfo, ConnSettings, Current, ProxyService, Session};
 use crate::tls::{self, Alpn};
@@ -31,7 +33,7 @@ pub(super) struct Serve {
     pub(super) builders: Arc<Mutex<BuildersBySettings>>,
     /// Per listener socket generation: its connections, drained together when the
     /// listener is removed by a reload or the worker stops.
-    pub(super) gracefuls: Arc<Mutex<HashMap<u64, Arc<Drain>>>>,
+    pub(super) gracefuls: Arc<Gracefuls>,
     /// With several workers: the balance and this worker's index.
     pub(super) handoff: Option<(Arc<Handoff>, usize)>,
 }
@@ -62,20 +64,26 @@ impl Serve {
     }
 
     /// A connection this worker accepted: served here, or handed to a lighter worker.
-    pub(super) fn accepted(&self, stream: TcpStream, remote: SocketAddr, id: ListenerTag) {
+    pub(super) fn accepted(
+        &self,
+        stream: TcpStream,
+        remote: SocketAddr,
+        id: ListenerTag,
+        slot: ConnSlot,
+    ) {
         let Some((h, me)) = &self.handoff else {
-            return self.serve(stream, remote, id, None);
+            return self.serve(stream, remote, id, None, slot);
         };
         let target = h.target(*me);
         h.open[target].fetch_add(1, Ordering::Relaxed);
         let guard = OpenGuard(Arc::clone(h), target);
         if target == *me {
-            return self.serve(stream, remote, id, Some(guard));
+            return self.serve(stream, remote, id, Some(guard), slot);
         }
-        // The guard travels with the socket; if the target is shutting down, the
-        // unsent message drops it and the connection closes.
+        // The guard and the slot travel with the socket; if the target is shutting
+        // down, the unsent message drops them and the connection closes.
         match stream.into_std() {
-            Ok(s) => drop(h.inboxes[target].send((s, remote, id, guard))),
+            Ok(s) => drop(h.inboxes[target].send((s, remote, id, guard, slot))),
             Err(e) => tracing::debug!(error = %e, "cannot hand a connection over"),
         }
     }
@@ -86,8 +94,9 @@ impl Serve {
         remote: SocketAddr,
         (id, generation): ListenerTag,
         guard: Option<OpenGuard>,
+        slot: ConnSlot,
     ) {
-        let (open, tls, settings) = {
+        let (open, first, settings) = {
             let snapshot = self.current.peek();
             let Some(listener) = snapshot.listener(id) else {
                 return;
@@ -96,24 +105,30 @@ impl Serve {
             if !listener.admit(remote) {
                 return;
             }
-            (
-                listener.connections.clone(),
-                listener.tls.clone(),
-                listener.conn,
-            )
+            let first = First {
+                proxy_protocol: listener.proxy_protocol,
+                tls: listener.tls.clone(),
+            };
+            (listener.connections.clone(), first, listener.conn)
         };
         let _ = stream.set_nodelay(true);
         open.increment(1.0);
+        // Held by the connection's task until it ends, however it ends: counted
+        // from accept to close, handshakes included.
+        let held = Held {
+            _handoff: guard,
+            _slot: slot,
+            _open: GaugeGuard(open),
+        };
         let builders = self.builders(settings);
-        if let Some(config) = tls {
-            return self.serve_tls(
-                config,
+        if first.proxy_protocol || first.tls.is_some() {
+            return self.serve_later(
+                first,
                 (builders, settings),
                 stream,
                 remote,
                 (id, generation),
-                guard,
-                open,
+                held,
             );
         }
         let session = Session::new(settings);
@@ -129,10 +144,8 @@ impl Serve {
             .serve_connection_with_upgrades(io, svc)
             .into_owned();
         let watcher = self.graceful(generation).watcher();
-        let open = GaugeGuard(open);
         tokio::spawn(async move {
-            let _guard = guard;
-            let _open = open;
+            let _held = held;
             let shut = |c: std::pin::Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
             if let Err(e) = drain::drive(conn, shut, watcher, &session).await {
                 tracing::debug!(error = %e, %remote, "client connection ended with an error");
@@ -140,61 +153,99 @@ impl Serve {
         });
     }
 
-    /// The handshake runs in the connection's own task, never in the accept loop,
-    /// so a slow or silent client holds only its own slot (for at most
-    /// `tls::HANDSHAKE_TIMEOUT`). Like a plain connection that has not sent a
-    /// request yet, a connection still in its handshake does not hold up a drain:
-    /// it joins its listener's drain group only once the handshake is done, and
-    /// is closed then if that group has been drained meanwhile.
-    #[allow(clippy::too_many_arguments)]
-    fn serve_tls(
+    /// A connection that must read something before HTTP: its PROXY protocol
+    /// header (within the listener's `client_header_timeout`; a missing or broken
+    /// one closes the connection, nothing read past it), then its TLS handshake.
+    /// Both run in the connection's own task, never in the accept loop, so a slow
+    /// or silent client holds only its own slot (for at most the header timeout,
+    /// then `tls::HANDSHAKE_TIMEOUT`). Like a plain connection that has not sent
+    /// a request yet, such a connection does not hold up a drain: it joins its
+    /// listener's drain group only once ready for HTTP, and is closed then if that
+    /// group has been drained meanwhile.
+    fn serve_later(
         &self,
-        config: Arc<rustls::ServerConfig>,
+        first: First,
         (builders, settings): (Arc<Builders>, ConnSettings),
-        stream: TcpStream,
-        remote: SocketAddr,
+        mut stream: TcpStream,
+        peer: SocketAddr,
         (id, generation): ListenerTag,
-        guard: Option<OpenGuard>,
-        open: metrics::Gauge,
+        held: Held,
     ) {
         // The group exists from now on, so its absence later means it was drained.
         drop(self.graceful(generation));
         let gracefuls = Arc::clone(&self.gracefuls);
         let current = Arc::clone(&self.current);
         tokio::spawn(async move {
-            let _guard = guard;
-            // Counted from accept to close, handshake included, as plain ones are.
-            let _open = GaugeGuard(open);
-            let (stream, alpn) = match tls::handshake(config, stream).await {
-                Ok(s) => s,
-                // Scanners and clients with nothing in common are routine: debug only.
-                Err(e) => return tracing::debug!(error = %e, %remote, "TLS handshake failed"),
+            let _held = held;
+            let remote = if first.proxy_protocol {
+                match proxy_protocol::read_header(&mut stream, settings.client_header_timeout).await
+                {
+                    // A header that names no client (a balancer's health check):
+                    // the balancer is the client.
+                    Ok(named) => named.unwrap_or(peer),
+                    // Nothing was forwarded and nothing will be: close.
+                    Err(e) => return tracing::debug!(error = %e, %peer, "connection closed"),
+                }
+            } else {
+                peer
             };
-            // No await from the lookup to `watcher()`: the group's `Arc` is not held
-            // while a drain may try to take it.
-            let group = gracefuls
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&generation)
-                .map(|g| g.watcher());
-            let Some(watcher) = group else {
-                return tracing::debug!(%remote, "listener draining; closing a connection after its handshake");
+            let joined = |gracefuls: &Gracefuls| {
+                // No await from the lookup to `watcher()`: the group's `Arc` is
+                // not held while a drain may try to take it.
+                let group = gracefuls
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&generation)
+                    .map(|g| g.watcher());
+                if group.is_none() {
+                    tracing::debug!(%remote, "listener draining; closing a connection before its first request");
+                }
+                group
             };
             let session = Session::new(settings);
-            let svc = ProxyService::new(current, id, ClientInfo::new(remote, "https"))
-                .with_session(Arc::clone(&session));
-            let h2 = alpn == Alpn::H2;
-            let io = TokioIo::new(ClientIo::new(stream, Arc::clone(&session), h2));
-            let result = if h2 {
-                let conn = builders.h2.serve_connection(io, svc);
-                let shut = |c: std::pin::Pin<&mut _>| auto::Connection::graceful_shutdown(c);
-                drain::drive(conn, shut, watcher, &session).await
-            } else {
-                // HTTP/1.1, or no ALPN: the first bytes tell 1.x from HTTP/2.
-                let conn = builders.auto.serve_connection_with_upgrades(io, svc);
-                let shut =
-                    |c: std::pin::Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
-                drain::drive(conn, shut, watcher, &session).await
+            let result = match first.tls {
+                None => {
+                    let Some(watcher) = joined(&gracefuls) else {
+                        return;
+                    };
+                    let svc = ProxyService::new(current, id, ClientInfo::new(remote, "http"))
+                        .with_session(Arc::clone(&session));
+                    let io = TokioIo::new(ClientIo::new(stream, Arc::clone(&session), false));
+                    let conn = builders.auto.serve_connection_with_upgrades(io, svc);
+                    let shut = |c: std::pin::Pin<&mut _>| {
+                        auto::UpgradeableConnection::graceful_shutdown(c)
+                    };
+                    drain::drive(conn, shut, watcher, &session).await
+                }
+                Some(config) => {
+                    let (stream, alpn) = match tls::handshake(config, stream).await {
+                        Ok(s) => s,
+                        // Scanners and clients with nothing in common are routine: debug only.
+                        Err(e) => {
+                            return tracing::debug!(error = %e, %remote, "TLS handshake failed")
+                        }
+                    };
+                    let Some(watcher) = joined(&gracefuls) else {
+                        return;
+                    };
+                    let svc = ProxyService::new(current, id, ClientInfo::new(remote, "https"))
+                        .with_session(Arc::clone(&session));
+                    let h2 = alpn == Alpn::H2;
+                    let io = TokioIo::new(ClientIo::new(stream, Arc::clone(&session), h2));
+                    if h2 {
+                        let conn = builders.h2.serve_connection(io, svc);
+                        let shut =
+                            |c: std::pin::Pin<&mut _>| auto::Connection::graceful_shutdown(c);
+                        drain::drive(conn, shut, watcher, &session).await
+                    } else {
+                        // HTTP/1.1, or no ALPN: the first bytes tell 1.x from HTTP/2.
+                        let conn = builders.auto.serve_connection_with_upgrades(io, svc);
+                        let shut = |c: std::pin::Pin<&mut _>| {
+                            auto::UpgradeableConnection::graceful_shutdown(c)
+                        };
+                        drain::drive(conn, shut, watcher, &session).await
+                    }
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(error = %e, %remote, "client connection ended with an error");
@@ -202,6 +253,23 @@ impl Serve {
         });
     }
 }
+
+/// What a connection reads before HTTP.
+struct First {
+    proxy_protocol: bool,
+    /// `Some`: a TLS handshake.
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// What a connection holds until it closes: its place in the workers' balance,
+/// its `max_connections` slot, and its count in the open-connections gauge.
+struct Held {
+    _handoff: Option<OpenGuard>,
+    _slot: ConnSlot,
+    _open: GaugeGuard,
+}
+
+type Gracefuls = Mutex<HashMap<u64, Arc<Drain>>>;
 
 /// Decrements an open-connections gauge when the connection's task ends, however
 /// it ends.

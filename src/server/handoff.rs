@@ -12,10 +12,17 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::ListenerTag;
+use super::{ConnSlot, ListenerTag};
 
-/// A connection one worker accepted for another, already counted against it.
-pub(super) type Accepted = (std::net::TcpStream, SocketAddr, ListenerTag, OpenGuard);
+/// A connection one worker accepted for another, already counted against it,
+/// with its `max_connections` slot.
+pub(super) type Accepted = (
+    std::net::TcpStream,
+    SocketAddr,
+    ListenerTag,
+    OpenGuard,
+    ConnSlot,
+);
 
 /// Open client connections per worker, and each worker's inbox. Workers share a
 /// listening socket, but a burst of connections (a load balancer or a client pool

@@ -10,10 +10,13 @@
 
 mod client_io;
 mod conn;
+mod conn_limit;
 mod drain;
 mod h2_limits;
 mod handoff;
+mod proxy_protocol;
 
+pub use conn_limit::{ConnLimit, ConnSlot};
 pub use h2_limits::H2_MAX_CONCURRENT_STREAMS;
 
 use std::io;
@@ -64,6 +67,9 @@ pub enum Cmd {
         generation: u64,
         socket: std::net::TcpListener,
         retire: watch::Receiver<bool>,
+        /// The listener's `max_connections`, shared by every worker's accept loop
+        /// and kept across reloads.
+        limit: Arc<ConnLimit>,
     },
 }
 
@@ -179,7 +185,7 @@ async fn worker(
                 break d.map(|d| d.unwrap_or_default()).unwrap_or_default();
             }
             cmd = cmds.recv(), if open => match cmd {
-                Some(Cmd::Listen { id, generation, socket, retire }) => {
+                Some(Cmd::Listen { id, generation, socket, retire, limit }) => {
                     match TcpListener::from_std(socket) {
                         Ok(l) => loops.push(tokio::spawn(accept_loop(
                             l,
@@ -187,6 +193,7 @@ async fn worker(
                             serve.clone(),
                             for_loops.clone(),
                             retire,
+                            limit,
                         ))),
                         Err(e) => tracing::error!(error = %e, "worker cannot use a listening socket"),
                     }
@@ -218,15 +225,29 @@ async fn drain_all(gracefuls: impl Iterator<Item = drain::Drain>) {
     while set.join_next().await.is_some() {}
 }
 
+/// Accepts connections while a slot of the listener's `max_connections` is free:
+/// the slot is taken first, so with none free nothing is accepted and the kernel's
+/// backlog holds new connections.
 async fn accept_loop(
     listener: TcpListener,
     id: ListenerTag,
     serve: Serve,
     mut stop: Stop,
     mut retire: watch::Receiver<bool>,
+    limit: Arc<ConnLimit>,
 ) {
+    // A slot kept through a failed accept.
+    let mut held = None;
     loop {
-        let (stream, remote) = tokio::select! {
+        let slot = held.take();
+        let next = async {
+            let slot = match slot {
+                Some(s) => s,
+                None => limit.take().await,
+            };
+            (slot, listener.accept().await)
+        };
+        let (slot, accepted) = tokio::select! {
             biased;
             _ = stopped(&mut stop) => return,
             () = retired(&mut retire) => {
@@ -234,23 +255,23 @@ async fn accept_loop(
                 serve.retire(id.1);
                 return;
             }
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                    continue;
-                }
-            },
+            n = next => n,
         };
-        serve.accepted(stream, remote, id);
+        match accepted {
+            Ok((stream, remote)) => serve.accepted(stream, remote, id, slot),
+            Err(e) => {
+                held = Some(slot);
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+            }
+        }
     }
 }
 
 /// Serves the connections other workers hand to this one.
 async fn inbox_loop(mut rx: mpsc::UnboundedReceiver<Accepted>, serve: Serve, mut stop: Stop) {
     loop {
-        let (s, remote, id, guard) = tokio::select! {
+        let (s, remote, id, guard, slot) = tokio::select! {
             biased;
             _ = stopped(&mut stop) => return,
             m = rx.recv() => match m {
@@ -259,7 +280,7 @@ async fn inbox_loop(mut rx: mpsc::UnboundedReceiver<Accepted>, serve: Serve, mut
             },
         };
         match TcpStream::from_std(s) {
-            Ok(stream) => serve.serve(stream, remote, id, Some(guard)),
+            Ok(stream) => serve.serve(stream, remote, id, Some(guard), slot),
             Err(e) => tracing::debug!(error = %e, "cannot take a handed-over connection"),
         }
     }

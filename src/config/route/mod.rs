@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::retry::{self, RetryPolicy};
 use super::ser;
 use super::validate::{Checker, Declared};
-use super::{HeaderTemplate, Segment, Timeouts};
+use super::{AccessRules, HeaderTemplate, Segment, Timeouts};
 
 pub use redirect::{RedirectConfig, DEFAULT_REDIRECT_STATUS};
 pub use respond::{RespondConfig, DEFAULT_RESPOND_CONTENT_TYPE, DEFAULT_RESPOND_STATUS};
@@ -52,6 +52,9 @@ pub(super) struct RawRoute {
     // Limits (any action).
     /// nginx's `client_max_body_size`: a size; overrides the listener's.
     max_body_size: Option<toml::Value>,
+    // Checked in `access`.
+    allow: Option<Vec<String>>,
+    deny: Option<Vec<String>>,
 }
 
 /// The keys that choose a route's action; a route has exactly one.
@@ -118,6 +121,9 @@ pub struct RouteConfig {
         serialize_with = "ser::opt_size"
     )]
     pub max_body_size: Option<u64>,
+    /// `allow` and `deny`.
+    #[serde(flatten)]
+    pub access: AccessRules,
 }
 
 impl RouteConfig {
@@ -376,6 +382,7 @@ pub(super) fn check_routes(
             .max_body_size
             .as_ref()
             .and_then(|v| super::client_limits::body_size(c, &format!("{base}.max_body_size"), v));
+        let access = super::access::check_rules(c, &base, r.allow.clone(), r.deny.clone());
         let action = match (action, proxy) {
             (Some(Checked::Proxy), Some(p)) => RouteAction::Proxy(p),
             (Some(Checked::Other(a)), _) => a,
@@ -393,6 +400,7 @@ pub(super) fn check_routes(
             set_headers,
             response_headers,
             max_body_size,
+            access,
         };
         route.name = r.name.unwrap_or_else(|| route.default_name());
         out.push(route);

@@ -12,6 +12,7 @@
 //! guard must hold until the response ends (a `limit_conn` slot) goes into the
 //! request's `Record`, which lives as long as the response body.
 
+mod access;
 mod body_size;
 
 use http::Request;
@@ -21,11 +22,14 @@ use super::ctx::Ctx;
 use super::filter::Stop;
 use crate::config::{ListenerConfig, RouteConfig};
 
+pub use access::Access;
 pub use body_size::BodySize;
 
 /// A built guard.
 #[derive(Debug)]
 pub enum Guard {
+    /// `allow` / `deny`.
+    Access(Access),
     /// `max_body_size`.
     BodySize(BodySize),
 }
@@ -34,20 +38,31 @@ impl Guard {
     /// Lets the request on, after a wait if the guard says so, or refuses it.
     pub async fn admit(&self, ctx: &mut Ctx<'_>, req: &Request<Incoming>) -> Result<(), Stop> {
         match self {
+            Guard::Access(g) => g.admit(ctx),
             Guard::BodySize(g) => g.admit(ctx, req),
         }
     }
 }
 
-/// A listener's guards, in the order they run.
-pub fn for_listener(_l: &ListenerConfig) -> Box<[Guard]> {
-    Box::new([])
+/// A listener's guards, in the order they run: access rules first, so a refused
+/// address costs no limit's budget.
+pub fn for_listener(l: &ListenerConfig) -> Box<[Guard]> {
+    let mut guards = Vec::new();
+    if let Some(a) = Access::new(&l.clients.access) {
+        guards.push(Guard::Access(a));
+    }
+    guards.into()
 }
 
-/// A route's guards, in the order they run. The body size first: it costs
-/// nothing and a request it refuses should not spend a rate limit's budget.
+/// A route's guards, in the order they run: access rules first (a refused
+/// address spends nothing), then the body size (it costs nothing, and a request
+/// it refuses should not spend a rate limit's budget).
 pub fn for_route(r: &RouteConfig) -> Box<[Guard]> {
+    let mut guards = Vec::new();
+    if let Some(a) = Access::new(&r.access) {
+        guards.push(Guard::Access(a));
+    }
     // Always present: a route without its own limit applies its listener's.
-    let guards = vec![Guard::BodySize(BodySize::new(r.max_body_size))];
-    guards.into_boxed_slice()
+    guards.push(Guard::BodySize(BodySize::new(r.max_body_size)));
+    guards.into()
 }

@@ -75,7 +75,9 @@ pub fn accepts_trailers(headers: &HeaderMap) -> bool {
 }
 
 /// Applies the proxy headers to a request going upstream: hop-by-hop headers go,
-/// `X-Forwarded-For` is appended to, `X-Real-IP`, `X-Forwarded-Proto` and
+/// `X-Forwarded-For` is appended to (with the peer the request came from, as
+/// HAProxy's `forwardfor`: a trusted proxy's address when the client's came from
+/// its `X-Forwarded-For`), `X-Real-IP` (the client's address), `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` (the request's host without port, nginx's `$host`) are set.
 /// `extra` is room for the headers the route's filters add next.
 pub fn forward(headers: &mut HeaderMap, vars: &Vars<'_>, extra: usize) {
@@ -100,10 +102,10 @@ pub fn forward(headers: &mut HeaderMap, vars: &Vars<'_>, extra: usize) {
                 joined.push_str(", ");
             }
         }
-        joined.push_str(vars.client.ip.to_str().unwrap_or_default());
-        HeaderValue::from_str(&joined).unwrap_or_else(|_| vars.client.ip.clone())
+        joined.push_str(vars.client.hop().to_str().unwrap_or_default());
+        HeaderValue::from_str(&joined).unwrap_or_else(|_| vars.client.hop().clone())
     } else {
-        vars.client.ip.clone()
+        vars.client.hop().clone()
     };
     headers.insert(X_FORWARDED_FOR.clone(), xff);
     headers.insert(X_REAL_IP.clone(), vars.client.ip.clone());
