@@ -30,6 +30,9 @@ pub(crate) struct RawListener {
     pub tls: Option<RawTls>,
     pub client_header_timeout: Option<String>,
     pub client_body_timeout: Option<String>,
+    /// Tables or arrays of tables (`config::limits`).
+    pub rate_limit: Option<toml::Value>,
+    pub limit_conn: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -330,6 +330,16 @@ fn check_listeners(
                     l.client_body_timeout.as_deref(),
                     super::DEFAULT_CLIENT_BODY_TIMEOUT,
                 ),
+                rate_limit: super::limits::check_rate_limits(
+                    c,
+                    &format!("{base}.rate_limit"),
+                    l.rate_limit,
+                ),
+                limit_conn: super::limits::check_limit_conns(
+                    c,
+                    &format!("{base}.limit_conn"),
+                    l.limit_conn,
+                ),
             });
         }
     }

@@ -13,6 +13,7 @@ use http::{HeaderName, Method};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::limits::{self, LimitConnConfig, RateLimitConfig};
 use super::retry::{self, RetryPolicy};
 use super::ser;
 use super::validate::{Checker, Declared};
@@ -49,6 +50,9 @@ pub(super) struct RawRoute {
     next_upstream_timeout: Option<String>,
     /// A byte count or a string such as "64KiB".
     retry_body_limit: Option<toml::Value>,
+    // Guards (`config::limits`): a table or an array of tables each.
+    rate_limit: Option<toml::Value>,
+    limit_conn: Option<toml::Value>,
 }
 
 /// The keys that choose a route's action; a route has exactly one.
@@ -108,6 +112,18 @@ pub struct RouteConfig {
     /// (nginx's `add_header … always`); an empty value removes the header.
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "ser::headers")]
     pub response_headers: Vec<(HeaderName, HeaderTemplate)>,
+    /// Rate limits every request of the route must pass (after the listener's).
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "limits::one_or_many"
+    )]
+    pub rate_limit: Vec<RateLimitConfig>,
+    /// Limits on the route's requests in flight.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "limits::one_or_many"
+    )]
+    pub limit_conn: Vec<LimitConnConfig>,
 }
 
 impl RouteConfig {
@@ -362,6 +378,10 @@ pub(super) fn check_routes(
                 Err(m) => c.err(path, m),
             }
         }
+        let rate_limit =
+            limits::check_rate_limits(c, &format!("{base}.rate_limit"), r.rate_limit.clone());
+        let limit_conn =
+            limits::check_limit_conns(c, &format!("{base}.limit_conn"), r.limit_conn.clone());
         let action = match (action, proxy) {
             (Some(Checked::Proxy), Some(p)) => RouteAction::Proxy(p),
             (Some(Checked::Other(a)), _) => a,
@@ -378,6 +398,8 @@ pub(super) fn check_routes(
             action,
             set_headers,
             response_headers,
+            rate_limit,
+            limit_conn,
         };
         route.name = r.name.unwrap_or_else(|| route.default_name());
         out.push(route);
