@@ -67,6 +67,9 @@ pub struct Record {
     pub upstream_time: Option<Duration>,
     pub tries: u32,
     pub body_in: BodyIn,
+    /// The `limit_conn` slots the request holds, given back when the record
+    /// closes (its response body ended or was dropped).
+    pub held: crate::limit::Held,
     log: Option<LogParts>,
 }
 
@@ -87,6 +90,7 @@ impl Record {
             upstream_time: None,
             tries: 0,
             body_in: BodyIn::None,
+            held: crate::limit::Held::default(),
             log: log.map(|log| LogParts {
                 log: Arc::clone(log),
                 client: Arc::clone(client),

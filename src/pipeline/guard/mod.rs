@@ -11,6 +11,15 @@
 //! `reply::error` answers and the route's `requests_limited_total` counts. What a
 //! guard must hold until the response ends (a `limit_conn` slot) goes into the
 //! request's `Record`, which lives as long as the response body.
+//!
+//! Within a listener or a route, `rate_limit` runs before `limit_conn`, as
+//! nginx's `limit_req` runs before its `limit_conn`: a request waiting out its
+//! delay holds no concurrency slot. A request a route's guard refuses has been
+//! counted by its listener's limits already (they ran first).
+
+mod key;
+mod limit_conn;
+mod rate_limit;
 
 use http::Request;
 use hyper::body::Incoming;
@@ -18,24 +27,62 @@ use hyper::body::Incoming;
 use super::ctx::Ctx;
 use super::filter::Stop;
 use crate::config::{ListenerConfig, RouteConfig};
+use crate::limit::Tables;
+
+pub use limit_conn::LimitConn;
+pub use rate_limit::RateLimit;
 
 /// A built guard.
 #[derive(Debug)]
-pub enum Guard {}
+pub enum Guard {
+    RateLimit(RateLimit),
+    LimitConn(LimitConn),
+}
 
 impl Guard {
     /// Lets the request on, after a wait if the guard says so, or refuses it.
-    pub async fn admit(&self, _ctx: &mut Ctx<'_>, _req: &Request<Incoming>) -> Result<(), Stop> {
-        match *self {}
+    pub async fn admit(&self, ctx: &mut Ctx<'_>, req: &Request<Incoming>) -> Result<(), Stop> {
+        match self {
+            Guard::RateLimit(g) => g.admit(ctx, req).await,
+            Guard::LimitConn(g) => g.admit(ctx, req),
+        }
     }
 }
 
-/// A listener's guards, in the order they run.
-pub fn for_listener(_l: &ListenerConfig) -> Box<[Guard]> {
-    Box::new([])
+/// A listener's guards, in the order they run; their state comes from `tables`
+/// (kept across reloads by the listener's name).
+pub fn for_listener(l: &ListenerConfig, tables: &Tables) -> Box<[Guard]> {
+    let place = format!("listener {:?}", l.name);
+    build(&place, &l.rate_limit, &l.limit_conn, tables)
 }
 
-/// A route's guards, in the order they run.
-pub fn for_route(_r: &RouteConfig) -> Box<[Guard]> {
-    Box::new([])
+/// A route's guards, in the order they run; their state comes from `tables`
+/// (kept across reloads by what makes the route the same one to the reload
+/// diff: its listener, host, path and methods).
+pub fn for_route(r: &RouteConfig, tables: &Tables) -> Box<[Guard]> {
+    let place = format!(
+        "route {:?} {:?} {} {:?} {:?}",
+        r.listener,
+        r.host.as_ref().map(ToString::to_string),
+        r.path.key(),
+        r.path.as_str(),
+        r.methods
+    );
+    build(&place, &r.rate_limit, &r.limit_conn, tables)
+}
+
+fn build(
+    place: &str,
+    rate: &[crate::config::RateLimitConfig],
+    conn: &[crate::config::LimitConnConfig],
+    tables: &Tables,
+) -> Box<[Guard]> {
+    let mut guards = Vec::new();
+    if !rate.is_empty() {
+        guards.push(Guard::RateLimit(RateLimit::new(place, rate, tables)));
+    }
+    if !conn.is_empty() {
+        guards.push(Guard::LimitConn(LimitConn::new(place, conn, tables)));
+    }
+    guards.into_boxed_slice()
 }
