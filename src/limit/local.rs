@@ -10,8 +10,8 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::gcra::Verdict;
-use super::table::{self, Shard};
+use super::gcra::{Gcra, Verdict};
+use super::table::{self, RateTable, Shard};
 use super::{Decision, KeyRef, Limiter, Store, MAX_LIMITS};
 
 /// The decision for `keys[i]` under `limiters[i]`, each in a local store; a `None`
@@ -24,13 +24,20 @@ pub fn check(limiters: &[Limiter], keys: &[Option<KeyRef<'_>>], now: u64) -> Dec
         let Store::Local(t) = &limiters[i].store;
         t
     };
+    if n == 1 {
+        return one(table(0), &limiters[0].gcra, keys[0], now);
+    }
     // The charged limits, their keys' hashes, and their order of locking.
     let mut hashes = [0u64; MAX_LIMITS];
     let mut order = [0usize; MAX_LIMITS];
     let mut m = 0;
     for (i, k) in keys[..n].iter().enumerate() {
         if let Some(k) = k {
-            hashes[i] = k.hash();
+            // Limits of a list often count by the same key: hash it once.
+            hashes[i] = match order[..m].iter().find(|&&j| keys[j] == Some(*k)) {
+                Some(&j) => hashes[j],
+                None => k.hash(),
+            };
             order[m] = i;
             m += 1;
         }
@@ -86,12 +93,33 @@ pub fn check(limiters: &[Limiter], keys: &[Option<KeyRef<'_>>], now: u64) -> Dec
     }
 }
 
+/// The decision for a single limit (the usual case): one shard, one lock.
+fn one(table: &RateTable, gcra: &Gcra, key: Option<KeyRef<'_>>, now: u64) -> Decision {
+    let Some(key) = key else {
+        return Decision::Pass {
+            wait: Duration::ZERO,
+        };
+    };
+    let h = key.hash();
+    let mut shard = table.lock(h);
+    match gcra.check(shard.tat(h), now) {
+        Verdict::Pass { tat, wait } => {
+            table.store(&mut shard, h, tat, now);
+            Decision::Pass {
+                wait: Duration::from_nanos(wait),
+            }
+        }
+        Verdict::Refuse { retry_after } => Decision::Refuse {
+            index: 0,
+            retry_after: Duration::from_nanos(retry_after),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
-    use super::super::gcra::Gcra;
-    use super::super::table::RateTable;
     use super::*;
 
     const SEC: u64 = 1_000_000_000;
