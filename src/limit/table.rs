@@ -13,7 +13,8 @@
 //!   runs it every `SWEEP_INTERVAL` (`Tables::sweep`).
 //! - **Bounded**: at most `MAX_KEYS` live keys per limit (`SHARD_CAP` per shard),
 //!   about 20 to 40 MiB at the very worst. A new key finding its shard full first
-//!   drops that shard's expired entries; if none has expired, it takes the place
+//!   drops that shard's expired entries (at most once per
+//!   `FULL_SHARD_SWEEP_GAP`); if none has expired, it takes the place
 //!   of the entry nearest to expiring among `EVICT_SAMPLE` the shard holds (its
 //!   key starts again with a fresh budget, having lost the least: that entry was
 //!   the closest to free anyway). nginx instead answers 503 once its zone is full
@@ -48,6 +49,12 @@ pub const EVICT_SAMPLE: usize = 8;
 /// for at most its window plus this.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a full shard waits before looking for expired keys again: a pass
+/// over `SHARD_CAP` entries takes tens of microseconds under the shard's lock,
+/// which a flood of new keys must not make every request pay; in between, a new
+/// key evicts at once.
+pub const FULL_SHARD_SWEEP_GAP: Duration = Duration::from_millis(10);
+
 /// A swept shard whose map has more than this many times the capacity its live
 /// keys need gives the rest back.
 const SHRINK_RATIO: usize = 4;
@@ -70,6 +77,8 @@ pub struct RateTable {
 #[derive(Debug, Default)]
 pub struct Shard {
     map: HashMap<u64, u64, BuildHasherDefault<Prehashed>>,
+    /// When a full shard may next look for expired keys to make room.
+    next_full_sweep: u64,
 }
 
 impl Default for RateTable {
@@ -123,7 +132,7 @@ impl RateTable {
             *t = tat;
             return;
         }
-        if shard.map.len() >= SHARD_CAP && shard.sweep(now) == 0 {
+        if shard.map.len() >= SHARD_CAP && shard.make_room(now) == 0 {
             shard.evict_one();
             self.evicted.fetch_add(1, Ordering::Relaxed);
             if !self.warned.swap(true, Ordering::Relaxed) {
@@ -142,6 +151,16 @@ impl Shard {
     /// with nothing in its bucket).
     pub fn tat(&self, key: u64) -> u64 {
         self.map.get(&key).copied().unwrap_or(0)
+    }
+
+    /// A full shard's sweep, at most once per `FULL_SHARD_SWEEP_GAP`; how many
+    /// keys it dropped.
+    fn make_room(&mut self, now: u64) -> usize {
+        if now < self.next_full_sweep {
+            return 0;
+        }
+        self.next_full_sweep = now + FULL_SHARD_SWEEP_GAP.as_nanos() as u64;
+        self.sweep(now)
     }
 
     fn sweep(&mut self, now: u64) -> usize {
@@ -272,11 +291,10 @@ mod tests {
         assert_eq!(t.evicted(), 0);
         assert_eq!(lock(&t.shards[0]).map.len(), SHARD_CAP);
         assert_eq!(t.lock(first[7]).tat(first[7]), 0);
-        // Another: now a live entry makes room, the youngest of a sample, which
-        // is the new key stored just before (50 s) if sampled, else one of the
-        // first (100 s + i).
+        // Another, 1 ms later: no sweep so soon (it would find nothing), a live
+        // entry makes room at once: the nearest to expiring of a sample.
         let b = keys.next().unwrap();
-        put(&t, b, 200 * SEC, 2 * SEC);
+        put(&t, b, 200 * SEC, 2 * SEC + 1_000_000);
         assert_eq!(t.evicted(), 1);
         assert_eq!(lock(&t.shards[0]).map.len(), SHARD_CAP);
         assert_eq!(t.lock(b).tat(b), 200 * SEC, "the new key is stored");
@@ -285,5 +303,12 @@ mod tests {
         // Updating a key of a full shard evicts nothing.
         put(&t, b, 300 * SEC, 2 * SEC);
         assert_eq!(t.evicted(), 1);
+        // Once the gap has passed, a full shard sweeps again before evicting:
+        // at 150 s every key but `b` has expired, and they make the room.
+        let c = keys.next().unwrap();
+        put(&t, c, 200 * SEC, 150 * SEC);
+        assert_eq!(t.evicted(), 1, "expired keys made room");
+        assert_eq!(lock(&t.shards[0]).map.len(), 2);
+        assert_eq!(t.lock(a).tat(a), 0);
     }
 }
