@@ -503,3 +503,24 @@ async fn the_state_survives_a_reload_that_keeps_the_limit() {
     reload("{ rate = \"1/m\", burst = 2 }", "");
     assert_eq!(statuses(p.addr, "/", &[], 4).await, [200, 200, 200, 429]);
 }
+
+/// Keys with no traffic cost nothing once their window has passed: the proxy's
+/// sweep drops them.
+#[tokio::test]
+async fn idle_keys_are_swept_after_their_window() {
+    let p = setup(
+        &["a"],
+        "[[route]]\nupstream = \"o\"\nrate_limit = { rate = \"1/s\", burst = 1 }\n\
+         [upstream.o]\nservers = [{ addr = \"@0\" }]\n",
+    )
+    .await;
+    for from in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        assert_eq!(get_from(from, p.addr, "/", "").await.status, 200);
+    }
+    let limits = p.running.shared.limits();
+    // Their windows end a second after their requests; a sweep runs every second.
+    assert_eq!(limits.rate_keys(), 3, "one entry per client");
+    let swept =
+        common::control::eventually(Duration::from_secs(5), || limits.rate_keys() == 0).await;
+    assert!(swept.is_some(), "{} keys left", limits.rate_keys());
+}

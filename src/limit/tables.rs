@@ -79,6 +79,17 @@ impl Tables {
         tables.iter().map(|t| t.sweep(now)).sum()
     }
 
+    /// Keys held by every rate table (live ones, and expired ones not swept yet).
+    pub fn rate_keys(&self) -> usize {
+        let tables: Vec<Arc<RateTable>> = self
+            .lock()
+            .rate
+            .values()
+            .map(|(t, _)| Arc::clone(t))
+            .collect();
+        tables.iter().map(|t| t.len()).sum()
+    }
+
     /// How many rate and `limit_conn` tables are kept.
     pub fn count(&self) -> (usize, usize) {
         let inner = self.lock();
