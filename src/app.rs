@@ -49,6 +49,7 @@ pub fn prepare(config: Config, workers: usize) -> io::Result<Running> {
     let background = background_runtime(stop_rx.clone())?;
     shared.start_health(background.clone());
     spawn_upkeep(&shared, &background, stop_rx.clone());
+    spawn_limit_sweep(&shared, &background, stop_rx.clone());
     let workers = Workers::spawn(workers, shared.current(), &stop_rx)?;
     let control = Control::new(Arc::clone(&shared), workers.commands(), &config);
     let admin = match &config.admin {
@@ -124,6 +125,28 @@ fn background_runtime(mut stop: Stop) -> io::Result<tokio::runtime::Handle> {
         .name("switchyard-background".into())
         .spawn(move || rt.block_on(stopped(&mut stop)))?;
     Ok(handle)
+}
+
+/// Sweeps the rate limiters' expired keys every `SWEEP_INTERVAL`, so that keys
+/// with no traffic cost no memory after their window, whether their shard sees
+/// requests or not. One shard's lock is held at a time.
+fn spawn_limit_sweep(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, mut stop: Stop) {
+    let weak = Arc::downgrade(shared);
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(crate::limit::table::SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stopped(&mut stop) => return,
+                _ = tick.tick() => match weak.upgrade() {
+                    Some(shared) => {
+                        shared.limits().sweep(crate::limit::now());
+                    }
+                    None => return,
+                },
+            }
+        }
+    });
 }
 
 /// Folds histogram samples into buckets now and then, so an unscraped proxy's

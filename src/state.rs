@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::checks::Supervisor;
 use crate::config::{Config, ServerConfig, UpstreamConfig};
+use crate::limit::Tables;
 use crate::membership::discover::{Discover, Report};
 use crate::membership::{MemberError, Membership};
 use crate::observe::{AccessLog, Metrics};
@@ -30,6 +31,8 @@ pub struct Shared {
     listener_ids: Mutex<HashMap<String, ListenerId>>,
     /// TLS session resumption state per listener name, kept across reloads.
     tls_sessions: Mutex<HashMap<String, Arc<tls::Sessions>>>,
+    /// The rate and concurrency limiters' tables, kept across reloads.
+    limits: Tables,
     health: Mutex<Supervisor>,
     /// The configuration the current snapshot was built from; its lock also keeps
     /// two rebuilds from interleaving.
@@ -53,6 +56,7 @@ impl Shared {
             membership: Membership::default(),
             listener_ids: Mutex::default(),
             tls_sessions: Mutex::default(),
+            limits: Tables::default(),
             health: Mutex::new(Supervisor::default()),
             config: Mutex::new(Arc::new(config)),
             metrics,
@@ -85,6 +89,11 @@ impl Shared {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// The limiters' tables (swept of expired keys by the background runtime).
+    pub fn limits(&self) -> &Tables {
+        &self.limits
     }
 
     /// Reopens the access log's file (SIGUSR1, after logrotate moved it).
@@ -271,6 +280,7 @@ impl Shared {
                 },
                 metrics: &self.metrics,
                 access_log,
+                limits: &self.limits,
             },
         )
     }
@@ -307,6 +317,7 @@ fn empty(metrics: &Metrics) -> Snapshot {
             tls: &mut |_| None,
             metrics,
             access_log: None,
+            limits: &Tables::default(),
         },
     )
 }

@@ -8,6 +8,7 @@ mod cert;
 mod client_limits;
 mod diff;
 mod health_check;
+mod limits;
 mod raw;
 mod retry;
 mod route;
@@ -35,6 +36,11 @@ pub use diff::{diff, Action, Change};
 pub use health_check::{
     HealthCheckConfig, StatusSet, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_EJECTED_PERCENT,
     DEFAULT_MAX_FAILS,
+};
+pub use limits::{
+    Delay, LimitConnConfig, LimitKey, LimitStore, Per, Rate, RateLimitConfig, RedisAddr, RedisUrl,
+    DEFAULT_LIMIT_KEY, DEFAULT_LIMIT_STATUS, DEFAULT_RATE_LIMIT_BURST, DEFAULT_RATE_LIMIT_DELAY,
+    DEFAULT_REDIS_PORT, MAX_RATE, REDIS_STORE_AVAILABLE,
 };
 pub use retry::{NextUpstream, RetryPolicy};
 pub use route::{
@@ -158,6 +164,10 @@ pub struct ListenerConfig {
     /// Who its clients are and which may come in: `proxy_protocol`,
     /// `trusted_proxies`, `max_connections`, `allow`, `deny`.
     pub clients: ListenerClients,
+    /// Rate limits every request of the listener must pass, routed or not.
+    pub rate_limit: Vec<RateLimitConfig>,
+    /// Limits on the listener's requests in flight.
+    pub limit_conn: Vec<LimitConnConfig>,
 }
 
 /// nginx's `client_header_timeout` default: a client that has not sent its whole

@@ -42,6 +42,9 @@ pub(crate) struct RawListener {
     pub max_connections: Option<u32>,
     pub allow: Option<Vec<String>>,
     pub deny: Option<Vec<String>>,
+    /// Tables or arrays of tables (`config::limits`).
+    pub rate_limit: Option<toml::Value>,
+    pub limit_conn: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

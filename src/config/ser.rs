@@ -371,6 +371,12 @@ impl Serialize for ListenerConfig {
         if let Some(tls) = &self.tls {
             m.serialize_field("tls", tls)?;
         }
+        if !self.rate_limit.is_empty() {
+            m.serialize_field("rate_limit", &OneOrMany(&self.rate_limit))?;
+        }
+        if !self.limit_conn.is_empty() {
+            m.serialize_field("limit_conn", &OneOrMany(&self.limit_conn))?;
+        }
         m.end()
     }
 }
@@ -441,6 +447,15 @@ impl Serialize for UpstreamConfig {
         m.serialize_field("tls", &TlsSetting(self.tls.as_ref()))?;
         m.serialize_field("servers", &WrittenServers(&self.servers))?;
         m.end()
+    }
+}
+
+/// A list of limits as the file writes it (`limits::one_or_many`).
+struct OneOrMany<'a, T>(&'a [T]);
+
+impl<T: Serialize> Serialize for OneOrMany<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        super::limits::one_or_many(self.0, s)
     }
 }
 
@@ -666,6 +681,7 @@ https_port = 8443
 [[listener]]
 name = "plain"
 listen = "127.0.0.1:8081"
+rate_limit = [{ rate = "100/s" }, { rate = "6000/m", key = "cookie:sid", store = "local" }]
 
 [[route]]
 name = "health"
@@ -697,6 +713,8 @@ next_upstream = ["non_idempotent", "http_429", "error", "http_502"]
 next_upstream_tries = 0
 next_upstream_timeout = "10s"
 retry_body_limit = 1000
+rate_limit = { rate = "10/s", burst = 5, key = "header:X-Chat-Id", delay = "all", status = 503 }
+limit_conn = [{ max = 5 }, { max = 50, key = "route", status = 503 }]
 
 [[route]]
 host = "*.example.com"
@@ -817,6 +835,11 @@ servers = [{ addr = "127.0.0.1:9444" }]
             "[upstream.few.tls]\nverify = false\n",
             "[upstream.any.sticky]\ncookie = \"pick\"\nttl = \"1h\"\n",
             "token = \"s3cret\"\n",
+            // Limits: one as a table, several as an array, defaults filled in.
+            "[[listener.rate_limit]]\nrate = \"100/s\"\nburst = 0\nkey = \"client_ip\"\ndelay = 0\nstatus = 429\nstore = \"local\"\n",
+            "[[listener.rate_limit]]\nrate = \"6000/m\"\nburst = 0\nkey = \"cookie:sid\"\n",
+            "[route.rate_limit]\nrate = \"10/s\"\nburst = 5\nkey = \"header:x-chat-id\"\ndelay = \"all\"\nstatus = 503\nstore = \"local\"\n",
+            "[[route.limit_conn]]\nmax = 5\nkey = \"client_ip\"\nstatus = 429\n\n[[route.limit_conn]]\nmax = 50\nkey = \"route\"\nstatus = 503\n",
         ] {
             assert!(text.contains(line), "no {line:?} in\n{text}");
         }

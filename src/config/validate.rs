@@ -351,6 +351,16 @@ fn check_listeners(
                         deny: l.deny,
                     },
                 ),
+                rate_limit: super::limits::check_rate_limits(
+                    c,
+                    &format!("{base}.rate_limit"),
+                    l.rate_limit,
+                ),
+                limit_conn: super::limits::check_limit_conns(
+                    c,
+                    &format!("{base}.limit_conn"),
+                    l.limit_conn,
+                ),
             });
         }
     }

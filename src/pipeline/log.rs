@@ -70,6 +70,9 @@ pub struct Record {
     pub body_in: BodyIn,
     /// The request's turn on its connection: ends with the response.
     pub turn: Option<Turn>,
+    /// The `limit_conn` slots the request holds, given back when the record
+    /// closes (its response body ended or was dropped).
+    pub held: crate::limit::Held,
     log: Option<LogParts>,
 }
 
@@ -91,6 +94,7 @@ impl Record {
             tries: 0,
             body_in: BodyIn::None,
             turn: None,
+            held: crate::limit::Held::default(),
             log: log.map(|log| LogParts {
                 log: Arc::clone(log),
                 client: Arc::clone(client),

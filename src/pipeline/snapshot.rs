@@ -16,6 +16,7 @@ use super::real_ip::RealIp;
 use super::route::Router;
 use super::session::ConnSettings;
 use crate::config::{Config, ListenerConfig};
+use crate::limit::Tables;
 use crate::observe::{AccessLog, Metrics, RouteMetrics, NONE};
 use crate::upstream::Upstream;
 
@@ -96,6 +97,8 @@ pub struct Parts<'a> {
     pub tls: &'a mut dyn FnMut(&ListenerConfig) -> Option<Arc<rustls::ServerConfig>>,
     pub metrics: &'a Metrics,
     pub access_log: Option<Arc<AccessLog>>,
+    /// The limiters' tables, kept across snapshots.
+    pub limits: &'a Tables,
 }
 
 /// For each upstream, the names of the routes that proxy to it, in the file's
@@ -115,8 +118,13 @@ impl Snapshot {
     /// in its order).
     pub fn build(config: &Config, upstreams: Vec<Arc<Upstream>>, p: Parts<'_>) -> Snapshot {
         let mut next_slot: HashMap<&str, usize> = HashMap::new();
-        let listener_guards: Vec<Box<[Guard]>> =
-            config.listeners.iter().map(guard::for_listener).collect();
+        // The tables this configuration asks for are kept, the others let go.
+        p.limits.begin();
+        let listener_guards: Vec<Box<[Guard]>> = config
+            .listeners
+            .iter()
+            .map(|l| guard::for_listener(l, p.limits))
+            .collect();
         // Whether a listener's guards may refuse requests of every route, and of
         // none (their refusals are counted per route).
         let any_listener_guard = listener_guards.iter().any(|g| !g.is_empty());
@@ -136,7 +144,7 @@ impl Snapshot {
                 });
                 let filters = filter::for_route(r, target.map(|(i, _)| &config.upstreams[i]));
                 let body_limit = filters.iter().filter_map(Filter::body_limit).max();
-                let guards = guard::for_route(r);
+                let guards = guard::for_route(r, p.limits);
                 let limited = any_listener_guard || !guards.is_empty();
                 Route {
                     name: Arc::from(r.name.as_str()),
@@ -173,6 +181,7 @@ impl Snapshot {
                 real_ip: RealIp::new(&l.clients.trusted_proxies),
             });
         }
+        p.limits.finish();
         Snapshot {
             listeners: listeners.into(),
             routes: routes.into(),

@@ -13,6 +13,7 @@ use http::{HeaderName, Method};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::limits::{self, LimitConnConfig, RateLimitConfig};
 use super::retry::{self, RetryPolicy};
 use super::ser;
 use super::validate::{Checker, Declared};
@@ -55,6 +56,9 @@ pub(super) struct RawRoute {
     // Checked in `access`.
     allow: Option<Vec<String>>,
     deny: Option<Vec<String>>,
+    // Guards (`config::limits`): a table or an array of tables each.
+    rate_limit: Option<toml::Value>,
+    limit_conn: Option<toml::Value>,
 }
 
 /// The keys that choose a route's action; a route has exactly one.
@@ -124,6 +128,18 @@ pub struct RouteConfig {
     /// `allow` and `deny`.
     #[serde(flatten)]
     pub access: AccessRules,
+    /// Rate limits every request of the route must pass (after the listener's).
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "limits::one_or_many"
+    )]
+    pub rate_limit: Vec<RateLimitConfig>,
+    /// Limits on the route's requests in flight.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "limits::one_or_many"
+    )]
+    pub limit_conn: Vec<LimitConnConfig>,
 }
 
 impl RouteConfig {
@@ -383,6 +399,10 @@ pub(super) fn check_routes(
             .as_ref()
             .and_then(|v| super::client_limits::body_size(c, &format!("{base}.max_body_size"), v));
         let access = super::access::check_rules(c, &base, r.allow.clone(), r.deny.clone());
+        let rate_limit =
+            limits::check_rate_limits(c, &format!("{base}.rate_limit"), r.rate_limit.clone());
+        let limit_conn =
+            limits::check_limit_conns(c, &format!("{base}.limit_conn"), r.limit_conn.clone());
         let action = match (action, proxy) {
             (Some(Checked::Proxy), Some(p)) => RouteAction::Proxy(p),
             (Some(Checked::Other(a)), _) => a,
@@ -401,6 +421,8 @@ pub(super) fn check_routes(
             response_headers,
             max_body_size,
             access,
+            rate_limit,
+            limit_conn,
         };
         route.name = r.name.unwrap_or_else(|| route.default_name());
         out.push(route);

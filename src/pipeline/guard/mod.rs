@@ -11,6 +11,15 @@
 //! `reply::error` answers and the route's `requests_limited_total` counts. What a
 //! guard must hold until the response ends (a `limit_conn` slot) goes into the
 //! request's `Record`, which lives as long as the response body.
+//!
+//! Within a listener or a route, `rate_limit` runs before `limit_conn`, as
+//! nginx's `limit_req` runs before its `limit_conn`: a request waiting out its
+//! delay holds no concurrency slot. A request a route's guard refuses has been
+//! counted by its listener's limits already (they ran first).
+
+mod key;
+mod limit_conn;
+mod rate_limit;
 
 mod access;
 mod body_size;
@@ -21,6 +30,10 @@ use hyper::body::Incoming;
 use super::ctx::Ctx;
 use super::filter::Stop;
 use crate::config::{ListenerConfig, RouteConfig};
+use crate::limit::Tables;
+
+pub use limit_conn::LimitConn;
+pub use rate_limit::RateLimit;
 
 pub use access::Access;
 pub use body_size::BodySize;
@@ -32,6 +45,10 @@ pub enum Guard {
     Access(Access),
     /// `max_body_size`.
     BodySize(BodySize),
+    /// `rate_limit`.
+    RateLimit(RateLimit),
+    /// `limit_conn`.
+    LimitConn(LimitConn),
 }
 
 impl Guard {
@@ -40,29 +57,62 @@ impl Guard {
         match self {
             Guard::Access(g) => g.admit(ctx),
             Guard::BodySize(g) => g.admit(ctx, req),
+            Guard::RateLimit(g) => g.admit(ctx, req).await,
+            Guard::LimitConn(g) => g.admit(ctx, req),
         }
     }
 }
 
 /// A listener's guards, in the order they run: access rules first, so a refused
-/// address costs no limit's budget.
-pub fn for_listener(l: &ListenerConfig) -> Box<[Guard]> {
+/// address costs no limit's budget, then its limits, whose state comes from
+/// `tables` (kept across reloads by the listener's name).
+pub fn for_listener(l: &ListenerConfig, tables: &Tables) -> Box<[Guard]> {
     let mut guards = Vec::new();
     if let Some(a) = Access::new(&l.clients.access) {
         guards.push(Guard::Access(a));
     }
+    let place = format!("listener {:?}", l.name);
+    limits(&mut guards, &place, &l.rate_limit, &l.limit_conn, tables);
     guards.into()
 }
 
 /// A route's guards, in the order they run: access rules first (a refused
 /// address spends nothing), then the body size (it costs nothing, and a request
-/// it refuses should not spend a rate limit's budget).
-pub fn for_route(r: &RouteConfig) -> Box<[Guard]> {
+/// it refuses should not spend a rate limit's budget), then its limits, whose
+/// state comes from `tables` (kept across reloads by what makes the route the
+/// same one to the reload diff: its listener, host, path and methods).
+pub fn for_route(r: &RouteConfig, tables: &Tables) -> Box<[Guard]> {
     let mut guards = Vec::new();
     if let Some(a) = Access::new(&r.access) {
         guards.push(Guard::Access(a));
     }
     // Always present: a route without its own limit applies its listener's.
     guards.push(Guard::BodySize(BodySize::new(r.max_body_size)));
+    let place = format!(
+        "route {:?} {:?} {} {:?} {:?}",
+        r.listener,
+        r.host.as_ref().map(ToString::to_string),
+        r.path.key(),
+        r.path.as_str(),
+        r.methods
+    );
+    limits(&mut guards, &place, &r.rate_limit, &r.limit_conn, tables);
     guards.into()
+}
+
+/// The rate limits, then the concurrency limits (nginx's order: a request
+/// refused by its rate takes no slot).
+fn limits(
+    guards: &mut Vec<Guard>,
+    place: &str,
+    rate: &[crate::config::RateLimitConfig],
+    conn: &[crate::config::LimitConnConfig],
+    tables: &Tables,
+) {
+    if !rate.is_empty() {
+        guards.push(Guard::RateLimit(RateLimit::new(place, rate, tables)));
+    }
+    if !conn.is_empty() {
+        guards.push(Guard::LimitConn(LimitConn::new(place, conn, tables)));
+    }
 }

@@ -1,0 +1,126 @@
+//! The limiters' tables, kept outside the configuration snapshots (like the
+//! per-server state) so that a reload does not hand every client a fresh budget.
+//!
+//! A table is found by an id naming where its limit is declared and the settings
+//! its state depends on (`RateLimitConfig::state_id`): a reload that keeps a
+//! limit's place and settings keeps its table, one that changes them starts a
+//! fresh one, and the tables of limits gone from the configuration are dropped
+//! once the snapshots that use them are. `limit_conn` tables depend on no setting
+//! (the counts are facts, whatever `max` is now), so they carry over by place.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::conn::ConnTable;
+use super::table::RateTable;
+
+/// Every limiter table of one proxy.
+#[derive(Debug, Default)]
+pub struct Tables {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Bumped by `begin`: a table not asked for since is not in the configuration
+    /// being built.
+    generation: u64,
+    rate: HashMap<String, (Arc<RateTable>, u64)>,
+    conn: HashMap<String, (Arc<ConnTable>, u64)>,
+}
+
+impl Tables {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts building a configuration's snapshot: the tables it asks for until
+    /// `finish` are kept, the others let go then.
+    pub fn begin(&self) {
+        self.lock().generation += 1;
+    }
+
+    /// Lets go of the tables the configuration just built did not ask for (the
+    /// old snapshot keeps its own until its last request ends).
+    pub fn finish(&self) {
+        let mut inner = self.lock();
+        let g = inner.generation;
+        inner.rate.retain(|_, (_, used)| *used == g);
+        inner.conn.retain(|_, (_, used)| *used == g);
+    }
+
+    /// The rate table with id `id`, the existing one if any.
+    pub fn rate(&self, id: String) -> Arc<RateTable> {
+        let mut inner = self.lock();
+        let g = inner.generation;
+        let (t, used) = inner.rate.entry(id).or_default();
+        *used = g;
+        Arc::clone(t)
+    }
+
+    /// The `limit_conn` table with id `id`, the existing one if any.
+    pub fn conn(&self, id: String) -> Arc<ConnTable> {
+        let mut inner = self.lock();
+        let g = inner.generation;
+        let (t, used) = inner.conn.entry(id).or_default();
+        *used = g;
+        Arc::clone(t)
+    }
+
+    /// Drops the expired keys of every rate table (`RateTable::sweep`), returning
+    /// how many. The registry's lock is held only to list the tables.
+    pub fn sweep(&self, now: u64) -> usize {
+        let tables: Vec<Arc<RateTable>> = self
+            .lock()
+            .rate
+            .values()
+            .map(|(t, _)| Arc::clone(t))
+            .collect();
+        tables.iter().map(|t| t.sweep(now)).sum()
+    }
+
+    /// Keys held by every rate table (live ones, and expired ones not swept yet).
+    pub fn rate_keys(&self) -> usize {
+        let tables: Vec<Arc<RateTable>> = self
+            .lock()
+            .rate
+            .values()
+            .map(|(t, _)| Arc::clone(t))
+            .collect();
+        tables.iter().map(|t| t.len()).sum()
+    }
+
+    /// How many rate and `limit_conn` tables are kept.
+    pub fn count(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.rate.len(), inner.conn.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_asked_for_again_is_the_same_and_one_left_out_goes() {
+        let t = Tables::default();
+        t.begin();
+        let a = t.rate("route /a/#0 10/s".into());
+        let b = t.rate("route /b/#0 10/s".into());
+        let c = t.conn("route /a/#0".into());
+        t.finish();
+        assert_eq!(t.count(), (2, 1));
+        t.begin();
+        let a2 = t.rate("route /a/#0 10/s".into());
+        let b2 = t.rate("route /b/#0 20/s".into());
+        t.finish();
+        assert!(Arc::ptr_eq(&a, &a2), "same place and settings: kept");
+        assert!(!Arc::ptr_eq(&b, &b2), "new settings: a fresh table");
+        assert_eq!(
+            t.count(),
+            (2, 0),
+            "the old /b/ table and the conn table went"
+        );
+        drop(c);
+    }
+}
