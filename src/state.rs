@@ -61,7 +61,7 @@ impl Shared {
         };
         let config = shared.config();
         let snapshot = shared.build(&config, log, true, None);
-        shared.current.store(Arc::new(snapshot));
+        shared.go_live(Arc::new(snapshot));
         Ok(Arc::new(shared))
     }
 
@@ -119,7 +119,7 @@ impl Shared {
         let log = open_log(old.access_log.as_ref(), &config)?;
         self.membership.reloaded(&config.upstreams);
         let snapshot = Arc::new(self.build(&config, log, false, Some(&old)));
-        self.current.store(Arc::clone(&snapshot));
+        self.go_live(Arc::clone(&snapshot));
         self.metrics.applied();
         *current = Arc::new(config);
         drop(current);
@@ -215,10 +215,20 @@ impl Shared {
             Some(prev),
         ));
         let snapshot = Arc::new(old.with_upstream(i, Arc::clone(&rebuilt)));
-        self.current.store(Arc::clone(&snapshot));
+        self.go_live(Arc::clone(&snapshot));
         drop(config);
         self.sync_health(&snapshot);
         Ok(rebuilt)
+    }
+
+    /// Makes `snapshot` the one new requests take, and its upstreams the ones
+    /// requests waiting in their queues pick from when woken (each queue is woken
+    /// once: the new server set may have room).
+    fn go_live(&self, snapshot: Arc<Snapshot>) {
+        self.current.store(Arc::clone(&snapshot));
+        for u in &snapshot.upstreams {
+            u.queue.publish(u);
+        }
     }
 
     fn sync_health(&self, snapshot: &Snapshot) {
