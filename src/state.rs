@@ -223,12 +223,14 @@ impl Shared {
 
     /// Makes `snapshot` the one new requests take, and its upstreams the ones
     /// requests waiting in their queues pick from when woken (each queue is woken
-    /// once: the new server set may have room).
+    /// once: the new server set may have room). The queues learn first, so that
+    /// no request that started on the new snapshot is ever sent back to an older
+    /// server set.
     fn go_live(&self, snapshot: Arc<Snapshot>) {
-        self.current.store(Arc::clone(&snapshot));
         for u in &snapshot.upstreams {
             u.queue.publish(u);
         }
+        self.current.store(snapshot);
     }
 
     fn sync_health(&self, snapshot: &Snapshot) {
