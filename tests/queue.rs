@@ -537,3 +537,39 @@ async fn a_server_added_while_requests_wait_takes_them() {
     assert_eq!(b.max_busy(), 2);
     running.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A retry (`next_upstream`) respects `max_conns` too: after a failed connect to
+/// one server, a request whose other server is full waits for it in the queue
+/// rather than going past its cap.
+#[tokio::test]
+async fn a_retry_waits_for_a_full_server() {
+    let b = Origin::start("b").await;
+    b.set_requests(Mode::Hold);
+    let (refusing, _parked) = common::control::refusing_port();
+    let running = proxy(
+        "",
+        &format!(
+            "[{{ addr = \"{refusing}\", max_conns = 5, max_fails = 0 }}, \
+             {{ addr = \"{}\", max_conns = 1 }}]",
+            b.addr()
+        ),
+        "",
+    )
+    .await;
+    let addr = running.addr("public").unwrap();
+    let first = spawn_get(addr, "first");
+    b.wait_requests(1, LIMIT).await;
+    // Whichever server it is given first, the second ends up trying the refusing
+    // one and then waiting for b.
+    let second = spawn_get(addr, "second");
+    until_queued(&running, 1).await;
+    assert_eq!(b.requests(), 1);
+    b.release(1);
+    b.wait_requests(2, LIMIT).await;
+    b.release(1);
+    assert_eq!(answer(first).await.status, 200);
+    let r = answer(second).await;
+    assert_eq!((r.status.as_u16(), r.origin()), (200, Some("b")));
+    assert_eq!(b.max_busy(), 1);
+    running.shutdown(Duration::from_secs(1)).await;
+}
