@@ -76,9 +76,12 @@ fn pick_release(u: &Upstream, hashed: bool, counter: &mut u64) {
         None
     };
     let (_, server) = u.pick(&PickCtx::with_key(key)).expect("an eligible server");
-    drop(black_box(
-        InFlight::claim(&server.state, u.measure).expect("a slot"),
-    ));
+    // As the proxy takes a server: a slot (within `max_conns`), then its guard.
+    assert!(server.state.take_slot(), "a slot");
+    drop(black_box(InFlight::taken(
+        Arc::clone(&server.state),
+        u.measure,
+    )));
 }
 
 #[inline]

@@ -94,6 +94,31 @@ impl ServerState {
         self.max_conns.store(max, Ordering::Relaxed);
     }
 
+    /// Counts one more request in flight, unless that would pass its `max_conns`
+    /// (then `InFlight::taken` makes the guard that gives it back).
+    #[inline]
+    pub fn take_slot(&self) -> bool {
+        match self.max_conns() {
+            0 => {
+                self.inflight.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            max => self.take_capped_slot(max),
+        }
+    }
+
+    /// The compare-and-swap loop of a server with a cap, kept out of line so that
+    /// the uncapped path stays as small as it was (measured: inlined, it made the
+    /// uncapped pick and release spill to the stack).
+    #[inline(never)]
+    fn take_capped_slot(&self, max: usize) -> bool {
+        self.inflight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
     /// At its `max_conns`: no new request may be sent to it now.
     pub fn full(&self) -> bool {
         match self.max_conns() {

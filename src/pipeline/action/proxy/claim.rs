@@ -69,18 +69,15 @@ fn take(u: &Upstream, idx: usize) -> Take {
     let Some(admission) = server.state.admit() else {
         return Take::TrialTaken;
     };
-    match InFlight::claim(&server.state, u.measure) {
-        Some(mut guard) => {
-            guard.set_admission(admission);
-            Take::Got(guard)
+    if !server.state.take_slot() {
+        if admission == Admission::Trial {
+            server.state.trial_abandoned();
         }
-        None => {
-            if admission == Admission::Trial {
-                server.state.trial_abandoned();
-            }
-            Take::Full
-        }
+        return Take::Full;
     }
+    let mut guard = InFlight::taken(Arc::clone(&server.state), u.measure);
+    guard.set_admission(admission);
+    Take::Got(guard)
 }
 
 /// A server the sticky cookie names, taken if it may be: `None` sends the
