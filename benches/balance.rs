@@ -32,16 +32,24 @@ const ALGOS: &[(&str, &str, &str)] = &[
     ("hash", "hash", ""),
     ("hash_bounded_1.25", "hash", "hash_balance_factor = 1.25"),
     ("random", "random", ""),
+    // Every server with a `max_conns` it never reaches: what the cap costs a pick
+    // and a release (the same algorithms above run without one).
+    ("round_robin_max_conns", "round_robin", ""),
+    ("least_conn_max_conns", "least_conn", ""),
 ];
+
+/// The servers' `max_conns` in the `_max_conns` variants: never reached.
+const BENCH_MAX_CONNS: u32 = 1 << 30;
 
 const SIZES: &[usize] = &[3, 32, 1024];
 
-/// The proxy's shared state for one upstream `u` of `n` servers.
-fn shared(balance: &str, extra: &str, n: usize) -> Arc<Shared> {
+/// The proxy's shared state for one upstream `u` of `n` servers, each with
+/// `max_conns` (0: none).
+fn shared(balance: &str, extra: &str, n: usize, max_conns: u32) -> Arc<Shared> {
     let servers: Vec<String> = (0..n)
         .map(|i| {
             format!(
-                "{{ addr = \"127.0.0.1:{}\", weight = {} }}",
+                "{{ addr = \"127.0.0.1:{}\", weight = {}, max_conns = {max_conns} }}",
                 10000 + i,
                 1 + i % 3
             )
@@ -68,7 +76,9 @@ fn pick_release(u: &Upstream, hashed: bool, counter: &mut u64) {
         None
     };
     let (_, server) = u.pick(&PickCtx::with_key(key)).expect("an eligible server");
-    drop(black_box(InFlight::new(
+    // As the proxy takes a server: a slot (within `max_conns`), then its guard.
+    assert!(server.state.take_slot(), "a slot");
+    drop(black_box(InFlight::taken(
         Arc::clone(&server.state),
         u.measure,
     )));
@@ -94,7 +104,12 @@ fn balance(c: &mut Criterion) {
             .sample_size(20);
         let hashed = balance == "hash";
         for &n in SIZES {
-            let shared = shared(balance, extra, n);
+            let max_conns = if name.ends_with("_max_conns") {
+                BENCH_MAX_CONNS
+            } else {
+                0
+            };
+            let shared = shared(balance, extra, n, max_conns);
             let snapshot = shared.load();
             let u = &snapshot.upstreams[0];
             g.bench_with_input(BenchmarkId::new("1thread", n), &n, |b, _| {

@@ -202,6 +202,7 @@ fn observe(c: &mut Criterion) {
         server: Some("127.0.0.1:9001".parse().unwrap()),
         upstream_status: Some(200),
         upstream_time: Some(std::time::Duration::from_micros(700)),
+        queue_time: None,
         tries: 1,
         request_id: "0123456789abcdef0123456789abcdef",
         user_agent: "python-requests/2.31",

@@ -65,7 +65,7 @@ impl Shared {
         };
         let config = shared.config();
         let snapshot = shared.build(&config, log, true, None);
-        shared.current.store(Arc::new(snapshot));
+        shared.go_live(Arc::new(snapshot));
         Ok(Arc::new(shared))
     }
 
@@ -128,7 +128,7 @@ impl Shared {
         let log = open_log(old.access_log.as_ref(), &config)?;
         self.membership.reloaded(&config.upstreams);
         let snapshot = Arc::new(self.build(&config, log, false, Some(&old)));
-        self.current.store(Arc::clone(&snapshot));
+        self.go_live(Arc::clone(&snapshot));
         self.metrics.applied();
         *current = Arc::new(config);
         drop(current);
@@ -224,10 +224,22 @@ impl Shared {
             Some(prev),
         ));
         let snapshot = Arc::new(old.with_upstream(i, Arc::clone(&rebuilt)));
-        self.current.store(Arc::clone(&snapshot));
+        self.go_live(Arc::clone(&snapshot));
         drop(config);
         self.sync_health(&snapshot);
         Ok(rebuilt)
+    }
+
+    /// Makes `snapshot` the one new requests take, and its upstreams the ones
+    /// requests waiting in their queues pick from when woken (each queue is woken
+    /// once: the new server set may have room). The queues learn first, so that
+    /// no request that started on the new snapshot is ever sent back to an older
+    /// server set.
+    fn go_live(&self, snapshot: Arc<Snapshot>) {
+        for u in &snapshot.upstreams {
+            u.queue.publish(u);
+        }
+        self.current.store(snapshot);
     }
 
     fn sync_health(&self, snapshot: &Snapshot) {

@@ -136,6 +136,16 @@ fn render_state(out: &mut String, snapshot: &Snapshot, generation: u64, reloads:
             );
         }
     }
+    let name = "switchyard_upstream_queue_length";
+    let mut f = Family::start(
+        out,
+        name,
+        "gauge",
+        "Requests waiting in the upstream's queue for a server below its max_conns.",
+    );
+    for u in snapshot.upstreams.iter().filter(|u| u.capped) {
+        f.sample(name, &[("upstream", &*u.name)], u.queue.len() as f64);
+    }
     let name = "switchyard_server_ejections_total";
     let mut f = Family::start(
         out,

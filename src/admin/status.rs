@@ -62,6 +62,10 @@ pub(crate) struct UpstreamStatus {
     /// e.g. `GET /health every 2s`; `None` without active checks.
     pub health_check: Option<String>,
     pub servers_up: usize,
+    /// Requests waiting for a server below its `max_conns`.
+    pub queue_length: usize,
+    /// How many may wait.
+    pub queue_size: u32,
     pub servers: Vec<ServerStatus>,
 }
 
@@ -77,6 +81,8 @@ pub(crate) struct ServerStatus {
     pub backup: bool,
     pub weight: u32,
     pub inflight: usize,
+    /// Its cap on `inflight`; `None`: no limit.
+    pub max_conns: Option<usize>,
     pub requests: u64,
     pub errors: u64,
     /// What the balancer compares (see `switchyard_server_load_estimate`).
@@ -185,6 +191,8 @@ fn upstream(u: &Upstream, now: SystemTime) -> UpstreamStatus {
             )
         }),
         servers_up: u.servers.iter().filter(|s| s.eligible()).count(),
+        queue_length: u.queue.len(),
+        queue_size: u.config.queue.size,
         servers,
     }
 }
@@ -236,6 +244,7 @@ fn server(u: &Upstream, i: usize, now: SystemTime) -> ServerStatus {
         backup: s.backup,
         weight: s.weight,
         inflight: s.state.inflight(),
+        max_conns: Some(s.state.max_conns()).filter(|&m| m != 0),
         requests: s.state.requests(),
         errors: s.state.errors(),
         load_estimate: u.load_estimate(i),

@@ -44,7 +44,7 @@ pub(crate) fn render(s: &Status) -> String {
     for u in &s.upstreams {
         let _ = write!(
             h,
-            "<h2>upstream {} <span class=\"muted\">· {} · {}/{} up · {}</span></h2>",
+            "<h2>upstream {} <span class=\"muted\">· {} · {}/{} up · {}{}</span></h2>",
             esc(&u.name),
             u.balance,
             u.servers_up,
@@ -52,6 +52,11 @@ pub(crate) fn render(s: &Status) -> String {
             u.health_check
                 .as_deref()
                 .map_or_else(|| "no active checks".to_owned(), esc),
+            if u.servers.iter().any(|s| s.max_conns.is_some()) {
+                format!(" · {}/{} queued", u.queue_length, u.queue_size)
+            } else {
+                String::new()
+            },
         );
         h.push_str(
             "<table><tr><th>server</th><th>state</th><th>weight</th><th>in flight</th>\
@@ -122,6 +127,10 @@ fn server_row(h: &mut String, s: &ServerStatus) {
     let latency = s
         .latency_ms
         .map_or_else(|| "–".to_owned(), |ms| format!("{ms:.1} ms"));
+    let inflight = match s.max_conns {
+        Some(max) => format!("{}/{max}", s.inflight),
+        None => s.inflight.to_string(),
+    };
     let _ = write!(
         h,
         "<tr class=\"{}\"><td>{}{backup}</td><td>{}</td><td class=\"n\">{}</td>\
@@ -132,7 +141,7 @@ fn server_row(h: &mut String, s: &ServerStatus) {
         esc(&s.addr),
         esc(&state),
         s.weight,
-        s.inflight,
+        inflight,
         s.requests,
         s.errors,
         s.load_estimate,

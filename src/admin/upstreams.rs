@@ -161,6 +161,7 @@ fn find_server<'a>(
 fn upstream_json(u: &Upstream) -> Value {
     json!({
         "name": &*u.name,
+        "queue_length": u.queue.len(),
         "servers": u.servers.iter().map(server_json).collect::<Vec<_>>(),
     })
 }
@@ -180,6 +181,7 @@ fn server_json(s: &UpstreamServer) -> Value {
         "ejected": h.ejected,
         "ramping": h.ramping,
         "inflight": s.state.inflight(),
+        "max_conns": Some(s.state.max_conns()).filter(|&m| m != 0),
         "requests": s.state.requests(),
         "transitions": h.transitions,
     })

@@ -54,6 +54,11 @@ pub trait Candidate {
     /// The server's address: its identity on the `hash` ring, so that a server
     /// keeps its points whatever else joins or leaves.
     fn addr(&self) -> SocketAddr;
+    /// At its `max_conns`: passed over like an ineligible server, but only while
+    /// `PickCtx::capped` says some server of the upstream has a cap.
+    fn full(&self) -> bool {
+        false
+    }
 
     /// The weight the balancers use, in 1/1024ths (`WEIGHT_SCALE`): the static
     /// weight, lowered while slow start ramps.
@@ -86,6 +91,10 @@ pub struct PickCtx<'a> {
     /// Index in the upstream's `servers` of the tier's first server; set by
     /// `Upstream::pick` for each tier.
     pub base: usize,
+    /// Some server of the upstream has a `max_conns`: full servers are passed
+    /// over. Set by `Upstream::pick`; without caps no pick asks a server whether it
+    /// is full.
+    pub capped: bool,
 }
 
 impl PickCtx<'_> {
@@ -96,10 +105,15 @@ impl PickCtx<'_> {
         }
     }
 
-    /// Whether `servers[i]` (of the tier) may take this request: eligible, and not
-    /// already tried by it.
+    /// Whether `servers[i]` (of the tier) may take this request: eligible, not at
+    /// its `max_conns`, and not already tried by it.
     pub fn usable<S: Candidate>(&self, servers: &[S], i: usize) -> bool {
-        servers[i].eligible() && (self.skip.is_empty() || !self.skip.contains(&(self.base + i)))
+        servers[i].eligible() && !(self.capped && servers[i].full()) && !self.skipped(i)
+    }
+
+    /// Whether this request tried `servers[i]` (of the tier) already.
+    pub fn skipped(&self, i: usize) -> bool {
+        !self.skip.is_empty() && self.skip.contains(&(self.base + i))
     }
 }
 
@@ -201,6 +215,8 @@ pub(crate) mod fake {
         pub(crate) addr: SocketAddr,
         /// Slow start: its length, and when it began.
         pub(crate) ramp: Option<(Duration, Instant)>,
+        /// At its `max_conns`.
+        pub(crate) full: bool,
     }
 
     impl Candidate for Server {
@@ -233,6 +249,9 @@ pub(crate) mod fake {
         fn addr(&self) -> SocketAddr {
             self.addr
         }
+        fn full(&self) -> bool {
+            self.full
+        }
     }
 
     /// Eligible servers with the given weights, addresses 127.0.0.1:10000 onwards.
@@ -247,6 +266,7 @@ pub(crate) mod fake {
                 latency: Latency::new(Duration::from_millis(30)),
                 addr: SocketAddr::from(([127, 0, 0, 1], 10000 + i as u16)),
                 ramp: None,
+                full: false,
             })
             .collect()
     }
@@ -317,6 +337,47 @@ mod tests {
                 ..PickCtx::default()
             };
             assert_eq!(b.pick(&servers, &ctx), None, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn full_servers_are_passed_over_when_the_upstream_has_caps() {
+        let weights = [1, 1, 1];
+        let mut servers = fake::servers(&weights);
+        servers[0].full = true;
+        servers[2].full = true;
+        let algos: [Box<dyn Balancer<Server>>; 6] = [
+            Box::new(RoundRobin::new(&weights)),
+            Box::new(LeastConn::new(&weights)),
+            Box::new(LeastTime::new(&weights, Duration::from_secs(10))),
+            Box::new(RandomTwo::new(&weights)),
+            Box::new(PeakEwma::new(Duration::from_secs(10))),
+            Box::new(Ketama::new(&servers, &weights, None)),
+        ];
+        let capped = |key| PickCtx {
+            key,
+            capped: true,
+            ..PickCtx::default()
+        };
+        for b in &algos {
+            for k in 0..100u64 {
+                let key = Some(hash_bytes(&k.to_le_bytes()));
+                assert_eq!(b.pick(&servers, &capped(key)), Some(1), "{b:?}");
+            }
+            // Without caps in the upstream, nobody asks.
+            let picked: std::collections::HashSet<_> = (0..100u64)
+                .filter_map(|k| {
+                    b.pick(
+                        &servers,
+                        &PickCtx::with_key(Some(hash_bytes(&k.to_le_bytes()))),
+                    )
+                })
+                .collect();
+            assert!(picked.len() > 1, "{b:?}: {picked:?}");
+        }
+        servers[1].full = true;
+        for b in &algos {
+            assert_eq!(b.pick(&servers, &capped(Some(7))), None, "{b:?}");
         }
     }
 }

@@ -792,6 +792,7 @@ fn summary_table(schema: &str, t: &Table) -> String {
                 ("max_fails", Node::Int(DEFAULT_MAX_FAILS.into())),
                 ("fail_timeout", duration_node(DEFAULT_FAIL_TIMEOUT)),
                 ("slow_start", duration_node(std::time::Duration::ZERO)),
+                ("max_conns", Node::Int(0)),
             ];
             for (key, default) in defaults {
                 if let Some(v) = t.get(key).filter(|v| **v != default) {
@@ -969,7 +970,7 @@ servers = [{ addr = "127.0.0.1:9001" }, { addr = "127.0.0.1:9002" }]
     fn servers_added_and_removed_by_address_in_address_order() {
         let new = edit(
             r#"  { addr = "127.0.0.1:9002" },"#,
-            r#"  { addr = "127.0.0.1:9004", weight = 3, slow_start = "30s" },
+            r#"  { addr = "127.0.0.1:9004", weight = 3, slow_start = "30s", max_conns = 50 },
   { addr = "127.0.0.1:9003", backup = true },"#,
         );
         assert_eq!(
@@ -977,7 +978,7 @@ servers = [{ addr = "127.0.0.1:9001" }, { addr = "127.0.0.1:9002" }]
             [
                 "removed upstream bots, server 127.0.0.1:9002 (weight 1)",
                 "added upstream bots, server 127.0.0.1:9003 (weight 1, backup)",
-                "added upstream bots, server 127.0.0.1:9004 (weight 3, slow_start 30s)",
+                "added upstream bots, server 127.0.0.1:9004 (weight 3, slow_start 30s, max_conns 50)",
             ]
         );
     }
@@ -1397,6 +1398,21 @@ health_check = { method = "HEAD", path = "/ready", host = "bots.internal", port 
                 "{ addr = \"127.0.0.1:9001\" }",
                 "{ addr = \"127.0.0.1:9001\", max_fails = 0 }",
                 "max_fails 1 → 0",
+            ),
+            (
+                "{ addr = \"127.0.0.1:9001\" }",
+                "{ addr = \"127.0.0.1:9001\", max_conns = 50 }",
+                "max_conns 0 → 50",
+            ),
+            (
+                "[upstream.bots]\n",
+                "[upstream.bots]\nqueue = { size = 10 }\n",
+                "queue.size 1000 → 10",
+            ),
+            (
+                "[upstream.bots]\n",
+                "[upstream.bots]\nqueue = { timeout = \"2s\" }\n",
+                "queue.timeout none → 2s",
             ),
         ];
         for (from, to, detail) in cases {

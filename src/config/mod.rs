@@ -275,6 +275,8 @@ pub struct UpstreamConfig {
     pub health_check: Option<HealthCheckConfig>,
     /// Envoy's cap: passive ejection leaves at least the rest of the primaries.
     pub max_ejected_percent: u32,
+    /// Where requests wait while every eligible server is at its `max_conns`.
+    pub queue: QueueConfig,
     /// The wire protocol to the servers.
     pub protocol: UpstreamProtocol,
     /// HTTPS to the servers; `None`: cleartext.
@@ -293,6 +295,41 @@ pub const DEFAULT_EWMA_SEED: Duration = Duration::from_millis(30);
 pub const MIN_EWMA_SEED: Duration = Duration::from_millis(1);
 /// Cookie lifetime when `sticky.ttl` is not given.
 pub const DEFAULT_STICKY_TTL: Duration = Duration::from_secs(3600);
+
+/// An upstream's queue (HAProxy's backend queue with `timeout queue`, nginx Plus's
+/// `queue`): while every eligible server holds its `max_conns` requests, new ones
+/// wait here in arrival order and are sent as slots free. It exists whether or not
+/// the file writes it; it is used only when some server has a `max_conns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct QueueConfig {
+    /// Requests that may wait at once; more get 503 at once. 0: none wait, a
+    /// request that finds every server full gets 503 at once.
+    pub size: u32,
+    /// The longest wait, then 503. `None`: the route's `connect_timeout`, as
+    /// HAProxy's `timeout queue` defaults to `timeout connect`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser::opt_duration"
+    )]
+    pub timeout: Option<Duration>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            size: DEFAULT_QUEUE_SIZE,
+            timeout: None,
+        }
+    }
+}
+
+/// Requests an upstream lets wait when `queue.size` is not given. HAProxy's backend
+/// queue has no bound of its own (the frontend's `maxconn`, often 2000, bounds it);
+/// nginx Plus asks for a number. A thousand rides out a burst of several seconds
+/// at the caps of a fleet serving a few hundred requests a second, while bounding
+/// what waiting clients hold (a connection each); past that, an immediate 503 serves
+/// a client better than a wait that would most likely time out.
+pub const DEFAULT_QUEUE_SIZE: u32 = 1000;
 
 /// The selection algorithms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -431,6 +468,10 @@ pub struct ServerConfig {
     /// is added (zero: no ramp).
     #[serde(serialize_with = "ser::duration")]
     pub slow_start: std::time::Duration,
+    /// HAProxy's server `maxconn`, nginx's `max_conns`: requests it may have in
+    /// flight at once (tunnels included); past it, requests wait in the upstream's
+    /// `queue` (0: no limit).
+    pub max_conns: u32,
 }
 
 impl Config {

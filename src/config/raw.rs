@@ -87,6 +87,8 @@ pub(crate) struct RawUpstream {
     pub max_response_header_size: Option<toml::Value>,
     pub max_ejected_percent: Option<u32>,
     pub health_check: Option<RawHealthCheck>,
+    /// Where requests wait while every server is at its `max_conns`.
+    pub queue: Option<RawQueue>,
     pub protocol: Option<String>,
     /// `true`, `false` or a table (`RawUpstreamTls`).
     pub tls: Option<toml::Value>,
@@ -112,6 +114,14 @@ pub(crate) struct RawServer {
     pub max_fails: Option<u32>,
     pub fail_timeout: Option<String>,
     pub slow_start: Option<String>,
+    pub max_conns: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawQueue {
+    pub size: Option<u32>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -37,6 +37,14 @@ pub(super) fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
     bare(&humantime::format_duration(*d), s)
 }
 
+/// As `duration`, for a key left out when `None` (`skip_serializing_if`).
+pub(super) fn opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => duration(d, s),
+        None => s.serialize_none(),
+    }
+}
+
 /// A status code as the number the file writes.
 pub(super) fn status<S: Serializer>(c: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u16(c.as_u16())
@@ -411,7 +419,7 @@ impl Serialize for UpstreamConfig {
     /// `balance` are left out: the loader refuses them.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let uses = |key| self.balance.uses(key);
-        let mut m = s.serialize_struct("UpstreamConfig", 15)?;
+        let mut m = s.serialize_struct("UpstreamConfig", 16)?;
         m.serialize_field("balance", &self.balance)?;
         m.serialize_field("keepalive", &self.keepalive)?;
         if uses("least_time") {
@@ -445,6 +453,7 @@ impl Serialize for UpstreamConfig {
         )?;
         m.serialize_field("protocol", &self.protocol)?;
         m.serialize_field("tls", &TlsSetting(self.tls.as_ref()))?;
+        m.serialize_field("queue", &self.queue)?;
         m.serialize_field("servers", &WrittenServers(&self.servers))?;
         m.end()
     }
@@ -745,8 +754,9 @@ balance = "hash"
 hash_key = "header:X-Chat-Id"
 hash_balance_factor = 1.25
 keepalive = 8
+queue = { size = 20, timeout = "2s" }
 servers = [
-  { addr = "localhost:9012", weight = 3, max_fails = 0, fail_timeout = "30s", slow_start = "1m" },
+  { addr = "localhost:9012", weight = 3, max_fails = 0, fail_timeout = "30s", slow_start = "1m", max_conns = 50 },
   { addr = "127.0.0.1:9022", backup = true },
 ]
 
@@ -834,6 +844,11 @@ servers = [{ addr = "127.0.0.1:9444" }]
             "tls = true\n",
             "[upstream.few.tls]\nverify = false\n",
             "[upstream.any.sticky]\ncookie = \"pick\"\nttl = \"1h\"\n",
+            "[upstream.chats.queue]\nsize = 20\ntimeout = \"2s\"\n",
+            // Without a timeout of its own, none is written (the route's
+            // connect_timeout applies).
+            "[upstream.any.queue]\nsize = 1000\n\n",
+            "slow_start = \"1m\"\nmax_conns = 50\n",
             "token = \"s3cret\"\n",
             // Limits: one as a table, several as an array, defaults filled in.
             "[[listener.rate_limit]]\nrate = \"100/s\"\nburst = 0\nkey = \"client_ip\"\ndelay = 0\nstatus = 429\nstore = \"local\"\n",

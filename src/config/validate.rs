@@ -18,10 +18,10 @@ use super::tls::RawListenerTls;
 use super::upstream_transport;
 use super::{
     AccessLogConfig, AdminConfig, BalanceKind, Config, HashKey, LeastTimeMode, ListenerConfig,
-    LogFormat, LogTarget, Problem, ServerConfig, StickyConfig, UpstreamConfig, ALGORITHM_KEYS,
-    DEFAULT_EWMA_DECAY, DEFAULT_EWMA_SEED, DEFAULT_KEEPALIVE, DEFAULT_MAX_RESPONSE_HEADER_SIZE,
-    DEFAULT_STICKY_TTL, DEFAULT_WEIGHT, MAX_MAX_RESPONSE_HEADER_SIZE, MAX_WEIGHT, MIN_EWMA_SEED,
-    MIN_MAX_RESPONSE_HEADER_SIZE,
+    LogFormat, LogTarget, Problem, QueueConfig, ServerConfig, StickyConfig, UpstreamConfig,
+    ALGORITHM_KEYS, DEFAULT_EWMA_DECAY, DEFAULT_EWMA_SEED, DEFAULT_KEEPALIVE,
+    DEFAULT_MAX_RESPONSE_HEADER_SIZE, DEFAULT_QUEUE_SIZE, DEFAULT_STICKY_TTL, DEFAULT_WEIGHT,
+    MAX_MAX_RESPONSE_HEADER_SIZE, MAX_WEIGHT, MIN_EWMA_SEED, MIN_MAX_RESPONSE_HEADER_SIZE,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &["access_log", "admin", "listener", "route", "upstream"];
@@ -531,6 +531,15 @@ fn check_upstreams(
                 format!("must be between 0 and 100, got {max_ejected_percent}"),
             );
         }
+        let queue = u
+            .queue
+            .map(|q| QueueConfig {
+                size: q.size.unwrap_or(DEFAULT_QUEUE_SIZE),
+                timeout: q.timeout.map(|t| {
+                    c.duration(&format!("{base}.queue.timeout"), Some(&t), Duration::ZERO)
+                }),
+            })
+            .unwrap_or_default();
         out.push(UpstreamConfig {
             name,
             balance,
@@ -544,6 +553,7 @@ fn check_upstreams(
             sticky,
             health_check,
             max_ejected_percent,
+            queue,
             protocol,
             tls,
             servers,
@@ -637,6 +647,7 @@ fn check_server(c: &mut Checker, path: &str, s: RawServer) -> Vec<ServerConfig> 
             max_fails,
             fail_timeout,
             slow_start,
+            max_conns: s.max_conns.unwrap_or(0),
         })
         .collect()
 }
@@ -734,6 +745,75 @@ servers = [{ addr = "127.0.0.1:9001" }]
             );
             assert!(p[0].message.contains("1KiB to 256KiB"), "{v}: {p:?}");
         }
+    }
+
+    #[test]
+    fn max_conns_and_queue_have_haproxy_defaults_and_report_their_keys() {
+        let c = validate(BASE, Path::new("t.toml")).unwrap();
+        assert_eq!(c.upstreams[0].servers[0].max_conns, 0, "no limit");
+        assert_eq!(
+            c.upstreams[0].queue,
+            QueueConfig {
+                size: DEFAULT_QUEUE_SIZE,
+                timeout: None
+            },
+            "a queue exists; its timeout is the route's connect_timeout"
+        );
+        let text = BASE
+            .replace(
+                "{ addr = \"127.0.0.1:9001\" }",
+                "{ addr = \"127.0.0.1:9001\", max_conns = 50 }",
+            )
+            .replace(
+                "[upstream.api]\n",
+                "[upstream.api]\nqueue = { size = 0, timeout = \"2s\" }\n",
+            );
+        let c = validate(&text, Path::new("t.toml")).unwrap();
+        assert_eq!(c.upstreams[0].servers[0].max_conns, 50);
+        assert_eq!(c.upstreams[0].queue.size, 0);
+        assert_eq!(c.upstreams[0].queue.timeout, Some(Duration::from_secs(2)));
+        let bad = [
+            ("max_conns = -1", "upstream.api.servers[0].max_conns"),
+            ("max_conns = \"50\"", "upstream.api.servers[0].max_conns"),
+        ];
+        for (entry, path) in bad {
+            let p = problems(&BASE.replace(
+                "{ addr = \"127.0.0.1:9001\" }",
+                &format!("{{ addr = \"127.0.0.1:9001\", {entry} }}"),
+            ));
+            assert_eq!(p[0].path, path, "{entry}: {p:?}");
+        }
+        for (queue, path, message) in [
+            (
+                "{ timeout = \"0s\" }",
+                "upstream.api.queue.timeout",
+                "greater than zero",
+            ),
+            (
+                "{ timeout = \"soon\" }",
+                "upstream.api.queue.timeout",
+                "invalid duration",
+            ),
+            ("{ size = -5 }", "upstream.api.queue.size", ""),
+            (
+                "{ length = 5 }",
+                "upstream.api.queue.length",
+                "unknown field",
+            ),
+        ] {
+            let p = problems(&BASE.replace(
+                "[upstream.api]\n",
+                &format!("[upstream.api]\nqueue = {queue}\n"),
+            ));
+            assert_eq!(p[0].path, path, "{queue}: {p:?}");
+            assert!(p[0].message.contains(message), "{queue}: {p:?}");
+        }
+        // The admin API's server entries take it too.
+        let s = server_entry(serde_json::json!({"addr": "127.0.0.1:9", "max_conns": 7})).unwrap();
+        assert_eq!(s[0].max_conns, 7);
+        let p =
+            server_entry(serde_json::json!({"addr": "127.0.0.1:9", "max_conns": -7})).unwrap_err();
+        assert_eq!(p[0].path, "max_conns", "{p:?}");
     }
 
     #[test]

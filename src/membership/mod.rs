@@ -215,6 +215,7 @@ mod tests {
             max_fails: 1,
             fail_timeout: Duration::from_secs(10),
             slow_start: Duration::ZERO,
+            max_conns: 0,
         }
     }
 

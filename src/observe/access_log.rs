@@ -185,6 +185,9 @@ pub struct Entry<'a> {
     pub server: Option<std::net::SocketAddr>,
     pub upstream_status: Option<u16>,
     pub upstream_time: Option<Duration>,
+    /// Time waited in the upstream's queue (HAProxy's `Tw`); `None`: it never
+    /// met a full upstream.
+    pub queue_time: Option<Duration>,
     pub tries: u32,
     pub request_id: &'a str,
     pub user_agent: &'a str,
@@ -216,6 +219,7 @@ impl Entry<'_> {
             server: self.server,
             upstream_status: self.upstream_status,
             upstream_time: self.upstream_time.map(secs),
+            queue_time: self.queue_time.map(secs),
             tries: self.tries,
             request_id: self.request_id,
             user_agent: Some(self.user_agent).filter(|u| !u.is_empty()),
@@ -228,7 +232,7 @@ impl Entry<'_> {
     }
 
     /// nginx's `combined`, plus the request id and times in seconds, which nginx
-    /// users commonly append.
+    /// users commonly append (`qt=`: the time waited in the upstream's queue).
     fn combined(&self) -> String {
         let dash = |s: &str| {
             if s.is_empty() {
@@ -238,7 +242,7 @@ impl Entry<'_> {
             }
         };
         format!(
-            "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rt={:.3} uct={} id={}\n",
+            "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rt={:.3} uct={} qt={} id={}\n",
             self.client.ip(),
             clf_time(self.time),
             self.method,
@@ -249,11 +253,16 @@ impl Entry<'_> {
             dash(self.referer),
             dash(self.user_agent),
             self.duration.as_secs_f64(),
-            self.upstream_time
-                .map_or_else(|| "-".to_owned(), |t| format!("{:.3}", t.as_secs_f64())),
+            seconds_or_dash(self.upstream_time),
+            seconds_or_dash(self.queue_time),
             self.request_id,
         )
     }
+}
+
+/// `0.250`, or `-` for a time that does not apply.
+fn seconds_or_dash(t: Option<Duration>) -> String {
+    t.map_or_else(|| "-".to_owned(), |t| format!("{:.3}", t.as_secs_f64()))
 }
 
 /// The JSON line's shape; serialised straight from borrowed fields.
@@ -275,6 +284,7 @@ struct JsonLine<'a> {
     server: Option<std::net::SocketAddr>,
     upstream_status: Option<u16>,
     upstream_time: Option<f64>,
+    queue_time: Option<f64>,
     tries: u32,
     request_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -322,6 +332,7 @@ mod tests {
             server: Some("127.0.0.1:9000".parse().unwrap()),
             upstream_status: Some(200),
             upstream_time: Some(Duration::from_millis(2)),
+            queue_time: Some(Duration::from_millis(250)),
             tries: 1,
             request_id: "abc",
             user_agent: "curl/8",
@@ -339,6 +350,10 @@ mod tests {
             ),
             "{line}"
         );
+        assert!(
+            line.ends_with(" rt=0.003 uct=0.002 qt=0.250 id=abc\n"),
+            "{line}"
+        );
     }
 
     #[test]
@@ -349,6 +364,7 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["server"], "127.0.0.1:9000");
         assert_eq!(v["upstream_time"], 0.002);
+        assert_eq!(v["queue_time"], 0.25);
         assert_eq!(v["request_id"], "abc");
     }
 }

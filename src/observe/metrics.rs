@@ -40,6 +40,7 @@ const REQUESTS: &str = "switchyard_requests_total";
 const REQUEST_DURATION: &str = "switchyard_request_duration_seconds";
 const CONNECT_DURATION: &str = "switchyard_upstream_connect_duration_seconds";
 const HEADER_DURATION: &str = "switchyard_upstream_header_duration_seconds";
+const QUEUE_DURATION: &str = "switchyard_upstream_queue_duration_seconds";
 const RETRIES: &str = "switchyard_retries_total";
 const CONNECTIONS: &str = "switchyard_client_connections";
 const BYTES_RECEIVED: &str = "switchyard_bytes_received_total";
@@ -66,6 +67,10 @@ const HELP: &[(&str, &str)] = &[
     (
         HEADER_DURATION,
         "Time from sending a request to a server to its response head.",
+    ),
+    (
+        QUEUE_DURATION,
+        "Time requests waited in the upstream's queue for a server below its max_conns (requests that waited only).",
     ),
     (
         RETRIES,
@@ -216,13 +221,31 @@ impl Metrics {
         self.route(NONE, NONE, limited)
     }
 
-    pub fn upstream(&self, name: &str) -> UpstreamMetrics {
+    /// Handles for the attempts made to upstream `name`; `queued`: some server of
+    /// it has a `max_conns`, so requests may wait in its queue (only then is its
+    /// queue histogram made).
+    pub fn upstream(&self, name: &str, queued: bool) -> UpstreamMetrics {
         let labels = [("upstream", name)];
         UpstreamMetrics {
             connect: self.histogram(CONNECT_DURATION, &labels),
             header: self.histogram(HEADER_DURATION, &labels),
+            queue: if queued {
+                self.histogram(QUEUE_DURATION, &labels)
+            } else {
+                Histogram::noop()
+            },
             retries: self.counter(RETRIES, &labels),
         }
+    }
+
+    /// `requests_limited_total{reason="queue"}` of `route`: the same series as the
+    /// route's own handle for that reason, made by the upstream the route sends to
+    /// (see `Upstream`'s `queue_refusals`).
+    pub fn queue_refusals(&self, route: &str) -> Counter {
+        self.counter(
+            LIMITED,
+            &[("route", route), ("reason", Reason::Queue.as_str())],
+        )
     }
 
     pub fn connections(&self, listener: &str) -> Gauge {
@@ -311,6 +334,8 @@ impl RouteMetrics {
 pub struct UpstreamMetrics {
     pub connect: Histogram,
     pub header: Histogram,
+    /// Time waited in the queue, per request that waited.
+    pub queue: Histogram,
     pub retries: Counter,
 }
 

@@ -66,6 +66,9 @@ pub struct Record {
     pub upstream_status: Option<StatusCode>,
     /// From sending to the last server until its response head.
     pub upstream_time: Option<Duration>,
+    /// Time waited in the upstream's queue for a server below its `max_conns`;
+    /// `None` when the request never met a full upstream.
+    pub queue_time: Option<Duration>,
     pub tries: u32,
     pub body_in: BodyIn,
     /// The request's turn on its connection: ends with the response.
@@ -91,6 +94,7 @@ impl Record {
             server: None,
             upstream_status: None,
             upstream_time: None,
+            queue_time: None,
             tries: 0,
             body_in: BodyIn::None,
             turn: None,
@@ -169,6 +173,7 @@ impl Record {
             server: self.server.map(|(_, a)| a),
             upstream_status: self.upstream_status.map(|s| s.as_u16()),
             upstream_time: self.upstream_time,
+            queue_time: self.queue_time,
             tries: self.tries,
             request_id: self.id.to_str().unwrap_or_default(),
             user_agent: &user_agent,

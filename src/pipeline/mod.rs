@@ -51,7 +51,7 @@ pub use session::{ConnSettings, Session, Turn};
 pub use snapshot::{route_slots, Current, Listener, ListenerId, Parts, Route, Snapshot};
 
 use crate::config::DEFAULT_CLIENT_BODY_TIMEOUT;
-use crate::error::ProxyError;
+use crate::error::{ProxyError, Reason};
 use action::Action;
 use ctx::Ctx;
 use filter::{Filter, Stop};
@@ -113,9 +113,7 @@ impl ProxyService {
             Err(Stop::Error(e)) => {
                 tracing::debug!(error = %e, "request failed");
                 if let Some(reason) = e.limited() {
-                    route
-                        .map_or(&snapshot.unrouted, |r| &r.metrics)
-                        .limited(reason);
+                    count_limited(&snapshot, route, reason);
                 }
                 reply::error(&e)
             }
@@ -164,6 +162,20 @@ impl ProxyService {
             None => (&snapshot.unrouted, &snapshot.unrouted.unsent),
         };
         rec.respond(res, metrics, requests)
+    }
+}
+
+/// Counts a refused request in `requests_limited_total`. A queue's refusals are
+/// counted by the upstream, whose handles exist once some server has a cap,
+/// however it joined (see `Upstream::queue_refused`).
+fn count_limited(snapshot: &Snapshot, route: Option<&Route>, reason: Reason) {
+    match (reason, route.map(|r| (r, &r.action))) {
+        (Reason::Queue, Some((_, Action::Proxy(p)))) => {
+            snapshot.upstreams[p.upstream].queue_refused(p.slot)
+        }
+        (_, r) => r
+            .map_or(&snapshot.unrouted, |(r, _)| &r.metrics)
+            .limited(reason),
     }
 }
 

@@ -8,6 +8,7 @@ mod budget;
 mod health;
 mod inflight;
 mod pool;
+mod queue;
 mod response;
 mod server_state;
 pub mod transport;
@@ -22,6 +23,7 @@ pub use budget::RetryBudget;
 pub use health::{Active, Admission, Event, HealthView, SLOW_START_FLOOR};
 pub use inflight::{InFlight, Measure};
 pub use pool::{set_worker_shard, H1Conn, H2Lease, Pool, PooledConn, Sender, DEFAULT_IDLE_TIMEOUT};
+pub use queue::{Queue, Ticket};
 pub use response::{Blame, UpstreamBody};
 pub use server_state::{Registry, ServerKey, ServerState};
 pub use wire::Wire;
@@ -86,8 +88,29 @@ pub struct Upstream {
     /// The routes that proxy here, by their slot (`Route::slot`): each server keeps
     /// its request counts per route.
     pub routes: Arc<[Arc<str>]>,
+    /// Some server has a `max_conns`: picks pass full servers over, and requests
+    /// that find them all full wait in `queue`.
+    pub capped: bool,
+    /// Where requests wait for a slot; shared by every snapshot that has this
+    /// upstream (and by its servers' states, whose freed slots wake it).
+    pub queue: Arc<Queue>,
+    /// `requests_limited_total{reason="queue"}` by route slot: made here rather
+    /// than with the routes, since servers with caps may join through the admin
+    /// API or discovery, which rebuild the upstream alone. No-ops while uncapped.
+    queue_refusals: Box<[metrics::Counter]>,
     /// The rustls client configuration of the servers, reused by later builds.
     tls_client: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Whether an upstream has room for a request (`Upstream::room`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// A server that may take it is below its `max_conns`.
+    Free,
+    /// Servers may take it, but each is at its `max_conns`: wait in the queue.
+    Full,
+    /// No server may take it (none eligible, or all tried).
+    Nothing,
 }
 
 #[derive(Debug)]
@@ -181,6 +204,10 @@ impl Candidate for UpstreamServer {
     fn addr(&self) -> SocketAddr {
         self.state.addr()
     }
+
+    fn full(&self) -> bool {
+        self.state.full()
+    }
 }
 
 /// What building an upstream needs besides its servers.
@@ -231,6 +258,18 @@ impl Upstream {
                 range,
             })
             .collect();
+        let capped = servers.iter().any(|s| s.state.max_conns() != 0);
+        let queue_refusals = b
+            .routes
+            .iter()
+            .map(|r| {
+                if capped {
+                    b.metrics.queue_refusals(r)
+                } else {
+                    metrics::Counter::noop()
+                }
+            })
+            .collect();
         let measure = match u.balance {
             BalanceKind::Ewma => Measure::Peak { tau: u.ewma_decay },
             BalanceKind::LeastTime => Measure::Average {
@@ -241,7 +280,7 @@ impl Upstream {
         };
         let upstream = Upstream {
             balance: u.balance,
-            metrics: b.metrics.upstream(&name),
+            metrics: b.metrics.upstream(&name, capped),
             servers,
             tiers,
             hash_key: u.hash_key.clone(),
@@ -252,6 +291,9 @@ impl Upstream {
             budget: b.registry.budget(&name),
             protocol: u.protocol,
             routes: Arc::clone(&b.routes),
+            capped,
+            queue: b.registry.queue(&name),
+            queue_refusals,
             tls_client,
             name,
             config,
@@ -296,17 +338,57 @@ impl Upstream {
 
     /// Chooses a server for a request, or `None` when no server is usable. Returns
     /// the index into `servers` with the server.
+    ///
+    /// As in HAProxy, backups stand in for primaries that are down, not for
+    /// primaries that are busy: while a primary that may take the request is at
+    /// its `max_conns`, the answer is `None` (the request waits for it) rather than
+    /// a backup.
     pub fn pick(&self, ctx: &PickCtx<'_>) -> Option<(usize, &UpstreamServer)> {
-        self.tiers.iter().find_map(|t| {
+        for t in &self.tiers {
             let servers = &self.servers[t.range.clone()];
             let ctx = PickCtx {
                 base: t.range.start,
+                capped: self.capped,
                 ..*ctx
             };
-            t.balancer
-                .pick(servers, &ctx)
-                .map(|i| (t.range.start + i, &servers[i]))
-        })
+            if let Some(i) = t.balancer.pick(servers, &ctx) {
+                return Some((t.range.start + i, &servers[i]));
+            }
+            if self.capped && (0..servers.len()).any(|i| servers[i].eligible() && !ctx.skipped(i)) {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Whether a request that tried the servers in `skip` has room now: the first
+    /// tier with a server that may take it decides, as in `pick`. A scan of the
+    /// servers, for requests that found no slot.
+    pub fn room(&self, skip: &[usize]) -> Room {
+        for t in &self.tiers {
+            let mut any = false;
+            for i in t.range.clone() {
+                let s = &self.servers[i];
+                if s.eligible() && !skip.contains(&i) {
+                    if !s.state.full() {
+                        return Room::Free;
+                    }
+                    any = true;
+                }
+            }
+            if any {
+                return Room::Full;
+            }
+        }
+        Room::Nothing
+    }
+
+    /// Counts a request of the route in `slot` refused by the queue (full, or its
+    /// wait over).
+    pub fn queue_refused(&self, slot: usize) {
+        if let Some(c) = self.queue_refusals.get(slot) {
+            c.increment(1);
+        }
     }
 
     /// The server a sticky cookie names, while it is eligible, and, for a backup,
@@ -318,7 +400,10 @@ impl Upstream {
             .enumerate()
             .find(|(_, s)| s.state.sticky_id == id)?;
         let primary_up = || self.servers.iter().any(|p| !p.backup && p.eligible());
-        (s.eligible() && !(s.backup && primary_up())).then_some((i, s))
+        // A full server's clients go where the balancer sends them, as when it is
+        // down (HAProxy would queue them for that server alone).
+        let full = self.capped && s.state.full();
+        (s.eligible() && !full && !(s.backup && primary_up())).then_some((i, s))
     }
 
     /// The index of the server at `addr`.
@@ -436,6 +521,7 @@ fn server(
             }
         },
     );
+    state.set_max_conns(s.max_conns as usize);
     let addr = s.addr.to_string();
     let requests = b
         .routes
@@ -548,5 +634,106 @@ mod tests {
         assert!(eject(&u, 0));
         let after = u.retry_after();
         assert!(after > Duration::from_secs(9) && after <= Duration::from_secs(10));
+    }
+
+    /// An upstream of the servers in `servers` (the file's `servers = [...]`),
+    /// built as a snapshot builds it.
+    fn built(servers: &str, registry: &Registry) -> Upstream {
+        let config = crate::config::Config::parse(
+            std::path::Path::new("t.toml"),
+            &format!(
+                "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n\
+                 [[route]]\nupstream = \"test\"\n\
+                 [upstream.test]\nservers = {servers}\n"
+            ),
+        )
+        .unwrap()
+        .upstreams
+        .remove(0);
+        let members: Vec<Member> = config
+            .servers
+            .iter()
+            .map(|s| Member {
+                server: s.clone(),
+                source: Source::File,
+            })
+            .collect();
+        let metrics = Metrics::new(false);
+        let b = Build {
+            registry,
+            metrics: &metrics,
+            routes: Arc::new([]),
+            initial: true,
+        };
+        Upstream::build(Arc::new(config), &members, &b, None)
+    }
+
+    #[tokio::test]
+    async fn full_primaries_make_requests_wait_rather_than_go_to_backups() {
+        let registry = Registry::default();
+        let u = built(
+            "[{ addr = \"127.0.0.1:1\", max_conns = 1 }, { addr = \"127.0.0.1:2\", max_conns = 2 }, \
+             { addr = \"127.0.0.1:3\", backup = true }]",
+            &registry,
+        );
+        assert!(u.capped);
+        let ctx = PickCtx::default();
+        let mut held = Vec::new();
+        // Three slots among the primaries, then none: no backup.
+        for _ in 0..3 {
+            let (i, s) = u.pick(&ctx).expect("a primary with room");
+            assert!(!s.backup);
+            held.push(InFlight::claim(&s.state, u.measure).expect("a slot"));
+            assert!(i < 2);
+        }
+        assert_eq!(u.servers[0].state.inflight(), 1);
+        assert_eq!(u.servers[1].state.inflight(), 2);
+        assert!(u.pick(&ctx).is_none());
+        assert_eq!(u.room(&[]), Room::Full);
+        assert!(InFlight::claim(&u.servers[0].state, u.measure).is_none());
+        // A retry that tried both primaries has the backup's room, as when they are down.
+        assert_eq!(u.room(&[0, 1]), Room::Free);
+        // A slot frees: room again.
+        held.pop();
+        assert_eq!(u.room(&[]), Room::Free);
+        assert_eq!(u.pick(&ctx).map(|(i, _)| i), Some(1));
+        // Primaries down: the backup takes the requests, full or not.
+        u.servers[0].state.set_up(false);
+        u.servers[1].state.set_up(false);
+        assert_eq!(u.pick(&ctx).map(|(i, _)| i), Some(2));
+        assert!(u.sticky_server(&u.servers[2].state.sticky_id).is_some());
+    }
+
+    #[tokio::test]
+    async fn without_caps_nothing_is_full_and_nothing_wakes_the_queue() {
+        let registry = Registry::default();
+        let u = built("[{ addr = \"127.0.0.1:1\" }]", &registry);
+        assert!(!u.capped);
+        let guards: Vec<InFlight> = (0..100)
+            .map(|_| InFlight::claim(&u.servers[0].state, u.measure).expect("no limit"))
+            .collect();
+        assert_eq!(u.room(&[]), Room::Free);
+        let ticket = u.queue.join(10).expect("a place");
+        drop(guards);
+        assert_eq!(u.queue.queued(), 1, "uncapped slots do not wake the queue");
+        drop(ticket);
+    }
+
+    #[tokio::test]
+    async fn a_rebuild_keeps_the_queue_and_applies_a_new_cap_to_the_same_state() {
+        let registry = Registry::default();
+        let a = built("[{ addr = \"127.0.0.1:1\", max_conns = 1 }]", &registry);
+        let g = InFlight::claim(&a.servers[0].state, a.measure).unwrap();
+        let b = built("[{ addr = \"127.0.0.1:1\", max_conns = 2 }]", &registry);
+        assert!(Arc::ptr_eq(&a.queue, &b.queue));
+        assert!(Arc::ptr_eq(&a.servers[0].state, &b.servers[0].state));
+        assert_eq!(
+            b.servers[0].state.inflight(),
+            1,
+            "in-flight counts carry over"
+        );
+        let g2 = InFlight::claim(&b.servers[0].state, b.measure).expect("the new cap");
+        assert!(InFlight::claim(&b.servers[0].state, b.measure).is_none());
+        drop((g, g2));
     }
 }

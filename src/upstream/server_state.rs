@@ -8,6 +8,7 @@ use http::HeaderValue;
 use super::budget::RetryBudget;
 use super::health::{Active, Health};
 use super::pool::Pool;
+use super::queue::Queue;
 use super::transport::Transport;
 use crate::balance::Latency;
 
@@ -34,6 +35,12 @@ pub struct ServerState {
     /// Operator's weight, replacing the configured one while the server exists.
     weight_override: AtomicU32,
     pub(super) inflight: AtomicUsize,
+    /// Its `max_conns` in the configuration built last (0: no limit). Kept here,
+    /// not in a snapshot, so that a freed slot wakes the queue whenever the server
+    /// has a cap now, whichever snapshot its request started on.
+    max_conns: AtomicUsize,
+    /// The queue of its upstream, woken when a capped slot frees.
+    pub(super) queue: Arc<Queue>,
     pub(super) requests: AtomicU64,
     /// Requests that failed on this server (5xx, broken or timed-out exchanges).
     pub(super) errors: AtomicU64,
@@ -46,6 +53,7 @@ impl ServerState {
         workers: usize,
         seed: std::time::Duration,
         transport: Transport,
+        queue: Arc<Queue>,
     ) -> Self {
         let id = crate::balance::hash_bytes(format!("{}\0{}", key.upstream, key.addr).as_bytes());
         ServerState {
@@ -59,6 +67,8 @@ impl ServerState {
             pool: Pool::new(key.addr, keepalive, workers, transport),
             key,
             inflight: AtomicUsize::new(0),
+            max_conns: AtomicUsize::new(0),
+            queue,
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
         }
@@ -71,6 +81,50 @@ impl ServerState {
     /// Requests currently between pick and the end (or drop) of their response body.
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Its `max_conns` (0: no limit).
+    pub fn max_conns(&self) -> usize {
+        self.max_conns.load(Ordering::Relaxed)
+    }
+
+    /// Sets its `max_conns` (0: no limit), as the configuration built last says;
+    /// new requests respect it at once.
+    pub fn set_max_conns(&self, max: usize) {
+        self.max_conns.store(max, Ordering::Relaxed);
+    }
+
+    /// Counts one more request in flight, unless that would pass its `max_conns`
+    /// (then `InFlight::taken` makes the guard that gives it back).
+    #[inline]
+    pub fn take_slot(&self) -> bool {
+        match self.max_conns() {
+            0 => {
+                self.inflight.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            max => self.take_capped_slot(max),
+        }
+    }
+
+    /// The compare-and-swap loop of a server with a cap, kept out of line so that
+    /// the uncapped path stays as small as it was (measured: inlined, it made the
+    /// uncapped pick and release spill to the stack).
+    #[inline(never)]
+    fn take_capped_slot(&self, max: usize) -> bool {
+        self.inflight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// At its `max_conns`: no new request may be sent to it now.
+    pub fn full(&self) -> bool {
+        match self.max_conns() {
+            0 => false,
+            max => self.inflight() >= max,
+        }
     }
 
     /// Whether the active checks consider the server up.
@@ -128,6 +182,7 @@ impl ServerState {
 pub struct Registry {
     servers: Mutex<HashMap<ServerKey, Weak<ServerState>>>,
     budgets: Mutex<HashMap<Arc<str>, Weak<RetryBudget>>>,
+    queues: Mutex<HashMap<Arc<str>, Weak<Queue>>>,
     /// Worker threads, hence connection-pool shards per server.
     workers: usize,
 }
@@ -143,6 +198,7 @@ impl Registry {
         Registry {
             servers: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
             workers: workers.max(1),
         }
     }
@@ -188,7 +244,8 @@ impl Registry {
                 return s;
             }
         }
-        let s = ServerState::new(key.clone(), keepalive, self.workers, seed, transport);
+        let queue = self.queue(&key.upstream);
+        let s = ServerState::new(key.clone(), keepalive, self.workers, seed, transport, queue);
         s.pool.set_max_head(max_head);
         fresh(&s);
         let s = Arc::new(s);
@@ -206,5 +263,18 @@ impl Registry {
         let b = Arc::new(RetryBudget::default());
         map.insert(Arc::clone(name), Arc::downgrade(&b));
         b
+    }
+
+    /// The queue of upstream `name`, shared by its servers and every snapshot that
+    /// has it, so that waiting requests outlive reloads.
+    pub fn queue(&self, name: &Arc<str>) -> Arc<Queue> {
+        let mut map = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, w| w.strong_count() > 0);
+        if let Some(q) = map.get(name).and_then(Weak::upgrade) {
+            return q;
+        }
+        let q = Arc::new(Queue::default());
+        map.insert(Arc::clone(name), Arc::downgrade(&q));
+        q
     }
 }

@@ -16,6 +16,11 @@
 //! test cannot take the port while it is meant to refuse. That is why these tests
 //! need no `PORTS` lock (as in tests/shutdown.rs): the port never becomes free.
 //!
+//! In `Mode::Hold` an origin holds every request it reads until the test lets it go
+//! (`release`), in the order they arrived, and keeps count of how many it holds at
+//! once (`held`, `max_held`): what the queue tests need to fill a server to its
+//! `max_conns` and to free its slots one at a time.
+//!
 //! `Client` is a keep-alive HTTP/1.1 client that reports failures instead of
 //! panicking, and `Load` runs several of them in a loop, recording each answer.
 
@@ -53,6 +58,9 @@ pub enum Mode {
     Reset,
     /// Reads the request and never answers (until the connection is dropped).
     Stall,
+    /// Reads the request and holds it until `Origin::release` lets it go, in the
+    /// order of arrival; then answers as `Normal`.
+    Hold,
 }
 
 /// One request as the origin received it.
@@ -85,6 +93,32 @@ struct Inner {
     hits: Mutex<Vec<Hit>>,
     /// Number of hits so far, to await arrivals.
     hit_count: watch::Sender<usize>,
+    /// `Mode::Hold`'s gate: one permit per request let go. The semaphore serves
+    /// waiters first come, first served.
+    gate: tokio::sync::Semaphore,
+    /// Requests being handled now (held ones included), and the most at once.
+    busy: watch::Sender<usize>,
+    max_busy: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a request as being handled until dropped (however the handling ends).
+struct Busy(Arc<Inner>);
+
+impl Busy {
+    fn new(inner: &Arc<Inner>) -> Busy {
+        inner.busy.send_modify(|n| *n += 1);
+        let now = *inner.busy.borrow();
+        inner
+            .max_busy
+            .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+        Busy(Arc::clone(inner))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.send_modify(|n| *n -= 1);
+    }
 }
 
 /// While serving: the accept loop and the connection tasks. While stopped: the
@@ -120,6 +154,7 @@ impl Origin {
         let socket = port_socket(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind origin");
         let addr = socket.local_addr().expect("origin address");
         let (hit_count, _) = watch::channel(0);
+        let (busy, _) = watch::channel(0);
         let inner = Arc::new(Inner {
             name: name.to_owned(),
             behaviour: Mutex::new(Behaviour {
@@ -128,6 +163,9 @@ impl Origin {
             }),
             hits: Mutex::new(Vec::new()),
             hit_count,
+            gate: tokio::sync::Semaphore::new(0),
+            busy,
+            max_busy: std::sync::atomic::AtomicUsize::new(0),
         });
         let run = serve(socket, Arc::clone(&inner)).expect("origin listens");
         Origin {
@@ -250,6 +288,59 @@ impl Origin {
             .collect()
     }
 
+    /// Lets `n` held requests (`Mode::Hold`) go, the first arrived first; permits
+    /// not used yet let the next ones through at once.
+    pub fn release(&self, n: usize) {
+        self.inner.gate.add_permits(n);
+    }
+
+    /// Requests being handled now (read and not yet answered: held ones, slow ones).
+    pub fn busy(&self) -> usize {
+        *self.inner.busy.borrow()
+    }
+
+    /// The most requests it was handling at once so far.
+    pub fn max_busy(&self) -> usize {
+        self.inner
+            .max_busy
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until it has received `n` requests other than `/health`; panics after
+    /// `limit`.
+    pub async fn wait_requests(&self, n: usize, limit: Duration) {
+        let mut rx = self.inner.hit_count.subscribe();
+        let fut = async {
+            while self.requests() < n {
+                rx.changed().await.expect("origin alive");
+            }
+        };
+        tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+            panic!(
+                "origin {}: {} requests after {limit:?}, expected {n}",
+                self.name(),
+                self.requests()
+            )
+        })
+    }
+
+    /// Waits until it is handling exactly `n` requests; panics after `limit`.
+    pub async fn wait_busy(&self, n: usize, limit: Duration) {
+        let mut rx = self.inner.busy.subscribe();
+        let fut = async {
+            while *rx.borrow_and_update() != n {
+                rx.changed().await.expect("origin alive");
+            }
+        };
+        tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+            panic!(
+                "origin {}: handling {} requests after {limit:?}, expected {n}",
+                self.name(),
+                self.busy()
+            )
+        })
+    }
+
     /// Waits until a hit satisfying `pred` has been logged; returns it. Panics after
     /// `limit`.
     pub async fn wait_hit(&self, limit: Duration, pred: impl Fn(&Hit) -> bool) -> Hit {
@@ -328,6 +419,7 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     };
+    let _busy = Busy::new(&inner);
     {
         let mut hits = inner.hits.lock().unwrap();
         hits.push(hit);
@@ -359,6 +451,10 @@ async fn handle(
         }
         Mode::Reset => return Err(HangUp),
         Mode::Stall => std::future::pending().await,
+        Mode::Hold => {
+            inner.gate.acquire().await.expect("gate open").forget();
+            StatusCode::OK
+        }
     };
     let body = if health {
         "ok\n".to_owned()

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use http::{header, HeaderValue, Request, Response, Version};
 use tokio::time::Instant;
 
+use super::claim::{take_pinned, Up, Waiting};
 use super::head::Head;
 use super::{forward, headers, Proxy};
 use crate::body::{ReqBody, SendProgress};
@@ -50,6 +51,10 @@ pub(super) struct Attempts<'a> {
     /// The client asked to switch protocols (WebSocket and the like).
     upgrade: Option<super::tunnel::Upgrade>,
 }
+
+/// What the attempts give: a response with the index of the server that gave it
+/// in the request's upstream, or the error that answers the request.
+type Answer = Result<(Option<usize>, Response<RespBody>), ProxyError>;
 
 /// Whether a failure was a timeout, in `next_upstream` terms (else an error).
 fn is_timeout(e: &ProxyError) -> bool {
@@ -99,20 +104,22 @@ impl<'a> Attempts<'a> {
     }
 
     /// Runs attempts until one gives a response to return, and returns it with the
-    /// index of the server that gave it.
+    /// index of the server that gave it in the request's upstream (`None` for a
+    /// server only a newer configuration has: one the request found after waiting
+    /// in the queue).
     pub(super) async fn run(
         mut self,
         mut pinned: Option<(usize, &'a UpstreamServer)>,
         key: Option<u64>,
         rec: &mut Record,
-    ) -> Result<(usize, Response<RespBody>), ProxyError> {
+    ) -> Answer {
         if let Some(n) = self.payload.held_len() {
             rec.body_in = BodyIn::Held(n);
         }
         let policy = self.proxy.retry;
-        let upstream = self.upstream;
+        let own = self.upstream;
         let max_tries = match policy.tries {
-            0 => upstream.servers.len(),
+            0 => own.servers.len(),
             n => n as usize,
         };
         let deadline = policy.timeout.map(|t| Instant::now() + t);
@@ -120,34 +127,48 @@ impl<'a> Attempts<'a> {
         // succeeds at once allocates nothing here.
         let mut tried: Vec<usize> = Vec::new();
         let mut attempts = 0;
-        let mut last: Option<Result<(usize, Response<RespBody>), ProxyError>> = None;
+        let mut last: Option<Answer> = None;
         let timeouts = self.proxy.timeouts;
+        let mut up = Up::Snapshot(own);
+        let mut waiting = Waiting::new(own, timeouts.connect);
         loop {
-            let chosen = pinned.take().or_else(|| {
-                upstream.pick(&crate::balance::PickCtx {
-                    key,
-                    skip: &tried,
-                    base: 0,
-                })
-            });
-            let Some((idx, server)) = chosen else {
-                return last.unwrap_or_else(|| Err(ProxyError::NoServer(upstream.retry_after())));
+            let pinned_slot = pinned
+                .take()
+                .and_then(|(idx, _)| take_pinned(own, idx, &mut tried).map(|g| (idx, g)));
+            let claimed = match pinned_slot {
+                Some(c) => Some(c),
+                None => {
+                    // A retry waits for a slot no longer than retries may go on.
+                    let until = deadline.filter(|_| attempts > 0);
+                    let claimed = waiting.claim(&mut up, key, &mut tried, until).await;
+                    rec.queue_time = waiting.waited();
+                    match claimed {
+                        Ok(c) => c,
+                        // A retry refused by the queue: the failure before it answers.
+                        Err(e) => return last.unwrap_or(Err(e)),
+                    }
+                }
             };
-            // Lost the race for a resting server's one trial request: pick again.
-            let Some(admission) = server.state.admit() else {
-                tried.push(idx);
-                continue;
+            let Some((idx, mut guard)) = claimed else {
+                return last.unwrap_or_else(|| Err(ProxyError::NoServer(up.get().retry_after())));
+            };
+            let upstream = up.get();
+            let server = &upstream.servers[idx];
+            // Where the server is in the request's own upstream, which the log and
+            // the per-route counts index.
+            let own_idx = if up.is_snapshot() {
+                Some(idx)
+            } else {
+                own.position(server.state.addr())
             };
             attempts += 1;
             if attempts > 1 {
                 upstream.metrics.retries.increment(1);
             }
             rec.tries = attempts as u32;
-            rec.server = Some((idx, server.state.addr()));
+            rec.server = Some((own_idx.unwrap_or(usize::MAX), server.state.addr()));
             rec.upstream_status = None;
             rec.upstream_time = None;
-            let mut guard = InFlight::new(Arc::clone(&server.state), upstream.measure);
-            guard.set_admission(admission);
             let start = Instant::now();
             let more = attempts < max_tries && deadline.is_none_or(|d| start < d);
 
@@ -163,7 +184,7 @@ impl<'a> Attempts<'a> {
                 }
                 Err(e) => {
                     guard.fail();
-                    self.failed(idx, &mut guard, &e.to_string());
+                    self.failed(upstream, idx, &mut guard, &e.to_string());
                     drop(guard);
                     if more {
                         tracing::debug!(server = %server.state.addr(), error = %e, "connect failed; trying the next server");
@@ -174,7 +195,7 @@ impl<'a> Attempts<'a> {
                     return Err(e);
                 }
             };
-            let Some((req, progress)) = self.request(server) else {
+            let Some((req, progress)) = self.request(upstream, server) else {
                 // Unreachable: without `keep`, the one request is only taken after a
                 // successful connect, and nothing retries after it was sent.
                 return last.unwrap_or(Err(ProxyError::NoServer(upstream.retry_after())));
@@ -189,7 +210,7 @@ impl<'a> Attempts<'a> {
                 progress.as_deref(),
                 &server.state.pool,
                 timeouts,
-                || self.copy(server),
+                || self.copy(upstream, server),
             )
             .await;
             match sent {
@@ -208,10 +229,10 @@ impl<'a> Attempts<'a> {
                                 "unrequested 101 Switching Protocols",
                             )));
                         };
-                        self.succeeded(idx, &mut guard);
+                        self.succeeded(upstream, idx, &mut guard);
                         drop(conn);
                         let res = super::tunnel::relay(res, upgrade, guard, timeouts.tunnel);
-                        return Ok((idx, res));
+                        return Ok((own_idx, res));
                     }
                     // The server answers for its body too, unless the client's
                     // request body breaks it.
@@ -222,20 +243,21 @@ impl<'a> Attempts<'a> {
                         progress,
                     };
                     if !policy.on.status(status) {
-                        self.succeeded(idx, &mut guard);
+                        self.succeeded(upstream, idx, &mut guard);
                         let res = forward::respond(conn, res, guard, timeouts, blame);
-                        return Ok((idx, res));
+                        return Ok((own_idx, res));
                     }
-                    self.failed(idx, &mut guard, &format!("status {}", status.as_u16()));
+                    let reason = format!("status {}", status.as_u16());
+                    self.failed(upstream, idx, &mut guard, &reason);
                     let res = forward::respond(conn, res, guard, timeouts, blame);
-                    if more && self.after_send && self.budget() {
+                    if more && self.after_send && self.budget(upstream) {
                         tracing::debug!(server = %server.state.addr(), %status, "retrying on the next server");
                         // Kept, unread, in case no other server can answer.
                         tried.push(idx);
-                        last = Some(Ok((idx, res)));
+                        last = Some(Ok((own_idx, res)));
                         continue;
                     }
-                    return Ok((idx, res));
+                    return Ok((own_idx, res));
                 }
                 Err(e) => {
                     // The client's side failed (its body malformed, cut short or
@@ -252,12 +274,12 @@ impl<'a> Attempts<'a> {
                         policy.on.error
                     };
                     if !listed {
-                        self.succeeded(idx, &mut guard);
+                        self.succeeded(upstream, idx, &mut guard);
                         return Err(e);
                     }
-                    self.failed(idx, &mut guard, &e.to_string());
+                    self.failed(upstream, idx, &mut guard, &e.to_string());
                     drop(guard);
-                    if more && self.after_send && self.budget() {
+                    if more && self.after_send && self.budget(upstream) {
                         tracing::debug!(server = %server.state.addr(), error = %e, "retrying on the next server");
                         tried.push(idx);
                         last = Some(Err(e));
@@ -269,9 +291,10 @@ impl<'a> Attempts<'a> {
         }
     }
 
-    /// The request for an attempt on `server`, with its body.
+    /// The request for an attempt on `server` of `upstream`, with its body.
     fn request(
         &mut self,
+        upstream: &Upstream,
         server: &UpstreamServer,
     ) -> Option<(Request<ReqBody>, Option<Arc<SendProgress>>)> {
         let (body, progress) = self.payload.take()?;
@@ -280,27 +303,33 @@ impl<'a> Attempts<'a> {
         } else {
             self.head.take()?
         };
-        Some((self.finish(head, server, body), progress))
+        Some((self.finish(upstream, head, server, body), progress))
     }
 
     /// Another copy of a held request, for replay on a fresh connection.
-    fn copy(&self, server: &UpstreamServer) -> Option<Request<ReqBody>> {
+    fn copy(&self, upstream: &Upstream, server: &UpstreamServer) -> Option<Request<ReqBody>> {
         if !self.keep {
             return None;
         }
         let body = self.payload.copy()?;
-        Some(self.finish(self.head.as_ref()?.copy(), server, body))
+        Some(self.finish(upstream, self.head.as_ref()?.copy(), server, body))
     }
 
     /// The server-dependent part of the head: proxy headers and `set_headers`, and
     /// the form the upstream's protocol wants.
-    fn finish(&self, mut head: Head, server: &UpstreamServer, body: ReqBody) -> Request<ReqBody> {
+    fn finish(
+        &self,
+        upstream: &Upstream,
+        mut head: Head,
+        server: &UpstreamServer,
+        body: ReqBody,
+    ) -> Request<ReqBody> {
         // An HTTP/1.0 request without a Host goes with the server's.
         if head.version <= Version::HTTP_10 && !head.headers.contains_key(header::HOST) {
             head.headers
                 .insert(header::HOST, server.state.addr_header.clone());
         }
-        let h2 = self.upstream.protocol.is_h2();
+        let h2 = upstream.protocol.is_h2();
         // `TE` is hop-by-hop, but gRPC servers insist on `te: trailers` (it tells
         // them every hop passes trailers, which holds over HTTP/2).
         let te_trailers = h2 && headers::accepts_trailers(&head.headers);
@@ -336,23 +365,22 @@ impl<'a> Attempts<'a> {
         head.into_request(body)
     }
 
-    fn budget(&self) -> bool {
-        let ok = self
-            .upstream
+    fn budget(&self, upstream: &Upstream) -> bool {
+        let ok = upstream
             .budget
-            .withdraw(Instant::now(), self.upstream.requests());
+            .withdraw(Instant::now(), upstream.requests());
         if !ok {
-            tracing::debug!(upstream = %self.upstream.name, "retry budget exhausted");
+            tracing::debug!(upstream = %upstream.name, "retry budget exhausted");
         }
         ok
     }
 
-    fn failed(&self, idx: usize, guard: &mut InFlight, reason: &str) {
-        self.upstream.record_failure(idx, guard, reason);
+    fn failed(&self, upstream: &Upstream, idx: usize, guard: &mut InFlight, reason: &str) {
+        upstream.record_failure(idx, guard, reason);
     }
 
-    fn succeeded(&self, idx: usize, guard: &mut InFlight) {
-        let s = &self.upstream.servers[idx];
+    fn succeeded(&self, upstream: &Upstream, idx: usize, guard: &mut InFlight) {
+        let s = &upstream.servers[idx];
         s.state
             .record_success(guard.take_admission(), s.passive.slow_start);
     }

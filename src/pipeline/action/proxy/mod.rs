@@ -4,6 +4,7 @@
 
 mod affinity;
 mod attempts;
+mod claim;
 mod forward;
 mod head;
 pub mod headers;
@@ -96,7 +97,7 @@ impl Proxy {
         };
         let attempts = Attempts::new(info, self, upstream, head, payload, upgrade)?;
         let (server, res) = attempts.run(pinned, key, &mut ctx.rec).await?;
-        ctx.server = Some(&upstream.servers[server]);
+        ctx.server = server.map(|i| &upstream.servers[i]);
         Ok(res)
     }
 }
