@@ -206,9 +206,14 @@ impl Resp {
 }
 
 /// One HTTP/1.1 client connection to the proxy, for several requests in a row.
+/// Like a browser or a pool, it opens a new connection when the proxy said the
+/// last response was the connection's last (`Connection: close`, as after
+/// `keepalive_requests` responses); any other close fails the next request.
 pub struct Conn {
     tx: http1::SendRequest<Full<Bytes>>,
     addr: SocketAddr,
+    /// The last response said `Connection: close`.
+    closing: bool,
 }
 
 impl Conn {
@@ -216,7 +221,11 @@ impl Conn {
         let tx = control::connect(addr)
             .await
             .unwrap_or_else(|e| panic!("connection to proxy: {e}"));
-        Conn { tx, addr }
+        Conn {
+            tx,
+            addr,
+            closing: false,
+        }
     }
 
     /// Sends `method path` with `headers` (a `Host` of the proxy's address is added
@@ -239,14 +248,23 @@ impl Conn {
         }
         let body = Full::new(Bytes::copy_from_slice(body.unwrap_or_default()));
         let req = b.body(body).expect("request");
+        if self.closing {
+            *self = Conn::open(self.addr).await;
+        }
         let fut = async {
             self.tx.ready().await.expect("connection ready");
             let res = self.tx.send_request(req).await.expect("response head");
             Resp::read(res).await
         };
-        tokio::time::timeout(EXCHANGE_LIMIT, fut)
+        let res = tokio::time::timeout(EXCHANGE_LIMIT, fut)
             .await
-            .expect("exchange finished in time")
+            .expect("exchange finished in time");
+        self.closing = res
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        res
     }
 }
 
