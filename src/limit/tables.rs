@@ -70,24 +70,21 @@ impl Tables {
     /// Drops the expired keys of every rate table (`RateTable::sweep`), returning
     /// how many. The registry's lock is held only to list the tables.
     pub fn sweep(&self, now: u64) -> usize {
-        let tables: Vec<Arc<RateTable>> = self
-            .lock()
-            .rate
-            .values()
-            .map(|(t, _)| Arc::clone(t))
-            .collect();
-        tables.iter().map(|t| t.sweep(now)).sum()
+        self.rate_tables().iter().map(|t| t.sweep(now)).sum()
     }
 
     /// Keys held by every rate table (live ones, and expired ones not swept yet).
     pub fn rate_keys(&self) -> usize {
-        let tables: Vec<Arc<RateTable>> = self
-            .lock()
+        self.rate_tables().iter().map(|t| t.len()).sum()
+    }
+
+    /// Every rate table, listed under the registry's lock and used after it.
+    fn rate_tables(&self) -> Vec<Arc<RateTable>> {
+        self.lock()
             .rate
             .values()
             .map(|(t, _)| Arc::clone(t))
-            .collect();
-        tables.iter().map(|t| t.len()).sum()
+            .collect()
     }
 
     /// How many rate and `limit_conn` tables are kept.

@@ -46,10 +46,7 @@ impl Entries {
     /// The file's and the discovery sources' servers (what an admin removal acts
     /// on), each address once.
     fn listed<'a>(&'a self, config: &'a UpstreamConfig) -> impl Iterator<Item = Member> + 'a {
-        let file = config.servers.iter().map(|s| Member {
-            server: s.clone(),
-            source: Source::File,
-        });
+        let file = Member::from_file(config);
         let discovered = self.discovered.iter().flat_map(|(source, list)| {
             list.iter().map(move |s| Member {
                 server: s.clone(),
@@ -73,14 +70,7 @@ impl Membership {
     pub fn members(&self, config: &UpstreamConfig) -> Vec<Member> {
         let map = self.lock();
         let Some(e) = map.get(&config.name) else {
-            return config
-                .servers
-                .iter()
-                .map(|s| Member {
-                    server: s.clone(),
-                    source: Source::File,
-                })
-                .collect();
+            return Member::from_file(config).collect();
         };
         let admin = e.added.iter().map(|s| Member {
             server: s.clone(),

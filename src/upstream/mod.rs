@@ -62,6 +62,16 @@ pub struct Member {
     pub source: Source,
 }
 
+impl Member {
+    /// The file's servers of `config`, as members.
+    pub fn from_file(config: &UpstreamConfig) -> impl Iterator<Item = Member> + '_ {
+        config.servers.iter().map(|s| Member {
+            server: s.clone(),
+            source: Source::File,
+        })
+    }
+}
+
 /// One upstream as a snapshot sees it.
 #[derive(Debug)]
 pub struct Upstream {
@@ -650,14 +660,7 @@ mod tests {
         .unwrap()
         .upstreams
         .remove(0);
-        let members: Vec<Member> = config
-            .servers
-            .iter()
-            .map(|s| Member {
-                server: s.clone(),
-                source: Source::File,
-            })
-            .collect();
+        let members: Vec<Member> = Member::from_file(&config).collect();
         let metrics = Metrics::new(false);
         let b = Build {
             registry,
