@@ -43,6 +43,7 @@ pub fn banner(proxy: SocketAddr, admin: Option<SocketAddr>, origins: &[SocketAdd
          curl http://{proxy}/                 # round-robin: run it three times\n  \
          curl http://{proxy}/api/users        # weighted 5:1:1 towards origin-1\n  \
          curl http://{proxy}/api              # 301 to /api/, as nginx\n  \
+         for i in $(seq 20); do curl -s -o /dev/null -w '%{{http_code}} ' http://{proxy}/api/; done   # 429 past 5/s, burst 10\n  \
          curl 'http://{proxy}/?chunks=5&interval=300ms'   # streamed as it comes\n  \
          curl 'http://{proxy}/api/slow?delay=3s'          # 504 after read_timeout 2s\n  \
          curl http://{proxy}/health           # answered by the proxy itself\n  \
