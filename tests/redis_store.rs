@@ -323,6 +323,9 @@ async fn replicas_seen_counts_those_that_decided_within_the_window() {
     assert_eq!(a.replicas_seen(), 1);
     decide(&b, &[l]).await;
     assert_eq!(b.replicas_seen(), 2);
+    // Falling back, each runs at half the rate (and half the burst).
+    assert_eq!(b.fallback(l.gcra).emission, 2 * l.gcra.emission);
+    assert_eq!(b.fallback(l.gcra).tolerance, l.gcra.tolerance);
     decide(&a, &[l]).await;
     assert_eq!(a.replicas_seen(), 2);
 

@@ -301,6 +301,12 @@ impl RedisStore {
         self.health.replicas()
     }
 
+    /// This replica's share of `gcra` while the store does not answer (`share`
+    /// with `replicas_seen()`): what the local fallback enforces.
+    pub fn fallback(&self, gcra: Gcra) -> Gcra {
+        share(gcra, self.replicas_seen())
+    }
+
     /// Decisions that fell back (each `check` that returned an error), since the
     /// store was opened: `switchyard_rate_limit_fallback_total`.
     pub fn fallbacks(&self) -> u64 {
@@ -336,6 +342,21 @@ impl Drop for RedisStore {
     }
 }
 
+/// One replica's share of `gcra` while the store is unavailable, with `replicas`
+/// falling back together: `rate ÷ replicas` and `burst ÷ replicas` (and `delay`
+/// likewise), so that together they let through about what the shared limit
+/// would. Stretching the emission interval does all three: the tolerances stay
+/// the same spans of time, which at the slower rate hold that many fewer requests.
+pub fn share(gcra: Gcra, replicas: usize) -> Gcra {
+    Gcra {
+        emission: gcra
+            .emission
+            .saturating_mul(replicas.max(1) as u64)
+            .min(MAX_SPAN_NANOS),
+        ..gcra
+    }
+}
+
 /// Whether `e` leaves the connection unusable, so that a new one must be dialled
 /// (rather than Redis refusing one command on a good connection).
 fn connection_lost(e: &RedisError) -> bool {
@@ -345,4 +366,47 @@ fn connection_lost(e: &RedisError) -> bool {
         // A primary demoted to a replica (failover): the address now leads
         // elsewhere only on a new connection.
         || e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limit::gcra::Verdict;
+
+    const SEC: u64 = 1_000_000_000;
+
+    /// Requests passing at `now` and then one per `step` for `steps` steps.
+    fn passed(g: &Gcra, steps: u64, step: u64) -> usize {
+        let mut tat = 0;
+        let mut n = 0;
+        for i in 0..=steps {
+            let now = SEC + i * step;
+            while let Verdict::Pass { tat: t, .. } = g.check(tat, now) {
+                tat = t;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn a_replicas_share_divides_rate_and_burst() {
+        // 100/s, burst 50, four replicas: each 25/s with a burst of 12.
+        let g = Gcra::new(100, SEC, 50, Some(10));
+        let s = share(g, 4);
+        assert_eq!(
+            s,
+            Gcra {
+                emission: 4 * g.emission,
+                ..g
+            }
+        );
+        assert_eq!(passed(&g, 0, 0), 51);
+        assert_eq!(passed(&s, 0, 0), 13);
+        // Over ten seconds after the burst: 250 more, a quarter of 1000.
+        assert_eq!(passed(&s, 1000, SEC / 100) - 13, 250);
+        // One replica, or none seen: the whole limit.
+        assert_eq!(share(g, 1), g);
+        assert_eq!(share(g, 0), g);
+    }
 }
