@@ -49,6 +49,17 @@ fn main() {
             }
         });
     }
+    // Redis's own time per decision: what bounds one Redis's decisions per second.
+    let mut redis = redis::Client::open(server.url())
+        .and_then(|c| c.get_connection())
+        .unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis)
+        .unwrap();
+    for line in stats.lines().filter(|l| l.starts_with("cmdstat_evalsha:")) {
+        println!("redis-server, all decisions: {line}");
+    }
 }
 
 /// `PING` round trips on a multiplexed connection: the floor under a decision.
