@@ -13,12 +13,14 @@
 //! (and the request may have to wait) or the first that refuses is named, and
 //! then none is charged. Where a limit's state lives is its `Store`: this
 //! process (`Local`) or, for a budget shared by several proxies, a server they
-//! all reach (a Redis variant plugs in here: see `Store`).
+//! all reach (`redis`: the same arithmetic run in Redis for limits that several
+//! replicas share; its variant plugs in here: see `Store`).
 
 pub mod conn;
 pub mod gcra;
 pub mod key;
 mod local;
+pub mod redis;
 pub mod table;
 mod tables;
 

@@ -393,6 +393,7 @@ pub async fn counting_origin(
     (addr, accepted)
 }
 pub mod control;
+pub mod redis_server;
 pub mod tls;
 pub mod upstream;
 
