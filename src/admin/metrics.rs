@@ -1,11 +1,15 @@
 //! `GET /metrics`: the exporter's series (request events, recorded as they happen),
 //! then the live state read from the current snapshot at scrape time — servers'
 //! health, in-flight counts, the balancer's estimates, check and ejection counts,
-//! reloads — which costs the request path nothing, and stops being reported for a
-//! server the moment it leaves.
+//! reloads, the Redis stores of shared rate limits — which costs the request path
+//! nothing, and stops being reported for a server (or a store) the moment it
+//! leaves.
 
 use std::fmt::Write as _;
 
+use std::sync::Arc;
+
+use crate::limit::RedisStore;
 use crate::observe::Metrics;
 use crate::pipeline::Snapshot;
 
@@ -15,10 +19,61 @@ pub(super) fn render(
     metrics: &Metrics,
     snapshot: &Snapshot,
     reloads: (u64, u64),
+    stores: &[Arc<RedisStore>],
 ) -> Option<String> {
     let mut out = metrics.render()?;
     render_state(&mut out, snapshot, metrics.generation(), reloads);
+    render_stores(&mut out, stores);
     Some(out)
+}
+
+/// The Redis stores' state, by address (without credentials). Two URLs for one
+/// address (another password, `unix://` and `redis+unix://`) are one series:
+/// their fallbacks add up, the replicas are the most either saw, and the store
+/// is up only if both are.
+fn render_stores(out: &mut String, stores: &[Arc<RedisStore>]) {
+    let mut by_address: Vec<(&str, u64, usize, bool)> = Vec::new();
+    for s in stores {
+        let (fallbacks, replicas, up) = (s.fallbacks(), s.replicas_seen(), s.available());
+        match by_address.iter_mut().find(|(a, ..)| *a == s.address()) {
+            Some((_, f, r, u)) => {
+                *f += fallbacks;
+                *r = (*r).max(replicas);
+                *u &= up;
+            }
+            None => by_address.push((s.address(), fallbacks, replicas, up)),
+        }
+    }
+    by_address.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let families: [(&str, &str, &str, fn(&(&str, u64, usize, bool)) -> f64); 3] = [
+        (
+            "switchyard_rate_limit_fallback_total",
+            "counter",
+            "Rate-limit decisions the Redis store did not answer in time (or at all), decided by this replica's share of the limits instead.",
+            |s| s.1 as f64,
+        ),
+        (
+            "switchyard_rate_limit_store_up",
+            "gauge",
+            "1 when the Redis store's last word was an answer.",
+            |s| f64::from(u8::from(s.3)),
+        ),
+        (
+            "switchyard_rate_limit_store_replicas",
+            "gauge",
+            "Replicas that decided through the store recently, this one included, as Redis last said: the fallback runs at rate ÷ this.",
+            |s| s.2 as f64,
+        ),
+    ];
+    if by_address.is_empty() {
+        return;
+    }
+    for (name, kind, help, read) in families {
+        let mut f = Family::start(out, name, kind, help);
+        for s in &by_address {
+            f.sample(name, &[("store", s.0)], read(s));
+        }
+    }
 }
 
 /// A family of scrape-time series: its `# HELP`/`# TYPE` lines, then samples.
