@@ -407,6 +407,19 @@ async fn redis_killed_mid_run_falls_back_to_a_share_per_replica_then_shares_agai
         "logged once:\n{}",
         rs[0].log()
     );
+    let status = Client::new(rs[0].admin)
+        .get("/status.json")
+        .await
+        .expect("status");
+    let status: serde_json::Value = serde_json::from_str(&status.body).expect("JSON");
+    let store = &status["rate_limit_stores"][0];
+    assert_eq!(store["address"], redis.url().as_str(), "{status}");
+    assert_eq!(store["available"], false, "{status}");
+    assert_eq!(store["replicas_seen"], 3, "{status}");
+    assert!(
+        store["fallbacks"].as_u64() >= Some(fallbacks as u64),
+        "{status}"
+    );
 
     // Back on the same socket, empty: shared again, so one replica gets the
     // whole burst (30), not its share.
