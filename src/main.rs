@@ -76,9 +76,10 @@ enum ConfigCommand {
     Dump {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
-        /// Print the admin token. Without this flag it is printed as "<redacted>",
-        /// which is a placeholder, not a usable token: loading the dump as a
-        /// configuration fails at `admin.token` until the real one is put back.
+        /// Print the admin token and the passwords in rate-limit store URLs.
+        /// Without this flag each is printed as "<redacted>", which is a
+        /// placeholder, not a usable secret: loading the dump as a configuration
+        /// fails at its key until the real one is put back.
         #[arg(long)]
         show_secrets: bool,
     },

@@ -57,7 +57,8 @@ install_missing nginx wrk redis-server
 require ss curl getconf
 build_switchyard
 declare -A PORT=([sy-plain]=$PORT_BASE [sy-local]=$((PORT_BASE + 1)) [sy-redis]=$((PORT_BASE + 2)) [nginx]=$((PORT_BASE + 3)))
-check_ports PORT_BASE/ORIGIN_PORTS "${PORT[@]}" $ORIGIN_PORTS
+read -r -a ORIGINS <<<"$ORIGIN_PORTS"
+check_ports PORT_BASE/ORIGIN_PORTS "${PORT[@]}" "${ORIGINS[@]}"
 warn_if_busy "the benchmark starts; results will be noisy"
 make_workdir limits
 copy_switchyard "$TMP"
@@ -102,10 +103,15 @@ EOF
     "$SY" check --config "$out" >/dev/null || die "switchyard rejected $out"
     echo "$out"
 }
+# Written first, not inside the launch lines: a `die` in a command substitution
+# there would only end the subshell, and the proxy would start without a file.
+CFG_PLAIN=$(sy_config sy-plain "${PORT[sy-plain]}" "")
+CFG_LOCAL=$(sy_config sy-local "${PORT[sy-local]}" local)
+CFG_REDIS=$(sy_config sy-redis "${PORT[sy-redis]}" "redis+unix://$SOCK")
 log "starting sy-plain, sy-local, sy-redis, nginx on ${PORT[sy-plain]}..${PORT[nginx]}"
-RUST_LOG=warn launch sy-plain "${PORT[sy-plain]}" "$SY" run --config "$(sy_config sy-plain "${PORT[sy-plain]}" "")"
-RUST_LOG=warn launch sy-local "${PORT[sy-local]}" "$SY" run --config "$(sy_config sy-local "${PORT[sy-local]}" local)"
-RUST_LOG=warn launch sy-redis "${PORT[sy-redis]}" "$SY" run --config "$(sy_config sy-redis "${PORT[sy-redis]}" "redis+unix://$SOCK")"
+RUST_LOG=warn launch sy-plain "${PORT[sy-plain]}" "$SY" run --config "$CFG_PLAIN"
+RUST_LOG=warn launch sy-local "${PORT[sy-local]}" "$SY" run --config "$CFG_LOCAL"
+RUST_LOG=warn launch sy-redis "${PORT[sy-redis]}" "$SY" run --config "$CFG_REDIS"
 mkdir -p "$TMP/nginx"
 render "$HERE/nginx.conf.tmpl" "$TMP/nginx/nginx.conf" "$TMP/nginx" "${PORT[nginx]}"
 # The template's one location proxies /; add the zones and two limited locations
@@ -177,7 +183,10 @@ for round in $(seq "$ROUNDS"); do
         p50=$(to_us "$(awk '$1 == "50%" {print $2}' "$out")")
         p99=$(to_us "$(awk '$1 == "99%" {print $2}' "$out")")
         non2xx=$(awk -F': *' '/Non-2xx/ {print $2}' "$out"); non2xx=${non2xx:-0}
-        [ -n "$requests" ] && [ "$requests" -gt 0 ] || { cat "$out" >&2; die "could not parse wrk output for $name"; }
+        if [ -z "$requests" ] || [ "$requests" -le 0 ]; then
+            cat "$out" >&2
+            die "could not parse wrk output for $name"
+        fi
         cpu=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN {printf "%.2f", t * 1e6 / hz / n}')
         rcpu=$(awk -v t=$((r1 - r0)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN {printf "%.2f", t * 1e6 / hz / n}')
         echo "$round,$name,$path,$requests,$seconds,$rps,$p50,$p99,$non2xx,$cpu,$rcpu" >>"$CSV"

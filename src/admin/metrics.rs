@@ -1,11 +1,15 @@
 //! `GET /metrics`: the exporter's series (request events, recorded as they happen),
 //! then the live state read from the current snapshot at scrape time — servers'
 //! health, in-flight counts, the balancer's estimates, check and ejection counts,
-//! reloads — which costs the request path nothing, and stops being reported for a
-//! server the moment it leaves.
+//! reloads, the Redis stores of shared rate limits — which costs the request path
+//! nothing, and stops being reported for a server (or a store) the moment it
+//! leaves.
 
 use std::fmt::Write as _;
 
+use std::sync::Arc;
+
+use crate::limit::RedisStore;
 use crate::observe::Metrics;
 use crate::pipeline::Snapshot;
 
@@ -15,10 +19,75 @@ pub(super) fn render(
     metrics: &Metrics,
     snapshot: &Snapshot,
     reloads: (u64, u64),
+    stores: &[Arc<RedisStore>],
 ) -> Option<String> {
     let mut out = metrics.render()?;
     render_state(&mut out, snapshot, metrics.generation(), reloads);
+    render_stores(&mut out, stores);
     Some(out)
+}
+
+/// One Redis store's state as the metrics show it.
+struct StoreState<'a> {
+    address: &'a str,
+    fallbacks: u64,
+    replicas: usize,
+    up: bool,
+}
+
+/// The Redis stores' state, by address (without credentials). Two URLs for one
+/// address (another password, `unix://` and `redis+unix://`) are one series:
+/// their fallbacks add up, the replicas are the most either saw, and the store
+/// is up only if both are.
+fn render_stores(out: &mut String, stores: &[Arc<RedisStore>]) {
+    let mut by_address: Vec<StoreState<'_>> = Vec::new();
+    for s in stores {
+        let (fallbacks, replicas, up) = (s.fallbacks(), s.replicas_seen(), s.available());
+        match by_address.iter_mut().find(|a| a.address == s.address()) {
+            Some(a) => {
+                a.fallbacks += fallbacks;
+                a.replicas = a.replicas.max(replicas);
+                a.up &= up;
+            }
+            None => by_address.push(StoreState {
+                address: s.address(),
+                fallbacks,
+                replicas,
+                up,
+            }),
+        }
+    }
+    if by_address.is_empty() {
+        return;
+    }
+    by_address.sort_unstable_by(|a, b| a.address.cmp(b.address));
+    type Read = fn(&StoreState<'_>) -> f64;
+    let families: [(&str, &str, &str, Read); 3] = [
+        (
+            "switchyard_rate_limit_fallback_total",
+            "counter",
+            "Rate-limit decisions the Redis store did not answer in time (or at all), decided by this replica's share of the limits instead.",
+            |s| s.fallbacks as f64,
+        ),
+        (
+            "switchyard_rate_limit_store_up",
+            "gauge",
+            "1 when the Redis store's last word was an answer.",
+            |s| f64::from(u8::from(s.up)),
+        ),
+        (
+            "switchyard_rate_limit_store_replicas",
+            "gauge",
+            "Replicas that decided through the store recently, this one included, as Redis last said: the fallback runs at rate / this.",
+            |s| s.replicas as f64,
+        ),
+    ];
+    for (name, kind, help, read) in families {
+        let mut f = Family::start(out, name, kind, help);
+        for s in &by_address {
+            f.sample(name, &[("store", s.address)], read(s));
+        }
+    }
 }
 
 /// A family of scrape-time series: its `# HELP`/`# TYPE` lines, then samples.

@@ -133,8 +133,14 @@ async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<Full
         }
         (&Method::GET, ["metrics"]) => {
             let snapshot = control.shared.load();
-            let body = metrics::render(&control.shared.metrics, &snapshot, control.stats.counts())
-                .unwrap_or_default();
+            let stores = control.shared.limits().redis_stores();
+            let body = metrics::render(
+                &control.shared.metrics,
+                &snapshot,
+                control.stats.counts(),
+                &stores,
+            )
+            .unwrap_or_default();
             text(StatusCode::OK, "text/plain; version=0.0.4", body)
         }
         (&Method::GET, ["status.json"]) => {

@@ -20,6 +20,8 @@ pub(crate) struct Status {
     pub routes: Vec<RouteStatus>,
     pub upstreams: Vec<UpstreamStatus>,
     pub access_log: Option<AccessLogStatus>,
+    /// The Redis stores of shared rate limits.
+    pub rate_limit_stores: Vec<StoreStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -106,6 +108,18 @@ pub(crate) struct EventStatus {
 }
 
 #[derive(Debug, Serialize)]
+pub(crate) struct StoreStatus {
+    /// Without credentials.
+    pub address: String,
+    /// Whether Redis's last word was an answer (false before the first).
+    pub available: bool,
+    /// Replicas that decided through it recently, this one included.
+    pub replicas_seen: usize,
+    /// Decisions made by this replica's fallback instead.
+    pub fallbacks: u64,
+}
+
+#[derive(Debug, Serialize)]
 pub(crate) struct AccessLogStatus {
     pub target: String,
     pub format: &'static str,
@@ -173,6 +187,17 @@ impl Status {
                 },
                 dropped: l.dropped(),
             }),
+            rate_limit_stores: shared
+                .limits()
+                .redis_stores()
+                .iter()
+                .map(|s| StoreStatus {
+                    address: s.address().to_owned(),
+                    available: s.available(),
+                    replicas_seen: s.replicas_seen(),
+                    fallbacks: s.fallbacks(),
+                })
+                .collect(),
         }
     }
 }

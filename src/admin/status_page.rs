@@ -103,6 +103,20 @@ pub(crate) fn render(s: &Status) -> String {
         );
     }
     h.push_str("</table>");
+    for r in &s.rate_limit_stores {
+        let _ = write!(
+            h,
+            "<p>rate-limit store {}: {}, {} replica(s) seen, {} fallback decision(s)</p>",
+            esc(&r.address),
+            if r.available {
+                "answering"
+            } else {
+                "<b>not answering</b> (limits at this replica's share)"
+            },
+            r.replicas_seen,
+            r.fallbacks
+        );
+    }
     if let Some(l) = &s.access_log {
         let _ = write!(
             h,

@@ -16,7 +16,8 @@
 //!   certificates by file; so reordering a file changes nothing.
 //! - Modes (`MODES`): when `balance` or a route's action changes, the settings that
 //!   only exist under the old or the new one are not reported one by one.
-//! - The admin token is never printed (`SECRETS`); a certificate or CA file whose
+//! - The admin token is never printed (`SECRETS`), nor a rate-limit store's
+//!   password (written as a tag, `Secrets::Tagged`); a certificate or CA file whose
 //!   path is unchanged but whose content is new is reported from the loaded files.
 //!
 //! Order of the result: admin, access_log, listeners (by name), routes (removed
@@ -83,7 +84,8 @@ impl fmt::Display for Change {
 }
 
 /// Everything that differs from `old` to `new`, in a deterministic order (see the
-/// module documentation). Secrets (the admin token) are never printed.
+/// module documentation). Secrets (the admin token, store passwords) are never
+/// printed.
 pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
     let mut d = Diff {
         old,
@@ -100,7 +102,7 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
 /// another address is a server removed and one added). Each server's written
 /// address follows as `name`.
 fn tree_of(c: &Config) -> Table {
-    let mut root = table_of(&c.file_shape(Paths::Resolved, Secrets::Shown));
+    let mut root = table_of(&c.file_shape(Paths::Resolved, Secrets::Tagged));
     if let Some(Node::Table(upstreams)) = root.get_mut("upstream") {
         for u in &c.upstreams {
             if let Some(Node::Table(t)) = upstreams.get_mut(&u.name) {

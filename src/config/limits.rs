@@ -4,13 +4,15 @@
 //! request through.
 
 use std::fmt;
+use std::ops::Range;
 
 use http::{HeaderName, StatusCode};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::ser;
+use super::ser::{self, REDACTED_TOKEN};
 use super::tree::bare;
 use super::validate::Checker;
+use crate::limit::redis::UrlError;
 
 /// `burst` when not given: none beyond the rate (nginx's `limit_req` default and
 /// the issue's).
@@ -26,9 +28,10 @@ pub const DEFAULT_LIMIT_KEY: LimitKey = LimitKey::ClientIp;
 pub const DEFAULT_LIMIT_STATUS: StatusCode = StatusCode::TOO_MANY_REQUESTS;
 /// Largest `N` of a rate: one request per nanosecond, the clock's resolution.
 pub const MAX_RATE: u64 = 1_000_000_000;
-/// Whether this build has a shared (Redis) store. Until it does, a Redis `store`
-/// is refused when the file is loaded rather than silently limited per process.
-pub const REDIS_STORE_AVAILABLE: bool = false;
+/// Whether this build has a shared (Redis) store (`limit::redis`). Without one, a
+/// Redis `store` would be refused when the file is loaded rather than silently
+/// limited per process.
+pub const REDIS_STORE_AVAILABLE: bool = true;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,16 +218,18 @@ pub enum LimitStore {
 }
 
 impl fmt::Display for LimitStore {
+    /// A URL without its secrets.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LimitStore::Local => f.write_str("local"),
-            LimitStore::Redis(u) => f.write_str(&u.url),
+            LimitStore::Redis(u) => f.write_str(&u.redacted()),
         }
     }
 }
 
 impl Serialize for LimitStore {
-    /// `"local"` as a word, a URL as text.
+    /// `"local"` as a word, a URL as text, secrets and all (`config::ser` hides
+    /// them where it must, with `hide_secrets`).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             LimitStore::Local => bare("local", s),
@@ -233,113 +238,166 @@ impl Serialize for LimitStore {
     }
 }
 
-/// A Redis server's URL, `redis://[[user]:password@]host[:port][/db]` or
-/// `redis+unix:///path/redis.sock[?db=N]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A Redis server's URL: `redis://[[user]:password@]host[:port][/db]`, or a Unix
+/// socket as `redis+unix:///path/redis.sock[?db=N]` or `unix:///…`. Checked by
+/// the store's own parser (`limit::redis::check_url`), so that what the
+/// configuration accepts is what the store opens. It knows where its secrets lie
+/// (the password, and a socket URL's `pass=`), so that `config dump` and the
+/// reload diff can write it without them; its `Debug` and `Display` never show
+/// them.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl {
     /// As written.
     pub url: String,
-    pub addr: RedisAddr,
-    pub db: u32,
-    pub username: Option<String>,
-    pub password: Option<String>,
+    /// The byte ranges of `url` that are secrets.
+    secrets: Vec<Range<usize>>,
 }
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisAddr {
-    /// A host name or IP address (IPv6 without its brackets) and port.
-    Tcp { host: String, port: u16 },
-    /// A Unix socket's absolute path.
-    Unix(std::path::PathBuf),
-}
-
-/// Redis's port when the URL gives none.
-pub const DEFAULT_REDIS_PORT: u16 = 6379;
 
 impl RedisUrl {
     fn parse(url: &str) -> Result<RedisUrl, String> {
-        let form =
-            "expected \"local\", \"redis://host:port/db\" or \"redis+unix:///path/redis.sock\"";
-        if let Some(rest) = url.strip_prefix("redis+unix://") {
-            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-            if !path.starts_with('/') || path.len() < 2 {
-                return Err(format!(
-                    "{url:?}: the socket's path must be absolute (three slashes: \"redis+unix:///path/redis.sock\")"
-                ));
-            }
-            let db = match query {
-                "" => 0,
-                q => match q.strip_prefix("db=").and_then(|d| d.parse().ok()) {
-                    Some(d) => d,
-                    None => return Err(format!("{url:?}: the query may only be \"db=N\"")),
-                },
-            };
-            return Ok(RedisUrl {
-                url: url.to_owned(),
-                addr: RedisAddr::Unix(path.into()),
-                db,
-                username: None,
-                password: None,
+        if let Err(e) = crate::limit::redis::check_url(url) {
+            return Err(match e {
+                // Its message would repeat the URL, password and all.
+                UrlError::Scheme(_) => format!(
+                    "expected \"local\", \"redis://host:port/db\" or \"redis+unix:///path/redis.sock\", \
+                     got a URL with scheme {:?}",
+                    url.split_once("://").map_or("", |(s, _)| s)
+                ),
+                e => e.to_string(),
             });
         }
-        let Some(rest) = url.strip_prefix("redis://") else {
-            return Err(format!("{url:?}: {form}"));
-        };
-        let (authority, db) = match rest.split_once('/') {
-            None => (rest, 0),
-            Some((a, "")) => (a, 0),
-            Some((a, d)) => match d.parse() {
-                Ok(d) => (a, d),
-                Err(_) => return Err(format!("{url:?}: the database must be a number, got {d:?}")),
-            },
-        };
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        let (username, password) = match userinfo.map(|u| u.split_once(':').unwrap_or((u, ""))) {
-            None => (None, None),
-            Some((u, p)) => (
-                (!u.is_empty()).then(|| u.to_owned()),
-                (!p.is_empty()).then(|| p.to_owned()),
-            ),
-        };
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let Some((h, after)) = v6.split_once(']') else {
-                return Err(format!("{url:?}: unclosed \"[\" in the host"));
-            };
-            (h, after.strip_prefix(':'))
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (hostport, None),
-            }
-        };
-        let valid_host = !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
-        if !valid_host {
-            return Err(format!("{url:?}: missing or invalid host ({form})"));
+        let secrets = secret_spans(url);
+        if secrets
+            .iter()
+            .any(|r| percent_decoded(&url[r.clone()]) == REDACTED_TOKEN)
+        {
+            return Err(format!(
+                "the password is {REDACTED_TOKEN:?}, which `config dump` writes instead of \
+                 the real one without --show-secrets: put the real password back"
+            ));
         }
-        let port = match port {
-            None => DEFAULT_REDIS_PORT,
-            Some(p) => match p.parse::<u16>() {
-                Ok(p) if p > 0 => p,
-                _ => return Err(format!("{url:?}: invalid port {p:?}")),
-            },
-        };
         Ok(RedisUrl {
             url: url.to_owned(),
-            addr: RedisAddr::Tcp {
-                host: host.to_owned(),
-                port,
-            },
-            db,
-            username,
-            password,
+            secrets,
         })
     }
+
+    /// Whether the URL holds a secret.
+    pub fn has_secret(&self) -> bool {
+        !self.secrets.is_empty()
+    }
+
+    /// The URL with each secret replaced by `hide(secret)`.
+    pub fn hiding(&self, hide: &dyn Fn(&str) -> String) -> RedisUrl {
+        let mut url = String::with_capacity(self.url.len());
+        let mut at = 0;
+        for r in &self.secrets {
+            url.push_str(&self.url[at..r.start]);
+            url.push_str(&hide(&self.url[r.clone()]));
+            at = r.end;
+        }
+        url.push_str(&self.url[at..]);
+        RedisUrl {
+            url,
+            secrets: Vec::new(),
+        }
+    }
+
+    /// The URL with its secrets written as [`REDACTED_TOKEN`].
+    pub fn redacted(&self) -> String {
+        self.hiding(&|_| REDACTED_TOKEN.to_owned()).url
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({:?})", self.redacted())
+    }
+}
+
+/// The byte ranges of a Redis URL's secrets, found as the URL parser redis-rs
+/// uses (the `url` crate) finds them: the password of the userinfo, which runs
+/// from after `://` to the last `@` before the first `/`, `?` or `#`; and the
+/// value of a `pass` query pair (a socket URL's password). Empty ones hide
+/// nothing and are left out.
+fn secret_spans(url: &str) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return out;
+    };
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if let Some(at) = authority.rfind('@') {
+        if let Some(colon) = authority[..at].find(':') {
+            out.push(start + colon + 1..start + at);
+        }
+    }
+    if let Some(q) = url.find('?') {
+        let end = url[q..].find('#').map_or(url.len(), |i| q + i);
+        let mut pos = q + 1;
+        for pair in url[q + 1..end].split('&') {
+            if let Some((name, _)) = pair.split_once('=') {
+                if percent_decoded(name) == "pass" {
+                    out.push(pos + name.len() + 1..pos + pair.len());
+                }
+            }
+            pos += pair.len() + 1;
+        }
+    }
+    out.retain(|r| !r.is_empty());
+    out
+}
+
+/// `s` with its `%XX` escapes decoded (and `+` as a space, as in a query), as
+/// the URL parser reads a password or a query pair's name.
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let hex = |i: usize| {
+        let digit = |c: u8| (c as char).to_digit(16);
+        Some(digit(*b.get(i)?)? * 16 + digit(*b.get(i + 1)?)?)
+    };
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], hex(i + 1)) {
+            (b'%', Some(v)) => {
+                out.push(v as u8);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `list` with the secrets of its stores' URLs replaced by `hide(secret)`; `None`
+/// when it has none (what `config dump` and the reload diff write).
+pub(super) fn hide_secrets(
+    list: &[RateLimitConfig],
+    hide: &dyn Fn(&str) -> String,
+) -> Option<Vec<RateLimitConfig>> {
+    let secret = |l: &RateLimitConfig| matches!(&l.store, LimitStore::Redis(u) if u.has_secret());
+    if !list.iter().any(secret) {
+        return None;
+    }
+    let hidden = list
+        .iter()
+        .map(|l| match &l.store {
+            LimitStore::Redis(u) => RateLimitConfig {
+                store: LimitStore::Redis(u.hiding(hide)),
+                ..l.clone()
+            },
+            LimitStore::Local => l.clone(),
+        })
+        .collect();
+    Some(hidden)
 }
 
 /// `rate_limit = { … }` or `[{ … }, …]`, one table or each; as the file writes
@@ -490,7 +548,26 @@ pub(super) fn check_rate_limits(
         let store = match raw.store.as_deref() {
             None | Some("local") => LimitStore::Local,
             Some(url) => match RedisUrl::parse(url) {
-                Ok(u) if REDIS_STORE_AVAILABLE => LimitStore::Redis(u),
+                Ok(u) if REDIS_STORE_AVAILABLE => {
+                    // One round trip decides a list's shared limits, all or
+                    // nothing: that takes one store.
+                    let other = out.iter().find_map(|l: &RateLimitConfig| match &l.store {
+                        LimitStore::Redis(o) if o.url != u.url => Some(o.redacted()),
+                        _ => None,
+                    });
+                    if let Some(other) = other {
+                        c.err(
+                            format!("{p}.store"),
+                            format!(
+                                "the shared limits of one list must use one store (another \
+                                 limit here uses {other:?}): a request's shared limits are \
+                                 decided in one round trip"
+                            ),
+                        );
+                        continue;
+                    }
+                    LimitStore::Redis(u)
+                }
                 Ok(_) => {
                     c.err(
                         format!("{p}.store"),
@@ -631,7 +708,7 @@ mod tests {
     fn every_problem_has_its_key_path() {
         let p = problems(
             "rate_limit = { rate = \"10/h\" }\nlimit_conn = { max = 0 }",
-            "rate_limit = [{ rate = \"0/s\" }, { rate = \"5/s\", burst = 2, delay = 3, key = \"ip\", status = 302 }, { rate = \"5/s\", delay = \"some\", store = \"memcached://x\" }, { rate = \"5/s\", store = \"redis://127.0.0.1:6379/0\" }, { rate = \"5/s\", burst = -1 }, { rate = \"5/s\", key = \"header:bad name\" }]\n\
+            "rate_limit = [{ rate = \"0/s\" }, { rate = \"5/s\", burst = 2, delay = 3, key = \"ip\", status = 302 }, { rate = \"5/s\", delay = \"some\", store = \"memcached://x\" }, { rate = \"5/s\", store = \"rediss://127.0.0.1:6379/0\" }, { rate = \"5/s\", burst = -1 }, { rate = \"5/s\", key = \"header:bad name\" }]\n\
              limit_conn = { max = 1, key = \"cookie:\", extra = 1 }",
         );
         let has = |key: &str, part: &str| {
@@ -659,7 +736,7 @@ mod tests {
         );
         has(
             "route[0].rate_limit[3].store",
-            "the redis store is not available in this build",
+            "TLS to Redis) is not supported",
         );
         has("route[0].rate_limit[4].burst", "");
         has("route[0].rate_limit[5].key", "invalid header name");
@@ -722,55 +799,139 @@ mod tests {
     }
 
     #[test]
-    fn redis_urls_are_checked_for_form() {
-        let ok = |u: &str| RedisUrl::parse(u).unwrap_or_else(|e| panic!("{e}"));
-        let u = ok("redis://10.0.0.5:6380/2");
-        assert_eq!(
-            (u.addr, u.db),
-            (
-                RedisAddr::Tcp {
-                    host: "10.0.0.5".into(),
-                    port: 6380
-                },
-                2
-            )
-        );
-        let u = ok("redis://:s3cret@redis.internal");
-        assert_eq!(
-            (u.addr, u.db, u.password.as_deref()),
-            (
-                RedisAddr::Tcp {
-                    host: "redis.internal".into(),
-                    port: DEFAULT_REDIS_PORT
-                },
-                0,
-                Some("s3cret")
-            )
-        );
-        let u = ok("redis://[::1]:7000/");
-        assert_eq!(
-            u.addr,
-            RedisAddr::Tcp {
-                host: "::1".into(),
-                port: 7000
-            }
-        );
-        let u = ok("redis+unix:///run/redis/redis.sock?db=3");
-        assert_eq!(
-            (u.addr, u.db),
-            (RedisAddr::Unix("/run/redis/redis.sock".into()), 3)
-        );
+    fn redis_urls_are_checked_by_the_stores_parser() {
+        let ok = |u: &str| RedisUrl::parse(u).unwrap_or_else(|e| panic!("{u}: {e}"));
+        for url in [
+            "redis://10.0.0.5:6380/2",
+            "redis://redis.internal",
+            "redis://[::1]:7000/",
+            "redis+unix:///run/redis/redis.sock?db=3",
+            "unix:///run/redis/redis.sock",
+        ] {
+            assert_eq!(ok(url).url, url);
+            assert!(!ok(url).has_secret(), "{url}");
+        }
         for bad in [
             "redis://",
-            "redis://host:0",
             "redis://host:x",
             "redis://host/db",
             "redis+unix://relative.sock",
-            "redis+unix:///a.sock?timeout=1",
             "http://host",
             "redis://[::1",
+            "rediss://host:6379/0",
         ] {
             assert!(RedisUrl::parse(bad).is_err(), "{bad}");
         }
+        // A refused scheme is named without repeating the URL and its password.
+        let e = RedisUrl::parse("redsi://:hunter2@host").unwrap_err();
+        assert!(
+            e.contains("scheme \"redsi\"") && !e.contains("hunter2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn passwords_are_found_where_the_url_parser_finds_them_and_hidden() {
+        let hidden = |u: &str| ok_url(u).redacted();
+        assert_eq!(
+            hidden("redis://:s3cret@redis.internal:6379/0"),
+            "redis://:<redacted>@redis.internal:6379/0"
+        );
+        // The userinfo ends at the last @ of the authority: an @ in a password.
+        assert_eq!(
+            hidden("redis://app:p@ss:w0rd@10.0.0.5/1"),
+            "redis://app:<redacted>@10.0.0.5/1"
+        );
+        // A user alone is no secret.
+        assert_eq!(hidden("redis://app@h/0"), "redis://app@h/0");
+        // A socket's password is a query pair, its name maybe escaped.
+        assert_eq!(
+            hidden("redis+unix:///run/r.sock?db=2&pass=s3cret"),
+            "redis+unix:///run/r.sock?db=2&pass=<redacted>"
+        );
+        assert_eq!(
+            hidden("unix:///run/r.sock?pa%73s=s3cret&db=1"),
+            "unix:///run/r.sock?pa%73s=<redacted>&db=1"
+        );
+        let u = ok_url("redis://:s3cret@h/0");
+        assert!(!format!("{u:?} {}", LimitStore::Redis(u.clone())).contains("s3cret"));
+        // What `config dump` writes instead is refused as a password, escaped or not.
+        for placeholder in [
+            "redis://:<redacted>@h/0",
+            "redis://:%3Credacted%3E@h/0",
+            "unix:///r.sock?pass=%3Credacted%3E",
+        ] {
+            let e = RedisUrl::parse(placeholder).unwrap_err();
+            assert!(
+                e.contains("put the real password back"),
+                "{placeholder}: {e}"
+            );
+        }
+    }
+
+    fn ok_url(u: &str) -> RedisUrl {
+        RedisUrl::parse(u).unwrap_or_else(|e| panic!("{u}: {e}"))
+    }
+
+    #[test]
+    fn a_lists_shared_limits_take_one_store() {
+        let c = load(
+            "",
+            "rate_limit = [{ rate = \"5/s\", store = \"redis://h:6379/0\" }, { rate = \"100/m\", store = \"redis://h:6379/0\" }, { rate = \"9/s\" }]",
+        );
+        assert_eq!(c.routes[0].rate_limit.len(), 3);
+        let p = problems(
+            "",
+            "rate_limit = [{ rate = \"5/s\", store = \"redis://:pw@h:6379/0\" }, { rate = \"100/m\", store = \"redis://h:6379/1\" }]",
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "route[0].rate_limit[1].store");
+        assert!(
+            p[0].1.contains("must use one store")
+                && p[0].1.contains("redis://:<redacted>@h:6379/0"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_password_is_shown_by_dump_only_when_asked_and_never_by_the_diff() {
+        use super::super::Secrets;
+        let with = |pw: &str| {
+            load(
+                &format!("rate_limit = {{ rate = \"10/s\", store = \"redis://:{pw}@h:6379/0\" }}"),
+                &format!(
+                    "rate_limit = {{ rate = \"5/s\", store = \"redis+unix:///r.sock?pass={pw}\" }}"
+                ),
+            )
+        };
+        let old = with("0ld-s3cret");
+        let dump = old.dump(Secrets::Redacted).unwrap();
+        assert!(!dump.contains("0ld-s3cret"), "{dump}");
+        assert!(dump.contains("redis://:<redacted>@h:6379/0"), "{dump}");
+        assert!(
+            dump.contains("redis+unix:///r.sock?pass=<redacted>"),
+            "{dump}"
+        );
+        // The dump loads back only once the password is put back.
+        assert!(validate(&dump, Path::new("t.toml")).is_err());
+        let shown = old.dump(Secrets::Shown).unwrap();
+        let back = validate(&shown, Path::new("t.toml")).unwrap();
+        assert_eq!(back.listeners[0].rate_limit, old.listeners[0].rate_limit);
+        assert_eq!(back.routes[0].rate_limit, old.routes[0].rate_limit);
+        // A new password is a change, shown without either password.
+        let new = with("n3w-s3cret");
+        let lines: Vec<String> = super::super::diff(&old, &new)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        for l in &lines {
+            assert!(
+                l.contains("rate_limit.store") && l.contains("<redacted:"),
+                "{l}"
+            );
+            assert!(!l.contains("s3cret"), "{l}");
+        }
+        assert!(super::super::diff(&old, &with("0ld-s3cret")).is_empty());
     }
 }

@@ -38,9 +38,9 @@ pub use health_check::{
     DEFAULT_MAX_FAILS,
 };
 pub use limits::{
-    Delay, LimitConnConfig, LimitKey, LimitStore, Per, Rate, RateLimitConfig, RedisAddr, RedisUrl,
+    Delay, LimitConnConfig, LimitKey, LimitStore, Per, Rate, RateLimitConfig, RedisUrl,
     DEFAULT_LIMIT_KEY, DEFAULT_LIMIT_STATUS, DEFAULT_RATE_LIMIT_BURST, DEFAULT_RATE_LIMIT_DELAY,
-    DEFAULT_REDIS_PORT, MAX_RATE, REDIS_STORE_AVAILABLE,
+    MAX_RATE, REDIS_STORE_AVAILABLE,
 };
 pub use retry::{NextUpstream, RetryPolicy};
 pub use route::{

@@ -18,10 +18,11 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::Serialize;
 
+use super::limits::hide_secrets;
 use super::tree::bare;
 use super::{
     AdminConfig, BalanceKind, Certificate, Config, HashKey, HeaderTemplate, HostPattern,
-    ListenerConfig, LogTarget, ServerConfig, TlsConfig, TlsVersion, UpstreamConfig,
+    ListenerConfig, LogTarget, RouteConfig, ServerConfig, TlsConfig, TlsVersion, UpstreamConfig,
     UpstreamProtocol, UpstreamTls, DEFAULT_TLS_VERIFY,
 };
 
@@ -233,12 +234,38 @@ pub(super) enum Paths {
     Resolved,
 }
 
-/// Whether the admin token is written.
+/// Whether secrets are written: the admin token, and the password in a rate
+/// limit's Redis URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Secrets {
     Shown,
     /// Replaced by [`REDACTED_TOKEN`].
     Redacted,
+    /// What the reload diff compares: a store URL's password replaced by a tag
+    /// that differs when the password does (a hash under a key drawn once per
+    /// process, so it tells nothing of the password), so that a new password
+    /// shows as a change without showing either. The admin token is written: the
+    /// diff hides it by its key (`diff::SECRETS`).
+    Tagged,
+}
+
+impl Secrets {
+    /// What is written for `secret`.
+    fn hide(self, secret: &str) -> String {
+        match self {
+            Secrets::Shown => secret.to_owned(),
+            Secrets::Redacted => REDACTED_TOKEN.to_owned(),
+            Secrets::Tagged => format!("<redacted:{:08x}>", tag(secret)),
+        }
+    }
+}
+
+/// A 32-bit tag of `secret`, keyed per process (`Secrets::Tagged`).
+fn tag(secret: &str) -> u32 {
+    use std::hash::BuildHasher;
+    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    KEY.get_or_init(std::hash::RandomState::new)
+        .hash_one(secret) as u32
 }
 
 /// A configuration with the choices of how to write it.
@@ -292,13 +319,32 @@ impl Serialize for FileShape<'_> {
         if let Some(l) = &c.access_log {
             m.serialize_field("access_log", l)?;
         }
+        let hide = |secret: &str| self.secrets.hide(secret);
         let listeners: Vec<Cow<'_, ListenerConfig>> = c
             .listeners
             .iter()
             .map(|l| relative_listener(l, dir))
+            .map(|l| match hide_secrets(&l.rate_limit, &hide) {
+                Some(rate_limit) => Cow::Owned(ListenerConfig {
+                    rate_limit,
+                    ..l.into_owned()
+                }),
+                None => l,
+            })
             .collect();
         m.serialize_field("listener", &listeners)?;
-        m.serialize_field("route", &c.routes)?;
+        let routes: Vec<Cow<'_, RouteConfig>> = c
+            .routes
+            .iter()
+            .map(|r| match hide_secrets(&r.rate_limit, &hide) {
+                Some(rate_limit) => Cow::Owned(RouteConfig {
+                    rate_limit,
+                    ..r.clone()
+                }),
+                None => Cow::Borrowed(r),
+            })
+            .collect();
+        m.serialize_field("route", &routes)?;
         let upstreams: Vec<Cow<'_, UpstreamConfig>> = c
             .upstreams
             .iter()

@@ -9,6 +9,7 @@
 //! keys, one in 36 million at a million keys.
 
 use std::hash::{BuildHasher, Hasher};
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
@@ -25,7 +26,11 @@ pub enum KeyRef<'a> {
     Whole,
 }
 
-impl KeyRef<'_> {
+/// The longest text of an IP address (an IPv6 address with an embedded IPv4 one,
+/// `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
+pub const IP_TEXT_MAX: usize = 45;
+
+impl<'a> KeyRef<'a> {
     /// The key's keyed hash: what a local table stores.
     pub fn hash(self) -> u64 {
         let mut h = hasher().build_hasher();
@@ -38,6 +43,28 @@ impl KeyRef<'_> {
             KeyRef::Whole => {}
         }
         h.finish()
+    }
+
+    /// The key as a shared store names it, the same on every replica: an address
+    /// as its text (IPv4-mapped IPv6 as IPv4, what an operator looking at Redis
+    /// searches for), a header or cookie value as its bytes, `route` as nothing
+    /// (the limit's space alone names its one budget). `buf` holds an address's
+    /// text.
+    pub fn shared<'b>(self, buf: &'b mut [u8; IP_TEXT_MAX]) -> &'b [u8]
+    where
+        'a: 'b,
+    {
+        match self {
+            KeyRef::Ip(ip) => {
+                let mut w = &mut buf[..];
+                // The longest address text fits: this cannot fail.
+                let _ = write!(w, "{}", ip.to_canonical());
+                let len = IP_TEXT_MAX - w.len();
+                &buf[..len]
+            }
+            KeyRef::Bytes(b) => b,
+            KeyRef::Whole => &[],
+        }
     }
 }
 
@@ -70,5 +97,21 @@ mod tests {
         let mut plain = std::hash::DefaultHasher::new();
         plain.write(b"chat-1");
         assert_ne!(KeyRef::Bytes(b"chat-1").hash(), plain.finish());
+    }
+
+    #[test]
+    fn a_shared_key_is_the_request_key_itself() {
+        let mut buf = [0; IP_TEXT_MAX];
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(KeyRef::Ip(mapped).shared(&mut buf), b"192.0.2.1");
+        let longest: IpAddr = "ffff:ffff:ffff:ffff:ffff:fffe:255.255.255.255"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            KeyRef::Ip(longest).shared(&mut buf),
+            b"ffff:ffff:ffff:ffff:ffff:fffe:ffff:ffff"
+        );
+        assert_eq!(KeyRef::Bytes(b"chat-1").shared(&mut buf), b"chat-1");
+        assert_eq!(KeyRef::Whole.shared(&mut buf), b"");
     }
 }

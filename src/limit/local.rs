@@ -20,36 +20,69 @@ use super::{Decision, KeyRef, Limiter, Store, MAX_LIMITS};
 /// `MAX_LIMITS` are ignored (the configuration refuses them).
 pub fn check(limiters: &[Limiter], keys: &[Option<KeyRef<'_>>], now: u64) -> Decision {
     let n = limiters.len().min(keys.len()).min(MAX_LIMITS);
-    let table = |i: usize| {
-        let Store::Local(t) = &limiters[i].store;
-        t
-    };
     if n == 1 {
-        return one(table(0), &limiters[0].gcra, keys[0], now);
+        if let Store::Local(t) = &limiters[0].store {
+            return one(t, &limiters[0].gcra, keys[0], now);
+        }
     }
-    // The charged limits, their keys' hashes, and their order of locking.
+    decide(n, |i| local_part(&limiters[i]), keys, now, None)
+}
+
+/// A limiter's table and arithmetic if its state is local.
+pub(super) fn local_part(l: &Limiter) -> Option<(&RateTable, Gcra)> {
+    match &l.store {
+        Store::Local(t) => Some((t, l.gcra)),
+        Store::Redis(_) => None,
+    }
+}
+
+/// What a decision charged, to take it back (`refund`) when another store
+/// refuses the request after all.
+#[derive(Debug, Default)]
+pub(super) struct Charged {
+    n: usize,
+    /// Limit index, key hash, the TAT before and the TAT stored.
+    entries: [(usize, u64, u64, u64); MAX_LIMITS],
+}
+
+/// The all-or-nothing decision over the first `n` limits whose `part(i)` is a
+/// local table (the others are left to their store) for `keys[i]`. Records what
+/// it charged in `charged` if given.
+pub(super) fn decide<'t>(
+    n: usize,
+    part: impl Fn(usize) -> Option<(&'t RateTable, Gcra)>,
+    keys: &[Option<KeyRef<'_>>],
+    now: u64,
+    mut charged: Option<&mut Charged>,
+) -> Decision {
+    let n = n.min(keys.len()).min(MAX_LIMITS);
+    // The charged limits, their tables, keys' hashes and order of locking.
+    let mut parts: [Option<(&RateTable, Gcra)>; MAX_LIMITS] = [None; MAX_LIMITS];
     let mut hashes = [0u64; MAX_LIMITS];
     let mut order = [0usize; MAX_LIMITS];
     let mut m = 0;
     for (i, k) in keys[..n].iter().enumerate() {
-        if let Some(k) = k {
-            // Limits of a list often count by the same key: hash it once.
-            hashes[i] = match order[..m].iter().find(|&&j| keys[j] == Some(*k)) {
-                Some(&j) => hashes[j],
-                None => k.hash(),
-            };
-            order[m] = i;
-            m += 1;
-        }
+        let (Some(k), Some(p)) = (k, part(i)) else {
+            continue;
+        };
+        parts[i] = Some(p);
+        // Limits of a list often count by the same key: hash it once.
+        hashes[i] = match order[..m].iter().find(|&&j| keys[j] == Some(*k)) {
+            Some(&j) => hashes[j],
+            None => k.hash(),
+        };
+        order[m] = i;
+        m += 1;
     }
+    let table = |i: usize| parts[i].map_or_else(|| unreachable!("only charged limits"), |p| p.0);
     let shard = |i: usize| table(i).shard(hashes[i]);
-    let charged = &mut order[..m];
-    charged.sort_unstable_by_key(|&i| shard(i) as *const Mutex<Shard> as usize);
+    let charged_now = &mut order[..m];
+    charged_now.sort_unstable_by_key(|&i| shard(i) as *const Mutex<Shard> as usize);
     // guards[holder[i]] is limit i's locked shard (two limits may share one).
     let mut guards: [Option<MutexGuard<'_, Shard>>; MAX_LIMITS] = Default::default();
     let mut holder = [0usize; MAX_LIMITS];
     let mut previous: Option<(usize, &Mutex<Shard>)> = None;
-    for &i in charged.iter() {
+    for &i in charged_now.iter() {
         let s = shard(i);
         holder[i] = match previous {
             Some((h, p)) if std::ptr::eq(p, s) => h,
@@ -60,12 +93,14 @@ pub fn check(limiters: &[Limiter], keys: &[Option<KeyRef<'_>>], now: u64) -> Dec
         };
         previous = Some((holder[i], s));
     }
-    charged.sort_unstable();
+    charged_now.sort_unstable();
     let mut verdicts = [Verdict::Refuse { retry_after: 0 }; MAX_LIMITS];
+    let mut before = [0u64; MAX_LIMITS];
     let mut refused: Option<(usize, u64)> = None;
-    for &i in charged.iter() {
-        let tat = guards[holder[i]].as_ref().map_or(0, |g| g.tat(hashes[i]));
-        verdicts[i] = limiters[i].gcra.check(tat, now);
+    for &i in charged_now.iter() {
+        before[i] = guards[holder[i]].as_ref().map_or(0, |g| g.tat(hashes[i]));
+        let gcra = parts[i].map_or_else(|| unreachable!("only charged limits"), |p| p.1);
+        verdicts[i] = gcra.check(before[i], now);
         if let Verdict::Refuse { retry_after } = verdicts[i] {
             // The first refusing limit names the refusal; the client may come back
             // when the last of them would let it through.
@@ -82,14 +117,37 @@ pub fn check(limiters: &[Limiter], keys: &[Option<KeyRef<'_>>], now: u64) -> Dec
         };
     }
     let mut wait = 0;
-    for &i in charged.iter() {
+    for &i in charged_now.iter() {
         if let (Verdict::Pass { tat, wait: w }, Some(g)) = (verdicts[i], &mut guards[holder[i]]) {
             table(i).store(g, hashes[i], tat, now);
             wait = wait.max(w);
+            if let Some(c) = charged.as_deref_mut() {
+                c.entries[c.n] = (i, hashes[i], before[i], tat);
+                c.n += 1;
+            }
         }
     }
     Decision::Pass {
         wait: Duration::from_nanos(wait),
+    }
+}
+
+/// Takes back what a decision `charged` under `part`'s tables: a key nobody
+/// charged since gets its TAT from before; one charged since by other requests
+/// (which each added their interval on top of this one's) is moved back one
+/// emission interval. A key swept or evicted in between is left as it is.
+pub(super) fn refund<'t>(part: impl Fn(usize) -> Option<(&'t RateTable, Gcra)>, charged: &Charged) {
+    for &(i, hash, before, stored) in &charged.entries[..charged.n] {
+        let Some((table, gcra)) = part(i) else {
+            continue;
+        };
+        let mut shard = table.lock(hash);
+        let current = shard.tat(hash);
+        if current == stored {
+            shard.set(hash, before);
+        } else if current > stored {
+            shard.set(hash, current - gcra.emission);
+        }
     }
 }
 
@@ -157,6 +215,35 @@ mod tests {
         assert!(passes(check(alone, &[key], now)));
         assert!(passes(check(alone, &[key], now)));
         assert!(!passes(check(alone, &[key], now)));
+    }
+
+    #[test]
+    fn a_refund_takes_a_charge_back_even_under_later_ones() {
+        // 10/s burst 2: three pass at once.
+        let limits = [limiter(10, SEC, 2, None), limiter(100, SEC, 0, None)];
+        let key = Some(KeyRef::Whole);
+        let part = |i: usize| local_part(&limits[i]);
+        let now = 10 * SEC;
+        let mut charged = Charged::default();
+        assert!(passes(decide(
+            2,
+            part,
+            &[key, None],
+            now,
+            Some(&mut charged)
+        )));
+        assert_eq!(charged.n, 1, "only the limit with a key was charged");
+        // Nobody charged since: back to nothing at all.
+        refund(part, &charged);
+        let mut charged = Charged::default();
+        assert!(passes(decide(1, part, &[key], now, Some(&mut charged))));
+        // Charged twice more since by others: one interval is taken off.
+        assert!(passes(decide(1, part, &[key], now, None)));
+        assert!(passes(decide(1, part, &[key], now, None)));
+        assert!(!passes(decide(1, part, &[key], now, None)));
+        refund(part, &charged);
+        assert!(passes(decide(1, part, &[key], now, None)));
+        assert!(!passes(decide(1, part, &[key], now, None)));
     }
 
     #[test]

@@ -7,18 +7,23 @@
 //! - `table`: the local store of one rate limit (sharded, swept, bounded);
 //!   `local`: the all-or-nothing decision over several.
 //! - `conn`: `limit_conn`'s counts and the slot a request holds.
-//! - `tables`: every table of a proxy, found again across reloads.
+//! - `tables`: every table of a proxy, and its Redis stores, found again across
+//!   reloads.
+//! - `redis`: the same arithmetic run in Redis, for limits that several replicas
+//!   share; `shared`: a list's decision when some of its limits live there.
 //!
 //! A request's rate limits are decided in one call, `check`: every limit passes
 //! (and the request may have to wait) or the first that refuses is named, and
 //! then none is charged. Where a limit's state lives is its `Store`: this
-//! process (`Local`) or, for a budget shared by several proxies, a server they
-//! all reach (a Redis variant plugs in here: see `Store`).
+//! process (`Local`) or, for a budget shared by several proxies, a Redis server
+//! they all reach (`Redis`).
 
 pub mod conn;
 pub mod gcra;
 pub mod key;
 mod local;
+pub mod redis;
+mod shared;
 pub mod table;
 mod tables;
 
@@ -29,6 +34,8 @@ pub use conn::{ConnTable, Held, Slot};
 pub use gcra::Gcra;
 pub use key::KeyRef;
 pub use local::check as check_local;
+pub use redis::{RedisStore, Space};
+pub use shared::SharedLimit;
 pub use table::RateTable;
 pub use tables::Tables;
 
@@ -39,19 +46,21 @@ pub const MAX_LIMITS: usize = 8;
 
 /// Where a rate limit's state lives.
 ///
-/// A shared store (Redis) is another variant holding its client. It decides its
-/// limits with the same arithmetic (`Gcra`) on its own clock, all of a request's
-/// limits in that store in one round trip, all or nothing, keyed by the request's
-/// key as such (`KeyRef`; the local hash is keyed per process). `check` then
-/// composes the stores of a list: the local limits are decided first without
-/// being charged, then the shared ones (charged by the store if they pass), then
-/// the local ones are charged.
+/// A shared store (Redis) decides its limits with the same arithmetic (`Gcra`)
+/// on its own clock, all of a request's limits in that store in one round trip,
+/// all or nothing, keyed by the request's key as such (`KeyRef::shared`; the
+/// local hash is keyed per process). `check` composes the stores of a list (see
+/// `shared`): the local limits are decided and charged first, then the shared
+/// ones in one round trip (charged by the store if they pass); if the store
+/// refuses, the local charges are taken back, so a request refused by one limit
+/// is charged to none.
 #[derive(Debug)]
 pub enum Store {
     /// This process's table for the limit.
     Local(Arc<RateTable>),
+    /// A budget every replica shares, in Redis.
+    Redis(SharedLimit),
 }
-
 /// One rate limit, ready to decide.
 #[derive(Debug)]
 pub struct Limiter {
@@ -74,8 +83,11 @@ pub enum Decision {
 /// it has no such key, and that limit does not count it), at `now` (nanoseconds
 /// on the proxy's clock, `clock::nanos`).
 pub async fn check(limiters: &[Limiter], keys: &[Option<KeyRef<'_>>], now: u64) -> Decision {
-    // Every store is local in this build: one synchronous decision.
-    local::check(limiters, keys, now)
+    if limiters.iter().all(|l| matches!(l.store, Store::Local(_))) {
+        // The usual case: one synchronous decision.
+        return local::check(limiters, keys, now);
+    }
+    shared::check(limiters, keys, now).await
 }
 
 /// The proxy's clock for the limiters, now: nanoseconds since a process-wide

@@ -153,6 +153,16 @@ impl Shard {
         self.map.get(&key).copied().unwrap_or(0)
     }
 
+    /// Replaces the TAT of a key the shard holds (0 drops it): how a refund
+    /// takes a charge back. Never adds a key, so never needs room.
+    pub fn set(&mut self, key: u64, tat: u64) {
+        if tat == 0 {
+            self.map.remove(&key);
+        } else if let Some(t) = self.map.get_mut(&key) {
+            *t = tat;
+        }
+    }
+
     /// A full shard's sweep, at most once per `FULL_SHARD_SWEEP_GAP`; how many
     /// keys it dropped.
     fn make_room(&mut self, now: u64) -> usize {

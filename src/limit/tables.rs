@@ -7,11 +7,18 @@
 //! fresh one, and the tables of limits gone from the configuration are dropped
 //! once the snapshots that use them are. `limit_conn` tables depend on no setting
 //! (the counts are facts, whatever `max` is now), so they carry over by place.
+//!
+//! The Redis stores are kept here too, one per URL: opened (without I/O) when a
+//! configuration first names the URL, shared by every limit naming it and by
+//! the snapshots that follow, and let go like a table once no limit of the
+//! current configuration names it (its connections close when the last snapshot
+//! using it is gone).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::conn::ConnTable;
+use super::redis::RedisStore;
 use super::table::RateTable;
 
 /// Every limiter table of one proxy.
@@ -27,6 +34,8 @@ struct Inner {
     generation: u64,
     rate: HashMap<String, (Arc<RateTable>, u64)>,
     conn: HashMap<String, (Arc<ConnTable>, u64)>,
+    /// By URL as written.
+    redis: HashMap<String, (Arc<RedisStore>, u64)>,
 }
 
 impl Tables {
@@ -47,6 +56,7 @@ impl Tables {
         let g = inner.generation;
         inner.rate.retain(|_, (_, used)| *used == g);
         inner.conn.retain(|_, (_, used)| *used == g);
+        inner.redis.retain(|_, (_, used)| *used == g);
     }
 
     /// The rate table with id `id`, the existing one if any.
@@ -65,6 +75,30 @@ impl Tables {
         let (t, used) = inner.conn.entry(id).or_default();
         *used = g;
         Arc::clone(t)
+    }
+
+    /// The Redis store at `url` (checked by the configuration: `check_url`), the
+    /// existing one if any.
+    pub fn redis(&self, url: &str) -> Arc<RedisStore> {
+        let mut inner = self.lock();
+        let g = inner.generation;
+        if let Some((store, used)) = inner.redis.get_mut(url) {
+            *used = g;
+            return Arc::clone(store);
+        }
+        let store = RedisStore::open(url)
+            .unwrap_or_else(|e| panic!("the configuration let through a bad store URL: {e}"));
+        inner.redis.insert(url.to_owned(), (Arc::clone(&store), g));
+        store
+    }
+
+    /// Every Redis store kept, for the metrics and the status page.
+    pub fn redis_stores(&self) -> Vec<Arc<RedisStore>> {
+        self.lock()
+            .redis
+            .values()
+            .map(|(s, _)| Arc::clone(s))
+            .collect()
     }
 
     /// Drops the expired keys of every rate table (`RateTable::sweep`), returning
@@ -119,5 +153,29 @@ mod tests {
             "the old /b/ table and the conn table went"
         );
         drop(c);
+    }
+
+    #[test]
+    fn a_store_is_opened_once_per_url_and_let_go_when_no_limit_names_it() {
+        let t = Tables::default();
+        let url = "redis+unix:///run/redis.sock";
+        t.begin();
+        let a = t.redis(url);
+        let b = t.redis(url);
+        let other = t.redis("redis://127.0.0.1:6379/1");
+        t.finish();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &other));
+        assert_eq!(t.redis_stores().len(), 2);
+        t.begin();
+        let a2 = t.redis(url);
+        t.finish();
+        assert!(Arc::ptr_eq(&a, &a2), "kept across a reload that names it");
+        assert_eq!(t.redis_stores().len(), 1, "the other one went");
+        t.begin();
+        t.finish();
+        assert!(t.redis_stores().is_empty());
+        // The snapshots still holding it keep it until they go.
+        assert_eq!(a.address(), url);
     }
 }

@@ -411,6 +411,7 @@ pub async fn counting_origin(
     (addr, accepted)
 }
 pub mod control;
+pub mod redis_server;
 pub mod tls;
 pub mod upstream;
 

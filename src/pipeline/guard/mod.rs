@@ -88,16 +88,39 @@ pub fn for_route(r: &RouteConfig, tables: &Tables) -> Box<[Guard]> {
     }
     // Always present: a route without its own limit applies its listener's.
     guards.push(Guard::BodySize(BodySize::new(r.max_body_size)));
-    let place = format!(
-        "route {:?} {:?} {} {:?} {:?}",
-        r.listener,
-        r.host.as_ref().map(ToString::to_string),
+    limits(
+        &mut guards,
+        &route_place(r),
+        &r.rate_limit,
+        &r.limit_conn,
+        tables,
+    );
+    guards.into()
+}
+
+/// A route's place, naming its limits' state (local tables, and the key spaces
+/// of shared limits in Redis, which every replica must name alike): what makes
+/// the route the same one to the reload diff, so that a reload that keeps it
+/// keeps its limits' state. `route "public" "api.example.com" path "/api/"
+/// GET,POST`, `*` for a part left out (quoted parts cannot be confused with it).
+fn route_place(r: &RouteConfig) -> String {
+    let quoted = |s: Option<String>| s.map_or_else(|| "*".to_owned(), |s| format!("{s:?}"));
+    let methods = r.methods.as_ref().map_or_else(
+        || "*".to_owned(),
+        |m| {
+            // Sorted: the same set of methods in another order is the same route.
+            let mut m: Vec<&str> = m.iter().map(http::Method::as_str).collect();
+            m.sort_unstable();
+            m.join(",")
+        },
+    );
+    format!(
+        "route {} {} {} {:?} {methods}",
+        quoted(r.listener.clone()),
+        quoted(r.host.as_ref().map(ToString::to_string)),
         r.path.key(),
         r.path.as_str(),
-        r.methods
-    );
-    limits(&mut guards, &place, &r.rate_limit, &r.limit_conn, tables);
-    guards.into()
+    )
 }
 
 /// The rate limits, then the concurrency limits (nginx's order: a request

@@ -8,7 +8,9 @@ use http::{Request, StatusCode};
 use super::key::key_of;
 use crate::config::{LimitKey, LimitStore, RateLimitConfig};
 use crate::error::{ProxyError, Reason, Refusal};
-use crate::limit::{self, Decision, Gcra, KeyRef, Limiter, Store, Tables, MAX_LIMITS};
+use crate::limit::{
+    self, Decision, Gcra, KeyRef, Limiter, SharedLimit, Space, Store, Tables, MAX_LIMITS,
+};
 use crate::pipeline::ctx::Ctx;
 use crate::pipeline::filter::Stop;
 
@@ -22,26 +24,33 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// The limits `list` declared at `place` (at most `MAX_LIMITS`, as the
-    /// configuration checks), each with its table from `tables`.
+    /// configuration checks), each with its state from `tables`: a local table, or
+    /// a Redis store, the key space every replica names alike for this limit and a
+    /// local table for the store's outages.
     pub fn new(place: &str, list: &[RateLimitConfig], tables: &Tables) -> RateLimit {
         let list = &list[..list.len().min(MAX_LIMITS)];
         let limiters = list
             .iter()
             .enumerate()
-            .map(|(i, c)| Limiter {
-                gcra: Gcra::new(
-                    c.rate.count,
-                    c.rate.per.nanos(),
-                    c.burst.into(),
-                    c.delay.free(),
-                ),
-                store: match &c.store {
-                    LimitStore::Local => Store::Local(
-                        tables.rate(format!("{place} rate_limit[{i}] {}", c.state_id())),
+            .map(|(i, c)| {
+                let id = format!("{place} rate_limit[{i}] {}", c.state_id());
+                let store = match &c.store {
+                    LimitStore::Local => Store::Local(tables.rate(id)),
+                    LimitStore::Redis(url) => Store::Redis(SharedLimit {
+                        store: tables.redis(&url.url),
+                        space: Space::new(&space_name(place, i, c)),
+                        fallback: tables.rate(format!("{id} fallback")),
+                    }),
+                };
+                Limiter {
+                    gcra: Gcra::new(
+                        c.rate.count,
+                        c.rate.per.nanos(),
+                        c.burst.into(),
+                        c.delay.free(),
                     ),
-                    // Refused at load while no shared store is built in.
-                    LimitStore::Redis(_) => unreachable!("the configuration has no redis store"),
-                },
+                    store,
+                }
             })
             .collect();
         let keys = list.iter().map(|c| (c.key.clone(), c.status)).collect();
@@ -70,6 +79,14 @@ impl RateLimit {
             }
         }
     }
+}
+
+/// The Redis key space of limit `i` at `place`: its place and what it counts by,
+/// the same on every replica of one configuration. Not its rate or burst: a
+/// reload that changes them keeps the budget, and while a change rolls out over
+/// the replicas, those on the old settings and those on the new still share one.
+fn space_name(place: &str, i: usize, c: &RateLimitConfig) -> String {
+    format!("{place} rate_limit[{i}] {}", c.key)
 }
 
 #[cfg(test)]

@@ -1,0 +1,119 @@
+//! What one store knows of its Redis across every worker: reachable or not (said
+//! in the log once per change, not per request), how many decisions fell back,
+//! how many replicas share the budget, and when this replica next announces
+//! itself. Atomics only: every decision reads it, from every worker.
+
+use std::fmt::Display;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Nothing answered or failed yet.
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+#[derive(Debug)]
+pub(crate) struct Health {
+    /// The store's address, for the log.
+    shown: String,
+    state: AtomicU8,
+    fallbacks: AtomicU64,
+    /// Replicas seen in the last announcement window, this one included.
+    replicas: AtomicUsize,
+    /// When the next decision announces this replica, in nanoseconds since `base`.
+    next_announce: AtomicU64,
+    base: Instant,
+}
+
+impl Health {
+    pub(crate) fn new(shown: String) -> Health {
+        Health {
+            shown,
+            state: AtomicU8::new(UNKNOWN),
+            fallbacks: AtomicU64::new(0),
+            replicas: AtomicUsize::new(1),
+            next_announce: AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
+
+    pub(crate) fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Redis answered. A load first, so that a healthy store's decisions do not
+    /// all write one shared cache line.
+    pub(crate) fn reached(&self) {
+        if self.state.load(Ordering::Relaxed) != UP {
+            match self.state.swap(UP, Ordering::Relaxed) {
+                DOWN => tracing::info!(
+                    redis = %self.shown,
+                    fallbacks = self.fallbacks(),
+                    "rate-limit store reachable again: shared limits are back"
+                ),
+                UNKNOWN => tracing::info!(redis = %self.shown, "rate-limit store connected"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Redis cannot be used: decisions fall back until it answers again.
+    pub(crate) fn lost(&self, why: &dyn Display) {
+        if self.state.load(Ordering::Relaxed) != DOWN
+            && self.state.swap(DOWN, Ordering::Relaxed) != DOWN
+        {
+            tracing::warn!(
+                redis = %self.shown,
+                error = %why,
+                "rate-limit store unavailable: limits fall back to this replica's share \
+                 until it answers again"
+            );
+        }
+    }
+
+    /// Whether the last word from Redis was an answer.
+    pub(crate) fn up(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == UP
+    }
+
+    pub(crate) fn fell_back(&self) {
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn replicas(&self) -> usize {
+        self.replicas.load(Ordering::Relaxed)
+    }
+
+    /// Redis counted `n` replicas (this one among them, having just announced).
+    pub(crate) fn saw_replicas(&self, n: usize) {
+        self.replicas.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether the decision made at `now` should announce this replica: the first
+    /// one after each `every` does (one worker wins the turn).
+    pub(crate) fn announce_due(&self, now: Instant, every: Duration) -> bool {
+        let at = self.nanos(now);
+        let next = self.next_announce.load(Ordering::Relaxed);
+        at >= next
+            && self
+                .next_announce
+                .compare_exchange(
+                    next,
+                    at.saturating_add(every.as_nanos() as u64),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// `t` in nanoseconds since the store was opened.
+    pub(crate) fn nanos(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.base).as_nanos() as u64
+    }
+}
