@@ -6,6 +6,10 @@
 //! the new TATs stored only if every limit passed. Holding the locks from the
 //! first read to the last store makes each decision atomic: two workers deciding
 //! for one key at once cannot both take the last unit of its burst.
+//!
+//! With shared limits in the list (`shared`), the local ones are decided here
+//! first, each charge recorded (`Charged`) so that `refund` can take it back if
+//! the shared store then refuses the request.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -56,16 +60,16 @@ pub(super) fn decide<'t>(
     mut charged: Option<&mut Charged>,
 ) -> Decision {
     let n = n.min(keys.len()).min(MAX_LIMITS);
-    // The charged limits, their tables, keys' hashes and order of locking.
-    let mut parts: [Option<(&RateTable, Gcra)>; MAX_LIMITS] = [None; MAX_LIMITS];
+    // The charged limits' tables, their keys' hashes and order of locking.
+    let mut tables: [Option<&RateTable>; MAX_LIMITS] = [None; MAX_LIMITS];
     let mut hashes = [0u64; MAX_LIMITS];
     let mut order = [0usize; MAX_LIMITS];
     let mut m = 0;
     for (i, k) in keys[..n].iter().enumerate() {
-        let (Some(k), Some(p)) = (k, part(i)) else {
+        let (Some(k), Some((t, _))) = (k, part(i)) else {
             continue;
         };
-        parts[i] = Some(p);
+        tables[i] = Some(t);
         // Limits of a list often count by the same key: hash it once.
         hashes[i] = match order[..m].iter().find(|&&j| keys[j] == Some(*k)) {
             Some(&j) => hashes[j],
@@ -74,7 +78,7 @@ pub(super) fn decide<'t>(
         order[m] = i;
         m += 1;
     }
-    let table = |i: usize| parts[i].map_or_else(|| unreachable!("only charged limits"), |p| p.0);
+    let table = |i: usize| tables[i].unwrap_or_else(|| unreachable!("only charged limits"));
     let shard = |i: usize| table(i).shard(hashes[i]);
     let charged_now = &mut order[..m];
     charged_now.sort_unstable_by_key(|&i| shard(i) as *const Mutex<Shard> as usize);
@@ -99,7 +103,7 @@ pub(super) fn decide<'t>(
     let mut refused: Option<(usize, u64)> = None;
     for &i in charged_now.iter() {
         before[i] = guards[holder[i]].as_ref().map_or(0, |g| g.tat(hashes[i]));
-        let gcra = parts[i].map_or_else(|| unreachable!("only charged limits"), |p| p.1);
+        let gcra = part(i).map_or_else(|| unreachable!("only charged limits"), |p| p.1);
         verdicts[i] = gcra.check(before[i], now);
         if let Verdict::Refuse { retry_after } = verdicts[i] {
             // The first refusing limit names the refusal; the client may come back
