@@ -502,7 +502,8 @@ impl Reply {
     }
 }
 
-/// A keep-alive HTTP/1.1 client of one address; reconnects after a failure.
+/// A keep-alive HTTP/1.1 client of one address; reconnects after a failure or a
+/// `Connection: close`.
 pub struct Client {
     addr: SocketAddr,
     tx: Option<http1::SendRequest<Full<Bytes>>>,
@@ -567,6 +568,17 @@ impl Client {
             .await
             .map_err(|e| format!("response body: {e}"))?
             .to_bytes();
+        // The proxy said this was the connection's last response (as after
+        // `keepalive_requests`): the next request opens a new one, as clients do,
+        // rather than racing the close.
+        let last = parts
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        if last {
+            self.tx = None;
+        }
         Ok(Reply {
             status: parts.status,
             headers: parts.headers,
