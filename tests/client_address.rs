@@ -148,11 +148,20 @@ impl Site {
 
     /// `switchyard_requests_limited_total{route="guarded",reason="denied"}`.
     async fn denied(&self) -> f64 {
+        self.metric(
+            "switchyard_requests_limited_total{",
+            &["route=\"guarded\"", "reason=\"denied\""],
+        )
+        .await
+    }
+
+    /// The value of the series of `prefix` whose labels contain all of `labels`.
+    async fn metric(&self, prefix: &str, labels: &[&str]) -> f64 {
         let mut admin = common::control::Client::new(self.running.admin.unwrap());
         let body = admin.get("/metrics").await.expect("metrics").body;
         body.lines()
-            .filter(|l| l.starts_with("switchyard_requests_limited_total{"))
-            .filter(|l| l.contains("route=\"guarded\"") && l.contains("reason=\"denied\""))
+            .filter(|l| l.starts_with(prefix))
+            .filter(|l| labels.iter().all(|want| l.contains(want)))
             .find_map(|l| l.rsplit(' ').next()?.parse().ok())
             .unwrap_or(0.0)
     }
@@ -365,6 +374,12 @@ async fn garbage_a_missing_header_or_silence_closes_the_connection_and_nothing_i
     assert_eq!(s.seen.count(), 0);
     assert_eq!(ask(s.addr, &v1("203.0.113.7:1"), &[]).await, Some(200));
     assert_eq!(s.seen.count(), 1);
+    // Each closed connection was counted (a balancer not sending the header
+    // shows in the metrics, not only in debug logs); the good one was not.
+    let errors = s
+        .metric("switchyard_proxy_protocol_errors_total{", &[])
+        .await;
+    assert_eq!(errors, 6.0, "5 broken prefaces and the silent client");
 }
 
 #[tokio::test]

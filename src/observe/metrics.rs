@@ -43,6 +43,7 @@ const HEADER_DURATION: &str = "switchyard_upstream_header_duration_seconds";
 const QUEUE_DURATION: &str = "switchyard_upstream_queue_duration_seconds";
 const RETRIES: &str = "switchyard_retries_total";
 const CONNECTIONS: &str = "switchyard_client_connections";
+const PROXY_HEADER_ERRORS: &str = "switchyard_proxy_protocol_errors_total";
 const BYTES_RECEIVED: &str = "switchyard_bytes_received_total";
 const BYTES_SENT: &str = "switchyard_bytes_sent_total";
 const LIMITED: &str = "switchyard_requests_limited_total";
@@ -77,6 +78,10 @@ const HELP: &[(&str, &str)] = &[
         "Requests sent again to another server after a failure.",
     ),
     (CONNECTIONS, "Open client connections, by listener."),
+    (
+        PROXY_HEADER_ERRORS,
+        "Connections closed for a missing or broken PROXY protocol header, by listener.",
+    ),
     (BYTES_RECEIVED, "Request body bytes received from clients."),
     (BYTES_SENT, "Response body bytes sent to clients."),
     (
@@ -250,6 +255,13 @@ impl Metrics {
 
     pub fn connections(&self, listener: &str) -> Gauge {
         self.gauge(CONNECTIONS, &[("listener", listener)])
+    }
+
+    /// Connections of a `proxy_protocol` listener closed for want of a valid
+    /// header: a balancer in front not sending it shows here, not only in debug
+    /// logs.
+    pub fn proxy_header_errors(&self, listener: &str) -> Counter {
+        self.counter(PROXY_HEADER_ERRORS, &[("listener", listener)])
     }
 
     /// A new configuration was applied.

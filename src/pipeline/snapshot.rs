@@ -48,8 +48,9 @@ pub struct Listener {
     pub conn: ConnSettings,
     /// `max_body_size` for the routes that set none; `None`: no limit.
     pub(super) max_body_size: Option<u64>,
-    /// Each connection starts with a PROXY protocol header naming its client.
-    pub proxy_protocol: bool,
+    /// `Some`: each connection starts with a PROXY protocol header naming its
+    /// client; the counter counts those closed for want of a valid one.
+    pub proxy_protocol: Option<metrics::Counter>,
     /// `trusted_proxies`: whose `X-Forwarded-For` names the client.
     pub(super) real_ip: Option<RealIp>,
 }
@@ -177,7 +178,10 @@ impl Snapshot {
                 client_body_timeout: l.client_body_timeout,
                 conn: ConnSettings::of(l),
                 max_body_size: Some(l.limits.max_body_size).filter(|&m| m > 0),
-                proxy_protocol: l.clients.proxy_protocol,
+                proxy_protocol: l
+                    .clients
+                    .proxy_protocol
+                    .then(|| p.metrics.proxy_header_errors(&l.name)),
                 real_ip: RealIp::new(&l.clients.trusted_proxies),
             });
         }

@@ -106,7 +106,7 @@ impl Serve {
                 return;
             }
             let first = First {
-                proxy_protocol: listener.proxy_protocol,
+                proxy_protocol: listener.proxy_protocol.clone(),
                 tls: listener.tls.clone(),
             };
             (listener.connections.clone(), first, listener.conn)
@@ -121,7 +121,7 @@ impl Serve {
             _open: GaugeGuard(open),
         };
         let builders = self.builders(settings);
-        if first.proxy_protocol || first.tls.is_some() {
+        if first.proxy_protocol.is_some() || first.tls.is_some() {
             return self.serve_later(
                 first,
                 (builders, settings),
@@ -177,17 +177,23 @@ impl Serve {
         let current = Arc::clone(&self.current);
         tokio::spawn(async move {
             let _held = held;
-            let remote = if first.proxy_protocol {
-                match proxy_protocol::read_header(&mut stream, settings.client_header_timeout).await
-                {
-                    // A header that names no client (a balancer's health check):
-                    // the balancer is the client.
-                    Ok(named) => named.unwrap_or(peer),
-                    // Nothing was forwarded and nothing will be: close.
-                    Err(e) => return tracing::debug!(error = %e, %peer, "connection closed"),
+            let remote = match &first.proxy_protocol {
+                Some(errors) => {
+                    match proxy_protocol::read_header(&mut stream, settings.client_header_timeout)
+                        .await
+                    {
+                        // A header that names no client (a balancer's health
+                        // check): the balancer is the client.
+                        Ok(named) => named.unwrap_or(peer),
+                        // Nothing was forwarded and nothing will be: close. Counted,
+                        // so that a balancer not sending the header shows.
+                        Err(e) => {
+                            errors.increment(1);
+                            return tracing::debug!(error = %e, %peer, "connection closed");
+                        }
+                    }
                 }
-            } else {
-                peer
+                None => peer,
             };
             let joined = |gracefuls: &Gracefuls| {
                 // No await from the lookup to `watcher()`: the group's `Arc` is
@@ -256,7 +262,8 @@ impl Serve {
 
 /// What a connection reads before HTTP.
 struct First {
-    proxy_protocol: bool,
+    /// `Some`: a PROXY protocol header first, its failures counted here.
+    proxy_protocol: Option<metrics::Counter>,
     /// `Some`: a TLS handshake.
     tls: Option<Arc<rustls::ServerConfig>>,
 }

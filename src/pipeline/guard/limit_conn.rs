@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use http::{Request, StatusCode};
 
-use super::key::key_of;
+use super::request_key::key_of;
 use crate::config::{LimitConnConfig, LimitKey};
 use crate::error::{ProxyError, Reason, Refusal};
 use crate::limit::{ConnTable, Slot, Tables, MAX_LIMITS};

@@ -17,9 +17,9 @@
 //! delay holds no concurrency slot. A request a route's guard refuses has been
 //! counted by its listener's limits already (they ran first).
 
-mod key;
 mod limit_conn;
 mod rate_limit;
+mod request_key;
 
 mod access;
 mod body_size;

@@ -5,7 +5,7 @@
 
 use http::{Request, StatusCode};
 
-use super::key::key_of;
+use super::request_key::key_of;
 use crate::config::{LimitKey, LimitStore, RateLimitConfig};
 use crate::error::{ProxyError, Reason, Refusal};
 use crate::limit::{
