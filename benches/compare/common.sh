@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Helpers shared by run.sh, failover.sh, reload.sh, tls.sh and probes.sh; sourced, not
+# Helpers shared by run.sh, failover.sh, reload.sh, tls.sh, probes.sh, limits.sh
+# and ../soak.sh; sourced, not
 # run. The caller sets PROG (the prefix of its messages), ROOT (the
 # repository), ORIGIN_PORTS, PIN and KEEP_TMP. Linux only (reads /proc).
 
@@ -184,6 +185,22 @@ start() {
     printf -v "$var" %s $!
     track $!
     wait_port "$port" "$name" "$!" "$logf"
+}
+
+# launch NAME PORT CMD...: start, with the pid in PID[NAME] (an associative array
+# the caller declares) and the output in TMP/NAME.log.
+launch() { start "PID[$1]" "$1" "$2" "$TMP/$1.log" "${@:3}"; }
+
+# start_origins: `$SY origin` on each of ORIGIN_PORTS, as origin1, origin2...,
+# on PIN_ORIGINS's CPU (pin_setup) if any.
+start_origins() {
+    local i=1 p
+    log "starting origins on $ORIGIN_PORTS${PIN_ORIGINS:+ (${PIN_ORIGINS[*]})}"
+    for p in $ORIGIN_PORTS; do
+        launch "origin$i" "$p" ${PIN_ORIGINS[@]+"${PIN_ORIGINS[@]}"} \
+            "$SY" origin --listen "127.0.0.1:$p" --name "origin$i"
+        i=$((i + 1))
+    done
 }
 
 # render TEMPLATE OUTPUT DIR PORT [SED_EXPR...]: fills in @DIR@, @PORT@ and

@@ -64,16 +64,8 @@ make_workdir limits
 copy_switchyard "$TMP"
 pin_setup
 declare -A PID=()
-launch() { start "PID[$1]" "$1" "$2" "$TMP/$1.log" "${@:3}"; }
-
 # ------------------------------------------------------------ origins, redis
-log "starting origins on $ORIGIN_PORTS"
-i=1
-for p in $ORIGIN_PORTS; do
-    launch "origin$i" "$p" ${PIN_ORIGINS[@]+"${PIN_ORIGINS[@]}"} \
-        "$SY" origin --listen "127.0.0.1:$p" --name "origin$i"
-    i=$((i + 1))
-done
+start_origins
 SOCK=$TMP/redis.sock
 log "starting redis-server on $SOCK"
 redis-server --port 0 --unixsocket "$SOCK" --unixsocketperm 700 --save "" \

@@ -126,8 +126,6 @@ fi
 ! has nginx || TITLE+=", $(nginx -v 2>&1 | sed 's/^nginx version: //')"
 ! has haproxy || TITLE+=", HAProxy $(haproxy -v 2>/dev/null | awk 'NR == 1 {print $3}')"
 
-launch() { start "PID[$1]" "$1" "$2" "$TMP/$1.log" "${@:3}"; }
-
 # ------------------------------------------------------ origins and the relays
 log "starting origins on $ORIGIN_PORTS, recording relays on $RELAY_PORTS"
 for i in 0 1 2; do

@@ -129,18 +129,8 @@ if has baseline; then
 fi
 pin_setup
 
-# launch NAME PORT CMD...: start, with the pid in PID[NAME] and the output in
-# TMP/NAME.log.
-launch() { start "PID[$1]" "$1" "$2" "$TMP/$1.log" "${@:3}"; }
-
 # ------------------------------------------------------------------- origins
-log "starting origins on $ORIGIN_PORTS${PIN_ORIGINS:+ (${PIN_ORIGINS[*]})}"
-i=1
-for p in $ORIGIN_PORTS; do
-    launch "origin$i" "$p" ${PIN_ORIGINS[@]+"${PIN_ORIGINS[@]}"} \
-        "$SY" origin --listen "127.0.0.1:$p" --name "origin$i"
-    i=$((i + 1))
-done
+start_origins
 
 # ------------------------------------------------------------------- proxies
 log "starting$(for p in "${PROXIES[@]}"; do printf ' %s :%s' "$p" "${PORT[$p]}"; done)"

@@ -68,16 +68,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -addext subjectAltName=DNS:bench.test 2>/dev/null || die "openssl could not make the certificate"
 cat "$TMP/cert.pem" "$TMP/key.pem" >"$TMP/combined.pem"
 
-launch() { start "PID[$1]" "$1" "$2" "$TMP/$1.log" "${@:3}"; }
-
 # ------------------------------------------------------------------- origins
-log "starting origins on $ORIGIN_PORTS${PIN_ORIGINS:+ (${PIN_ORIGINS[*]})}"
-i=1
-for p in $ORIGIN_PORTS; do
-    launch "origin$i" "$p" ${PIN_ORIGINS[@]+"${PIN_ORIGINS[@]}"} \
-        "$SY" origin --listen "127.0.0.1:$p" --name "origin$i"
-    i=$((i + 1))
-done
+start_origins
 
 # ------------------------------------------------------------------- proxies
 log "starting switchyard :$SY_PORT, nginx :$NGINX_PORT, haproxy :$HAPROXY_PORT (https)"
