@@ -219,6 +219,40 @@ x_origins() {
     awk -F': *' 'tolower($1) == "x-origin" {sub(/\r$/, "", $2); print $2}'
 }
 
+# ------------------------------------------------------- the proxies of a run
+# RUN (an array, from PROXIES) is the proxies of this run, in order; PORT (an
+# associative array) has each known proxy's port; BASELINE is another switchyard
+# binary or empty.
+
+# has NAME: whether NAME is among the proxies of this run.
+has() { [[ " ${RUN[*]} " == *" $1 "* ]]; }
+
+# place_baseline: when BASELINE is set and RUN does not name baseline, adds it
+# right after switchyard (at the end without switchyard), so that the two runs
+# an A/B compares are the closest in time.
+place_baseline() {
+    local p order=()
+    if [ -z "$BASELINE" ] || has baseline; then return 0; fi
+    for p in "${RUN[@]}"; do
+        order+=("$p")
+        [ "$p" != switchyard ] || order+=(baseline)
+    done
+    has switchyard || order+=(baseline)
+    RUN=("${order[@]}")
+}
+
+# check_run KNOWN: dies if RUN is empty, names a proxy without a PORT (KNOWN
+# lists them for the message) or one twice, or names baseline without BASELINE.
+check_run() {
+    local p
+    [ ${#RUN[@]} -gt 0 ] || die "PROXIES is empty"
+    for p in "${RUN[@]}"; do
+        [ -n "${PORT[$p]:-}" ] || die "unknown proxy in PROXIES: $p ($1)"
+    done
+    [ "$(printf '%s\n' "${RUN[@]}" | sort | uniq -d)" = "" ] || die "a proxy is named twice in PROXIES: ${RUN[*]}"
+    ! has baseline || [ -n "$BASELINE" ] || die "PROXIES names baseline but BASELINE (the binary) is not set"
+}
+
 # ------------------------------------------------------------ /proc sampling
 # with_children PID...: each pid and its children (nginx workers), as of now.
 with_children() {

@@ -70,24 +70,10 @@ fi
 
 declare -A PORT=([switchyard]=$SY_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT [baseline]=$SY_BASE_PORT)
 read -r -a RUN <<<"$PROXIES"
-has() { [[ " ${RUN[*]} " == *" $1 "* ]]; }
 # BASELINE adds its column right after switchyard's (before and after side by
 # side), as in run.sh, unless PROXIES places it.
-if [ -n "$BASELINE" ] && ! has baseline; then
-    order=()
-    for p in "${RUN[@]}"; do
-        order+=("$p")
-        [ "$p" != switchyard ] || order+=(baseline)
-    done
-    has switchyard || order+=(baseline)
-    RUN=("${order[@]}")
-fi
-[ ${#RUN[@]} -gt 0 ] || die "PROXIES is empty"
-for p in "${RUN[@]}"; do
-    [ -n "${PORT[$p]:-}" ] || die "unknown proxy in PROXIES: $p (switchyard, baseline, nginx, haproxy)"
-done
-[ "$(printf '%s\n' "${RUN[@]}" | sort | uniq -d)" = "" ] || die "a proxy is named twice in PROXIES: ${RUN[*]}"
-! has baseline || [ -n "$BASELINE" ] || die "PROXIES names baseline but BASELINE (the binary) is not set"
+place_baseline
+check_run "switchyard, baseline, nginx, haproxy"
 if [ -n "$BASELINE" ] && { ! [ -f "$BASELINE" ] || ! [ -x "$BASELINE" ]; }; then
     die "BASELINE is not an executable file: $BASELINE"
 fi

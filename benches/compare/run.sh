@@ -66,27 +66,12 @@ case $SCENARIO in /*) ;; *) echo "SCENARIO must start with /: $SCENARIO" >&2; ex
 declare -A PORT=([switchyard]=$SY_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT
     [observed]=$SY_OBS_PORT [baseline]=$SY_BASE_PORT)
 read -r -a RUN <<<"$PROXIES"
-# has NAME: whether NAME is among the proxies of this run.
-has() { [[ " ${RUN[*]} " == *" $1 "* ]]; }
 # BASELINE and OBSERVE add their proxy when PROXIES does not name it: baseline
-# right after switchyard, so that the two runs an A/B compares are the closest
-# in time in every round, and observed at the end, as before.
-if [ -n "$BASELINE" ] && ! has baseline; then
-    order=()
-    for p in "${RUN[@]}"; do
-        order+=("$p")
-        [ "$p" != switchyard ] || order+=(baseline)
-    done
-    has switchyard || order+=(baseline)
-    RUN=("${order[@]}")
-fi
+# right after switchyard (place_baseline), so that the two runs an A/B compares
+# are the closest in time in every round, and observed at the end, as before.
+place_baseline
 [ "$OBSERVE" != 1 ] || has observed || RUN+=(observed)
-[ ${#RUN[@]} -gt 0 ] || die "PROXIES is empty"
-for p in "${RUN[@]}"; do
-    [ -n "${PORT[$p]:-}" ] || die "unknown proxy in PROXIES: $p (switchyard, nginx, haproxy, baseline, observed)"
-done
-[ "$(printf '%s\n' "${RUN[@]}" | sort | uniq -d)" = "" ] || die "a proxy is named twice in PROXIES: ${RUN[*]}"
-! has baseline || [ -n "$BASELINE" ] || die "PROXIES names baseline but BASELINE (the binary) is not set"
+check_run "switchyard, nginx, haproxy, baseline, observed"
 # Checked here too (copy_baseline does), so that a typo fails before the build.
 if [ -n "$BASELINE" ] && { ! [ -f "$BASELINE" ] || ! [ -x "$BASELINE" ]; }; then
     die "BASELINE is not an executable file: $BASELINE"
