@@ -351,18 +351,7 @@ pub(super) fn check_routes(
             claimed.push(methods.clone());
         }
         let action = check_action(c, &base, &r, declared);
-        let mut set_headers = Vec::new();
-        for (name, value) in &r.set_headers {
-            let path = format!("{base}.set_headers.{name:?}");
-            let Ok(hn) = HeaderName::from_bytes(name.as_bytes()) else {
-                c.err(path, "not a valid header name");
-                continue;
-            };
-            match HeaderTemplate::parse(value) {
-                Ok(t) => set_headers.push((hn, t)),
-                Err(m) => c.err(path, m),
-            }
-        }
+        let set_headers = check_headers(c, &format!("{base}.set_headers"), &r.set_headers, false);
         // Checked whenever the route names an upstream, known or not, so that every
         // problem of the route shows at once.
         let proxy = r.upstream.as_ref().map(|u| ProxyConfig {
@@ -377,23 +366,12 @@ pub(super) fn check_routes(
                 r.retry_body_limit.clone(),
             ),
         });
-        let mut response_headers = Vec::new();
-        for (name, value) in &r.response_headers {
-            let path = format!("{base}.response_headers.{name:?}");
-            let Ok(hn) = HeaderName::from_bytes(name.as_bytes()) else {
-                c.err(path, "not a valid header name");
-                continue;
-            };
-            match HeaderTemplate::parse(value) {
-                // Fixed values: the variables describe the request, not its answer.
-                Ok(t) if t.segments.iter().any(|s| matches!(s, Segment::Var(_))) => c.err(
-                    path,
-                    format!("{value:?}: response headers take fixed values (\"$$\" writes a dollar sign)"),
-                ),
-                Ok(t) => response_headers.push((hn, t)),
-                Err(m) => c.err(path, m),
-            }
-        }
+        let response_headers = check_headers(
+            c,
+            &format!("{base}.response_headers"),
+            &r.response_headers,
+            true,
+        );
         let max_body_size = r
             .max_body_size
             .as_ref()
@@ -572,6 +550,36 @@ fn check_path(c: &mut Checker, key: &str, path: &str) -> bool {
             false
         }
     }
+}
+
+/// `set_headers` or `response_headers` (at `key`): header names and templates, each
+/// problem at `key."Name"`. `fixed`: the values may not use variables (response
+/// headers: the variables describe the request, not its answer).
+fn check_headers(
+    c: &mut Checker,
+    key: &str,
+    headers: &BTreeMap<String, String>,
+    fixed: bool,
+) -> Vec<(HeaderName, HeaderTemplate)> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        let path = format!("{key}.{name:?}");
+        let Ok(hn) = HeaderName::from_bytes(name.as_bytes()) else {
+            c.err(path, "not a valid header name");
+            continue;
+        };
+        match HeaderTemplate::parse(value) {
+            Ok(t) if fixed && t.segments.iter().any(|s| matches!(s, Segment::Var(_))) => c.err(
+                path,
+                format!(
+                    "{value:?}: response headers take fixed values (\"$$\" writes a dollar sign)"
+                ),
+            ),
+            Ok(t) => out.push((hn, t)),
+            Err(m) => c.err(path, m),
+        }
+    }
+    out
 }
 
 /// `["GET", "POST"]`: HTTP method tokens, upper case as clients send them
