@@ -142,7 +142,6 @@ impl NextUpstream {
     }
 }
 
-/// A route's retry policy.
 /// A route's retry policy, serialised as the route's `next_upstream*` and
 /// `retry_body_limit` keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
