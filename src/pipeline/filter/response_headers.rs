@@ -7,7 +7,7 @@
 use http::{HeaderName, HeaderValue, Response};
 
 use super::Filter;
-use crate::config::{HeaderTemplate, Segment};
+use crate::config::HeaderTemplate;
 use crate::pipeline::ctx::Ctx;
 use crate::pipeline::reply::RespBody;
 
@@ -20,14 +20,9 @@ impl ResponseHeaders {
         ResponseHeaders(
             list.iter()
                 .map(|(n, t)| {
-                    let text: String = t
-                        .segments
-                        .iter()
-                        .map(|s| match s {
-                            Segment::Literal(l) => l.as_str(),
-                            Segment::Var(_) => "",
-                        })
-                        .collect();
+                    // Validation refuses variables here: nothing to look up.
+                    let mut text = String::new();
+                    t.render(&mut text, |_, _| {});
                     let value = (!text.is_empty())
                         .then(|| HeaderValue::from_str(&text).expect("validated at load"));
                     (n.clone(), value)
