@@ -502,6 +502,15 @@ impl Reply {
     }
 }
 
+/// Whether a response's headers say `Connection: close`: the connection's last
+/// response, after which a client opens a new one.
+pub fn says_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+}
+
 /// A keep-alive HTTP/1.1 client of one address; reconnects after a failure or a
 /// `Connection: close`.
 pub struct Client {
@@ -571,12 +580,7 @@ impl Client {
         // The proxy said this was the connection's last response (as after
         // `keepalive_requests`): the next request opens a new one, as clients do,
         // rather than racing the close.
-        let last = parts
-            .headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        if last {
+        if says_close(&parts.headers) {
             self.tx = None;
         }
         Ok(Reply {

@@ -259,11 +259,7 @@ impl Conn {
         let res = tokio::time::timeout(EXCHANGE_LIMIT, fut)
             .await
             .expect("exchange finished in time");
-        self.closing = res
-            .headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        self.closing = control::says_close(&res.headers);
         res
     }
 }
