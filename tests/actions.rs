@@ -650,7 +650,7 @@ async fn response_headers_are_set_on_every_answer_of_the_route() {
     let r = get(addr, "/dead/x").await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
-    // A route without the setting is untouched (the origin's header passes).
+    // One route's headers stay on that route: /dead/'s are not on "/"'s answers.
     let r = get(addr, "/x?status=204").await;
     assert!(r.header("x-frame-options").is_none());
 }
