@@ -109,7 +109,7 @@ impl<'a> Attempts<'a> {
     /// in the queue).
     pub(super) async fn run(
         mut self,
-        mut pinned: Option<(usize, &'a UpstreamServer)>,
+        mut pinned: Option<usize>,
         key: Option<u64>,
         rec: &mut Record,
     ) -> Answer {
@@ -134,7 +134,7 @@ impl<'a> Attempts<'a> {
         loop {
             let pinned_slot = pinned
                 .take()
-                .and_then(|(idx, _)| take_pinned(own, idx, &mut tried).map(|g| (idx, g)));
+                .and_then(|idx| take_pinned(own, idx, &mut tried));
             let claimed = match pinned_slot {
                 Some(c) => Some(c),
                 None => {

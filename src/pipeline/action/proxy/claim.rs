@@ -80,11 +80,15 @@ fn take(u: &Upstream, idx: usize) -> Take {
     Take::Got(guard)
 }
 
-/// A server the sticky cookie names, taken if it may be: `None` sends the
-/// request to the balancer (a lost trial adds it to `tried`).
-pub(super) fn take_pinned(u: &Upstream, idx: usize, tried: &mut Vec<usize>) -> Option<InFlight> {
+/// A server the sticky cookie names, taken if it may be, with its index: `None`
+/// sends the request to the balancer (a lost trial adds it to `tried`).
+pub(super) fn take_pinned(
+    u: &Upstream,
+    idx: usize,
+    tried: &mut Vec<usize>,
+) -> Option<(usize, InFlight)> {
     match take(u, idx) {
-        Take::Got(guard) => Some(guard),
+        Take::Got(guard) => Some((idx, guard)),
         Take::TrialTaken => {
             tried.push(idx);
             None
