@@ -4,7 +4,7 @@
 //!
 //! Where the cap is checked: the balancers pass full servers over (`PickCtx::usable`,
 //! only for upstreams with a cap), and the slot is then taken by one
-//! compare-and-swap on the server's in-flight count (`InFlight::claim`), so two
+//! compare-and-swap on the server's in-flight count (`ServerState::take_slot`), so two
 //! requests racing for a server's last slot never both get it: the loser picks
 //! again. An upstream without caps asks nothing more than before the pick, and
 //! never touches its queue.
