@@ -781,16 +781,19 @@ async fn a_few_interim_responses_pass() {
     assert_eq!(origin.accepted(), 1, "the connection is reused");
 }
 
+/// A 200 promising 100 bytes of body that sends 50, then `then`.
+fn half_of_a_100_byte_body(then: Then) -> Answer {
+    let mut b = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n".to_vec();
+    b.extend_from_slice(&[b'x'; 50]);
+    answer(b, then)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_in_the_body_is_a_cut_stream_and_one_failure() {
     charged_once_per_fault(
         "reset after half the body",
         "",
-        |_| {
-            let mut b = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n".to_vec();
-            b.extend_from_slice(&[b'x'; 50]);
-            answer(b, Then::ResetWhenTold)
-        },
+        |_| half_of_a_100_byte_body(Then::ResetWhenTold),
         cut_short,
     )
     .await;
@@ -801,11 +804,7 @@ async fn a_content_length_body_closed_short_is_a_cut_stream_and_one_failure() {
     charged_once_per_fault(
         "closed after half the body",
         "",
-        |_| {
-            let mut b = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n".to_vec();
-            b.extend_from_slice(&[b'x'; 50]);
-            answer(b, Then::Close)
-        },
+        |_| half_of_a_100_byte_body(Then::Close),
         cut_short,
     )
     .await;

@@ -45,6 +45,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
+use common::control::eventually;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestError, TestRunner};
@@ -1703,6 +1704,18 @@ fn mutated_annotated_text_never_panics_config_parse() {
 //
 // Minimal failing cases found by the tests above, kept as plain tests.
 
+/// The regressions' upstream: two servers, each ejected by one failure.
+const TWO_SERVERS: &str =
+    "[[route]]\nupstream = \"u\"\n\n[upstream.u]\nservers = [{ addr = \"@0\" }, { addr = \"@1\" }]\n";
+
+/// (errors, ejected) of each of `servers`.
+fn failures(servers: &[switchyard::upstream::UpstreamServer]) -> Vec<(u64, bool)> {
+    servers
+        .iter()
+        .map(|s| (s.state.errors(), s.state.ejected()))
+        .collect()
+}
+
 /// Found by `mutated_requests_never_desync_the_proxy`: a chunked request body
 /// that turns malformed after the head was forwarded (here chunk data longer
 /// than its size, so no CRLF where one must be) is the client's fault, yet the
@@ -1712,11 +1725,7 @@ fn mutated_annotated_text_never_panics_config_parse() {
 /// failure counted, the server stays in rotation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_chunked_body_is_the_clients_fault() {
-    let p = common::setup(
-        &["a", "b"],
-        "[[route]]\nupstream = \"u\"\n\n[upstream.u]\nservers = [{ addr = \"@0\" }, { addr = \"@1\" }]\n",
-    )
-    .await;
+    let p = common::setup(&["a", "b"], TWO_SERVERS).await;
     let res = common::raw_exchange(
         p.addr,
         b"POST /fuzz/h HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n\
@@ -1725,12 +1734,8 @@ async fn malformed_chunked_body_is_the_clients_fault() {
     .await;
     let snapshot = p.running.shared.load();
     let servers = &snapshot.upstreams[0].servers;
-    let failures: Vec<(u64, bool)> = servers
-        .iter()
-        .map(|s| (s.state.errors(), s.state.ejected()))
-        .collect();
     assert_eq!(
-        (res.status, failures),
+        (res.status, failures(servers)),
         (400, vec![(0, false), (0, false)]),
         "status, then (errors, ejected) of each server; response head: {}",
         res.head
@@ -1742,11 +1747,7 @@ async fn malformed_chunked_body_is_the_clients_fault() {
 /// with a failed upstream exchange, which must not count against the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_abandoning_its_body_does_not_eject_the_server() {
-    let p = common::setup(
-        &["a", "b"],
-        "[[route]]\nupstream = \"u\"\n\n[upstream.u]\nservers = [{ addr = \"@0\" }, { addr = \"@1\" }]\n",
-    )
-    .await;
+    let p = common::setup(&["a", "b"], TWO_SERVERS).await;
     let snapshot = p.running.shared.load();
     let servers = &snapshot.upstreams[0].servers;
     let inflight = || servers.iter().map(|s| s.state.inflight()).sum::<usize>();
@@ -1757,25 +1758,18 @@ async fn client_abandoning_its_body_does_not_eject_the_server() {
     .await
     .unwrap();
     // The request is on its way to a server; then the client leaves.
-    let deadline = Instant::now() + common::EXCHANGE_LIMIT;
-    while inflight() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the request never reached a server"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let limit = common::EXCHANGE_LIMIT;
+    assert!(
+        eventually(limit, || inflight() > 0).await.is_some(),
+        "the request never reached a server"
+    );
     drop(s);
-    while inflight() > 0 {
-        assert!(Instant::now() < deadline, "the request never ended");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let failures: Vec<(u64, bool)> = servers
-        .iter()
-        .map(|s| (s.state.errors(), s.state.ejected()))
-        .collect();
+    assert!(
+        eventually(limit, || inflight() == 0).await.is_some(),
+        "the request never ended"
+    );
     assert_eq!(
-        failures,
+        failures(servers),
         vec![(0, false), (0, false)],
         "(errors, ejected) of each server"
     );

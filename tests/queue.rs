@@ -46,6 +46,18 @@ async fn proxy(head: &str, servers: &str, extra: &str) -> Running {
     .await
 }
 
+/// An origin named `name` that holds every request until the test releases it.
+async fn holding(name: &str) -> Origin {
+    let o = Origin::start(name).await;
+    o.set_requests(Mode::Hold);
+    o
+}
+
+/// A server list of `o` alone, with `max_conns = max`.
+fn capped(o: &Origin, max: u32) -> String {
+    format!("[{{ addr = \"{}\", max_conns = {max} }}]", o.addr())
+}
+
 /// Requests waiting in upstream `u`'s queue.
 fn queued(running: &Running) -> usize {
     let snapshot = running.shared.load();
@@ -110,14 +122,8 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 /// more than `N` at once.
 #[tokio::test]
 async fn max_conns_is_exact_at_the_edge() {
-    let o = Origin::start("a").await;
-    o.set_requests(Mode::Hold);
-    let running = proxy(
-        "",
-        &format!("[{{ addr = \"{}\", max_conns = 3 }}]", o.addr()),
-        "",
-    )
-    .await;
+    let o = holding("a").await;
+    let running = proxy("", &capped(&o, 3), "").await;
     let addr = running.addr("public").unwrap();
     let first: Vec<_> = (0..3).map(|i| spawn_get(addr, &format!("r{i}"))).collect();
     o.wait_busy(3, LIMIT).await;
@@ -143,14 +149,8 @@ async fn max_conns_is_exact_at_the_edge() {
 /// one per freed slot.
 #[tokio::test]
 async fn queued_requests_are_served_in_arrival_order() {
-    let o = Origin::start("a").await;
-    o.set_requests(Mode::Hold);
-    let running = proxy(
-        "",
-        &format!("[{{ addr = \"{}\", max_conns = 1 }}]", o.addr()),
-        "",
-    )
-    .await;
+    let o = holding("a").await;
+    let running = proxy("", &capped(&o, 1), "").await;
     let addr = running.addr("public").unwrap();
     let mut tasks = vec![spawn_get(addr, "r0")];
     o.wait_requests(1, LIMIT).await;
@@ -179,8 +179,7 @@ async fn queued_requests_are_served_in_arrival_order() {
 /// the server stays up (with `max_fails = 1`, one failure would rest it).
 #[tokio::test]
 async fn a_wait_past_the_queue_timeout_is_a_503_that_charges_no_server() {
-    let o = Origin::start("a").await;
-    o.set_requests(Mode::Hold);
+    let o = holding("a").await;
     let dir = TempDir::new("queue-timeout");
     let log = dir.path("access.log");
     let running = proxy(
@@ -271,8 +270,7 @@ async fn common_log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
 /// of size 0 lets nobody wait.
 #[tokio::test]
 async fn a_full_queue_refuses_at_once() {
-    let o = Origin::start("a").await;
-    o.set_requests(Mode::Hold);
+    let o = holding("a").await;
     let text = format!(
         "{ADMIN}{PUBLIC}\
          [[route]]\nname = \"one\"\npath = \"/\"\nupstream = \"u\"\n\n\
@@ -345,14 +343,8 @@ async fn h2(addr: SocketAddr) -> (http2::SendRequest<Full<Bytes>>, JoinHandle<()
 /// reaches the server, and the queue is empty again.
 #[tokio::test]
 async fn a_client_that_leaves_while_queued_leaves_the_queue() {
-    let o = Origin::start("a").await;
-    o.set_requests(Mode::Hold);
-    let running = proxy(
-        "",
-        &format!("[{{ addr = \"{}\", max_conns = 1 }}]", o.addr()),
-        "",
-    )
-    .await;
+    let o = holding("a").await;
+    let running = proxy("", &capped(&o, 1), "").await;
     let addr = running.addr("public").unwrap();
     let held = spawn_get(addr, "held");
     o.wait_requests(1, LIMIT).await;
@@ -391,13 +383,12 @@ async fn a_client_that_leaves_while_queued_leaves_the_queue() {
 /// wait has none.
 #[tokio::test]
 async fn queue_time_is_in_the_access_log() {
-    let o = Origin::start("a").await;
-    o.set_requests(Mode::Hold);
+    let o = holding("a").await;
     let dir = TempDir::new("queue-log");
     let log = dir.path("access.log");
     let running = proxy(
         &format!("[access_log]\npath = \"{}\"\n\n", log.display()),
-        &format!("[{{ addr = \"{}\", max_conns = 1 }}]", o.addr()),
+        &capped(&o, 1),
         "",
     )
     .await;
@@ -435,10 +426,8 @@ async fn queue_time_is_in_the_access_log() {
 #[tokio::test]
 async fn servers_fill_to_their_own_max_conns() {
     for balance in ["round_robin", "least_conn", "random", "ewma"] {
-        let a = Origin::start("a").await;
-        let b = Origin::start("b").await;
-        a.set_requests(Mode::Hold);
-        b.set_requests(Mode::Hold);
+        let a = holding("a").await;
+        let b = holding("b").await;
         let running = proxy(
             "",
             &format!(
@@ -473,8 +462,7 @@ async fn servers_fill_to_their_own_max_conns() {
 /// they pick again from the new configuration, not the one they started on.
 #[tokio::test]
 async fn a_reload_that_raises_max_conns_lets_waiting_requests_through() {
-    let o = Origin::start("a").await;
-    o.set_requests(Mode::Hold);
+    let o = holding("a").await;
     let dir = TempDir::new("queue-reload");
     let file = |max: u32| {
         format!(
@@ -507,16 +495,9 @@ async fn a_reload_that_raises_max_conns_lets_waiting_requests_through() {
 /// them, up to its own `max_conns`.
 #[tokio::test]
 async fn a_server_added_while_requests_wait_takes_them() {
-    let a = Origin::start("a").await;
-    let b = Origin::start("b").await;
-    a.set_requests(Mode::Hold);
-    b.set_requests(Mode::Hold);
-    let running = proxy(
-        "",
-        &format!("[{{ addr = \"{}\", max_conns = 1 }}]", a.addr()),
-        "",
-    )
-    .await;
+    let a = holding("a").await;
+    let b = holding("b").await;
+    let running = proxy("", &capped(&a, 1), "").await;
     let addr = running.addr("public").unwrap();
     let tasks: Vec<_> = (0..4).map(|i| spawn_get(addr, &format!("r{i}"))).collect();
     a.wait_requests(1, LIMIT).await;
@@ -543,8 +524,7 @@ async fn a_server_added_while_requests_wait_takes_them() {
 /// rather than going past its cap.
 #[tokio::test]
 async fn a_retry_waits_for_a_full_server() {
-    let b = Origin::start("b").await;
-    b.set_requests(Mode::Hold);
+    let b = holding("b").await;
     let (refusing, _parked) = common::control::refusing_port();
     let running = proxy(
         "",

@@ -20,6 +20,20 @@ use switchyard::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Sends `req` on the HTTP/2 connection `tx` and awaits its response head, for
+/// no longer than `EXCHANGE_LIMIT`; `what` names the answer expected.
+async fn h2_send(
+    tx: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    req: Request<Empty<Bytes>>,
+    what: &str,
+) -> http::Response<hyper::body::Incoming> {
+    tx.ready().await.unwrap();
+    tokio::time::timeout(EXCHANGE_LIMIT, tx.send_request(req))
+        .await
+        .expect("answer in time")
+        .expect(what)
+}
+
 /// A proxy with a `/public/` route and a catch-all to a recording origin, and an
 /// `/admin/` route that answers 403 itself (the access rule a path trick would
 /// have to get around).
@@ -231,11 +245,7 @@ async fn http2_connect_is_405_but_extended_connect_is_routed() {
         .version(Version::HTTP_2)
         .body(Empty::new())
         .unwrap();
-    tx.ready().await.unwrap();
-    let res = tokio::time::timeout(EXCHANGE_LIMIT, tx.send_request(connect))
-        .await
-        .expect("answer in time")
-        .expect("CONNECT answered");
+    let res = h2_send(&mut tx, connect, "CONNECT answered").await;
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert!(res.headers().contains_key("allow"));
 
@@ -248,11 +258,7 @@ async fn http2_connect_is_405_but_extended_connect_is_routed() {
         .unwrap();
     ext.extensions_mut()
         .insert(hyper::ext::Protocol::from_static("websocket"));
-    tx.ready().await.unwrap();
-    let res = tokio::time::timeout(EXCHANGE_LIMIT, tx.send_request(ext))
-        .await
-        .expect("answer in time")
-        .expect("extended CONNECT answered");
+    let res = h2_send(&mut tx, ext, "extended CONNECT answered").await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     let paths: Vec<String> = site.origin.hits().into_iter().map(|h| h.path).collect();
     assert_eq!(paths, ["/public/warm"]);
@@ -428,11 +434,7 @@ async fn http2_paths_are_normalised_too() {
             .version(Version::HTTP_2)
             .body(Empty::new())
             .unwrap();
-        tx.ready().await.unwrap();
-        let res = tokio::time::timeout(EXCHANGE_LIMIT, tx.send_request(req))
-            .await
-            .expect("answer in time")
-            .expect("answered");
+        let res = h2_send(&mut tx, req, "answered").await;
         assert_eq!(res.status(), status, "{path}");
     }
     let paths: Vec<String> = site.origin.hits().into_iter().map(|h| h.path).collect();

@@ -41,7 +41,7 @@ impl InFlight {
     /// Counts a request against `server` whatever its `max_conns` (see `claim`).
     pub fn new(server: Arc<ServerState>, measure: Measure) -> Self {
         server.inflight.fetch_add(1, Ordering::Relaxed);
-        Self::counted(server, measure)
+        Self::taken(server, measure)
     }
 
     /// Takes one of `server`'s `max_conns` slots for a request, or `None` when it
@@ -59,10 +59,6 @@ impl InFlight {
     /// the request path builds the guard in place (measured: through an `Option`
     /// the guard was moved via the stack, a few ns per request).
     pub fn taken(server: Arc<ServerState>, measure: Measure) -> Self {
-        Self::counted(server, measure)
-    }
-
-    fn counted(server: Arc<ServerState>, measure: Measure) -> Self {
         server.requests.fetch_add(1, Ordering::Relaxed);
         let start = (measure != Measure::Nothing).then(Instant::now);
         InFlight {

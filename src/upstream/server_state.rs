@@ -255,26 +255,25 @@ impl Registry {
 
     /// The retry budget of upstream `name`, shared across reloads like server state.
     pub fn budget(&self, name: &Arc<str>) -> Arc<RetryBudget> {
-        let mut map = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, w| w.strong_count() > 0);
-        if let Some(b) = map.get(name).and_then(Weak::upgrade) {
-            return b;
-        }
-        let b = Arc::new(RetryBudget::default());
-        map.insert(Arc::clone(name), Arc::downgrade(&b));
-        b
+        per_upstream(&self.budgets, name)
     }
 
     /// The queue of upstream `name`, shared by its servers and every snapshot that
     /// has it, so that waiting requests outlive reloads.
     pub fn queue(&self, name: &Arc<str>) -> Arc<Queue> {
-        let mut map = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, w| w.strong_count() > 0);
-        if let Some(q) = map.get(name).and_then(Weak::upgrade) {
-            return q;
-        }
-        let q = Arc::new(Queue::default());
-        map.insert(Arc::clone(name), Arc::downgrade(&q));
-        q
+        per_upstream(&self.queues, name)
     }
+}
+
+/// The live `T` of upstream `name` in `map`, or a new one: shared while any
+/// snapshot holds it, dropped (and pruned here) once none does.
+fn per_upstream<T: Default>(map: &Mutex<HashMap<Arc<str>, Weak<T>>>, name: &Arc<str>) -> Arc<T> {
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    map.retain(|_, w| w.strong_count() > 0);
+    if let Some(t) = map.get(name).and_then(Weak::upgrade) {
+        return t;
+    }
+    let t = Arc::new(T::default());
+    map.insert(Arc::clone(name), Arc::downgrade(&t));
+    t
 }

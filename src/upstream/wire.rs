@@ -150,10 +150,7 @@ impl HeadScan {
             // scanning, as hyper's own `max_header_size` bounds it alone. So a plain
             // response costs a dozen bytes here, not its whole head; heads after
             // interim ones are walked to their end, to count them together.
-            if self.pos == 12
-                && self.interim == 0
-                && (!(100..200).contains(&self.code) || self.code == 101)
-            {
+            if self.pos == 12 && self.interim == 0 && is_final(self.code) {
                 self.done = true;
                 break;
             }
@@ -166,8 +163,7 @@ impl HeadScan {
             if !ended {
                 continue;
             }
-            if !(100..200).contains(&self.code) || self.code == 101 {
-                // The final head (101 switches protocols: final too).
+            if is_final(self.code) {
                 self.done = true;
                 break;
             }
@@ -184,6 +180,12 @@ impl HeadScan {
         }
         Ok(())
     }
+}
+
+/// Whether a head with status `code` is the final one: no 1xx, or 101, which
+/// switches protocols.
+fn is_final(code: u32) -> bool {
+    !(100..200).contains(&code) || code == 101
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {

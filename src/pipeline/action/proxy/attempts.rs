@@ -109,7 +109,7 @@ impl<'a> Attempts<'a> {
     /// in the queue).
     pub(super) async fn run(
         mut self,
-        mut pinned: Option<(usize, &'a UpstreamServer)>,
+        mut pinned: Option<usize>,
         key: Option<u64>,
         rec: &mut Record,
     ) -> Answer {
@@ -134,7 +134,7 @@ impl<'a> Attempts<'a> {
         loop {
             let pinned_slot = pinned
                 .take()
-                .and_then(|(idx, _)| take_pinned(own, idx, &mut tried).map(|g| (idx, g)));
+                .and_then(|idx| take_pinned(own, idx, &mut tried));
             let claimed = match pinned_slot {
                 Some(c) => Some(c),
                 None => {
@@ -184,7 +184,7 @@ impl<'a> Attempts<'a> {
                 }
                 Err(e) => {
                     guard.fail();
-                    self.failed(upstream, idx, &mut guard, &e.to_string());
+                    upstream.record_failure(idx, &mut guard, &e.to_string());
                     drop(guard);
                     if more {
                         tracing::debug!(server = %server.state.addr(), error = %e, "connect failed; trying the next server");
@@ -248,7 +248,7 @@ impl<'a> Attempts<'a> {
                         return Ok((own_idx, res));
                     }
                     let reason = format!("status {}", status.as_u16());
-                    self.failed(upstream, idx, &mut guard, &reason);
+                    upstream.record_failure(idx, &mut guard, &reason);
                     let res = forward::respond(conn, res, guard, timeouts, blame);
                     if more && self.after_send && self.budget(upstream) {
                         tracing::debug!(server = %server.state.addr(), %status, "retrying on the next server");
@@ -277,7 +277,7 @@ impl<'a> Attempts<'a> {
                         self.succeeded(upstream, idx, &mut guard);
                         return Err(e);
                     }
-                    self.failed(upstream, idx, &mut guard, &e.to_string());
+                    upstream.record_failure(idx, &mut guard, &e.to_string());
                     drop(guard);
                     if more && self.after_send && self.budget(upstream) {
                         tracing::debug!(server = %server.state.addr(), error = %e, "retrying on the next server");
@@ -373,10 +373,6 @@ impl<'a> Attempts<'a> {
             tracing::debug!(upstream = %upstream.name, "retry budget exhausted");
         }
         ok
-    }
-
-    fn failed(&self, upstream: &Upstream, idx: usize, guard: &mut InFlight, reason: &str) {
-        upstream.record_failure(idx, guard, reason);
     }
 
     fn succeeded(&self, upstream: &Upstream, idx: usize, guard: &mut InFlight) {

@@ -4,7 +4,7 @@
 //!
 //! Where the cap is checked: the balancers pass full servers over (`PickCtx::usable`,
 //! only for upstreams with a cap), and the slot is then taken by one
-//! compare-and-swap on the server's in-flight count (`InFlight::claim`), so two
+//! compare-and-swap on the server's in-flight count (`ServerState::take_slot`), so two
 //! requests racing for a server's last slot never both get it: the loser picks
 //! again. An upstream without caps asks nothing more than before the pick, and
 //! never touches its queue.
@@ -80,11 +80,15 @@ fn take(u: &Upstream, idx: usize) -> Take {
     Take::Got(guard)
 }
 
-/// A server the sticky cookie names, taken if it may be: `None` sends the
-/// request to the balancer (a lost trial adds it to `tried`).
-pub(super) fn take_pinned(u: &Upstream, idx: usize, tried: &mut Vec<usize>) -> Option<InFlight> {
+/// A server the sticky cookie names, taken if it may be, with its index: `None`
+/// sends the request to the balancer (a lost trial adds it to `tried`).
+pub(super) fn take_pinned(
+    u: &Upstream,
+    idx: usize,
+    tried: &mut Vec<usize>,
+) -> Option<(usize, InFlight)> {
     match take(u, idx) {
-        Take::Got(guard) => Some(guard),
+        Take::Got(guard) => Some((idx, guard)),
         Take::TrialTaken => {
             tried.push(idx);
             None

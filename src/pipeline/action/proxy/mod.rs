@@ -64,7 +64,8 @@ impl Proxy {
         let pinned = ctx
             .sticky
             .as_deref()
-            .and_then(|id| upstream.sticky_server(id));
+            .and_then(|id| upstream.sticky_server(id))
+            .map(|(i, _)| i);
         let key = match pinned {
             Some(_) => None,
             None => ctx.affinity.or_else(|| {
