@@ -90,6 +90,8 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, each at its own discriminant (`Reason as usize` indexes
+    /// arrays built from this list).
     pub const ALL: [Reason; 5] = [
         Reason::RateLimit,
         Reason::LimitConn,
@@ -195,6 +197,18 @@ impl ProxyError {
             ProxyError::ConnectTimeout | ProxyError::SendTimeout | ProxyError::ReadTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::Reason;
+
+    #[test]
+    fn each_reason_sits_at_its_discriminant() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
         }
     }
 }

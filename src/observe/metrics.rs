@@ -317,7 +317,8 @@ pub struct RouteMetrics {
     pub bytes_out: Counter,
     /// `requests_total` of requests no server answered (`server="none"`).
     pub unsent: ClassCounters,
-    /// `requests_limited_total`, by `Reason` (in `Reason::ALL`'s order).
+    /// `requests_limited_total`, indexed by `Reason as usize` (`Reason::ALL`'s
+    /// order).
     limited: [Counter; Reason::ALL.len()],
 }
 
@@ -331,8 +332,7 @@ impl RouteMetrics {
 
     /// A request was refused for `reason`.
     pub fn limited(&self, reason: Reason) {
-        let i = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
-        self.limited[i].increment(1);
+        self.limited[reason as usize].increment(1);
     }
 
     /// The request took `elapsed`, head in to last byte out.
