@@ -24,9 +24,17 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 const SLACK: Duration = Duration::from_secs(2);
 
 async fn proxy(origin: &Origin) -> (Running, SocketAddr) {
+    proxy_with(
+        origin,
+        "client_header_timeout = \"1s\"\nclient_body_timeout = \"1s\"\n",
+    )
+    .await
+}
+
+/// A proxy whose listener has `listener_keys`, in front of `origin`.
+async fn proxy_with(origin: &Origin, listener_keys: &str) -> (Running, SocketAddr) {
     let toml = format!(
-        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\
-         client_header_timeout = \"1s\"\nclient_body_timeout = \"1s\"\n\n\
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n{listener_keys}\n\
          [[route]]\nupstream = \"app\"\n\n{}",
         common::upstream("app", &[(origin.addr(), 1)]),
     );
@@ -139,14 +147,11 @@ async fn a_slow_steady_body_goes_through() {
 async fn the_keep_alive_wait_and_a_head_are_timed_apart() {
     let origin = Origin::start("app").await;
     // A long keep-alive wait, a short head.
-    let toml = format!(
-        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\
-         client_header_timeout = \"500ms\"\nkeepalive_timeout = \"5s\"\n\n\
-         [[route]]\nupstream = \"app\"\n\n{}",
-        common::upstream("app", &[(origin.addr(), 1)]),
-    );
-    let p = common::start_proxy(&toml).await;
-    let addr = p.addr("public").unwrap();
+    let (_p, addr) = proxy_with(
+        &origin,
+        "client_header_timeout = \"500ms\"\nkeepalive_timeout = \"5s\"\n",
+    )
+    .await;
     let head_timeout = Duration::from_millis(500);
     let mut s = TcpStream::connect(addr).await.unwrap();
     let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
