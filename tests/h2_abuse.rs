@@ -726,18 +726,9 @@ async fn settings_flood_is_throttled() {
     for _ in 0..1_000 {
         frame(&mut batch, SETTINGS, 0, 0, &payload);
     }
-    let good = good_client(b.addr);
-    let meter = Meter::start();
     // Nothing reads the connection: the ACKs it is owed pile up on the proxy's
     // side. The attacker's budget: 10 million frames, 270 MB.
-    let f = flood(&mut raw.write, || false, 10_000, |_| batch.clone()).await;
-    let cost = meter.cost();
-    let good = good_done(good).await;
-    report("SETTINGS flood", &f, None, &cost, &good);
-    assert_eq!(f.outcome, Outcome::Throttled);
-    check_cost("SETTINGS flood", &cost, FLOOD_CPU_BOUND);
-    let idle = check_idle_while_throttled("SETTINGS flood").await;
-    println!("SETTINGS flood: then {idle:?} of CPU in {IDLE_WINDOW:?}");
+    check_throttled_flood("SETTINGS flood", b.addr, &mut raw, &batch).await;
 }
 
 /// PING flood (CVE-2019-9512): PINGs without end, never reading the ACKs.
@@ -750,17 +741,25 @@ async fn ping_flood_is_throttled() {
     for k in 0..1_000u64 {
         frame(&mut batch, PING, 0, 0, &k.to_be_bytes());
     }
-    let good = good_client(b.addr);
-    let meter = Meter::start();
     // The attacker's budget: 10 million frames, 170 MB.
-    let f = flood(&mut raw.write, || false, 10_000, |_| batch.clone()).await;
+    check_throttled_flood("PING flood", b.addr, &mut raw, &batch).await;
+}
+
+/// Sends `batch` 10 000 times on `raw` without reading a byte, while a good
+/// client runs beside it: the proxy stops reading (throttled, not closed), the
+/// flood costs it less than `FLOOD_CPU_BOUND`, and a throttled connection then
+/// costs next to nothing (`check_idle_while_throttled`).
+async fn check_throttled_flood(attack: &str, addr: SocketAddr, raw: &mut Raw, batch: &[u8]) {
+    let good = good_client(addr);
+    let meter = Meter::start();
+    let f = flood(&mut raw.write, || false, 10_000, |_| batch.to_vec()).await;
     let cost = meter.cost();
     let good = good_done(good).await;
-    report("PING flood", &f, None, &cost, &good);
+    report(attack, &f, None, &cost, &good);
     assert_eq!(f.outcome, Outcome::Throttled);
-    check_cost("PING flood", &cost, FLOOD_CPU_BOUND);
-    let idle = check_idle_while_throttled("PING flood").await;
-    println!("PING flood: then {idle:?} of CPU in {IDLE_WINDOW:?}");
+    check_cost(attack, &cost, FLOOD_CPU_BOUND);
+    let idle = check_idle_while_throttled(attack).await;
+    println!("{attack}: then {idle:?} of CPU in {IDLE_WINDOW:?}");
 }
 
 /// 2 000 concurrent streams, far past the SETTINGS_MAX_CONCURRENT_STREAMS the

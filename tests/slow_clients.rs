@@ -11,7 +11,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::control::Origin;
+use common::control::{eventually, Origin};
 use common::{get, read_response};
 use switchyard::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,9 +24,17 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 const SLACK: Duration = Duration::from_secs(2);
 
 async fn proxy(origin: &Origin) -> (Running, SocketAddr) {
+    proxy_with(
+        origin,
+        "client_header_timeout = \"1s\"\nclient_body_timeout = \"1s\"\n",
+    )
+    .await
+}
+
+/// A proxy whose listener has `listener_keys`, in front of `origin`.
+async fn proxy_with(origin: &Origin, listener_keys: &str) -> (Running, SocketAddr) {
     let toml = format!(
-        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\
-         client_header_timeout = \"1s\"\nclient_body_timeout = \"1s\"\n\n\
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n{listener_keys}\n\
          [[route]]\nupstream = \"app\"\n\n{}",
         common::upstream("app", &[(origin.addr(), 1)]),
     );
@@ -106,10 +114,8 @@ async fn a_stalled_body_gets_408_and_charges_no_server() {
     }
     let server = &running.shared.load().upstreams[0].servers[0].state;
     // Settled: the attempts are over.
-    let deadline = Instant::now() + SLACK;
-    while server.inflight() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let settled = eventually(SLACK, || server.inflight() == 0).await;
+    assert!(settled.is_some(), "the stalled attempts never ended");
     assert_eq!(server.errors(), 0, "a stalled client charged the server");
     assert!(!server.ejected());
     assert_eq!(get(addr, "/").await.status, 200);
@@ -139,14 +145,11 @@ async fn a_slow_steady_body_goes_through() {
 async fn the_keep_alive_wait_and_a_head_are_timed_apart() {
     let origin = Origin::start("app").await;
     // A long keep-alive wait, a short head.
-    let toml = format!(
-        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\
-         client_header_timeout = \"500ms\"\nkeepalive_timeout = \"5s\"\n\n\
-         [[route]]\nupstream = \"app\"\n\n{}",
-        common::upstream("app", &[(origin.addr(), 1)]),
-    );
-    let p = common::start_proxy(&toml).await;
-    let addr = p.addr("public").unwrap();
+    let (_p, addr) = proxy_with(
+        &origin,
+        "client_header_timeout = \"500ms\"\nkeepalive_timeout = \"5s\"\n",
+    )
+    .await;
     let head_timeout = Duration::from_millis(500);
     let mut s = TcpStream::connect(addr).await.unwrap();
     let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";

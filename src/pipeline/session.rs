@@ -117,6 +117,17 @@ impl Session {
         self.start + Duration::from_nanos(self.idle_since.load(Ordering::Relaxed))
     }
 
+    /// When a connection with no request open has waited too long for one:
+    /// `client_header_timeout` after its start while it has had none (a client
+    /// that connects and never asks), `keepalive_timeout` after its last
+    /// request ended.
+    pub fn idle_end(&self) -> Instant {
+        match self.requests() {
+            0 => self.start + self.settings.client_header_timeout,
+            _ => self.idle_since() + self.settings.keepalive_timeout,
+        }
+    }
+
     /// The connection has carried its `keepalive_requests`.
     pub fn spent(&self) -> bool {
         self.requests() >= self.settings.keepalive_requests

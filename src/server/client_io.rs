@@ -120,21 +120,15 @@ impl<I> ClientIo<I> {
         if self.protocol == Protocol::Http2 || s.upgraded() || s.open() > 0 {
             return None;
         }
-        let settings = s.settings();
         let n = s.requests();
         match self.head {
             Some((at, since)) if at == n && n > 0 => {
-                Some((since + settings.client_header_timeout, Wait::Head))
+                Some((since + s.settings().client_header_timeout, Wait::Head))
             }
-            head if n == 0 => Some((
-                s.start() + settings.client_header_timeout,
-                if head.is_some() {
-                    Wait::Head
-                } else {
-                    Wait::First
-                },
-            )),
-            _ => Some((s.idle_since() + settings.keepalive_timeout, Wait::Idle)),
+            // The first request's head is timed from the connection's start.
+            Some(_) if n == 0 => Some((s.idle_end(), Wait::Head)),
+            None if n == 0 => Some((s.idle_end(), Wait::First)),
+            _ => Some((s.idle_end(), Wait::Idle)),
         }
     }
 }

@@ -6,13 +6,16 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use super::client_io::ClientIo;
 use super::drain::{self, Drain};
@@ -21,6 +24,7 @@ use super::handoff::{Handoff, OpenGuard};
 use super::proxy_protocol;
 use super::ConnSlot;
 use super::{ListenerTag, DEFAULT_DRAIN_TIMEOUT, H2_MAX_CONCURRENT_STREAMS};
+use crate::body::BoxError;
 use crate::pipeline::{ClientInfo, ConnSettings, Current, ProxyService, Session};
 use crate::tls::{self, Alpn};
 
@@ -136,18 +140,12 @@ impl Serve {
             Arc::clone(&self.current),
             id,
             ClientInfo::new(remote, "http"),
-        )
-        .with_session(Arc::clone(&session));
-        let io = TokioIo::new(ClientIo::new(stream, Arc::clone(&session), false));
-        let conn = builders
-            .auto
-            .serve_connection_with_upgrades(io, svc)
-            .into_owned();
+        );
         let watcher = self.graceful(generation).watcher();
         tokio::spawn(async move {
             let _held = held;
-            let shut = |c: std::pin::Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
-            if let Err(e) = drain::drive(conn, shut, watcher, &session).await {
+            let result = http(&builders, stream, false, svc, watcher, session).await;
+            if let Err(e) = result {
                 tracing::debug!(error = %e, %remote, "client connection ended with an error");
             }
         });
@@ -214,14 +212,8 @@ impl Serve {
                     let Some(watcher) = joined(&gracefuls) else {
                         return;
                     };
-                    let svc = ProxyService::new(current, id, ClientInfo::new(remote, "http"))
-                        .with_session(Arc::clone(&session));
-                    let io = TokioIo::new(ClientIo::new(stream, Arc::clone(&session), false));
-                    let conn = builders.auto.serve_connection_with_upgrades(io, svc);
-                    let shut = |c: std::pin::Pin<&mut _>| {
-                        auto::UpgradeableConnection::graceful_shutdown(c)
-                    };
-                    drain::drive(conn, shut, watcher, &session).await
+                    let svc = ProxyService::new(current, id, ClientInfo::new(remote, "http"));
+                    http(&builders, stream, false, svc, watcher, session).await
                 }
                 Some(config) => {
                     let (stream, alpn) = match tls::handshake(config, stream).await {
@@ -234,29 +226,42 @@ impl Serve {
                     let Some(watcher) = joined(&gracefuls) else {
                         return;
                     };
-                    let svc = ProxyService::new(current, id, ClientInfo::new(remote, "https"))
-                        .with_session(Arc::clone(&session));
-                    let h2 = alpn == Alpn::H2;
-                    let io = TokioIo::new(ClientIo::new(stream, Arc::clone(&session), h2));
-                    if h2 {
-                        let conn = builders.h2.serve_connection(io, svc);
-                        let shut =
-                            |c: std::pin::Pin<&mut _>| auto::Connection::graceful_shutdown(c);
-                        drain::drive(conn, shut, watcher, &session).await
-                    } else {
-                        // HTTP/1.1, or no ALPN: the first bytes tell 1.x from HTTP/2.
-                        let conn = builders.auto.serve_connection_with_upgrades(io, svc);
-                        let shut = |c: std::pin::Pin<&mut _>| {
-                            auto::UpgradeableConnection::graceful_shutdown(c)
-                        };
-                        drain::drive(conn, shut, watcher, &session).await
-                    }
+                    let svc = ProxyService::new(current, id, ClientInfo::new(remote, "https"));
+                    http(&builders, stream, alpn == Alpn::H2, svc, watcher, session).await
                 }
             };
             if let Err(e) = result {
                 tracing::debug!(error = %e, %remote, "client connection ended with an error");
             }
         });
+    }
+}
+
+/// Serves HTTP on a connection ready for it (its PROXY header and TLS handshake
+/// done) until it ends: HTTP/2 when ALPN chose it (`h2`), else HTTP/1.1 or HTTP/2
+/// prior knowledge, told apart by the first bytes. Its socket goes in `ClientIo`,
+/// and `drain::drive` runs it under its drain group (`watcher`) and `session`.
+async fn http<I>(
+    builders: &Builders,
+    stream: I,
+    h2: bool,
+    svc: ProxyService,
+    watcher: watch::Receiver<()>,
+    session: Arc<Session>,
+) -> Result<(), BoxError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = svc.with_session(Arc::clone(&session));
+    let io = TokioIo::new(ClientIo::new(stream, Arc::clone(&session), h2));
+    if h2 {
+        let conn = builders.h2.serve_connection(io, svc);
+        let shut = |c: Pin<&mut _>| auto::Connection::graceful_shutdown(c);
+        drain::drive(conn, shut, watcher, &session).await
+    } else {
+        let conn = builders.auto.serve_connection_with_upgrades(io, svc);
+        let shut = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+        drain::drive(conn, shut, watcher, &session).await
     }
 }
 

@@ -97,9 +97,5 @@ fn h2_end(session: &Session) -> Option<Instant> {
     if !session.is_h2() || session.open() > 0 {
         return None;
     }
-    let s = session.settings();
-    Some(match session.requests() {
-        0 => session.start() + s.client_header_timeout,
-        _ => session.idle_since() + s.keepalive_timeout,
-    })
+    Some(session.idle_end())
 }
