@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::table::{Prehashed, SHARDS};
+use super::table::{self, Prehashed, SHARDS};
 
 /// One `limit_conn`'s counts.
 #[derive(Debug)]
@@ -30,9 +30,7 @@ impl Default for ConnTable {
 
 impl ConnTable {
     fn lock(&self, key: u64) -> MutexGuard<'_, Counts> {
-        self.shards[(key >> 32) as usize % SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        table::lock(&self.shards[table::shard_index(key)])
     }
 
     /// A slot for a request of `key` if fewer than `max` are in flight.
@@ -59,10 +57,7 @@ impl ConnTable {
 
     /// Keys with a request in flight.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|s| table::lock(s).len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -96,7 +96,7 @@ impl RateTable {
     /// entry by the low bits and tags it with the top seven, so keys that share a
     /// shard still spread over its map.
     pub fn shard(&self, key: u64) -> &Mutex<Shard> {
-        &self.shards[(key >> 32) as usize % SHARDS]
+        &self.shards[shard_index(key)]
     }
 
     /// Locks `key`'s shard (a poisoned lock is taken over: a shard is a plain map,
@@ -199,7 +199,15 @@ impl Shard {
     }
 }
 
-pub(super) fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+/// The shard of a table (rate or `limit_conn`) holding the key hash `key`: bits
+/// 32 to 37 (`RateTable::shard` says why those).
+pub(super) fn shard_index(key: u64) -> usize {
+    (key >> 32) as usize % SHARDS
+}
+
+/// Locks a shard; a poisoned lock is taken over (a shard is a plain map,
+/// consistent between any two statements).
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -285,9 +293,7 @@ mod tests {
     fn a_full_shard_drops_expired_keys_first_then_the_nearest_to_expiring() {
         let t = RateTable::default();
         // Fill one shard: keys whose shard index is 0.
-        let mut keys = (0u64..)
-            .map(key)
-            .filter(|k| (k >> 32) as usize % SHARDS == 0);
+        let mut keys = (0u64..).map(key).filter(|&k| shard_index(k) == 0);
         let first: Vec<u64> = keys.by_ref().take(SHARD_CAP).collect();
         for (i, &k) in first.iter().enumerate() {
             // One expired key among them; the others live until 100 s + i ns.

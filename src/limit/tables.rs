@@ -61,35 +61,24 @@ impl Tables {
 
     /// The rate table with id `id`, the existing one if any.
     pub fn rate(&self, id: String) -> Arc<RateTable> {
-        let mut inner = self.lock();
-        let g = inner.generation;
-        let (t, used) = inner.rate.entry(id).or_default();
-        *used = g;
-        Arc::clone(t)
+        let inner = &mut *self.lock();
+        keep(&mut inner.rate, id, inner.generation, Arc::default)
     }
 
     /// The `limit_conn` table with id `id`, the existing one if any.
     pub fn conn(&self, id: String) -> Arc<ConnTable> {
-        let mut inner = self.lock();
-        let g = inner.generation;
-        let (t, used) = inner.conn.entry(id).or_default();
-        *used = g;
-        Arc::clone(t)
+        let inner = &mut *self.lock();
+        keep(&mut inner.conn, id, inner.generation, Arc::default)
     }
 
     /// The Redis store at `url` (checked by the configuration: `check_url`), the
     /// existing one if any.
     pub fn redis(&self, url: &str) -> Arc<RedisStore> {
-        let mut inner = self.lock();
-        let g = inner.generation;
-        if let Some((store, used)) = inner.redis.get_mut(url) {
-            *used = g;
-            return Arc::clone(store);
-        }
-        let store = RedisStore::open(url)
-            .unwrap_or_else(|e| panic!("the configuration let through a bad store URL: {e}"));
-        inner.redis.insert(url.to_owned(), (Arc::clone(&store), g));
-        store
+        let inner = &mut *self.lock();
+        keep(&mut inner.redis, url.to_owned(), inner.generation, || {
+            RedisStore::open(url)
+                .unwrap_or_else(|e| panic!("the configuration let through a bad store URL: {e}"))
+        })
     }
 
     /// Every Redis store kept, for the metrics and the status page.
@@ -126,6 +115,19 @@ impl Tables {
         let inner = self.lock();
         (inner.rate.len(), inner.conn.len())
     }
+}
+
+/// The entry `id` of `map` (made by `make` if there is none), marked as asked
+/// for in generation `g`, so that `Tables::finish` keeps it.
+fn keep<T>(
+    map: &mut HashMap<String, (Arc<T>, u64)>,
+    id: String,
+    g: u64,
+    make: impl FnOnce() -> Arc<T>,
+) -> Arc<T> {
+    let (t, used) = map.entry(id).or_insert_with(|| (make(), g));
+    *used = g;
+    Arc::clone(t)
 }
 
 #[cfg(test)]

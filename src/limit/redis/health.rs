@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::clock;
+
 /// Nothing answered or failed yet.
 const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
@@ -22,9 +24,8 @@ pub(crate) struct Health {
     fallbacks: AtomicU64,
     /// Replicas seen in the last announcement window, this one included.
     replicas: AtomicUsize,
-    /// When the next decision announces this replica, in nanoseconds since `base`.
+    /// When the next decision announces this replica (`clock::nanos`).
     next_announce: AtomicU64,
-    base: Instant,
 }
 
 impl Health {
@@ -35,7 +36,6 @@ impl Health {
             fallbacks: AtomicU64::new(0),
             replicas: AtomicUsize::new(1),
             next_announce: AtomicU64::new(0),
-            base: Instant::now(),
         }
     }
 
@@ -98,7 +98,7 @@ impl Health {
     /// Whether the decision made at `now` should announce this replica: the first
     /// one after each `every` does (one worker wins the turn).
     pub(crate) fn announce_due(&self, now: Instant, every: Duration) -> bool {
-        let at = self.nanos(now);
+        let at = clock::nanos(now);
         let next = self.next_announce.load(Ordering::Relaxed);
         at >= next
             && self
@@ -110,10 +110,5 @@ impl Health {
                     Ordering::Relaxed,
                 )
                 .is_ok()
-    }
-
-    /// `t` in nanoseconds since the store was opened.
-    pub(crate) fn nanos(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.base).as_nanos() as u64
     }
 }

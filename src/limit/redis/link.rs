@@ -24,6 +24,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use super::health::Health;
 use super::{script, StoreError, RECONNECT_MAX, RECONNECT_MIN, STALE_AFTER};
+use crate::clock;
 
 /// What a link needs to dial, shared by the store's links.
 #[derive(Debug)]
@@ -61,7 +62,7 @@ pub(crate) struct Link {
     /// Wakes the decisions waiting for a dial.
     dialed: Notify,
     /// When a decision last had its answer in time on the current connection
-    /// (`Health::nanos`).
+    /// (`clock::nanos`).
     last_answer: AtomicU64,
 }
 
@@ -177,8 +178,7 @@ impl Link {
                             conn,
                             generation: inner.generation,
                         };
-                        link.last_answer
-                            .store(dialer.health.nanos(now), Ordering::Relaxed);
+                        link.last_answer.store(clock::nanos(now), Ordering::Relaxed);
                         dialer.health.reached();
                     }
                     Err(e) => {
@@ -194,7 +194,7 @@ impl Link {
         });
     }
 
-    /// A decision had its answer in time at `now` (`Health::nanos`).
+    /// A decision had its answer in time at `now` (`clock::nanos`).
     pub(crate) fn answered(&self, now: u64) {
         self.last_answer.store(now, Ordering::Relaxed);
     }
@@ -214,11 +214,9 @@ impl Link {
     /// a network cut) or a Redis that hangs: it is dropped and Redis counted
     /// down, so that decisions fall back at once instead of each waiting out its
     /// timeout. Returns whether it was dropped.
-    pub(crate) fn timed_out(&self, generation: u64, health: &Health) -> bool {
+    pub(crate) fn timed_out(&self, generation: u64) -> bool {
         let now = Instant::now();
-        let silent = health
-            .nanos(now)
-            .saturating_sub(self.last_answer.load(Ordering::Relaxed));
+        let silent = clock::nanos(now).saturating_sub(self.last_answer.load(Ordering::Relaxed));
         if silent < STALE_AFTER.as_nanos() as u64 {
             return false;
         }

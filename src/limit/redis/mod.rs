@@ -248,7 +248,7 @@ impl RedisStore {
         };
         match outcome {
             Ok((decision, replicas)) => {
-                link.answered(self.health.nanos(Instant::now()));
+                link.answered(crate::clock::nanos(Instant::now()));
                 self.health.reached();
                 if let Some(n) = replicas {
                     self.health.saw_replicas(n);
@@ -256,7 +256,7 @@ impl RedisStore {
                 Ok(decision)
             }
             Err(StoreError::Timeout) => {
-                if link.timed_out(generation, &self.health) {
+                if link.timed_out(generation) {
                     self.health
                         .lost(&format_args!("no answer for {STALE_AFTER:?}"));
                 }
