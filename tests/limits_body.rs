@@ -222,12 +222,6 @@ async fn closes(s: &mut TcpStream) -> bool {
     tokio::time::timeout(EXCHANGE_LIMIT, read).await.is_ok()
 }
 
-fn says_close(r: &RawResp) -> bool {
-    r.head
-        .lines()
-        .any(|l| l.eq_ignore_ascii_case("connection: close"))
-}
-
 /// `switchyard_requests_limited_total` of `route` for `body_size`.
 async fn body_size_refusals(running: &Running, route: &str) -> f64 {
     let admin = running.admin.expect("admin listener");
@@ -250,7 +244,7 @@ async fn an_oversized_content_length_is_413_before_a_byte_reaches_the_origin() {
     let addr = running.addr("public").unwrap();
     let (r, mut s) = exchange(addr, &with_length("/upload", LIMIT + 1, false)).await;
     assert_eq!(r.status, 413, "{}", r.head);
-    assert!(says_close(&r), "{}", r.head);
+    assert!(r.says_close(), "{}", r.head);
     assert!(
         closes(&mut s).await,
         "the connection stays open after the 413"
@@ -280,7 +274,7 @@ async fn expect_100_continue_with_an_oversized_length_is_refused_without_reading
         "the first answer is not the refusal: {}",
         r.head
     );
-    assert!(says_close(&r));
+    assert!(r.says_close());
     assert!(closes(&mut s).await);
     // Within the limit the client is told to go on, and the body goes through.
     let head = format!(
@@ -317,7 +311,7 @@ async fn a_chunked_body_past_the_limit_is_cut_off_with_413_and_charges_no_server
         .await
         .expect("an answer in time");
     assert_eq!(r.status, 413, "{}", r.head);
-    assert!(says_close(&r), "{}", r.head);
+    assert!(r.says_close(), "{}", r.head);
     assert!(closes(&mut s).await);
     // The origin got the head and the first chunk, never a complete body.
     let broke = eventually(EXCHANGE_LIMIT, || !seen.requests().is_empty()).await;
@@ -344,7 +338,7 @@ async fn a_chunked_body_held_for_retries_past_the_limit_never_reaches_the_origin
     // PUT is idempotent: its body is read into memory first, for a retry.
     let (r, mut s) = exchange(addr, &chunked("PUT", "/held", 3, 400)).await;
     assert_eq!(r.status, 413, "{}", r.head);
-    assert!(says_close(&r));
+    assert!(r.says_close());
     assert!(closes(&mut s).await);
     assert_eq!(
         seen.conns.load(Ordering::SeqCst),

@@ -46,12 +46,6 @@ async fn get(s: &mut TcpStream, extra: &str) -> RawResp {
         .expect("an answer in time")
 }
 
-fn says_close(r: &RawResp) -> bool {
-    r.head
-        .lines()
-        .any(|l| l.eq_ignore_ascii_case("connection: close"))
-}
-
 /// Waits until the proxy closes `s` with nothing more to say; how long that
 /// took (`None`: not within `limit`).
 async fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
@@ -107,7 +101,7 @@ async fn keepalive_requests_closes_http1_after_the_nth_response() {
     for i in 1..=3 {
         let r = get(&mut s, "").await;
         assert_eq!(r.status, 200, "{}", r.head);
-        assert_eq!(says_close(&r), i == 3, "request {i}: {}", r.head);
+        assert_eq!(r.says_close(), i == 3, "request {i}: {}", r.head);
     }
     assert!(
         closed_within(&mut s, SLACK).await.is_some(),
@@ -117,7 +111,7 @@ async fn keepalive_requests_closes_http1_after_the_nth_response() {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let r = get(&mut s, "").await;
     assert_eq!(r.status, 200);
-    assert!(!says_close(&r));
+    assert!(!r.says_close());
     assert_eq!(origin.requests(), 4);
 }
 
@@ -153,7 +147,7 @@ async fn keepalive_timeout_closes_an_idle_http1_connection() {
     let start = Instant::now();
     let r = get(&mut s, "").await;
     assert_eq!(r.status, 200);
-    assert!(!says_close(&r));
+    assert!(!r.says_close());
     closed_within(&mut s, KEEPALIVE + SLACK)
         .await
         .expect("the idle connection stays open");
@@ -187,7 +181,7 @@ async fn keepalive_timeout_zero_serves_one_request_per_connection() {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let r = get(&mut s, "").await;
     assert_eq!(r.status, 200);
-    assert!(says_close(&r), "{}", r.head);
+    assert!(r.says_close(), "{}", r.head);
     assert!(closed_within(&mut s, SLACK).await.is_some());
 }
 

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::control::{Client, Mode, Origin};
-use common::TempDir;
+use common::{sample, TempDir};
 use serde_json::Value;
 use switchyard::{Config, Running};
 
@@ -58,22 +58,6 @@ async fn status_json(running: &Running) -> Value {
     let (status, _, body) = admin(running, "/status.json", None).await;
     assert_eq!(status, 200);
     serde_json::from_str(&body).expect("status.json is JSON")
-}
-
-/// The value of the sample of `name` whose labels include all of `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        let (label_part, value) = match rest.strip_prefix('{') {
-            Some(r) => r.split_once("} ")?,
-            None => ("", rest.strip_prefix(' ')?),
-        };
-        let has = |k: &str, v: &str| label_part.contains(&format!("{k}=\"{v}\""));
-        labels
-            .iter()
-            .all(|(k, v)| has(k, v))
-            .then(|| value.trim().parse().expect("sample value"))
-    })
 }
 
 /// Polls the async `check` until it returns `Some`, or fails after `LIMIT`.

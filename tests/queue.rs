@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::control::{eventually, Client, Mode, Origin, Reply};
-use common::TempDir;
+use common::{sample, TempDir};
 use http::{Request, StatusCode, Version};
 use http_body_util::Full;
 use hyper::client::conn::http2;
@@ -99,22 +99,6 @@ async fn admin_get(running: &Running, path: &str) -> String {
         .unwrap_or_else(|e| panic!("admin GET {path}: {e}"));
     assert_eq!(r.status, 200, "{path}");
     r.body
-}
-
-/// The value of the sample of `name` whose labels include all of `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        let (label_part, value) = match rest.strip_prefix('{') {
-            Some(r) => r.split_once("} ")?,
-            None => ("", rest.strip_prefix(' ')?),
-        };
-        let has = |k: &str, v: &str| label_part.contains(&format!("{k}=\"{v}\""));
-        labels
-            .iter()
-            .all(|(k, v)| has(k, v))
-            .then(|| value.trim().parse().expect("sample value"))
-    })
 }
 
 /// `N` requests in flight at a server with `max_conns = N`: the next one waits in

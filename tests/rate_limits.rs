@@ -15,7 +15,7 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{get, read_response, send, setup, Conn, RawResp, EXCHANGE_LIMIT};
+use common::{get, read_response, sample, send, setup, Conn, RawResp, EXCHANGE_LIMIT};
 use switchyard::{Config, Running};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket};
@@ -61,18 +61,6 @@ async fn statuses(addr: SocketAddr, path: &str, headers: &[(&str, &str)], n: usi
 
 fn count(statuses: &[u16], status: u16) -> usize {
     statuses.iter().filter(|s| **s == status).count()
-}
-
-/// The value of sample `name` with all of `labels` in a Prometheus text.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
-        let (label_part, value) = rest.split_once("} ")?;
-        labels
-            .iter()
-            .all(|(k, v)| label_part.contains(&format!("{k}=\"{v}\"")))
-            .then(|| value.trim().parse().expect("sample value"))
-    })
 }
 
 async fn scrape(running: &Running) -> String {

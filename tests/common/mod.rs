@@ -297,6 +297,32 @@ pub struct RawResp {
     pub body: Vec<u8>,
 }
 
+impl RawResp {
+    /// Whether the head says `Connection: close`.
+    pub fn says_close(&self) -> bool {
+        self.head
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("connection: close"))
+    }
+}
+
+/// The value of the first Prometheus sample of `name` in `text` whose labels
+/// include all of `labels`.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (label_part, value) = match rest.strip_prefix('{') {
+            Some(r) => r.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        let has = |k: &str, v: &str| label_part.contains(&format!("{k}=\"{v}\""));
+        labels
+            .iter()
+            .all(|(k, v)| has(k, v))
+            .then(|| value.trim().parse().expect("sample value"))
+    })
+}
+
 /// Writes `request` as is and reads one response: the head, then a body of its
 /// `Content-Length` (or up to EOF without one).
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawResp {
