@@ -206,14 +206,24 @@ impl Serve {
                 }
                 group
             };
-            let session = Session::new(settings);
+            // The session's clock (the first request's head timeout) starts once
+            // the connection is ready for HTTP: after its TLS handshake, which has
+            // its own timeout, as before the PROXY protocol came in.
             let result = match first.tls {
                 None => {
                     let Some(watcher) = joined(&gracefuls) else {
                         return;
                     };
                     let svc = ProxyService::new(current, id, ClientInfo::new(remote, "http"));
-                    http(&builders, stream, false, svc, watcher, session).await
+                    http(
+                        &builders,
+                        stream,
+                        false,
+                        svc,
+                        watcher,
+                        Session::new(settings),
+                    )
+                    .await
                 }
                 Some(config) => {
                     let (stream, alpn) = match tls::handshake(config, stream).await {
@@ -227,6 +237,7 @@ impl Serve {
                         return;
                     };
                     let svc = ProxyService::new(current, id, ClientInfo::new(remote, "https"));
+                    let session = Session::new(settings);
                     http(&builders, stream, alpn == Alpn::H2, svc, watcher, session).await
                 }
             };
