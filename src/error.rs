@@ -87,17 +87,23 @@ pub enum Reason {
     /// An upstream's `queue`: every server at its `max_conns`, and the queue full
     /// or its wait over.
     Queue,
+    /// A Telegram webhook's `X-Telegram-Bot-Api-Secret-Token` is missing or wrong.
+    Secret,
+    /// A Telegram webhook's client is outside its `allow_from`.
+    Source,
 }
 
 impl Reason {
     /// Every reason, each at its own discriminant (`Reason as usize` indexes
     /// arrays built from this list).
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 7] = [
         Reason::RateLimit,
         Reason::LimitConn,
         Reason::Denied,
         Reason::BodySize,
         Reason::Queue,
+        Reason::Secret,
+        Reason::Source,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,6 +113,8 @@ impl Reason {
             Reason::Denied => "denied",
             Reason::BodySize => "body_size",
             Reason::Queue => "queue",
+            Reason::Secret => "telegram_secret",
+            Reason::Source => "telegram_source",
         }
     }
 }

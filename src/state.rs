@@ -33,6 +33,8 @@ pub struct Shared {
     tls_sessions: Mutex<HashMap<String, Arc<tls::Sessions>>>,
     /// The rate and concurrency limiters' tables, kept across reloads.
     limits: Tables,
+    /// The Telegram routes' deduplication state, kept across reloads.
+    dedups: crate::telegram::dedup::Dedups,
     health: Mutex<Supervisor>,
     /// The configuration the current snapshot was built from; its lock also keeps
     /// two rebuilds from interleaving.
@@ -57,6 +59,7 @@ impl Shared {
             listener_ids: Mutex::default(),
             tls_sessions: Mutex::default(),
             limits: Tables::default(),
+            dedups: Default::default(),
             health: Mutex::new(Supervisor::default()),
             config: Mutex::new(Arc::new(config)),
             metrics,
@@ -293,6 +296,7 @@ impl Shared {
                 metrics: &self.metrics,
                 access_log,
                 limits: &self.limits,
+                dedups: &self.dedups,
             },
         )
     }
@@ -330,6 +334,7 @@ fn empty(metrics: &Metrics) -> Snapshot {
             metrics,
             access_log: None,
             limits: &Tables::default(),
+            dedups: &Default::default(),
         },
     )
 }

@@ -7,6 +7,7 @@
 //! Picks take no lock: round-robin is one atomic increment, the load-aware
 //! algorithms read atomics.
 
+mod affine;
 mod hash;
 pub mod latency;
 mod least_conn;
@@ -18,6 +19,7 @@ mod round_robin;
 use std::fmt::Debug;
 use std::net::SocketAddr;
 
+pub use affine::Affine;
 pub use hash::Ketama;
 pub use latency::Latency;
 pub use least_conn::LeastConn;
@@ -95,6 +97,9 @@ pub struct PickCtx<'a> {
     /// over. Set by `Upstream::pick`; without caps no pick asks a server whether it
     /// is full.
     pub capped: bool,
+    /// Place the key by consistent hashing (`Affine`) whatever the upstream's
+    /// algorithm: the Telegram mode's chat affinity.
+    pub affine: bool,
 }
 
 impl PickCtx<'_> {

@@ -254,7 +254,7 @@ pub struct RedisUrl {
 }
 
 impl RedisUrl {
-    fn parse(url: &str) -> Result<RedisUrl, String> {
+    pub(in crate::config) fn parse(url: &str) -> Result<RedisUrl, String> {
         if let Err(e) = crate::limit::redis::check_url(url) {
             return Err(match e {
                 // Its message would repeat the URL, password and all.

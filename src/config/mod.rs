@@ -43,8 +43,10 @@ pub use limits::{
     MAX_RATE, REDIS_STORE_AVAILABLE,
 };
 pub use retry::{NextUpstream, RetryPolicy};
+pub use route::telegram;
 pub use route::{
-    HostPattern, PathMatch, ProxyConfig, RedirectConfig, RespondConfig, RouteAction, RouteConfig,
+    DedupStore, ForwardSecret, HostPattern, PathMatch, ProxyConfig, RedirectConfig, RespondConfig,
+    RouteAction, RouteConfig, TelegramConfig,
     DEFAULT_REDIRECT_STATUS, DEFAULT_RESPOND_CONTENT_TYPE, DEFAULT_RESPOND_STATUS,
 };
 pub use ser::{Secrets, REDACTED_TOKEN};

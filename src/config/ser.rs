@@ -22,7 +22,7 @@ use super::limits::hide_secrets;
 use super::tree::bare;
 use super::{
     AdminConfig, BalanceKind, Certificate, Config, HashKey, HeaderTemplate, HostPattern,
-    ListenerConfig, LogTarget, RouteConfig, ServerConfig, TlsConfig, TlsVersion, UpstreamConfig,
+    ListenerConfig, LogTarget, ProxyConfig, RouteAction, RouteConfig, ServerConfig, TlsConfig, TlsVersion, UpstreamConfig,
     UpstreamProtocol, UpstreamTls, DEFAULT_TLS_VERIFY,
 };
 
@@ -336,12 +336,26 @@ impl Serialize for FileShape<'_> {
         let routes: Vec<Cow<'_, RouteConfig>> = c
             .routes
             .iter()
-            .map(|r| match hide_secrets(&r.rate_limit, &hide) {
-                Some(rate_limit) => Cow::Owned(RouteConfig {
-                    rate_limit,
-                    ..r.clone()
-                }),
-                None => Cow::Borrowed(r),
+            .map(|r| {
+                let mut out = Cow::Borrowed(r);
+                if let Some(rate_limit) = hide_secrets(&r.rate_limit, &hide) {
+                    out.to_mut().rate_limit = rate_limit;
+                }
+                if let RouteAction::Proxy(ProxyConfig {
+                    telegram: Some(t), ..
+                }) = &r.action
+                {
+                    // Its tokens and store password are secrets; its dead-letter
+                    // file is written as the file names it.
+                    let mut t = t.hiding(&hide);
+                    if let (Some(dir), Some(f)) = (dir, &t.dead_letter) {
+                        t.dead_letter = Some(relative(f, dir));
+                    }
+                    if let RouteAction::Proxy(p) = &mut out.to_mut().action {
+                        p.telegram = Some(Box::new(t));
+                    }
+                }
+                out
             })
             .collect();
         m.serialize_field("route", &routes)?;

@@ -197,7 +197,7 @@ pub(super) fn validate(text: &str, source: &Path) -> Result<Config, Vec<Problem>
     let access_log = access_log.and_then(|a| check_access_log(&mut c, a));
     let listeners = check_listeners(&mut c, raw_listeners, base_dir(source));
     let upstreams = check_upstreams(&mut c, raw_upstreams, base_dir(source));
-    let routes = super::route::check_routes(&mut c, raw_routes, &declared);
+    let routes = super::route::check_routes(&mut c, raw_routes, &declared, base_dir(source));
 
     if c.problems.is_empty() {
         Ok(Config {

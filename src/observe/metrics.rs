@@ -47,6 +47,8 @@ const PROXY_HEADER_ERRORS: &str = "switchyard_proxy_protocol_errors_total";
 const BYTES_RECEIVED: &str = "switchyard_bytes_received_total";
 const BYTES_SENT: &str = "switchyard_bytes_sent_total";
 const LIMITED: &str = "switchyard_requests_limited_total";
+const TELEGRAM_UPDATES: &str = "switchyard_telegram_updates_total";
+const TELEGRAM_FALLBACKS: &str = "switchyard_telegram_dedup_fallback_total";
 
 static META: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
@@ -87,6 +89,14 @@ const HELP: &[(&str, &str)] = &[
     (
         LIMITED,
         "Requests refused by a limit or an access rule, by route and reason.",
+    ),
+    (
+        TELEGRAM_UPDATES,
+        "Telegram webhook requests by route and result (delivered, deduplicated, coalesced, rejected_secret, rejected_source, dead_lettered, affinity_fallback, failed, too_large).",
+    ),
+    (
+        TELEGRAM_FALLBACKS,
+        "Telegram deduplication decisions taken in this process's memory because the shared store did not answer.",
     ),
 ];
 
@@ -251,6 +261,16 @@ impl Metrics {
             LIMITED,
             &[("route", route), ("reason", Reason::Queue.as_str())],
         )
+    }
+
+    /// A Telegram route's requests with `result`.
+    pub fn telegram_updates(&self, route: &str, result: &str) -> Counter {
+        self.counter(TELEGRAM_UPDATES, &[("route", route), ("result", result)])
+    }
+
+    /// A Telegram route's deduplication decisions that fell back to memory.
+    pub fn telegram_dedup_fallbacks(&self, route: &str) -> Counter {
+        self.counter(TELEGRAM_FALLBACKS, &[("route", route)])
     }
 
     pub fn connections(&self, listener: &str) -> Gauge {

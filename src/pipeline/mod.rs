@@ -150,8 +150,8 @@ impl ProxyService {
         // The request counts against the last server it was sent to, if any.
         let (metrics, requests) = match route {
             Some(r) => {
-                let tried = match (&r.action, rec.server) {
-                    (Action::Proxy(p), Some((i, _))) => snapshot.upstreams[p.upstream]
+                let tried = match (r.action.proxy(), rec.server) {
+                    (Some(p), Some((i, _))) => snapshot.upstreams[p.upstream]
                         .servers
                         .get(i)
                         .and_then(|s| s.requests.get(p.slot)),
@@ -169,19 +169,20 @@ impl ProxyService {
 /// counted by the upstream, whose handles exist once some server has a cap,
 /// however it joined (see `Upstream::queue_refused`).
 fn count_limited(snapshot: &Snapshot, route: Option<&Route>, reason: Reason) {
-    match (reason, route.map(|r| (r, &r.action))) {
-        (Reason::Queue, Some((_, Action::Proxy(p)))) => {
-            snapshot.upstreams[p.upstream].queue_refused(p.slot)
-        }
-        (_, r) => r
-            .map_or(&snapshot.unrouted, |(r, _)| &r.metrics)
+    if let Some(Action::Telegram(t)) = route.map(|r| &r.action) {
+        t.refused(reason);
+    }
+    match (reason, route.and_then(|r| r.action.proxy())) {
+        (Reason::Queue, Some(p)) => snapshot.upstreams[p.upstream].queue_refused(p.slot),
+        _ => route
+            .map_or(&snapshot.unrouted, |r| &r.metrics)
             .limited(reason),
     }
 }
 
 /// Phases 2 to 7: the route chosen (if any) and what answers the request.
 async fn walk<'s>(
-    snapshot: &'s Snapshot,
+    snapshot: &'s Arc<Snapshot>,
     listener: &'s Listener,
     ctx: &mut Ctx<'s>,
     mut req: Request<Incoming>,
@@ -191,9 +192,6 @@ async fn walk<'s>(
             return (None, Err(stop));
         }
     }
-    if let Some(r) = &listener.redirect {
-        return (None, Ok(r.run(req.method(), &vars(ctx, &req))));
-    }
     let host = ctx.host.to_str().unwrap_or_default();
     let path = ctx.route_path.as_deref().unwrap_or(req.uri().path());
     let found = listener.router.find(host, path, req.method());
@@ -201,6 +199,12 @@ async fn walk<'s>(
         RouteMatch::Route(i) => Some(&snapshot.routes[i]),
         _ => None,
     };
+    if let Some(r) = &listener.redirect {
+        // Telegram follows no redirect: a webhook is served where it is asked.
+        if !routed.is_some_and(|r| matches!(r.action, Action::Telegram(_))) {
+            return (None, Ok(r.run(req.method(), &vars(ctx, &req))));
+        }
+    }
     if let Some(r) = routed {
         ctx.rec.route = Some(Arc::clone(&r.metrics));
     }
@@ -235,7 +239,7 @@ async fn walk<'s>(
 
 /// Phases 6 and 7: the body, then the action.
 async fn act<'s>(
-    snapshot: &'s Snapshot,
+    snapshot: &'s Arc<Snapshot>,
     route: &'s Route,
     ctx: &mut Ctx<'s>,
     req: Request<Incoming>,
@@ -243,6 +247,7 @@ async fn act<'s>(
     let (parts, body) = req.into_parts();
     let proxy = match &route.action {
         Action::Proxy(p) => p,
+        Action::Telegram(t) => return Ok(t.run(snapshot, ctx, parts, body).await?),
         Action::Redirect(_) | Action::Respond(_) => {
             // The answer does not need the body; filters may still look at it.
             if route.body_limit.is_some() {
@@ -252,7 +257,7 @@ async fn act<'s>(
             return Ok(match &route.action {
                 Action::Redirect(r) => r.run(req.method(), &vars(ctx, &req)),
                 Action::Respond(r) => r.run(),
-                Action::Proxy(_) => unreachable!("matched above"),
+                Action::Proxy(_) | Action::Telegram(_) => unreachable!("matched above"),
             });
         }
     };

@@ -17,6 +17,7 @@ use super::route::Router;
 use super::session::ConnSettings;
 use crate::config::{Config, ListenerConfig};
 use crate::limit::Tables;
+use crate::telegram::dedup::Dedups;
 use crate::observe::{AccessLog, Metrics, RouteMetrics, NONE};
 use crate::upstream::Upstream;
 
@@ -100,6 +101,8 @@ pub struct Parts<'a> {
     pub access_log: Option<Arc<AccessLog>>,
     /// The limiters' tables, kept across snapshots.
     pub limits: &'a Tables,
+    /// The Telegram routes' deduplication state, kept across snapshots.
+    pub dedups: &'a Dedups,
 }
 
 /// For each upstream, the names of the routes that proxy to it, in the file's
@@ -121,6 +124,7 @@ impl Snapshot {
         let mut next_slot: HashMap<&str, usize> = HashMap::new();
         // The tables this configuration asks for are kept, the others let go.
         p.limits.begin();
+        p.dedups.begin();
         let listener_guards: Vec<Box<[Guard]>> = config
             .listeners
             .iter()
@@ -132,7 +136,8 @@ impl Snapshot {
         let routes: Vec<Route> = config
             .routes
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(index, r)| {
                 let target = r.upstream().map(|name| {
                     let index = config
                         .upstreams
@@ -156,7 +161,7 @@ impl Snapshot {
                     )),
                     filters,
                     guards,
-                    action: Action::new(&r.action, target),
+                    action: Action::new(r, index, target, &p),
                     body_limit,
                 }
             })
@@ -186,6 +191,7 @@ impl Snapshot {
             });
         }
         p.limits.finish();
+        p.dedups.finish();
         Snapshot {
             listeners: listeners.into(),
             routes: routes.into(),

@@ -16,7 +16,7 @@ mod wire;
 
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use budget::RetryBudget;
@@ -28,7 +28,7 @@ pub use response::{Blame, UpstreamBody};
 pub use server_state::{Registry, ServerKey, ServerState};
 pub use wire::Wire;
 
-use crate::balance::{self, Balancer, Candidate, Latency, PickCtx};
+use crate::balance::{self, Affine, Balancer, Candidate, Latency, PickCtx};
 use crate::config::{BalanceKind, HashKey, HealthCheckConfig, ServerConfig, StickyConfig};
 use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::observe::{ClassCounters, Metrics, UpstreamMetrics};
@@ -127,6 +127,9 @@ pub enum Room {
 pub struct Tier {
     pub range: Range<usize>,
     pub balancer: Box<dyn Balancer<UpstreamServer>>,
+    /// The keyed placement of the Telegram mode, built on its first use (an
+    /// upstream no telegram route uses never builds it).
+    affine: OnceLock<Affine>,
 }
 
 /// A server of an upstream: its settings, where it came from, and its long-lived
@@ -265,6 +268,7 @@ impl Upstream {
             .filter(|r| !r.is_empty())
             .map(|range| Tier {
                 balancer: balance::build(u, &servers[range.clone()]),
+                affine: OnceLock::new(),
                 range,
             })
             .collect();
@@ -361,7 +365,12 @@ impl Upstream {
                 capped: self.capped,
                 ..*ctx
             };
-            if let Some(i) = t.balancer.pick(servers, &ctx) {
+            let balancer: &dyn Balancer<UpstreamServer> = if ctx.affine {
+                t.affine.get_or_init(|| Affine::new(servers))
+            } else {
+                &*t.balancer
+            };
+            if let Some(i) = balancer.pick(servers, &ctx) {
                 return Some((t.range.start + i, &servers[i]));
             }
             if self.capped && (0..servers.len()).any(|i| servers[i].eligible() && !ctx.skipped(i)) {

@@ -6,6 +6,7 @@
 
 mod redirect;
 mod respond;
+pub mod telegram;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -21,6 +22,7 @@ use super::{AccessRules, HeaderTemplate, Segment, Timeouts};
 
 pub use redirect::{RedirectConfig, DEFAULT_REDIRECT_STATUS};
 pub use respond::{RespondConfig, DEFAULT_RESPOND_CONTENT_TYPE, DEFAULT_RESPOND_STATUS};
+pub use telegram::{DedupStore, ForwardSecret, TelegramConfig};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +61,8 @@ pub(super) struct RawRoute {
     // Guards (`config::limits`): a table or an array of tables each.
     rate_limit: Option<toml::Value>,
     limit_conn: Option<toml::Value>,
+    /// `[route.telegram]`: the route is a Telegram bot's webhook.
+    telegram: Option<telegram::RawTelegram>,
 }
 
 /// The keys that choose a route's action; a route has exactly one.
@@ -151,6 +155,14 @@ impl RouteConfig {
         }
     }
 
+    /// A webhook route's `[route.telegram]`.
+    pub fn telegram(&self) -> Option<&TelegramConfig> {
+        match &self.action {
+            RouteAction::Proxy(p) => p.telegram.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The name of a route the file gives none: its host and path
     /// (`api.example.com/api/`), or its path.
     pub fn default_name(&self) -> String {
@@ -221,14 +233,40 @@ impl RouteAction {
 }
 
 /// A proxying route's settings, serialised at route level.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ProxyConfig {
-    #[serde(serialize_with = "super::tree::bare")]
     pub upstream: String,
-    #[serde(flatten)]
     pub timeouts: Timeouts,
-    #[serde(flatten)]
+    /// A webhook's is fixed by the mode (connect failures only, every bot).
     pub retry: RetryPolicy,
+    /// `[route.telegram]`: the Telegram webhook mode.
+    pub telegram: Option<Box<TelegramConfig>>,
+}
+
+/// The keys of a proxying route as the file writes them.
+#[derive(Serialize)]
+struct ProxyKeys<'a> {
+    #[serde(serialize_with = "super::tree::bare")]
+    upstream: &'a String,
+    #[serde(flatten)]
+    timeouts: &'a Timeouts,
+    #[serde(flatten)]
+    retry: Option<&'a RetryPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    telegram: Option<&'a TelegramConfig>,
+}
+
+impl Serialize for ProxyConfig {
+    /// A webhook's retry keys are the mode's, which the file may not set: left out.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ProxyKeys {
+            upstream: &self.upstream,
+            timeouts: &self.timeouts,
+            retry: self.telegram.is_none().then_some(&self.retry),
+            telegram: self.telegram.as_deref(),
+        }
+        .serialize(s)
+    }
 }
 
 impl Serialize for RouteAction {
@@ -282,6 +320,7 @@ pub(super) fn check_routes(
     c: &mut Checker,
     raw: Vec<(usize, RawRoute)>,
     declared: &Declared,
+    dir: &std::path::Path,
 ) -> Vec<RouteConfig> {
     // Per place: the methods claimed so far (`None`: a route for every method).
     let mut places: Vec<(Place, Vec<Option<Vec<Method>>>)> = Vec::new();
@@ -329,13 +368,19 @@ pub(super) fn check_routes(
                 PathMatch::Prefix("/".to_owned())
             }
             (None, Some(p)) => PathMatch::Exact(p),
+            // A webhook's path is matched exactly (telegraf and python-telegram-bot
+            // check it so; a prefix would hand `/tg/shop/x` to the bots too).
+            (Some(p), None) if r.telegram.is_some() => PathMatch::Exact(p),
             (p, None) => PathMatch::Prefix(p.unwrap_or_else(|| "/".to_owned())),
         };
         place_ok &= check_path(c, &format!("{base}.{}", path.key()), path.as_str());
-        let methods = r
+        let mut methods = r
             .methods
             .clone()
             .and_then(|m| check_methods(c, &format!("{base}.methods"), m));
+        if r.telegram.is_some() {
+            methods = telegram_methods(c, &base, methods);
+        }
         if place_ok {
             let place = (r.listener.clone(), host.clone(), path.clone());
             let claimed = match places.iter_mut().find(|(p, _)| *p == place) {
@@ -354,17 +399,31 @@ pub(super) fn check_routes(
         let set_headers = check_headers(c, &format!("{base}.set_headers"), &r.set_headers, false);
         // Checked whenever the route names an upstream, known or not, so that every
         // problem of the route shows at once.
+        let telegram = r.telegram.as_ref().and_then(|t| {
+            telegram_route(c, &base, &r);
+            telegram::check(c, &format!("{base}.telegram"), t, dir).map(Box::new)
+        });
         let proxy = r.upstream.as_ref().map(|u| ProxyConfig {
             upstream: u.clone(),
             timeouts: check_timeouts(c, &base, &r),
-            retry: retry::check_retry(
-                c,
-                &base,
-                r.next_upstream.clone(),
-                r.next_upstream_tries,
-                r.next_upstream_timeout.clone(),
-                r.retry_body_limit.clone(),
-            ),
+            retry: match &telegram {
+                // Connect failures move an update to the next bot, any number of
+                // times; nothing after sending does (`attempts`: a POST is not
+                // resent).
+                Some(_) => RetryPolicy {
+                    tries: 0,
+                    ..RetryPolicy::default()
+                },
+                None => retry::check_retry(
+                    c,
+                    &base,
+                    r.next_upstream.clone(),
+                    r.next_upstream_tries,
+                    r.next_upstream_timeout.clone(),
+                    r.retry_body_limit.clone(),
+                ),
+            },
+            telegram: telegram.clone(),
         });
         let response_headers = check_headers(
             c,
@@ -488,22 +547,75 @@ fn check_action(c: &mut Checker, base: &str, r: &RawRoute, declared: &Declared) 
 }
 
 fn check_timeouts(c: &mut Checker, base: &str, r: &RawRoute) -> Timeouts {
+    let (connect, read) = match r.telegram {
+        Some(_) => (
+            telegram::DEFAULT_TELEGRAM_CONNECT_TIMEOUT,
+            telegram::DEFAULT_TELEGRAM_READ_TIMEOUT,
+        ),
+        None => (super::DEFAULT_CONNECT_TIMEOUT, super::DEFAULT_READ_TIMEOUT),
+    };
     let mut d = |key: &str, v: &Option<String>, default| {
         c.duration(&format!("{base}.{key}"), v.as_deref(), default)
     };
     Timeouts {
-        connect: d(
-            "connect_timeout",
-            &r.connect_timeout,
-            super::DEFAULT_CONNECT_TIMEOUT,
-        ),
-        read: d("read_timeout", &r.read_timeout, super::DEFAULT_READ_TIMEOUT),
+        connect: d("connect_timeout", &r.connect_timeout, connect),
+        read: d("read_timeout", &r.read_timeout, read),
         send: d("send_timeout", &r.send_timeout, super::DEFAULT_SEND_TIMEOUT),
         tunnel: d(
             "tunnel_timeout",
             &r.tunnel_timeout,
             super::DEFAULT_TUNNEL_TIMEOUT,
         ),
+    }
+}
+
+/// A webhook takes POST alone (Telegram sends nothing else); `methods` may say so
+/// but no more.
+fn telegram_methods(
+    c: &mut Checker,
+    base: &str,
+    methods: Option<Vec<Method>>,
+) -> Option<Vec<Method>> {
+    if let Some(m) = &methods {
+        if m.as_slice() != [Method::POST] {
+            c.err(
+                format!("{base}.methods"),
+                "a telegram route takes POST alone (leave `methods` out)",
+            );
+        }
+    }
+    Some(vec![Method::POST])
+}
+
+/// The route keys a webhook cannot have: it proxies (to its bots), and moves an
+/// update to another bot only when connecting fails, since an update is not
+/// idempotent (reference T6).
+fn telegram_route(c: &mut Checker, base: &str, r: &RawRoute) {
+    if r.upstream.is_none() {
+        c.err(
+            format!("{base}.telegram"),
+            "a telegram route sends the updates to its bots: it needs `upstream = \"NAME\"`",
+        );
+    }
+    let retry_keys = [
+        ("next_upstream", r.next_upstream.is_some()),
+        ("next_upstream_tries", r.next_upstream_tries.is_some()),
+        ("next_upstream_timeout", r.next_upstream_timeout.is_some()),
+        ("retry_body_limit", r.retry_body_limit.is_some()),
+    ];
+    for (key, set) in retry_keys {
+        if set {
+            c.err(
+                format!("{base}.{key}"),
+                "a telegram route moves an update to another bot only when the connect fails (an update is not idempotent); leave it out",
+            );
+        }
+    }
+    if r.max_body_size.is_some() {
+        c.err(
+            format!("{base}.max_body_size"),
+            "a telegram route's bodies are bounded by `telegram.max_body`",
+        );
     }
 }
 

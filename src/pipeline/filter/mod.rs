@@ -26,6 +26,7 @@ pub mod request_id;
 mod response_headers;
 pub mod set_headers;
 pub mod sticky;
+mod telegram;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
@@ -47,6 +48,7 @@ pub use request_id::RequestId;
 pub use response_headers::ResponseHeaders;
 pub use set_headers::{HeaderAction, SetHeaders};
 pub use sticky::Sticky;
+pub use telegram::TelegramHeaders;
 
 /// Why a filter ends a request early.
 #[derive(Debug)]
@@ -106,6 +108,7 @@ pub enum Step {
     SetHeaders(SetHeaders),
     Sticky(Sticky),
     ResponseHeaders(ResponseHeaders),
+    TelegramHeaders(TelegramHeaders),
 }
 
 /// Calls the method on whichever filter `self` holds.
@@ -122,6 +125,7 @@ macro_rules! each {
             Step::SetHeaders($f) => $call,
             Step::Sticky($f) => $call,
             Step::ResponseHeaders($f) => $call,
+            Step::TelegramHeaders($f) => $call,
         }
     };
 }
@@ -181,7 +185,11 @@ pub fn for_route(r: &RouteConfig, upstream: Option<&UpstreamConfig>) -> Box<[Ste
     if matches!(r.action, RouteAction::Proxy(_)) && !r.set_headers.is_empty() {
         steps.push(Step::SetHeaders(SetHeaders::new(&r.set_headers)));
     }
-    if let Some(s) = upstream.and_then(|u| u.sticky.as_ref()) {
+    if let Some(t) = r.telegram() {
+        // After `set_headers`, so that its headers are the ones the bots get.
+        steps.push(Step::TelegramHeaders(TelegramHeaders::new(t)));
+    } else if let Some(s) = upstream.and_then(|u| u.sticky.as_ref()) {
+        // (Telegram keeps no cookies: a webhook places by chat instead.)
         steps.push(Step::Sticky(Sticky(s.clone())));
     }
     if !r.response_headers.is_empty() {

@@ -23,6 +23,7 @@ mod request_key;
 
 mod access;
 mod body_size;
+mod telegram;
 
 use http::Request;
 use hyper::body::Incoming;
@@ -37,6 +38,7 @@ pub use rate_limit::RateLimit;
 
 pub use access::Access;
 pub use body_size::BodySize;
+pub use telegram::{TelegramGate, SECRET_HEADER};
 
 /// A built guard.
 #[derive(Debug)]
@@ -49,6 +51,8 @@ pub enum Guard {
     RateLimit(RateLimit),
     /// `limit_conn`.
     LimitConn(LimitConn),
+    /// A Telegram webhook's source and secret.
+    Telegram(TelegramGate),
 }
 
 impl Guard {
@@ -59,6 +63,7 @@ impl Guard {
             Guard::BodySize(g) => g.admit(ctx, req),
             Guard::RateLimit(g) => g.admit(ctx, req).await,
             Guard::LimitConn(g) => g.admit(ctx, req),
+            Guard::Telegram(g) => g.admit(ctx, req),
         }
     }
 }
@@ -83,11 +88,20 @@ pub fn for_listener(l: &ListenerConfig, tables: &Tables) -> Box<[Guard]> {
 /// same one to the reload diff: its listener, host, path and methods).
 pub fn for_route(r: &RouteConfig, tables: &Tables) -> Box<[Guard]> {
     let mut guards = Vec::new();
+    let telegram = r.telegram();
+    // A webhook's gate first: an update from elsewhere, or without the secret,
+    // spends nothing and learns nothing.
+    if let Some(t) = telegram {
+        guards.push(Guard::Telegram(TelegramGate::new(t)));
+    }
     if let Some(a) = Access::new(&r.access) {
         guards.push(Guard::Access(a));
     }
-    // Always present: a route without its own limit applies its listener's.
-    guards.push(Guard::BodySize(BodySize::new(r.max_body_size)));
+    // Always present: a route without its own limit applies its listener's. A
+    // webhook's action refuses a large body itself, and dead-letters it.
+    if telegram.is_none() {
+        guards.push(Guard::BodySize(BodySize::new(r.max_body_size)));
+    }
     limits(
         &mut guards,
         &route_place(r),
@@ -103,7 +117,7 @@ pub fn for_route(r: &RouteConfig, tables: &Tables) -> Box<[Guard]> {
 /// the route the same one to the reload diff, so that a reload that keeps it
 /// keeps its limits' state. `route "public" "api.example.com" path "/api/"
 /// GET,POST`, `*` for a part left out (quoted parts cannot be confused with it).
-fn route_place(r: &RouteConfig) -> String {
+pub(crate) fn route_place(r: &RouteConfig) -> String {
     let quoted = |s: Option<String>| s.map_or_else(|| "*".to_owned(), |s| format!("{s:?}"));
     let methods = r.methods.as_ref().map_or_else(
         || "*".to_owned(),

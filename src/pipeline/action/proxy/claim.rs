@@ -142,6 +142,7 @@ impl<'a> Waiting<'a> {
         &mut self,
         up: &mut Up<'_>,
         key: Option<u64>,
+        affine: bool,
         tried: &mut Vec<usize>,
         until: Option<Instant>,
     ) -> Result<Option<(usize, InFlight)>, ProxyError> {
@@ -156,6 +157,7 @@ impl<'a> Waiting<'a> {
             if !others_wait {
                 let ctx = PickCtx {
                     key,
+                    affine,
                     skip: tried,
                     ..PickCtx::default()
                 };

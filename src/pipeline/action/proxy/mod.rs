@@ -36,6 +36,9 @@ pub struct Proxy {
     pub slot: usize,
     pub timeouts: Timeouts,
     pub retry: RetryPolicy,
+    /// Place requests by their key on a consistent-hash ring whatever the
+    /// upstream's algorithm (`balance::Affine`): the Telegram mode's chats.
+    pub affine: bool,
 }
 
 impl Proxy {
@@ -68,6 +71,9 @@ impl Proxy {
             .map(|(i, _)| i);
         let key = match pinned {
             Some(_) => None,
+            // An affine route's requests without a key of their own go to the
+            // least-loaded server, not by the upstream's `hash_key`.
+            None if self.affine => ctx.affinity,
             None => ctx.affinity.or_else(|| {
                 let k = upstream.hash_key.as_ref()?;
                 affinity::key_hash(k, &req, ctx.client.remote.ip())

@@ -1,0 +1,433 @@
+//! `[route.telegram]`: the route is a Telegram bot's webhook (issue 15,
+//! reference part 2). It stays a proxying route (`upstream = "NAME"`), with the
+//! mode's own checks and defaults:
+//! - the path is matched exactly and the route takes POST alone (Telegram only
+//!   POSTs, and telegraf and python-telegram-bot check the path exactly);
+//! - connects time out after `DEFAULT_TELEGRAM_CONNECT_TIMEOUT` and a bot may work
+//!   on one update for up to `DEFAULT_TELEGRAM_READ_TIMEOUT`; only connect
+//!   failures move an update to another bot (an update is not idempotent).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::super::limits::RedisUrl;
+use super::super::validate::Checker;
+use super::super::{ser, Cidr};
+
+/// Telegram's documented webhook source blocks (core.telegram.org/bots/webhooks);
+/// "telegram" in `allow_from` stands for them, so a config follows a change of
+/// the list with the proxy's next release rather than by hand.
+pub const TELEGRAM_NETWORKS: &[&str] = &["149.154.160.0/20", "91.108.4.0/22"];
+
+/// How long a delivered `update_id` is remembered: Telegram re-sends an update
+/// it got no 2xx for within minutes (its backoff is 0, 2, 4 … 64 s, then 60-120 s),
+/// so an hour catches every re-send but those of a day-long outage.
+pub const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(3600);
+
+/// Deliveries that reached a bot and failed before an update is acknowledged
+/// and dead-lettered: about five minutes of Telegram's backoff, long enough for
+/// a bot restart, short enough that a poison update blocks its chat's queue for
+/// minutes rather than the 24 h Telegram keeps trying.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+
+/// When Telegram gets its answer at the latest: it closes the request and
+/// re-sends at 60 s, so an answer later than that is wasted.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(50);
+
+/// Largest update accepted: real updates are a few KiB (a message's text is at
+/// most 4096 characters); anything near this is not from Telegram.
+pub const DEFAULT_MAX_BODY: u64 = 4 << 20;
+
+/// `Retry-After` of the mode's 503s: it replaces Telegram's own backoff, so a
+/// short one brings the update back soon (inline queries expire after 30 s).
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// The longest `retry_after` accepted: a longer wait risks an update's expiry
+/// (callback queries live 150 s) and Telegram caps it at an hour anyway.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(20);
+
+/// A bot that does not accept a connection within this is down for this update,
+/// and it goes to another bot (reference T6).
+pub const DEFAULT_TELEGRAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a bot may work on one update before the proxy gives up on it. The
+/// answer to Telegram is bounded by `deadline`; past it the request to the bot
+/// keeps running so that Telegram's re-send collects its answer instead of
+/// running the handler again. Five minutes: a handler still busy then is stuck.
+pub const DEFAULT_TELEGRAM_READ_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Longest secret Telegram accepts in `setWebhook`.
+const MAX_SECRET_LEN: usize = 256;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct RawTelegram {
+    /// One token or a list of one or two.
+    secret_token: Option<toml::Value>,
+    allow_from: Option<Vec<String>>,
+    affinity: Option<String>,
+    dedup_ttl: Option<String>,
+    dedup_store: Option<String>,
+    max_attempts: Option<u32>,
+    dead_letter: Option<String>,
+    deadline: Option<String>,
+    max_body: Option<toml::Value>,
+    forward_secret: Option<toml::Value>,
+    retry_after: Option<String>,
+}
+
+/// What a webhook's updates are placed by (reference T5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Affinity {
+    /// The chat (or, where an update has none, its user): a chat's updates go to
+    /// one bot, whose in-memory state for the chat stays whole.
+    Chat,
+    /// The user, where the update names one (else the chat).
+    User,
+    /// Nothing: each update to the least-loaded bot.
+    None,
+}
+
+/// Where delivered `update_id`s are remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DedupStore {
+    /// This process (bounded LRU).
+    Memory,
+    /// A Redis every replica shares.
+    Redis(RedisUrl),
+}
+
+impl Serialize for DedupStore {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            DedupStore::Memory => s.serialize_str("memory"),
+            DedupStore::Redis(u) => s.serialize_str(&u.url),
+        }
+    }
+}
+
+/// What the bots get as `X-Telegram-Bot-Api-Secret-Token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardSecret {
+    /// The header as Telegram sent it.
+    Received,
+    /// No header: the proxy checked it.
+    Strip,
+    /// This value, whichever token Telegram sent: bots that know one token keep
+    /// working while Telegram rotates to the other.
+    Value(String),
+}
+
+impl Serialize for ForwardSecret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ForwardSecret::Received => s.serialize_bool(true),
+            ForwardSecret::Strip => s.serialize_bool(false),
+            ForwardSecret::Value(v) => s.serialize_str(v),
+        }
+    }
+}
+
+/// A validated `[route.telegram]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TelegramConfig {
+    /// The tokens accepted (one, or two during a rotation); empty: no check.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secret_token: Vec<String>,
+    /// As written (presets by name), so `config dump` writes it back alike.
+    pub allow_from: Vec<String>,
+    /// The blocks `allow_from` stands for; `None`: "any".
+    #[serde(skip)]
+    pub allow_nets: Option<Vec<Cidr>>,
+    pub affinity: Affinity,
+    #[serde(serialize_with = "ser::duration")]
+    pub dedup_ttl: Duration,
+    pub dedup_store: DedupStore,
+    pub max_attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<PathBuf>,
+    #[serde(serialize_with = "ser::duration")]
+    pub deadline: Duration,
+    #[serde(serialize_with = "ser::size")]
+    pub max_body: u64,
+    pub forward_secret: ForwardSecret,
+    #[serde(serialize_with = "ser::duration")]
+    pub retry_after: Duration,
+}
+
+impl TelegramConfig {
+    /// The configuration with its secrets written by `hide` (`config dump`).
+    pub(in crate::config) fn hiding(&self, hide: &dyn Fn(&str) -> String) -> TelegramConfig {
+        TelegramConfig {
+            secret_token: self.secret_token.iter().map(|t| hide(t)).collect(),
+            dedup_store: match &self.dedup_store {
+                DedupStore::Redis(u) => DedupStore::Redis(u.hiding(hide)),
+                DedupStore::Memory => DedupStore::Memory,
+            },
+            forward_secret: match &self.forward_secret {
+                ForwardSecret::Value(v) => ForwardSecret::Value(hide(v)),
+                f => f.clone(),
+            },
+            ..self.clone()
+        }
+    }
+}
+
+/// Checks `[route.telegram]` at `base` (`route[3].telegram`); relative paths are
+/// taken from `dir`.
+pub(in crate::config) fn check(
+    c: &mut Checker,
+    base: &str,
+    raw: &RawTelegram,
+    dir: &Path,
+) -> Option<TelegramConfig> {
+    let before = c.problems.len();
+    let secret_token = secrets(c, &format!("{base}.secret_token"), raw.secret_token.as_ref());
+    let (allow_from, allow_nets) = allow_from(c, &format!("{base}.allow_from"), &raw.allow_from);
+    let affinity = match raw.affinity.as_deref() {
+        None | Some("chat") => Affinity::Chat,
+        Some("user") => Affinity::User,
+        Some("none") => Affinity::None,
+        Some(other) => {
+            c.err(
+                format!("{base}.affinity"),
+                format!("expected \"chat\", \"user\" or \"none\", got {other:?}"),
+            );
+            Affinity::Chat
+        }
+    };
+    let dedup_ttl = c.duration(
+        &format!("{base}.dedup_ttl"),
+        raw.dedup_ttl.as_deref(),
+        DEFAULT_DEDUP_TTL,
+    );
+    let dedup_store = match raw.dedup_store.as_deref() {
+        None | Some("memory") => DedupStore::Memory,
+        Some(url) => match RedisUrl::parse(url) {
+            Ok(u) => DedupStore::Redis(u),
+            Err(m) => {
+                let m = m.replace("expected \"local\"", "expected \"memory\"");
+                c.err(format!("{base}.dedup_store"), m);
+                DedupStore::Memory
+            }
+        },
+    };
+    let max_attempts = match raw.max_attempts {
+        None => DEFAULT_MAX_ATTEMPTS,
+        Some(0) => {
+            c.err(
+                format!("{base}.max_attempts"),
+                "must be at least 1 (the first failed delivery is attempt 1)",
+            );
+            DEFAULT_MAX_ATTEMPTS
+        }
+        Some(n) => n,
+    };
+    let dead_letter = raw
+        .dead_letter
+        .as_deref()
+        .and_then(|p| dead_letter(c, &format!("{base}.dead_letter"), p, dir));
+    let deadline = c.duration(
+        &format!("{base}.deadline"),
+        raw.deadline.as_deref(),
+        DEFAULT_DEADLINE,
+    );
+    if deadline >= Duration::from_secs(60) {
+        c.err(
+            format!("{base}.deadline"),
+            format!(
+                "{}: Telegram gives up on a request at 60 s and sends it again; answer before that (default {:?})",
+                humantime::format_duration(deadline),
+                DEFAULT_DEADLINE
+            ),
+        );
+    }
+    let max_body = match &raw.max_body {
+        None => DEFAULT_MAX_BODY,
+        Some(v) => match super::super::retry::parse_size(v) {
+            Some(n) if n > 0 => n,
+            _ => {
+                c.err(
+                    format!("{base}.max_body"),
+                    format!("expected a size above zero such as \"4MiB\", got {v}"),
+                );
+                DEFAULT_MAX_BODY
+            }
+        },
+    };
+    let forward_secret = match &raw.forward_secret {
+        None | Some(toml::Value::Boolean(true)) => ForwardSecret::Received,
+        Some(toml::Value::Boolean(false)) => ForwardSecret::Strip,
+        Some(toml::Value::String(s)) => {
+            let path = format!("{base}.forward_secret");
+            if let Err(m) = check_token(s) {
+                c.err(&path, m);
+            } else if !secret_token.is_empty() && !secret_token.contains(s) {
+                c.err(
+                    &path,
+                    "must be one of `secret_token` (the bots check the token Telegram was given)",
+                );
+            }
+            ForwardSecret::Value(s.clone())
+        }
+        Some(v) => {
+            c.err(
+                format!("{base}.forward_secret"),
+                format!("expected true, false or one of the tokens, got {v}"),
+            );
+            ForwardSecret::Received
+        }
+    };
+    let retry_after = c.duration(
+        &format!("{base}.retry_after"),
+        raw.retry_after.as_deref(),
+        DEFAULT_RETRY_AFTER,
+    );
+    if retry_after.subsec_nanos() != 0 || retry_after > MAX_RETRY_AFTER {
+        c.err(
+            format!("{base}.retry_after"),
+            format!(
+                "whole seconds from 1 to {} (Telegram reads Retry-After as an integer)",
+                MAX_RETRY_AFTER.as_secs()
+            ),
+        );
+    }
+    (c.problems.len() == before).then_some(TelegramConfig {
+        secret_token,
+        allow_from,
+        allow_nets,
+        affinity,
+        dedup_ttl,
+        dedup_store,
+        max_attempts,
+        dead_letter,
+        deadline,
+        max_body,
+        forward_secret,
+        retry_after,
+    })
+}
+
+/// Telegram's rule for `secret_token` (setWebhook answers 400 otherwise).
+fn check_token(t: &str) -> Result<(), String> {
+    let ok_chars = t
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if t.is_empty() || t.len() > MAX_SECRET_LEN || !ok_chars {
+        // The value itself is never repeated: it is a secret.
+        return Err(format!(
+            "a secret token is 1-{MAX_SECRET_LEN} characters of A-Z, a-z, 0-9, _ and - (Telegram refuses others); this one has {} characters{}",
+            t.len(),
+            if ok_chars { "" } else { ", some not allowed" }
+        ));
+    }
+    Ok(())
+}
+
+fn secrets(c: &mut Checker, path: &str, v: Option<&toml::Value>) -> Vec<String> {
+    let list: Vec<(String, String)> = match v {
+        None => return Vec::new(),
+        Some(toml::Value::String(s)) => vec![(path.to_owned(), s.clone())],
+        Some(toml::Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| match v {
+                toml::Value::String(s) => Some((format!("{path}[{i}]"), s.clone())),
+                _ => {
+                    c.err(format!("{path}[{i}]"), "expected a string");
+                    None
+                }
+            })
+            .collect(),
+        Some(_) => {
+            c.err(path, "expected a token or a list of one or two tokens");
+            return Vec::new();
+        }
+    };
+    if list.is_empty() || list.len() > 2 {
+        c.err(
+            path,
+            format!(
+                "expected one token, or two while rotating from one to the other; got {}",
+                list.len()
+            ),
+        );
+    }
+    for (p, t) in &list {
+        if let Err(m) = check_token(t) {
+            c.err(p, m);
+        }
+    }
+    list.into_iter().map(|(_, t)| t).collect()
+}
+
+/// `allow_from`: CIDR blocks, addresses and the presets `telegram` and `any`.
+fn allow_from(
+    c: &mut Checker,
+    path: &str,
+    raw: &Option<Vec<String>>,
+) -> (Vec<String>, Option<Vec<Cidr>>) {
+    let written = raw.clone().unwrap_or_else(|| vec!["telegram".to_owned()]);
+    if written.is_empty() {
+        c.err(
+            path,
+            "an empty list would refuse Telegram too; write [\"telegram\"] (the default) or [\"any\"]",
+        );
+    }
+    let mut nets = Vec::new();
+    let mut any = false;
+    for (i, entry) in written.iter().enumerate() {
+        match entry.as_str() {
+            "any" => any = true,
+            "telegram" => {
+                let preset: Vec<String> = TELEGRAM_NETWORKS.iter().map(|s| s.to_string()).collect();
+                nets.extend(super::super::access::blocks(c, path, preset));
+            }
+            _ => nets.extend(super::super::access::blocks(
+                c,
+                &format!("{path}[{i}]"),
+                vec![entry.clone()],
+            )),
+        }
+    }
+    // `blocks` names a list's entries `path[0]`: of the one-entry list it was given.
+    for p in c.problems.iter_mut() {
+        if let Some(rest) = p.path.strip_prefix(path) {
+            if let Some(inner) = rest.strip_suffix("[0]") {
+                if inner.starts_with('[') {
+                    p.path = format!("{path}{inner}");
+                }
+            }
+        }
+    }
+    (written, (!any).then_some(nets))
+}
+
+/// The dead-letter file: its directory must exist and the file be writable
+/// (opened for appending here, as the writer will).
+fn dead_letter(c: &mut Checker, path: &str, p: &str, dir: &Path) -> Option<PathBuf> {
+    let file = dir.join(p);
+    let parent = file.parent().unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        c.err(
+            path,
+            format!("the directory {} does not exist", parent.display()),
+        );
+        return None;
+    }
+    if let Err(e) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&file)
+    {
+        c.err(
+            path,
+            format!("cannot append to {}: {e}", file.display()),
+        );
+        return None;
+    }
+    Some(file)
+}
