@@ -1,7 +1,9 @@
 //! What one store knows of its Redis across every worker: reachable or not (said
 //! in the log once per change, not per request), how many decisions fell back,
-//! how many replicas share the budget, and when this replica next announces
-//! itself. Atomics only: every decision reads it, from every worker.
+//! how many replicas share the budget, when this replica next announces itself,
+//! and what the store serves (rate limits, the Telegram mode's dedup), so that
+//! the log says what falls back. Atomics only: every decision reads it, from
+//! every worker.
 
 use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -16,6 +18,41 @@ const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
+/// What a store serves (bits of `Health::uses`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Use {
+    RateLimits = 1,
+    Dedup = 2,
+}
+
+/// The log's words for a store's changes, by what it serves.
+struct Wording {
+    connected: &'static str,
+    lost: &'static str,
+    back: &'static str,
+}
+
+const RATE_LIMITS: Wording = Wording {
+    connected: "rate-limit store connected",
+    lost: "rate-limit store unavailable: limits fall back to this replica's share \
+           until it answers again",
+    back: "rate-limit store reachable again: shared limits are back",
+};
+
+const DEDUP: Wording = Wording {
+    connected: "Telegram dedup store connected",
+    lost: "Telegram dedup store unavailable: deduplication falls back to this \
+           replica's memory until it answers again",
+    back: "Telegram dedup store reachable again: shared deduplication is back",
+};
+
+const BOTH: Wording = Wording {
+    connected: "rate-limit store connected (Telegram dedup uses it too)",
+    lost: "rate-limit store unavailable: limits fall back to this replica's share, \
+           and Telegram dedup to this replica's memory, until it answers again",
+    back: "rate-limit store reachable again: shared limits and Telegram dedup are back",
+};
+
 #[derive(Debug)]
 pub(crate) struct Health {
     /// The store's address, for the log.
@@ -26,6 +63,8 @@ pub(crate) struct Health {
     replicas: AtomicUsize,
     /// When the next decision announces this replica (`clock::nanos`).
     next_announce: AtomicU64,
+    /// The `Use`s seen, as bits.
+    uses: AtomicU8,
 }
 
 impl Health {
@@ -36,6 +75,24 @@ impl Health {
             fallbacks: AtomicU64::new(0),
             replicas: AtomicUsize::new(1),
             next_announce: AtomicU64::new(0),
+            uses: AtomicU8::new(0),
+        }
+    }
+
+    /// The store serves `what` (a load first: every decision says so).
+    pub(crate) fn used_for(&self, what: Use) {
+        let bit = what as u8;
+        if self.uses.load(Ordering::Relaxed) & bit == 0 {
+            self.uses.fetch_or(bit, Ordering::Relaxed);
+        }
+    }
+
+    fn wording(&self) -> &'static Wording {
+        match self.uses.load(Ordering::Relaxed) {
+            u if u == Use::Dedup as u8 => &DEDUP,
+            u if u == Use::Dedup as u8 | Use::RateLimits as u8 => &BOTH,
+            // A store nothing has used yet is the rate limiter's, as it always was.
+            _ => &RATE_LIMITS,
         }
     }
 
@@ -51,9 +108,10 @@ impl Health {
                 DOWN => tracing::info!(
                     redis = %self.shown,
                     fallbacks = self.fallbacks(),
-                    "rate-limit store reachable again: shared limits are back"
+                    "{}",
+                    self.wording().back
                 ),
-                UNKNOWN => tracing::info!(redis = %self.shown, "rate-limit store connected"),
+                UNKNOWN => tracing::info!(redis = %self.shown, "{}", self.wording().connected),
                 _ => {}
             }
         }
@@ -64,12 +122,7 @@ impl Health {
         if self.state.load(Ordering::Relaxed) != DOWN
             && self.state.swap(DOWN, Ordering::Relaxed) != DOWN
         {
-            tracing::warn!(
-                redis = %self.shown,
-                error = %why,
-                "rate-limit store unavailable: limits fall back to this replica's share \
-                 until it answers again"
-            );
+            tracing::warn!(redis = %self.shown, error = %why, "{}", self.wording().lost);
         }
     }
 

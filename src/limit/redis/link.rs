@@ -45,7 +45,7 @@ impl Dialer {
                 .client
                 .get_multiplexed_async_connection_with_config(&self.config)
                 .await?;
-            let _: ::redis::Value = script::load().query_async(&mut conn).await?;
+            let _: ::redis::Value = script::GCRA.load().query_async(&mut conn).await?;
             Ok::<_, ::redis::RedisError>(conn)
         };
         match timeout(self.connect_timeout, connect).await {

@@ -23,6 +23,9 @@
 //! once per `Options::announce_every` (a `ZADD` of its id at Redis time), and
 //! the script answers how many announced within the window.
 //!
+//! The store serves the Telegram mode's dedup too (`telegram::dedup::redis`),
+//! with a script of its own run through the same links (`RedisStore::run`).
+//!
 //! Redis Cluster is not supported (a request's keys may live in different
 //! slots): use one Redis, or a primary behind Sentinel or a virtual address.
 
@@ -31,6 +34,7 @@ mod link;
 mod script;
 mod url;
 
+pub(crate) use script::Script;
 pub use script::{Space, KEY_PREFIX, MAX_SPAN_NANOS, REPLICAS_KEY};
 pub use url::UrlError;
 
@@ -38,11 +42,11 @@ use std::cell::RefCell;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use ::redis::{AsyncConnectionConfig, ErrorKind, RedisError, ServerErrorKind, Value};
+use ::redis::{AsyncConnectionConfig, Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 use tokio::time::{timeout_at, Instant};
 
 use crate::limit::gcra::Gcra;
-use health::Health;
+use health::{Health, Use};
 use link::{Dialer, Link};
 
 /// How long a decision may take, connect wait included, before the caller falls
@@ -141,7 +145,8 @@ pub enum StoreError {
     ConnectTimeout(Duration),
     #[error("Redis: {0}")]
     Redis(#[from] RedisError),
-    #[error("unexpected answer from the rate-limit script: {0}")]
+    /// A script answered something its reader does not understand.
+    #[error("unexpected answer from a Redis script: {0}")]
     Reply(String),
 }
 
@@ -209,6 +214,7 @@ impl RedisStore {
                 wait: Duration::ZERO,
             });
         }
+        self.health.used_for(Use::RateLimits);
         let result = self.decide(limits).await;
         if result.is_err() {
             self.health.fell_back();
@@ -218,16 +224,45 @@ impl RedisStore {
 
     async fn decide(self: &Arc<Self>, limits: &[Limit<'_>]) -> Result<Decision, StoreError> {
         let deadline = Instant::now() + self.options.timeout;
+        let command = || {
+            let announce = self
+                .health
+                .announce_due(Instant::now(), self.options.announce_every)
+                .then_some(script::Announce {
+                    replica: &self.replica,
+                    window: self.options.replica_window,
+                });
+            script::command(limits, announce)
+        };
+        let read = |value| script::read(value, limits.len());
+        let (decision, replicas) = self.run(&script::GCRA, command, deadline, read).await?;
+        if let Some(n) = replicas {
+            self.health.saw_replicas(n);
+        }
+        Ok(decision)
+    }
+
+    /// Sends the command `command` makes, an `EVALSHA` of `script`, on this
+    /// worker's link and reads its answer with `read`, all by `deadline`: the one
+    /// round trip of every use of the store (the rate limiter's decisions, the
+    /// Telegram mode's dedup). The command is made once there is a connection to
+    /// send it on, so that a call that cannot be sent spends nothing (a
+    /// decision's announcement turn). When Redis does not have the script
+    /// (`NOSCRIPT`), it is loaded and run in one more round trip, within the same
+    /// deadline. An answer marks Redis reachable; no answer, a broken connection
+    /// or an answer `read` refuses marks it lost (said in the log once per
+    /// change, see `health`), and a connection silent for `STALE_AFTER` is
+    /// dropped. Nothing is counted in `fallbacks()`: each user counts its own.
+    pub(crate) async fn run<T>(
+        self: &Arc<Self>,
+        script: &script::Script,
+        command: impl FnOnce() -> Cmd,
+        deadline: Instant,
+        read: impl FnOnce(Value) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let link = self.link();
         let (mut conn, generation) = link.connection(&self.dialer, deadline).await?;
-        let announce = self
-            .health
-            .announce_due(Instant::now(), self.options.announce_every)
-            .then_some(script::Announce {
-                replica: &self.replica,
-                window: self.options.replica_window,
-            });
-        let cmd = script::command(limits, announce);
+        let cmd = command();
         // A server's error reply comes back as a value: made an error here.
         let mut reply = timeout_at(deadline, conn.send_packed_command(&cmd))
             .await
@@ -235,8 +270,9 @@ impl RedisStore {
         if matches!(&reply, Ok(Err(e)) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript))
         {
             // Redis lost its scripts (`SCRIPT FLUSH`, or a restart that this
-            // connection survived behind a proxy): load and run, one round trip.
-            let pipe = script::load_and_run(cmd);
+            // connection survived behind a proxy), or this script was never
+            // loaded on this connection: load and run, one round trip.
+            let pipe = script.load_and_run(cmd);
             reply = timeout_at(deadline, conn.send_packed_commands(&pipe, 1, 1))
                 .await
                 .map(|r| r.and_then(|mut v| v.pop().unwrap_or_default().extract_error()));
@@ -244,16 +280,13 @@ impl RedisStore {
         let outcome = match reply {
             Err(_elapsed) => Err(StoreError::Timeout),
             Ok(Err(e)) => Err(StoreError::Redis(e)),
-            Ok(Ok(value)) => script::read(value, limits.len()),
+            Ok(Ok(value)) => read(value),
         };
         match outcome {
-            Ok((decision, replicas)) => {
+            Ok(answer) => {
                 link.answered(crate::clock::nanos(Instant::now()));
                 self.health.reached();
-                if let Some(n) = replicas {
-                    self.health.saw_replicas(n);
-                }
-                Ok(decision)
+                Ok(answer)
             }
             Err(StoreError::Timeout) => {
                 if link.timed_out(generation) {
@@ -316,6 +349,12 @@ impl RedisStore {
     /// Whether the last word from Redis was an answer (false before the first).
     pub fn available(&self) -> bool {
         self.health.up()
+    }
+
+    /// The Telegram mode's dedup uses this store (the log then says so when Redis
+    /// goes or comes back).
+    pub(crate) fn used_for_dedup(&self) {
+        self.health.used_for(Use::Dedup);
     }
 
     /// This replica's id in `REPLICAS_KEY`.

@@ -1,9 +1,10 @@
 //! The decision script (`gcra.lua`): its key names, the command that runs it and
 //! the reading of its reply. One `EVALSHA` per decision; the script's text is sent
-//! only when Redis does not have it (`load_and_run`).
+//! only when Redis does not have it (`Script::load_and_run`). `Script` serves the
+//! other users of a store too (the Telegram mode's dedup script).
 
 use std::io::Write as _;
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use ::redis::{Cmd, RedisWrite, ToRedisArgs, Value};
@@ -11,12 +12,55 @@ use ::redis::{Cmd, RedisWrite, ToRedisArgs, Value};
 use super::{Decision, Limit, StoreError};
 use crate::limit::gcra::Gcra;
 
-/// The script's text.
-pub(crate) const SOURCE: &str = include_str!("gcra.lua");
+/// A Lua script run by `EVALSHA`: its text, and its SHA-1 (the name `EVALSHA`
+/// runs it by), computed on first use.
+#[derive(Debug)]
+pub(crate) struct Script {
+    source: &'static str,
+    hash: OnceLock<String>,
+}
 
-/// Its SHA-1, the name `EVALSHA` runs it by.
-pub(crate) static HASH: LazyLock<String> =
-    LazyLock::new(|| ::redis::Script::new(SOURCE).get_hash().to_owned());
+impl Script {
+    pub(crate) const fn new(source: &'static str) -> Script {
+        Script {
+            source,
+            hash: OnceLock::new(),
+        }
+    }
+
+    /// The script's SHA-1, in hex.
+    pub(crate) fn hash(&self) -> &str {
+        self.hash
+            .get_or_init(|| ::redis::Script::new(self.source).get_hash().to_owned())
+    }
+
+    /// `EVALSHA` of the script with `keys` keys to follow: the caller adds the
+    /// keys, then the arguments.
+    pub(crate) fn evalsha(&self, keys: usize) -> Cmd {
+        let mut cmd = ::redis::cmd("EVALSHA");
+        cmd.arg(self.hash()).arg(keys);
+        cmd
+    }
+
+    /// `SCRIPT LOAD` of the script.
+    pub(crate) fn load(&self) -> Cmd {
+        let mut cmd = ::redis::cmd("SCRIPT");
+        cmd.arg("LOAD").arg(self.source);
+        cmd
+    }
+
+    /// `SCRIPT LOAD` then `run` (an `EVALSHA` of this script), pipelined: one
+    /// round trip after Redis lost its script cache (a restart, `SCRIPT FLUSH`),
+    /// and the script is cached again for every later `EVALSHA`.
+    pub(crate) fn load_and_run(&self, run: Cmd) -> ::redis::Pipeline {
+        let mut pipe = ::redis::pipe();
+        pipe.add_command(self.load()).ignore().add_command(run);
+        pipe
+    }
+}
+
+/// The decision script.
+pub(crate) static GCRA: Script = Script::new(include_str!("gcra.lua"));
 
 /// Start of every limit key: `switchyard:rl:{limit}:{key}`. One namespace for the
 /// proxy's keys, so that `SCAN … MATCH switchyard:rl:*` finds them all and they
@@ -48,9 +92,16 @@ impl Space {
     /// name are percent-encoded, so that the `:` after it ends it: two names never
     /// make the same key, whatever bytes the keys hold.
     pub fn new(limit: &str) -> Space {
-        let mut prefix = Vec::with_capacity(KEY_PREFIX.len() + limit.len() + 1);
-        prefix.extend_from_slice(KEY_PREFIX.as_bytes());
-        for b in limit.bytes() {
+        Space::within(KEY_PREFIX, limit)
+    }
+
+    /// The key space `namespace` + `name` (escaped as in `new`) + `:`, for the
+    /// other users of a store (the Telegram mode's dedup keys are
+    /// `switchyard:tg:{route}:…`).
+    pub fn within(namespace: &str, name: &str) -> Space {
+        let mut prefix = Vec::with_capacity(namespace.len() + name.len() + 1);
+        prefix.extend_from_slice(namespace.as_bytes());
+        for b in name.bytes() {
             match b {
                 b'%' => prefix.extend_from_slice(b"%25"),
                 b':' => prefix.extend_from_slice(b"%3A"),
@@ -90,10 +141,8 @@ pub(crate) struct Announce<'a> {
 
 /// `EVALSHA` of the script for one request's limits.
 pub(crate) fn command(limits: &[Limit<'_>], announce: Option<Announce<'_>>) -> Cmd {
-    let mut cmd = ::redis::cmd("EVALSHA");
-    cmd.arg(HASH.as_str())
-        .arg(1 + limits.len())
-        .arg(REPLICAS_KEY);
+    let mut cmd = GCRA.evalsha(1 + limits.len());
+    cmd.arg(REPLICAS_KEY);
     for l in limits {
         cmd.arg(KeyArg(l.space, l.key));
     }
@@ -111,22 +160,6 @@ pub(crate) fn command(limits: &[Limit<'_>], announce: Option<Announce<'_>>) -> C
             .arg(tolerance.min(MAX_SPAN_NANOS))
             .arg(free.min(MAX_SPAN_NANOS));
     }
-    cmd
-}
-
-/// `SCRIPT LOAD` then the decision, pipelined: one round trip after Redis lost
-/// its script cache (a restart, `SCRIPT FLUSH`), and the script is cached again
-/// for every later `EVALSHA`.
-pub(crate) fn load_and_run(decision: Cmd) -> ::redis::Pipeline {
-    let mut pipe = ::redis::pipe();
-    pipe.add_command(load()).ignore().add_command(decision);
-    pipe
-}
-
-/// `SCRIPT LOAD` of the script.
-pub(crate) fn load() -> Cmd {
-    let mut cmd = ::redis::cmd("SCRIPT");
-    cmd.arg("LOAD").arg(SOURCE);
     cmd
 }
 
@@ -219,7 +252,7 @@ mod tests {
             text,
             [
                 "EVALSHA",
-                HASH.as_str(),
+                GCRA.hash(),
                 "3",
                 REPLICAS_KEY,
                 "switchyard:rl:a:k1",
