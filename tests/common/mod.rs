@@ -434,6 +434,7 @@ pub async fn counting_origin(
 }
 pub mod control;
 pub mod redis_server;
+pub mod telegram;
 pub mod tls;
 pub mod upstream;
 
