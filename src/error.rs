@@ -28,6 +28,11 @@ pub enum ProxyError {
     /// Nothing eligible; the client may retry after this long.
     #[error("no server of the upstream is available")]
     NoServer(std::time::Duration),
+    /// A Telegram update no bot answered in time (none could take it, or the
+    /// route's `deadline` passed): 503 with `Retry-After` and no body, which
+    /// Telegram answers by sending it again after that long.
+    #[error("the update was not delivered in time")]
+    Undelivered(std::time::Duration),
     #[error("connecting to the upstream failed: {0}")]
     Connect(#[source] std::io::Error),
     #[error("connecting to the upstream timed out")]
@@ -148,7 +153,9 @@ impl ProxyError {
             | ProxyError::Upstream(_)
             | ProxyError::SendTimeout
             | ProxyError::ReadTimeout => Fault::Upstream,
-            ProxyError::NoServer(_) | ProxyError::Unsupported(_) => Fault::Proxy,
+            ProxyError::NoServer(_) | ProxyError::Undelivered(_) | ProxyError::Unsupported(_) => {
+                Fault::Proxy
+            }
             // A full server queue is the fleet's capacity, not this client's doing.
             ProxyError::Refused(r) if r.reason == Reason::Queue => Fault::Proxy,
             ProxyError::Refused(_) => Fault::Client,
@@ -198,7 +205,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::Refused(r) => r.status,
-            ProxyError::NoServer(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoServer(_) | ProxyError::Undelivered(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_) | ProxyError::Tls(_) | ProxyError::Upstream(_) => {
                 StatusCode::BAD_GATEWAY
             }

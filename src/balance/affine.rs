@@ -45,7 +45,12 @@ mod tests {
 
     fn place(a: &Affine, servers: &[fake::Server], keys: u64) -> Vec<Option<usize>> {
         (0..keys)
-            .map(|k| a.pick(servers, &PickCtx::with_key(Some(hash_bytes(&k.to_le_bytes())))))
+            .map(|k| {
+                a.pick(
+                    servers,
+                    &PickCtx::with_key(Some(hash_bytes(&k.to_le_bytes()))),
+                )
+            })
             .collect()
     }
 

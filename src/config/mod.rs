@@ -46,8 +46,8 @@ pub use retry::{NextUpstream, RetryPolicy};
 pub use route::telegram;
 pub use route::{
     DedupStore, ForwardSecret, HostPattern, PathMatch, ProxyConfig, RedirectConfig, RespondConfig,
-    RouteAction, RouteConfig, TelegramConfig,
-    DEFAULT_REDIRECT_STATUS, DEFAULT_RESPOND_CONTENT_TYPE, DEFAULT_RESPOND_STATUS,
+    RouteAction, RouteConfig, TelegramConfig, DEFAULT_REDIRECT_STATUS,
+    DEFAULT_RESPOND_CONTENT_TYPE, DEFAULT_RESPOND_STATUS,
 };
 pub use ser::{Secrets, REDACTED_TOKEN};
 pub use template::{HeaderTemplate, Segment, Variable};

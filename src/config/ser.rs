@@ -22,8 +22,8 @@ use super::limits::hide_secrets;
 use super::tree::bare;
 use super::{
     AdminConfig, BalanceKind, Certificate, Config, HashKey, HeaderTemplate, HostPattern,
-    ListenerConfig, LogTarget, ProxyConfig, RouteAction, RouteConfig, ServerConfig, TlsConfig, TlsVersion, UpstreamConfig,
-    UpstreamProtocol, UpstreamTls, DEFAULT_TLS_VERIFY,
+    ListenerConfig, LogTarget, ProxyConfig, RouteAction, RouteConfig, ServerConfig, TlsConfig,
+    TlsVersion, UpstreamConfig, UpstreamProtocol, UpstreamTls, DEFAULT_TLS_VERIFY,
 };
 
 /// What `config dump` prints instead of the admin token. It is not a token: the

@@ -18,13 +18,22 @@ use crate::upstream::UpstreamBody;
 /// (hyper then closes it once the answer is written; on HTTP/2 it drops the
 /// header, and the stream ends alone).
 pub fn error(e: &ProxyError) -> Response<RespBody> {
-    let mut res = status(e.status());
+    let mut res = match e {
+        // Telegram reads a webhook answer's body only on a 2xx; nothing else
+        // should come back from its 503.
+        ProxyError::Undelivered(_) => {
+            let mut res = Response::new(RespBody::empty());
+            *res.status_mut() = e.status();
+            res
+        }
+        _ => status(e.status()),
+    };
     if e.closes_connection() {
         res.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let retry_after = match e {
-        ProxyError::NoServer(after) => Some(*after),
+        ProxyError::NoServer(after) | ProxyError::Undelivered(after) => Some(*after),
         ProxyError::Refused(r) => r.retry_after,
         _ => None,
     };

@@ -17,8 +17,8 @@ use super::route::Router;
 use super::session::ConnSettings;
 use crate::config::{Config, ListenerConfig};
 use crate::limit::Tables;
-use crate::telegram::dedup::Dedups;
 use crate::observe::{AccessLog, Metrics, RouteMetrics, NONE};
+use crate::telegram::dedup::Dedups;
 use crate::upstream::Upstream;
 
 /// A listener's identity across reloads (its name), as a dense index.

@@ -26,7 +26,8 @@ pub struct Letter<'a> {
     pub kind: Option<&'static str>,
     pub attempts: u32,
     pub reasons: Vec<String>,
-    pub body: &'a [u8],
+    /// The body as received; `None` when it was not read (too large).
+    pub body: Option<&'a [u8]>,
 }
 
 #[derive(Serialize)]
@@ -60,16 +61,21 @@ impl DeadLetters {
         };
         let mut line = serde_json::to_vec(&head).expect("plain values serialise");
         line.pop(); // the closing brace: the update follows
-        // The update as received when it is JSON, so the line replays it
-        // byte for byte; otherwise its bytes as text.
-        let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(letter.body).is_ok();
-        if is_json {
-            line.extend_from_slice(b",\"update\":");
-            line.extend(letter.body.iter().filter(|&&b| b != b'\n' && b != b'\r'));
-        } else {
-            line.extend_from_slice(b",\"body\":");
-            let text = String::from_utf8_lossy(letter.body);
-            line.extend(serde_json::to_vec(&text).expect("a string serialises"));
+                    // The update as received when it is JSON, so the line replays it
+                    // byte for byte; otherwise its bytes as text.
+        match letter.body {
+            None => {}
+            Some(body) if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
+                line.extend_from_slice(b",\"update\":");
+                // JSON's line breaks are whitespace outside strings (and cannot
+                // be inside them): dropped, the line stays one line.
+                line.extend(body.iter().filter(|&&b| b != b'\n' && b != b'\r'));
+            }
+            Some(body) => {
+                line.extend_from_slice(b",\"body\":");
+                let text = String::from_utf8_lossy(body);
+                line.extend(serde_json::to_vec(&text).expect("a string serialises"));
+            }
         }
         line.push(b'}');
         line
@@ -125,7 +131,7 @@ mod tests {
             kind: Some("message"),
             attempts: 3,
             reasons: vec!["status 500".into()],
-            body: update,
+            body: Some(update),
         }));
         assert_eq!(v["route"], "shop");
         assert_eq!(v["update_id"], 42);
@@ -138,7 +144,7 @@ mod tests {
             kind: None,
             attempts: 1,
             reasons: vec!["not an update".into()],
-            body: b"{\"update_id\": 4",
+            body: Some(b"{\"update_id\": 4"),
         }));
         assert_eq!(v["body"], "{\"update_id\": 4");
         assert!(v["update_id"].is_null() && v.get("update").is_none());

@@ -26,14 +26,20 @@ pub struct Scan {
 
 pub fn scan(body: &[u8], _mode: Affinity) -> Scan {
     let v: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    let update_id = v.as_ref().and_then(|v| v.get("update_id")).and_then(|v| v.as_i64());
+    let update_id = v
+        .as_ref()
+        .and_then(|v| v.get("update_id"))
+        .and_then(|v| v.as_i64());
     let key = v
         .as_ref()
         .and_then(|v| v.pointer("/message/chat/id"))
         .map(|id| crate::balance::hash_bytes(id.to_string().as_bytes()));
     Scan {
         update_id,
-        kind: v.as_ref().and_then(|v| v.get("message")).map(|_| Kind::Message),
+        kind: v
+            .as_ref()
+            .and_then(|v| v.get("message"))
+            .map(|_| Kind::Message),
         key,
         object: v.as_ref().is_some_and(|v| v.is_object()),
     }

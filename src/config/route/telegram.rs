@@ -185,7 +185,11 @@ pub(in crate::config) fn check(
     dir: &Path,
 ) -> Option<TelegramConfig> {
     let before = c.problems.len();
-    let secret_token = secrets(c, &format!("{base}.secret_token"), raw.secret_token.as_ref());
+    let secret_token = secrets(
+        c,
+        &format!("{base}.secret_token"),
+        raw.secret_token.as_ref(),
+    );
     let (allow_from, allow_nets) = allow_from(c, &format!("{base}.allow_from"), &raw.allow_from);
     let affinity = match raw.affinity.as_deref() {
         None | Some("chat") => Affinity::Chat,
@@ -423,10 +427,7 @@ fn dead_letter(c: &mut Checker, path: &str, p: &str, dir: &Path) -> Option<PathB
         .create(true)
         .open(&file)
     {
-        c.err(
-            path,
-            format!("cannot append to {}: {e}", file.display()),
-        );
+        c.err(path, format!("cannot append to {}: {e}", file.display()));
         return None;
     }
     Some(file)

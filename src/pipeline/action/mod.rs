@@ -45,9 +45,9 @@ impl Action {
                     affine: false,
                 };
                 match &p.telegram {
-                    Some(t) => Action::Telegram(Box::new(Telegram::new(
-                        route, index, proxy, t, parts,
-                    ))),
+                    Some(t) => {
+                        Action::Telegram(Box::new(Telegram::new(route, index, proxy, t, parts)))
+                    }
                     None => Action::Proxy(proxy),
                 }
             }

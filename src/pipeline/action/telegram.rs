@@ -135,12 +135,12 @@ impl Telegram {
         let id = format!("{place} ttl={:?} store={store}", t.dedup_ttl);
         let dedup = parts.dedups.get(id, || {
             let shared = match &t.dedup_store {
-                crate::config::DedupStore::Redis(u) => Some(
-                    crate::telegram::dedup::redis::RedisDedup::new(
+                crate::config::DedupStore::Redis(u) => {
+                    Some(crate::telegram::dedup::redis::RedisDedup::new(
                         parts.limits.redis(&u.url),
                         &place,
-                    ),
-                ),
+                    ))
+                }
                 crate::config::DedupStore::Memory => None,
             };
             Dedup::new(t.dedup_ttl, shared, m.telegram_dedup_fallbacks(name))
@@ -206,12 +206,13 @@ impl Telegram {
             Ok(p) => p.held().cloned().unwrap_or_default(),
             Err(ProxyError::BodyTooLarge(max)) => {
                 self.results.too_large.increment(1);
+                self.results.dead_lettered.increment(1);
                 self.dead.send(Letter {
                     update_id: None,
                     kind: None,
                     attempts: 0,
                     reasons: vec![format!("the body is larger than max_body ({max} bytes)")],
-                    body: b"",
+                    body: None,
                 });
                 return Err(ProxyError::BodyTooLarge(max));
             }
@@ -286,7 +287,7 @@ impl Telegram {
         }
         match outcome {
             Outcome::Reply(r) => Ok(answer(&r)),
-            Outcome::Unavailable => Err(ProxyError::NoServer(self.retry_after)),
+            Outcome::Unavailable => Err(ProxyError::Undelivered(self.retry_after)),
         }
     }
 
@@ -298,7 +299,7 @@ impl Telegram {
             kind: scan.kind.map(|k| k.as_str()),
             attempts,
             reasons,
-            body,
+            body: Some(body),
         });
     }
 

@@ -48,7 +48,11 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 impl TelegramGate {
     pub fn new(t: &TelegramConfig) -> TelegramGate {
         TelegramGate {
-            secrets: t.secret_token.iter().map(|s| sha256(s.as_bytes())).collect(),
+            secrets: t
+                .secret_token
+                .iter()
+                .map(|s| sha256(s.as_bytes()))
+                .collect(),
             allow: t.allow_nets.as_deref().map(cidr_set),
         }
     }

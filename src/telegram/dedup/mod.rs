@@ -31,8 +31,8 @@ use http::{HeaderValue, StatusCode};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub use memory::{MAX_BYTES, MAX_ENTRIES};
 use memory::Memory;
+pub use memory::{MAX_BYTES, MAX_ENTRIES};
 use redis::RedisDedup;
 
 /// How often a re-send polls the shared store while another replica delivers its
@@ -245,7 +245,10 @@ impl Ticket {
         self.finished = true;
         self.tx.send_replace(Some(outcome));
         let mut local = self.dedup.local();
-        if local.get(&self.id).is_some_and(|tx| tx.same_channel(&self.tx)) {
+        if local
+            .get(&self.id)
+            .is_some_and(|tx| tx.same_channel(&self.tx))
+        {
             local.remove(&self.id);
         }
     }
@@ -385,11 +388,15 @@ impl Drop for Ticket {
 /// asks for any more go once the snapshots using them are gone.
 #[derive(Debug, Default)]
 pub struct Dedups {
-    inner: Mutex<(u64, HashMap<String, (Arc<Dedup>, u64)>)>,
+    inner: Mutex<Kept>,
 }
 
+/// The generation being built, and each `Dedup` with the last generation that
+/// asked for it.
+type Kept = (u64, HashMap<String, (Arc<Dedup>, u64)>);
+
 impl Dedups {
-    fn lock(&self) -> MutexGuard<'_, (u64, HashMap<String, (Arc<Dedup>, u64)>)> {
+    fn lock(&self) -> MutexGuard<'_, Kept> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -409,10 +416,7 @@ impl Dedups {
     pub fn get(&self, id: String, make: impl FnOnce() -> Dedup) -> Arc<Dedup> {
         let inner = &mut *self.lock();
         let g = inner.0;
-        let (d, used) = inner
-            .1
-            .entry(id)
-            .or_insert_with(|| (Arc::new(make()), g));
+        let (d, used) = inner.1.entry(id).or_insert_with(|| (Arc::new(make()), g));
         *used = g;
         Arc::clone(d)
     }

@@ -140,7 +140,9 @@ impl<'a> Attempts<'a> {
                 None => {
                     // A retry waits for a slot no longer than retries may go on.
                     let until = deadline.filter(|_| attempts > 0);
-                    let claimed = waiting.claim(&mut up, key, self.proxy.affine, &mut tried, until).await;
+                    let claimed = waiting
+                        .claim(&mut up, key, self.proxy.affine, &mut tried, until)
+                        .await;
                     rec.queue_time = waiting.waited();
                     match claimed {
                         Ok(c) => c,
