@@ -29,6 +29,7 @@ pub mod pipeline;
 pub mod rng;
 pub mod server;
 pub mod state;
+pub mod telegram;
 mod tls;
 pub mod upstream;
 pub mod uri_path;
