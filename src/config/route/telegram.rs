@@ -78,16 +78,17 @@ pub(in crate::config) struct RawTelegram {
     retry_after: Option<String>,
 }
 
-/// What a webhook's updates are placed by (reference T5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which id places an update on a bot (`[route.telegram] affinity`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Affinity {
-    /// The chat (or, where an update has none, its user): a chat's updates go to
-    /// one bot, whose in-memory state for the chat stays whole.
+    /// The update's chat, else its user: a chat's messages, buttons and member
+    /// events stay on one bot, with the per-chat state the frameworks keep in memory.
+    #[default]
     Chat,
-    /// The user, where the update names one (else the chat).
+    /// The user (or business connection, or poll) the update comes from, else its chat.
     User,
-    /// Nothing: each update to the least-loaded bot.
+    /// No key: updates go by load alone.
     None,
 }
 
