@@ -192,6 +192,27 @@ pub struct Entry<'a> {
     pub request_id: &'a str,
     pub user_agent: &'a str,
     pub referer: &'a str,
+    /// A Telegram webhook request's update, as far as it was read.
+    pub update: Option<UpdateNote>,
+}
+
+/// What a Telegram webhook's log line says of its update: its id, type and the
+/// hash of its affinity key — never its body or the secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct UpdateNote {
+    pub update_id: Option<i64>,
+    #[serde(rename = "update_type")]
+    pub kind: &'static str,
+    /// The affinity key's hash, as 16 hex digits.
+    #[serde(serialize_with = "hex_key")]
+    pub key: Option<u64>,
+}
+
+fn hex_key<S: serde::Serializer>(k: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match k {
+        Some(k) => s.collect_str(&format_args!("{k:016x}")),
+        None => s.serialize_none(),
+    }
 }
 
 impl Entry<'_> {
@@ -223,6 +244,7 @@ impl Entry<'_> {
             tries: self.tries,
             request_id: self.request_id,
             user_agent: Some(self.user_agent).filter(|u| !u.is_empty()),
+            update: self.update,
         };
         let mut out = Vec::with_capacity(384);
         // Serialising plain fields into a Vec cannot fail.
@@ -241,8 +263,19 @@ impl Entry<'_> {
                 s.replace('"', "\\\"")
             }
         };
+        let update = match &self.update {
+            None => String::new(),
+            Some(u) => format!(
+                " tg={}/{}/{}",
+                u.update_id
+                    .map_or_else(|| "-".to_owned(), |i| i.to_string()),
+                u.kind,
+                u.key
+                    .map_or_else(|| "-".to_owned(), |k| format!("{k:016x}"))
+            ),
+        };
         format!(
-            "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rt={:.3} uct={} qt={} id={}\n",
+            "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rt={:.3} uct={} qt={} id={}{update}\n",
             self.client.ip(),
             clf_time(self.time),
             self.method,
@@ -289,6 +322,8 @@ struct JsonLine<'a> {
     request_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_agent: Option<&'a str>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    update: Option<UpdateNote>,
 }
 
 fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -337,7 +372,31 @@ mod tests {
             request_id: "abc",
             user_agent: "curl/8",
             referer: "",
+            update: None,
         }
+    }
+
+    #[test]
+    fn a_webhook_line_names_its_update_and_nothing_of_its_body() {
+        let e = Entry {
+            update: Some(UpdateNote {
+                update_id: Some(815_000_001),
+                kind: "message",
+                key: Some(0xab),
+            }),
+            ..entry()
+        };
+        let v: serde_json::Value = serde_json::from_str(&e.line(LogFormat::Json)).unwrap();
+        assert_eq!(v["update_id"], 815_000_001);
+        assert_eq!(v["update_type"], "message");
+        assert_eq!(v["key"], "00000000000000ab");
+        let line = e.line(LogFormat::Combined);
+        assert!(
+            line.ends_with(" id=abc tg=815000001/message/00000000000000ab\n"),
+            "{line}"
+        );
+        let plain = entry().line(LogFormat::Json);
+        assert!(!plain.contains("update_id"), "{plain}");
     }
 
     #[test]

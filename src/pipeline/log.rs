@@ -76,6 +76,8 @@ pub struct Record {
     /// The `limit_conn` slots the request holds, given back when the record
     /// closes (its response body ended or was dropped).
     pub held: crate::limit::Held,
+    /// A Telegram webhook's update, for its log line.
+    pub update: Option<crate::observe::access_log::UpdateNote>,
     log: Option<LogParts>,
 }
 
@@ -99,6 +101,7 @@ impl Record {
             body_in: BodyIn::None,
             turn: None,
             held: crate::limit::Held::default(),
+            update: None,
             log: log.map(|log| LogParts {
                 log: Arc::clone(log),
                 client: Arc::clone(client),
@@ -178,6 +181,7 @@ impl Record {
             request_id: self.id.to_str().unwrap_or_default(),
             user_agent: &user_agent,
             referer: &referer,
+            update: self.update,
         };
         p.log.write(entry.line(p.log.format()));
     }

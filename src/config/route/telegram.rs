@@ -433,3 +433,152 @@ fn dead_letter(c: &mut Checker, path: &str, p: &str, dir: &Path) -> Option<PathB
     }
     Some(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::super::validate::validate;
+    use super::super::{PathMatch, RouteConfig};
+    use super::*;
+
+    fn config(telegram: &str) -> String {
+        format!(
+            "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:8443\"\n\n\
+             [[route]]\nname = \"shop\"\npath = \"/tg/shop\"\nupstream = \"bots\"\n\
+             [route.telegram]\n{telegram}\n\
+             [upstream.bots]\nservers = [{{ addr = \"127.0.0.1:9001\" }}]\n"
+        )
+    }
+
+    fn route(telegram: &str) -> RouteConfig {
+        let mut c = validate(&config(telegram), Path::new("/tmp/t.toml")).expect("valid");
+        c.routes.remove(0)
+    }
+
+    fn problems(telegram: &str) -> Vec<(String, String)> {
+        validate(&config(telegram), Path::new("/tmp/t.toml"))
+            .expect_err("expected problems")
+            .into_iter()
+            .map(|p| (p.path, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_references() {
+        let r = route("");
+        let t = r.telegram().expect("a telegram route");
+        assert!(t.secret_token.is_empty());
+        assert_eq!(t.allow_from, ["telegram"]);
+        let nets: Vec<String> = t
+            .allow_nets
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(nets, TELEGRAM_NETWORKS);
+        assert_eq!(t.affinity, Affinity::Chat);
+        assert_eq!(t.dedup_ttl, DEFAULT_DEDUP_TTL);
+        assert_eq!(t.dedup_store, DedupStore::Memory);
+        assert_eq!(t.max_attempts, DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(t.deadline, DEFAULT_DEADLINE);
+        assert_eq!(t.max_body, DEFAULT_MAX_BODY);
+        assert_eq!(t.forward_secret, ForwardSecret::Received);
+        assert_eq!(t.retry_after, DEFAULT_RETRY_AFTER);
+        // The route itself: exact path, POST alone, the mode's timeouts.
+        assert_eq!(r.path, PathMatch::Exact("/tg/shop".into()));
+        assert_eq!(r.methods, Some(vec![http::Method::POST]));
+        let super::super::RouteAction::Proxy(p) = &r.action else {
+            panic!()
+        };
+        assert_eq!(p.timeouts.connect, DEFAULT_TELEGRAM_CONNECT_TIMEOUT);
+        assert_eq!(p.timeouts.read, DEFAULT_TELEGRAM_READ_TIMEOUT);
+        assert_eq!(p.retry.tries, 0, "a failed connect may try every bot");
+    }
+
+    #[test]
+    fn every_key_is_checked_at_its_path_and_secrets_are_never_repeated() {
+        let p = problems(
+            "secret_token = [\"ok-1\", \"bad token!\", \"x\"]\n\
+             allow_from = [\"telegram\", \"10.1.2.3/8\", \"nonsense\"]\n\
+             affinity = \"chats\"\n\
+             dedup_ttl = \"soon\"\n\
+             dedup_store = \"memcached://x\"\n\
+             max_attempts = 0\n\
+             dead_letter = \"/nonexistent-dir/dead.jsonl\"\n\
+             deadline = \"60s\"\n\
+             max_body = \"lots\"\n\
+             forward_secret = \"other\"\n\
+             retry_after = \"1500ms\"\n",
+        );
+        let has = |key: &str, part: &str| {
+            assert!(
+                p.iter().any(|(k, m)| k == key && m.contains(part)),
+                "no {key}: …{part}… in {p:#?}"
+            )
+        };
+        let base = "route[0].telegram";
+        has(&format!("{base}.secret_token"), "one token, or two");
+        has(&format!("{base}.secret_token[1]"), "some not allowed");
+        has(&format!("{base}.allow_from[1]"), "bits set past its /8");
+        has(&format!("{base}.allow_from[2]"), "invalid address block");
+        has(
+            &format!("{base}.affinity"),
+            "\"chat\", \"user\" or \"none\"",
+        );
+        has(&format!("{base}.dedup_ttl"), "invalid duration");
+        has(&format!("{base}.dedup_store"), "expected \"memory\"");
+        has(&format!("{base}.max_attempts"), "at least 1");
+        has(&format!("{base}.dead_letter"), "does not exist");
+        has(
+            &format!("{base}.deadline"),
+            "Telegram gives up on a request at 60 s",
+        );
+        has(&format!("{base}.max_body"), "expected a size");
+        has(
+            &format!("{base}.forward_secret"),
+            "must be one of `secret_token`",
+        );
+        has(&format!("{base}.retry_after"), "whole seconds");
+        for (_, m) in &p {
+            assert!(!m.contains("bad token!") && !m.contains("ok-1"), "{m}");
+        }
+    }
+
+    #[test]
+    fn the_mode_fixes_what_a_webhook_cannot_change() {
+        let text = "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:8443\"\n\n\
+             [[route]]\npath = \"/tg/a\"\nmethods = [\"GET\"]\nupstream = \"bots\"\n\
+             next_upstream = [\"error\"]\nmax_body_size = \"1MiB\"\n\
+             [route.telegram]\n\
+             [[route]]\npath = \"/tg/b\"\nrespond = {}\n\
+             [route.telegram]\n\
+             [upstream.bots]\nservers = [{ addr = \"127.0.0.1:9001\" }]\n";
+        let p: Vec<(String, String)> = validate(text, Path::new("/tmp/t.toml"))
+            .expect_err("expected problems")
+            .into_iter()
+            .map(|p| (p.path, p.message))
+            .collect();
+        let keys: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(keys.contains(&"route[0].methods"), "{p:#?}");
+        assert!(keys.contains(&"route[0].next_upstream"), "{p:#?}");
+        assert!(keys.contains(&"route[0].max_body_size"), "{p:#?}");
+        assert!(keys.contains(&"route[1].telegram"), "{p:#?}");
+    }
+
+    #[test]
+    fn a_dump_hides_the_tokens_and_reads_back() {
+        let text = config(
+            "secret_token = [\"s3cr3t-A\", \"s3cr3t-B\"]\nforward_secret = \"s3cr3t-A\"\n\
+             allow_from = [\"any\"]\naffinity = \"user\"\ndeadline = \"20s\"\n",
+        );
+        let c = validate(&text, Path::new("/tmp/t.toml")).unwrap();
+        let dump = c.dump(crate::config::Secrets::Redacted).unwrap();
+        assert!(!dump.contains("s3cr3t"), "{dump}");
+        let shown = c.dump(crate::config::Secrets::Shown).unwrap();
+        let again = validate(&shown, Path::new("/tmp/t.toml")).expect("the dump reads back");
+        assert_eq!(again.routes[0].telegram(), c.routes[0].telegram());
+        assert_eq!(c.routes[0].telegram().unwrap().allow_nets, None);
+    }
+}

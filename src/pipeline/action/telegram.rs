@@ -40,6 +40,7 @@ use crate::body::BodyLimits;
 use crate::config::telegram::Affinity;
 use crate::config::{RouteConfig, TelegramConfig, DEFAULT_CLIENT_BODY_TIMEOUT};
 use crate::error::{ProxyError, Reason};
+use crate::observe::access_log::UpdateNote;
 use crate::pipeline::action::Action;
 use crate::pipeline::client::ClientInfo;
 use crate::pipeline::ctx::Ctx;
@@ -223,12 +224,11 @@ impl Telegram {
         if scan.key.is_none() && self.affinity != Affinity::None {
             self.results.affinity_fallback.increment(1);
         }
-        tracing::debug!(
-            update_id = ?scan.update_id,
-            kind = scan.kind.map_or("unknown", |k| k.as_str()),
-            key = %scan.key.map_or_else(|| "-".to_owned(), |k| format!("{k:016x}")),
-            "telegram update"
-        );
+        ctx.rec.update = Some(UpdateNote {
+            update_id: scan.update_id,
+            kind: scan.kind.map_or("unknown", |k| k.as_str()),
+            key: scan.key,
+        });
         let (served_tx, mut served_rx) = oneshot::channel();
         let delivery = Delivery {
             snapshot: Arc::clone(snapshot),

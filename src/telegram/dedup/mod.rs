@@ -421,3 +421,119 @@ impl Dedups {
         Arc::clone(d)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dedup() -> Arc<Dedup> {
+        Arc::new(Dedup::new(
+            Duration::from_secs(3600),
+            None,
+            metrics::Counter::noop(),
+        ))
+    }
+
+    fn reply(body: &'static [u8]) -> Arc<Reply> {
+        Arc::new(Reply {
+            status: StatusCode::OK,
+            content_type: Some(HeaderValue::from_static("application/json")),
+            body: Bytes::from_static(body),
+        })
+    }
+
+    const LEASE: Duration = Duration::from_secs(60);
+
+    async fn lead(d: &Arc<Dedup>, id: i64) -> Ticket {
+        match d.join(id, LEASE).await {
+            Join::Lead(t) => t,
+            other => panic!("expected to lead, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resend_in_flight_waits_for_the_first_delivery_then_one_after_gets_its_reply() {
+        let d = dedup();
+        let t = lead(&d, 7).await;
+        let Join::Wait(rx) = d.join(7, LEASE).await else {
+            panic!("a re-send in flight must wait")
+        };
+        let waiter = tokio::spawn(wait(rx, Instant::now() + Duration::from_secs(50)));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        t.delivered(reply(b"{\"method\":\"x\"}")).await;
+        let Outcome::Reply(r) = waiter.await.unwrap() else {
+            panic!("the waiter gets the delivery's reply")
+        };
+        assert_eq!(&r.body[..], b"{\"method\":\"x\"}");
+        let Join::Done(r) = d.join(7, LEASE).await else {
+            panic!("a re-send after the reply is answered from memory")
+        };
+        assert_eq!(&r.body[..], b"{\"method\":\"x\"}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_gives_up_at_its_own_deadline_while_the_delivery_goes_on() {
+        let d = dedup();
+        let t = lead(&d, 1).await;
+        let Join::Wait(rx) = d.join(1, LEASE).await else {
+            panic!()
+        };
+        let until = Instant::now() + Duration::from_secs(50);
+        assert!(matches!(wait(rx, until).await, Outcome::Unavailable));
+        assert_eq!(Instant::now(), until);
+        // Still in flight: the next re-send waits on the same delivery.
+        assert!(matches!(d.join(1, LEASE).await, Join::Wait(_)));
+        t.delivered(reply(b"{}")).await;
+        assert!(matches!(d.join(1, LEASE).await, Join::Done(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_counted_and_nothing_is_remembered_but_the_count() {
+        let d = dedup();
+        for n in 1..=3 {
+            let mut t = lead(&d, 9).await;
+            assert_eq!(t.failures, n - 1);
+            assert_eq!(t.failed(&format!("status 50{n}")).await, n);
+            let rx = t.subscribe();
+            t.pass_on(Outcome::Unavailable).await;
+            assert!(matches!(*rx.borrow(), Some(Outcome::Unavailable)));
+        }
+        assert_eq!(d.reasons(9), ["status 501", "status 502", "status 503"]);
+        let t = lead(&d, 9).await;
+        let r = t.poisoned().await;
+        assert_eq!((r.status, &r.body[..]), (StatusCode::OK, &b"{}"[..]));
+        assert!(matches!(d.join(9, LEASE).await, Join::Done(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ticket_dropped_without_an_outcome_frees_its_waiters_and_the_update() {
+        let d = dedup();
+        let t = lead(&d, 3).await;
+        let Join::Wait(rx) = d.join(3, LEASE).await else {
+            panic!()
+        };
+        drop(t);
+        let far = Instant::now() + Duration::from_secs(50);
+        assert!(matches!(wait(rx, far).await, Outcome::Unavailable));
+        assert_eq!(Instant::now(), far - Duration::from_secs(50), "at once");
+        // Not remembered, not counted: the next re-send delivers afresh.
+        assert_eq!(lead(&d, 3).await.failures, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_reply_is_passed_on_whole_and_replayed_as_empty_ok() {
+        let d = dedup();
+        static BIG: [u8; MAX_STORED_BODY + 1] = [b'x'; MAX_STORED_BODY + 1];
+        let t = lead(&d, 5).await;
+        let rx = t.subscribe();
+        t.delivered(reply(&BIG)).await;
+        let Some(Outcome::Reply(first)) = rx.borrow().clone() else {
+            panic!()
+        };
+        assert_eq!(first.body.len(), BIG.len());
+        let Join::Done(again) = d.join(5, LEASE).await else {
+            panic!()
+        };
+        assert_eq!(*again, Reply::empty_ok());
+    }
+}
