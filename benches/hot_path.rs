@@ -207,6 +207,7 @@ fn observe(c: &mut Criterion) {
         request_id: "0123456789abcdef0123456789abcdef",
         user_agent: "python-requests/2.31",
         referer: "",
+        update: None,
     };
     for (name, format) in [("json", LogFormat::Json), ("combined", LogFormat::Combined)] {
         c.bench_function(&format!("observe/log_line_{name}"), |b| {
