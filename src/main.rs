@@ -108,7 +108,10 @@ fn main() -> ExitCode {
             config,
             diff_against: None,
         } => match Config::load(&config) {
-            Ok(_) => {
+            Ok(c) => {
+                for w in c.warnings() {
+                    eprintln!("{}: warning: {w}", config.display());
+                }
                 println!("{}: configuration is valid", config.display());
                 ExitCode::SUCCESS
             }
@@ -257,6 +260,9 @@ async fn run(
     };
     let workers =
         workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    for w in config.warnings() {
+        tracing::warn!("{}: {w}", config.source.display());
+    }
     let running = match switchyard::app::start(config, workers) {
         Ok(r) => r,
         Err(e) => {

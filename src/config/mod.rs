@@ -477,6 +477,12 @@ pub struct ServerConfig {
 }
 
 impl Config {
+    /// What is valid but probably not meant, one line each with its key path
+    /// (`switchyard check` prints them; the proxy logs them when it loads the file).
+    pub fn warnings(&self) -> Vec<String> {
+        route::telegram::warnings(self)
+    }
+
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {

@@ -316,6 +316,51 @@ pub(in crate::config) fn check(
     })
 }
 
+/// The ports Telegram delivers webhooks to (setWebhook refuses others).
+pub const TELEGRAM_PORTS: [u16; 4] = [443, 80, 88, 8443];
+
+/// The shortest client idle timeout that keeps Telegram's connections: it reuses
+/// up to `max_connections` of them and opens new ones slowly (reference T4).
+pub const MIN_KEEPALIVE_FOR_TELEGRAM: Duration = Duration::from_secs(65);
+
+/// Telegram routes served where Telegram cannot reach them as they are: a port it
+/// does not deliver to, plain HTTP, a short idle timeout. Warnings rather than
+/// errors: a load balancer in front may terminate TLS or map the port.
+pub(in crate::config) fn warnings(c: &super::super::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, r) in c.routes.iter().enumerate() {
+        if r.telegram().is_none() {
+            continue;
+        }
+        let served = c
+            .listeners
+            .iter()
+            .filter(|l| r.listener.as_ref().is_none_or(|n| *n == l.name));
+        for l in served {
+            let at = format!("route[{i}] ({:?}) on listener {:?}", r.name, l.name);
+            let port = l.listen.port();
+            if !TELEGRAM_PORTS.contains(&port) {
+                out.push(format!(
+                    "{at}: Telegram delivers webhooks only to ports 443, 80, 88 and 8443, and this listener is on {port} (fine behind a balancer that forwards one of those)"
+                ));
+            }
+            if l.tls.is_none() {
+                out.push(format!(
+                    "{at}: Telegram delivers webhooks only over HTTPS, and this listener is plain HTTP (fine behind a balancer that terminates TLS)"
+                ));
+            }
+            if l.limits.keepalive_timeout < MIN_KEEPALIVE_FOR_TELEGRAM {
+                out.push(format!(
+                    "{at}: keepalive_timeout is {}; Telegram reuses its connections and opens new ones slowly: keep it at least {}",
+                    humantime::format_duration(l.limits.keepalive_timeout),
+                    humantime::format_duration(MIN_KEEPALIVE_FOR_TELEGRAM)
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Telegram's rule for `secret_token` (setWebhook answers 400 otherwise).
 fn check_token(t: &str) -> Result<(), String> {
     let ok_chars = t
@@ -565,6 +610,26 @@ mod tests {
         assert!(keys.contains(&"route[0].next_upstream"), "{p:#?}");
         assert!(keys.contains(&"route[0].max_body_size"), "{p:#?}");
         assert!(keys.contains(&"route[1].telegram"), "{p:#?}");
+    }
+
+    #[test]
+    fn a_webhook_telegram_cannot_reach_is_warned_about() {
+        let c = validate(&config(""), Path::new("/tmp/t.toml")).unwrap();
+        let w = c.warnings();
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert!(w[0].contains("only over HTTPS"), "{w:#?}");
+        let on_9000 = config("").replace("8443", "9000").replace(
+            "listen = \"127.0.0.1:9000\"",
+            "listen = \"127.0.0.1:9000\"\nkeepalive_timeout = \"10s\"",
+        );
+        let c = validate(&on_9000, Path::new("/tmp/t.toml")).unwrap();
+        let w = c.warnings().join("\n");
+        assert!(w.contains("listener is on 9000"), "{w}");
+        assert!(w.contains("keepalive_timeout is 10s"), "{w}");
+        assert!(
+            w.starts_with("route[0] (\"shop\") on listener \"public\""),
+            "{w}"
+        );
     }
 
     #[test]
