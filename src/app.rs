@@ -48,6 +48,7 @@ pub fn prepare(config: Config, workers: usize) -> io::Result<Running> {
     let (stop, stop_rx) = watch::channel(None);
     let background = background_runtime(stop_rx.clone())?;
     shared.start_health(background.clone());
+    shared.start_dns(&background);
     spawn_upkeep(&shared, &background, stop_rx.clone());
     spawn_limit_sweep(&shared, &background, stop_rx.clone());
     let workers = Workers::spawn(workers, shared.current(), &stop_rx)?;

@@ -20,6 +20,7 @@ pub mod config;
 pub mod control;
 mod crypto;
 pub mod demo;
+pub mod discovery;
 pub mod error;
 pub mod limit;
 pub mod membership;

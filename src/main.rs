@@ -109,7 +109,14 @@ fn main() -> ExitCode {
             diff_against: None,
         } => match Config::load(&config) {
             Ok(c) => {
-                for w in c.warnings() {
+                let mut warnings = c.warnings();
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    warnings.extend(rt.block_on(switchyard::discovery::check(&c)));
+                }
+                for w in warnings {
                     eprintln!("{}: warning: {w}", config.display());
                 }
                 println!("{}: configuration is valid", config.display());

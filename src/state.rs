@@ -35,6 +35,8 @@ pub struct Shared {
     limits: Tables,
     /// The Telegram routes' deduplication state, kept across reloads.
     dedups: crate::telegram::dedup::Dedups,
+    /// The `resolve = true` names and their background lookups.
+    dns: crate::discovery::Dns,
     health: Mutex<Supervisor>,
     /// The configuration the current snapshot was built from; its lock also keeps
     /// two rebuilds from interleaving.
@@ -60,6 +62,7 @@ impl Shared {
             tls_sessions: Mutex::default(),
             limits: Tables::default(),
             dedups: Default::default(),
+            dns: Default::default(),
             health: Mutex::new(Supervisor::default()),
             config: Mutex::new(Arc::new(config)),
             metrics,
@@ -133,9 +136,11 @@ impl Shared {
         let snapshot = Arc::new(self.build(&config, log, false, Some(&old)));
         self.go_live(Arc::clone(&snapshot));
         self.metrics.applied();
-        *current = Arc::new(config);
+        let config = Arc::new(config);
+        *current = Arc::clone(&config);
         drop(current);
         self.sync_health(&snapshot);
+        self.dns.configure(&config);
         Ok(())
     }
 
@@ -179,21 +184,40 @@ impl Shared {
         }
     }
 
+    /// Starts looking up the configuration's `resolve = true` names on `runtime`;
+    /// every applied configuration updates them.
+    pub fn start_dns(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
+        let report = self.report(crate::discovery::SOURCE);
+        let config = self.config();
+        self.dns
+            .start(runtime.clone(), report, Arc::clone(&self.metrics), &config);
+    }
+
+    /// The discovered names' state (status page).
+    pub fn dns_status(&self) -> Vec<crate::discovery::NameView> {
+        self.dns.status()
+    }
+
+    /// A report that applies what source `name` finds to this proxy.
+    fn report(self: &Arc<Self>, name: &str) -> Report {
+        let weak = Arc::downgrade(self);
+        Report::new(
+            name,
+            Arc::new(move |upstream: &str, source: &Arc<str>, servers| {
+                if let Some(shared) = weak.upgrade() {
+                    shared.discovered(upstream, source, servers);
+                }
+            }),
+        )
+    }
+
     /// Runs discovery source `d` on `runtime`, reporting into this proxy.
     pub fn start_discovery(
         self: &Arc<Self>,
         d: Box<dyn Discover>,
         runtime: &tokio::runtime::Handle,
     ) {
-        let weak = Arc::downgrade(self);
-        let report = Report::new(
-            d.name(),
-            Arc::new(move |upstream: &str, source: &Arc<str>, servers| {
-                if let Some(shared) = weak.upgrade() {
-                    shared.discovered(upstream, source, servers);
-                }
-            }),
-        );
+        let report = self.report(d.name());
         runtime.spawn(d.run(report));
     }
 
@@ -324,6 +348,7 @@ fn empty(metrics: &Metrics) -> Snapshot {
         listeners: Vec::new(),
         routes: Vec::new(),
         upstreams: Vec::new(),
+        resolver: Default::default(),
     };
     Snapshot::build(
         &config,

@@ -22,6 +22,8 @@ pub(crate) struct Status {
     pub access_log: Option<AccessLogStatus>,
     /// The Redis stores of shared rate limits.
     pub rate_limit_stores: Vec<StoreStatus>,
+    /// The `resolve = true` names: servers found, last good answer, last error.
+    pub discovery: Vec<crate::discovery::NameView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -187,6 +189,7 @@ impl Status {
                 },
                 dropped: l.dropped(),
             }),
+            discovery: shared.dns_status(),
             rate_limit_stores: shared
                 .limits()
                 .redis_stores()

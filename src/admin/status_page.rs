@@ -103,6 +103,31 @@ pub(crate) fn render(s: &Status) -> String {
         );
     }
     h.push_str("</table>");
+    if !s.discovery.is_empty() {
+        h.push_str("<h2>discovery</h2><table><tr><th>upstream</th><th>name</th><th>kind</th><th>servers</th><th>last good answer</th><th>last error</th></tr>");
+        for d in &s.discovery {
+            let good = d.last_good.map_or_else(
+                || "never".to_owned(),
+                |t| {
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+                    )
+                    .to_string()
+                },
+            );
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&d.upstream),
+                esc(&d.name),
+                d.kind,
+                d.servers,
+                good,
+                d.last_error.as_deref().map_or_else(|| "-".to_owned(), esc),
+            );
+        }
+        h.push_str("</table>");
+    }
     for r in &s.rate_limit_stores {
         let _ = write!(
             h,

@@ -107,7 +107,16 @@ fn tree_of(c: &Config) -> Table {
         for u in &c.upstreams {
             if let Some(Node::Table(t)) = upstreams.get_mut(&u.name) {
                 if let Some(servers) = t.get_mut("servers") {
-                    *servers = Node::List(u.servers.iter().map(resolved).collect());
+                    let discovered = u.resolve.iter().map(|e| {
+                        // Named by what it looks up: `dns bots.internal:8000`.
+                        let mut t = table_of(e);
+                        t.entries.retain(|(k, _)| k != "addr" && k != "service");
+                        let id = format!("dns {}", e.target.written());
+                        t.entries.insert(0, ("addr".to_owned(), Node::Bare(id)));
+                        Node::Table(t)
+                    });
+                    *servers =
+                        Node::List(u.servers.iter().map(resolved).chain(discovered).collect());
                 }
             }
         }

@@ -7,6 +7,7 @@ mod access;
 mod cert;
 mod client_limits;
 mod diff;
+pub mod discovery;
 mod health_check;
 mod limits;
 mod raw;
@@ -103,6 +104,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Sorted by name.
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[resolver]`: how `resolve = true` servers are looked up.
+    pub resolver: discovery::ResolverConfig,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -284,6 +287,10 @@ pub struct UpstreamConfig {
     /// HTTPS to the servers; `None`: cleartext.
     pub tls: Option<UpstreamTls>,
     pub servers: Vec<ServerConfig>,
+    /// The `resolve = true` entries, whose servers discovery finds.
+    pub resolve: Vec<discovery::ResolveEntry>,
+    /// Cap on the servers `resolve` entries add.
+    pub max_servers: u32,
 }
 
 /// τ of the latency estimates: Finagle's and linkerd's default. Long enough that one
@@ -448,7 +455,7 @@ pub struct StickyConfig {
 }
 
 /// Serialised as the file's `{ addr = …, weight = …, … }`, `addr` as written.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerConfig {
     /// The address as written (`bot-1.internal:8080`); a name that resolves to
     /// several addresses yields one server per address, as in nginx.

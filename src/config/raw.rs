@@ -93,7 +93,10 @@ pub(crate) struct RawUpstream {
     /// `true`, `false` or a table (`RawUpstreamTls`).
     pub tls: Option<toml::Value>,
     /// Deserialised one by one, so one bad server does not hide another's problem.
+    #[serde(default)]
     pub servers: Vec<toml::Value>,
+    /// Cap on the servers `resolve = true` entries may add.
+    pub max_servers: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,7 +110,12 @@ pub(crate) struct RawUpstreamTls {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawServer {
-    pub addr: String,
+    /// `ip:port` or `name:port`; absent for an SRV entry (`service`).
+    pub addr: Option<String>,
+    /// `true`: the name is re-resolved in the background (`config::discovery`).
+    pub resolve: Option<bool>,
+    /// An SRV name (`_http._tcp.bots.example`), with `resolve = true`.
+    pub service: Option<String>,
     pub weight: Option<u32>,
     pub down: Option<bool>,
     pub backup: Option<bool>,

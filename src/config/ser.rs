@@ -18,6 +18,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::Serialize;
 
+use super::discovery::{ResolveEntry, ResolverConfig};
 use super::limits::hide_secrets;
 use super::tree::bare;
 use super::{
@@ -365,6 +366,11 @@ impl Serialize for FileShape<'_> {
             .map(|u| relative_upstream(u, dir))
             .collect();
         m.serialize_field("upstream", &Upstreams(&upstreams))?;
+        if c.resolver != ResolverConfig::default()
+            || c.upstreams.iter().any(|u| !u.resolve.is_empty())
+        {
+            m.serialize_field("resolver", &c.resolver)?;
+        }
         m.end()
     }
 }
@@ -514,7 +520,10 @@ impl Serialize for UpstreamConfig {
         m.serialize_field("protocol", &self.protocol)?;
         m.serialize_field("tls", &TlsSetting(self.tls.as_ref()))?;
         m.serialize_field("queue", &self.queue)?;
-        m.serialize_field("servers", &WrittenServers(&self.servers))?;
+        m.serialize_field("servers", &WrittenServers(&self.servers, &self.resolve))?;
+        if !self.resolve.is_empty() {
+            m.serialize_field("max_servers", &self.max_servers)?;
+        }
         m.end()
     }
 }
@@ -561,7 +570,16 @@ impl Serialize for UpstreamTls {
 
 /// The servers as written: a host name that resolved to several addresses is one
 /// server in the file (its addresses are consecutive, with the same settings).
-struct WrittenServers<'a>(&'a [ServerConfig]);
+/// The `resolve = true` entries follow, as written.
+struct WrittenServers<'a>(&'a [ServerConfig], &'a [ResolveEntry]);
+
+/// One element of an upstream's `servers` list.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Written<'a> {
+    Static(&'a ServerConfig),
+    Resolve(&'a ResolveEntry),
+}
 
 impl Serialize for WrittenServers<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -571,7 +589,8 @@ impl Serialize for WrittenServers<'_> {
                 .iter()
                 .enumerate()
                 .filter(|(i, srv)| !servers[..*i].iter().any(|p| p.name == srv.name))
-                .map(|(_, srv)| srv),
+                .map(|(_, srv)| Written::Static(srv))
+                .chain(self.1.iter().map(Written::Resolve)),
         )
     }
 }

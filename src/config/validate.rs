@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use super::discovery::{self, RawResolver};
 use super::health_check::{
     self, DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_EJECTED_PERCENT, DEFAULT_MAX_FAILS, MAX_MAX_FAILS,
 };
@@ -24,7 +25,14 @@ use super::{
     MAX_MAX_RESPONSE_HEADER_SIZE, MAX_WEIGHT, MIN_EWMA_SEED, MIN_MAX_RESPONSE_HEADER_SIZE,
 };
 
-const TOP_LEVEL_KEYS: &[&str] = &["access_log", "admin", "listener", "route", "upstream"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "access_log",
+    "admin",
+    "listener",
+    "resolver",
+    "route",
+    "upstream",
+];
 
 #[derive(Default)]
 pub(super) struct Checker {
@@ -131,6 +139,7 @@ pub(super) fn validate(text: &str, source: &Path) -> Result<Config, Vec<Problem>
     let mut raw_listeners = Vec::new();
     let mut raw_routes = Vec::new();
     let mut raw_upstreams = BTreeMap::new();
+    let mut raw_resolver = None;
     // Names declared in the file, even by elements that failed to parse, so that a
     // broken upstream or listener is not also reported as missing by the routes.
     let mut declared = Declared::default();
@@ -144,6 +153,7 @@ pub(super) fn validate(text: &str, source: &Path) -> Result<Config, Vec<Problem>
                 raw_listeners = elements(&mut c, "listener", value)
             }
             "route" => raw_routes = elements::<RawRoute>(&mut c, "route", value),
+            "resolver" => raw_resolver = c.de::<RawResolver>("resolver", value),
             "upstream" => match value {
                 toml::Value::Table(t) => {
                     for (name, v) in t {
@@ -198,6 +208,9 @@ pub(super) fn validate(text: &str, source: &Path) -> Result<Config, Vec<Problem>
     let listeners = check_listeners(&mut c, raw_listeners, base_dir(source));
     let upstreams = check_upstreams(&mut c, raw_upstreams, base_dir(source));
     let routes = super::route::check_routes(&mut c, raw_routes, &declared, base_dir(source));
+    let resolver = raw_resolver
+        .map(|r| discovery::check_resolver(&mut c, r))
+        .unwrap_or_default();
 
     if c.problems.is_empty() {
         Ok(Config {
@@ -207,6 +220,7 @@ pub(super) fn validate(text: &str, source: &Path) -> Result<Config, Vec<Problem>
             listeners,
             routes,
             upstreams,
+            resolver,
         })
     } else {
         Err(c.problems)
@@ -395,12 +409,33 @@ fn check_upstreams(
             );
         }
         let mut servers = Vec::new();
+        let mut resolve: Vec<discovery::ResolveEntry> = Vec::new();
         let mut seen = HashSet::new();
         for (i, s) in u.servers.into_iter().enumerate() {
             let path = format!("{base}.servers[{i}]");
             let Some(s) = c.de::<RawServer>(&path, s) else {
                 continue;
             };
+            if s.resolve == Some(true) {
+                if let Some(e) = check_resolve_entry(c, &path, s) {
+                    if resolve.iter().any(|r| r.target == e.target) {
+                        c.err(
+                            &path,
+                            format!("{} is listed twice in this upstream", e.target.written()),
+                        );
+                    } else {
+                        resolve.push(e);
+                    }
+                }
+                continue;
+            }
+            if s.service.is_some() {
+                c.err(
+                    format!("{path}.service"),
+                    "an SRV name is looked up in the background: add resolve = true",
+                );
+                continue;
+            }
             for server in check_server(c, &path, s) {
                 if !seen.insert(server.addr) {
                     c.err(
@@ -412,7 +447,7 @@ fn check_upstreams(
                 }
             }
         }
-        if !servers.is_empty() && servers.iter().all(|s| s.backup) {
+        if !servers.is_empty() && resolve.is_empty() && servers.iter().all(|s| s.backup) {
             c.err(
                 format!("{base}.servers"),
                 "every server is a backup; at least one must be a primary",
@@ -557,6 +592,18 @@ fn check_upstreams(
             protocol,
             tls,
             servers,
+            resolve,
+            max_servers: match u.max_servers {
+                Some(0) => {
+                    c.err(
+                        format!("{base}.max_servers"),
+                        "must be at least 1 (leave out resolve = true entries to discover none)",
+                    );
+                    discovery::DEFAULT_MAX_SERVERS
+                }
+                Some(n) => n,
+                None => discovery::DEFAULT_MAX_SERVERS,
+            },
         });
     }
     out
@@ -586,7 +633,33 @@ pub(super) fn server_entry(value: serde_json::Value) -> Result<Vec<ServerConfig>
     }
 }
 
+/// A `resolve = true` entry: its name checked, its settings those of a server.
+fn check_resolve_entry(
+    c: &mut Checker,
+    path: &str,
+    s: RawServer,
+) -> Option<discovery::ResolveEntry> {
+    let target = discovery::check_target(c, path, s.addr.as_deref(), s.service.as_deref())?;
+    let placeholder = discovery::placeholder(&target);
+    let written = target.written();
+    let mut servers = check_server(
+        c,
+        path,
+        RawServer {
+            addr: Some(placeholder.to_string()),
+            ..s
+        },
+    );
+    let mut server = servers.pop()?;
+    server.name = written;
+    Some(discovery::ResolveEntry { target, server })
+}
+
 fn check_server(c: &mut Checker, path: &str, s: RawServer) -> Vec<ServerConfig> {
+    let Some(addr) = s.addr.clone() else {
+        c.err(path, "a server needs `addr`");
+        return Vec::new();
+    };
     let weight = s.weight.unwrap_or(DEFAULT_WEIGHT);
     if weight == 0 || weight > MAX_WEIGHT {
         c.err(
@@ -611,25 +684,24 @@ fn check_server(c: &mut Checker, path: &str, s: RawServer) -> Vec<ServerConfig> 
         s.slow_start.as_deref(),
         Duration::ZERO,
     );
-    let addrs: Vec<SocketAddr> = match s.addr.parse::<SocketAddr>() {
+    let addrs: Vec<SocketAddr> = match addr.parse::<SocketAddr>() {
         Ok(a) => vec![a],
-        Err(_) => match split_host_port(&s.addr) {
+        Err(_) => match split_host_port(&addr) {
             None => {
                 c.err(
                     format!("{path}.addr"),
-                    format!(
-                        "invalid socket address {:?} (expected ip:port or hostname:port)",
-                        s.addr
-                    ),
+                    format!("invalid socket address {addr:?} (expected ip:port or hostname:port)"),
                 );
                 return Vec::new();
             }
-            Some(_) => match s.addr.to_socket_addrs() {
+            Some(_) => match addr.to_socket_addrs() {
                 Ok(a) => a.collect(),
                 Err(e) => {
                     c.err(
                         format!("{path}.addr"),
-                        format!("cannot resolve {:?}: {e}", s.addr),
+                        format!(
+                            "cannot resolve {addr:?}: {e} (add resolve = true to look it up in the background and keep it up to date)"
+                        ),
                     );
                     return Vec::new();
                 }
@@ -638,9 +710,9 @@ fn check_server(c: &mut Checker, path: &str, s: RawServer) -> Vec<ServerConfig> 
     };
     addrs
         .into_iter()
-        .map(|addr| ServerConfig {
-            name: s.addr.clone(),
-            addr,
+        .map(|a| ServerConfig {
+            name: addr.clone(),
+            addr: a,
             weight,
             down: s.down.unwrap_or(false),
             backup: s.backup.unwrap_or(false),
@@ -653,7 +725,7 @@ fn check_server(c: &mut Checker, path: &str, s: RawServer) -> Vec<ServerConfig> 
 }
 
 /// Accepts `hostname:port` with a plausible DNS name and a numeric port.
-fn split_host_port(s: &str) -> Option<(&str, u16)> {
+pub(super) fn split_host_port(s: &str) -> Option<(&str, u16)> {
     let (host, port) = s.rsplit_once(':')?;
     let port = port.parse().ok()?;
     let ok = !host.is_empty()

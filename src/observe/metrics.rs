@@ -47,6 +47,9 @@ const PROXY_HEADER_ERRORS: &str = "switchyard_proxy_protocol_errors_total";
 const BYTES_RECEIVED: &str = "switchyard_bytes_received_total";
 const BYTES_SENT: &str = "switchyard_bytes_sent_total";
 const LIMITED: &str = "switchyard_requests_limited_total";
+const DNS_RESOLUTIONS: &str = "switchyard_dns_resolutions_total";
+const DNS_SERVERS: &str = "switchyard_dns_servers";
+const DNS_LAST_SUCCESS: &str = "switchyard_dns_last_success_seconds";
 const TELEGRAM_UPDATES: &str = "switchyard_telegram_updates_total";
 const TELEGRAM_FALLBACKS: &str = "switchyard_telegram_dedup_fallback_total";
 
@@ -89,6 +92,18 @@ const HELP: &[(&str, &str)] = &[
     (
         LIMITED,
         "Requests refused by a limit or an access rule, by route and reason.",
+    ),
+    (
+        DNS_RESOLUTIONS,
+        "Background resolutions of resolve = true servers, by upstream, name and result (ok, error, empty, nxdomain).",
+    ),
+    (
+        DNS_SERVERS,
+        "Servers a resolve = true name yields now, by upstream and name.",
+    ),
+    (
+        DNS_LAST_SUCCESS,
+        "Unix time of a resolve = true name's last good answer, by upstream and name.",
     ),
     (
         TELEGRAM_UPDATES,
@@ -261,6 +276,24 @@ impl Metrics {
             LIMITED,
             &[("route", route), ("reason", Reason::Queue.as_str())],
         )
+    }
+
+    /// One discovered name's resolutions with `result`.
+    pub fn dns_resolutions(&self, upstream: &str, name: &str, result: &str) -> Counter {
+        self.counter(
+            DNS_RESOLUTIONS,
+            &[("upstream", upstream), ("name", name), ("result", result)],
+        )
+    }
+
+    /// The servers one discovered name yields now.
+    pub fn dns_servers(&self, upstream: &str, name: &str) -> Gauge {
+        self.gauge(DNS_SERVERS, &[("upstream", upstream), ("name", name)])
+    }
+
+    /// When one discovered name last had a good answer (Unix seconds).
+    pub fn dns_last_success(&self, upstream: &str, name: &str) -> Gauge {
+        self.gauge(DNS_LAST_SUCCESS, &[("upstream", upstream), ("name", name)])
     }
 
     /// A Telegram route's requests with `result`.
