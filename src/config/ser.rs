@@ -650,6 +650,35 @@ mod tests {
         round_trip(&demo());
     }
 
+    /// `config/telegram.toml`, the README's worked example of two Telegram bots,
+    /// loads and round-trips once its certificate and dead-letter directory exist
+    /// (here in `dir`), and the README shows it as it is.
+    #[test]
+    fn telegram_example_round_trips_and_is_the_readmes() {
+        let dir = TempDir::new("telegram");
+        certificate(&dir.0, "bots", &["bots.example.com"]);
+        let (path, text) = repository_file("telegram.toml");
+        let live = "/etc/letsencrypt/live/bots.example.com/";
+        let d = dir.0.display();
+        let local = text
+            .replace(&format!("{live}fullchain.pem"), &format!("{d}/bots.crt"))
+            .replace(&format!("{live}privkey.pem"), &format!("{d}/bots.key"))
+            .replace("/var/log/switchyard/", &format!("{d}/"));
+        let c = load(&local, &path);
+        assert_eq!(
+            c.routes.iter().filter(|r| r.telegram().is_some()).count(),
+            2
+        );
+        round_trip(&c);
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+                .expect("read README.md");
+        assert!(
+            readme.contains(&text),
+            "README.md's worked example is not config/telegram.toml as it is"
+        );
+    }
+
     /// Every key the annotated example writes is in its dump (with the value it
     /// has there, or its default): a key the serialiser forgot fails here.
     #[test]
