@@ -26,6 +26,9 @@ pub const TELEGRAM_NETWORKS: &[&str] = &["149.154.160.0/20", "91.108.4.0/22"];
 /// so an hour catches every re-send but those of a day-long outage.
 pub const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(3600);
 
+/// The longest `dedup_ttl`: Telegram drops an update 24 h after it was made.
+pub const MAX_DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// Deliveries that reached a bot and failed before an update is acknowledged
 /// and dead-lettered: about five minutes of Telegram's backoff, long enough for
 /// a bot restart, short enough that a poison update blocks its chat's queue for
@@ -209,6 +212,12 @@ pub(in crate::config) fn check(
         raw.dedup_ttl.as_deref(),
         DEFAULT_DEDUP_TTL,
     );
+    if dedup_ttl > MAX_DEDUP_TTL {
+        c.err(
+            format!("{base}.dedup_ttl"),
+            "at most 24h: Telegram keeps an update for 24 hours at most, so no re-send comes later",
+        );
+    }
     let dedup_store = match raw.dedup_store.as_deref() {
         None | Some("memory") => DedupStore::Memory,
         Some(url) => match RedisUrl::parse(url) {

@@ -240,7 +240,9 @@ impl Telegram {
             scan,
             served: served_tx,
         };
-        let outcome = match scan.update_id {
+        // A body that turned out malformed before the scan stopped is not an
+        // update, whatever id it began with: nothing to deduplicate it by.
+        let outcome = match scan.update_id.filter(|_| scan.object) {
             None => {
                 // Not an update (or not one we can read): no deduplication, one
                 // delivery to the least-loaded bot, dead-lettered if it refuses.

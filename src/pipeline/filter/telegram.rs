@@ -42,6 +42,10 @@ impl Filter for TelegramHeaders {
 
     fn upstream_request(&self, vars: &Vars<'_>, headers: &mut HeaderMap) {
         headers.insert(X_FORWARDED_FOR, vars.client.ip.clone());
+        // Telegram offers gzip, but the answer it gets is the bot's body with its
+        // `Content-Type` alone (what the dedup store keeps and replays): the bots
+        // must answer uncompressed.
+        headers.remove(http::header::ACCEPT_ENCODING);
         match &self.secret {
             None => {}
             Some(None) => {
