@@ -246,12 +246,14 @@ impl Dns {
         }
     }
 
-    /// Reports `upstream`'s discovered servers as they stand.
+    /// Reports `upstream`'s discovered servers as they stand. Under the `found`
+    /// lock, as the tasks report: two lists of one upstream are never applied in
+    /// the other order than they were made.
     fn report_now(&self, upstream: &str) {
         let inner = lock(&self.inner);
         if let Some(report) = &inner.report {
-            let list = union(&lock(&inner.found), upstream);
-            report.servers(upstream, list);
+            let found = lock(&inner.found);
+            report.servers(upstream, union(&found, upstream));
         }
     }
 
@@ -424,8 +426,9 @@ impl NameTask {
     /// Records this entry's servers (`None`: it has none any more) and reports
     /// the upstream's list when it changed.
     fn set(&self, servers: Option<Vec<ServerConfig>>) {
-        let list = {
-            let mut found = lock(&self.found);
+        // Reported under the lock (see `Dns::report_now`).
+        let mut found = lock(&self.found);
+        {
             let (cap, names) = found
                 .upstreams
                 .entry(self.upstream.clone())
@@ -446,8 +449,8 @@ impl NameTask {
             if !changed {
                 return;
             }
-            union(&found, &self.upstream)
-        };
+        }
+        let list = union(&found, &self.upstream);
         self.report.servers(&self.upstream, list);
     }
 }
