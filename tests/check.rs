@@ -245,7 +245,7 @@ fn unknown_top_level_key() {
         &out,
         &[(
             "bogus",
-            "unknown key (expected one of: access_log, admin, listener, route, upstream)",
+            "unknown key (expected one of: access_log, admin, listener, resolver, route, upstream)",
         )],
     );
 }

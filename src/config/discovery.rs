@@ -314,3 +314,123 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod file_tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn parse(upstream: &str, resolver: &str) -> Result<Config, Vec<(String, String)>> {
+        let text = format!(
+            "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:8080\"\n[[route]]\nupstream = \"bots\"\n\
+             {resolver}\n[upstream.bots]\n{upstream}\n"
+        );
+        Config::parse(Path::new("/tmp/t.toml"), &text).map_err(|e| {
+            e.problems
+                .into_iter()
+                .map(|p| (p.path, p.message))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn entries_are_kept_apart_from_the_file_servers_and_read_back_from_a_dump() {
+        let c = parse(
+            "servers = [\n  { addr = \"Bots.Test:8000\", resolve = true, weight = 2, slow_start = \"5s\" },\n  \
+             { service = \"_http._tcp.bots.test\", resolve = true, backup = true },\n  \
+             { addr = \"127.0.0.1:9001\" },\n]\nmax_servers = 50\n",
+            "[resolver]\nservers = [\"127.0.0.1:5353\", \"10.0.0.1\"]\nvalid = \"10s\"\n",
+        )
+        .unwrap();
+        let u = &c.upstreams[0];
+        assert_eq!(u.servers.len(), 1);
+        assert_eq!(u.max_servers, 50);
+        assert_eq!(
+            u.resolve[0].target,
+            ResolveTarget::Host {
+                host: "bots.test".into(),
+                port: 8000
+            }
+        );
+        assert_eq!(u.resolve[0].server.weight, 2);
+        assert_eq!(u.resolve[0].server.slow_start, Duration::from_secs(5));
+        assert_eq!(u.resolve[0].server.name, "bots.test:8000");
+        assert!(u.resolve[1].server.backup);
+        assert_eq!(
+            c.resolver.servers,
+            Some(vec![
+                "127.0.0.1:5353".parse().unwrap(),
+                "10.0.0.1:53".parse().unwrap()
+            ])
+        );
+        assert_eq!(c.resolver.valid, Duration::from_secs(10));
+        let text = toml::to_string(&c).unwrap();
+        let again = Config::parse(Path::new("/tmp/t.toml"), &text)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(again.upstreams[0].resolve, u.resolve);
+        assert_eq!(again.resolver, c.resolver);
+        assert!(crate::config::diff(&c, &again).is_empty());
+        // A name added by a reload is a change the diff names.
+        let fewer = parse("servers = [{ addr = \"127.0.0.1:9001\" }]\n", "").unwrap();
+        let changes: Vec<String> = crate::config::diff(&fewer, &c)
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert!(
+            changes
+                .iter()
+                .any(|c| c.contains("server dns bots.test:8000")),
+            "{changes:#?}"
+        );
+    }
+
+    #[test]
+    fn an_upstream_may_have_only_names_to_discover() {
+        let c = parse(
+            "servers = [{ addr = \"bots.test:8000\", resolve = true }]\n",
+            "",
+        )
+        .unwrap();
+        assert!(c.upstreams[0].servers.is_empty());
+        assert_eq!(c.upstreams[0].max_servers, DEFAULT_MAX_SERVERS);
+        assert_eq!(c.resolver, ResolverConfig::default());
+    }
+
+    #[test]
+    fn every_mistake_is_named_at_its_key() {
+        let p = parse(
+            "servers = [\n  { addr = \"10.0.0.1:80\", resolve = true },\n  \
+             { service = \"_http._tcp.bots.test\" },\n  \
+             { addr = \"a.test:1\", service = \"_x._tcp.a.test\", resolve = true },\n  \
+             { service = \"bots.test\", resolve = true },\n  \
+             { addr = \"b.test\", resolve = true },\n  \
+             { addr = \"c.test:80\", resolve = true },\n  \
+             { addr = \"c.test:80\", resolve = true },\n]\nmax_servers = 0\n",
+            "[resolver]\nservers = [\"dns.example\"]\nmin_ttl = \"10m\"\n",
+        )
+        .unwrap_err();
+        let has = |key: &str, part: &str| {
+            assert!(
+                p.iter().any(|(k, m)| k == key && m.contains(part)),
+                "no {key}: …{part}… in {p:#?}"
+            )
+        };
+        has(
+            "upstream.bots.servers[0].addr",
+            "needs a host name and a port",
+        );
+        has("upstream.bots.servers[1].service", "add resolve = true");
+        has("upstream.bots.servers[2].service", "not both");
+        has("upstream.bots.servers[3].service", "expected an SRV name");
+        has(
+            "upstream.bots.servers[4].addr",
+            "needs a host name and a port",
+        );
+        has("upstream.bots.servers[6]", "listed twice");
+        has("upstream.bots.max_servers", "at least 1");
+        has("resolver.servers[0]", "expected an address");
+        has("resolver.min_ttl", "longer than max_ttl");
+    }
+}
