@@ -22,6 +22,7 @@ mod crypto;
 pub mod demo;
 pub mod discovery;
 pub mod error;
+pub mod import;
 pub mod limit;
 pub mod membership;
 pub mod observe;

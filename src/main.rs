@@ -54,6 +54,23 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Translate an nginx, HAProxy or ingress-nginx configuration into this one's:
+    /// the TOML on stdout (or -o FILE), what could not be carried over exactly on
+    /// stderr as FILE:LINE: directive: message. Exits 0 when everything was
+    /// translated exactly, 3 when something was dropped or approximated, 1 when
+    /// the input cannot be read.
+    Import {
+        /// nginx, haproxy or ingress.
+        #[arg(value_parser = ["nginx", "haproxy", "ingress"])]
+        format: String,
+        /// The main file (nginx.conf, haproxy.cfg), or the Ingress and Service
+        /// manifests.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Where to write the TOML (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Start three sample origins and the proxy in front of them.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -153,6 +170,11 @@ fn main() -> ExitCode {
             };
             control_runtime().block_on(run(config, drain_timeout, workers, None, !no_watch))
         }
+        Command::Import {
+            format,
+            files,
+            output,
+        } => import(&format, &files, output.as_deref()),
         Command::Demo { listen } => control_runtime().block_on(async move {
             let (config, origins) = match switchyard::demo::prepare(listen).await {
                 Ok(x) => x,
@@ -177,6 +199,55 @@ fn main() -> ExitCode {
             }
         }),
     }
+}
+
+/// `import FORMAT FILES [-o OUT]`.
+fn import(format: &str, files: &[PathBuf], output: Option<&Path>) -> ExitCode {
+    use switchyard::import::{self, Format};
+    let format = Format::parse(format).expect("clap checked the format");
+    let imported = match import::import(format, files) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(import::EXIT_INVALID);
+        }
+    };
+    let sources: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let text = imported.doc.render(&format!(
+        "Imported from {} by `switchyard import {}`.\nEach block names the lines it came from; check it with `switchyard check -c FILE`.",
+        sources.join(", "),
+        format.as_str()
+    ));
+    // What is written should load as it is. It may not here when it names
+    // files (certificates) or hosts that exist only where the source ran: said,
+    // and the exit status is then 3 as for anything to look at.
+    let at = output.map_or_else(|| PathBuf::from("switchyard.toml"), Path::to_path_buf);
+    let loads = match Config::parse(&at, &text) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("warning: the translation does not load here as it is:\n{e}");
+            false
+        }
+    };
+    match output {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &text) {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::from(import::EXIT_INVALID);
+            }
+        }
+        None => print!("{text}"),
+    }
+    let mut notes = imported.notes.clone();
+    notes.sort_by(|a, b| a.at.cmp(&b.at));
+    for n in &notes {
+        eprintln!("{n}");
+    }
+    ExitCode::from(if loads {
+        imported.status()
+    } else {
+        import::EXIT_NOTED
+    })
 }
 
 /// `check --config NEW --diff-against OLD`: both files must be valid (the problems
