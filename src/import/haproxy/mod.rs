@@ -1,0 +1,2227 @@
+//! `switchyard import haproxy`: an HAProxy configuration (`haproxy.cfg`) as
+//! Switchyard's TOML. `parse` reads the sections; this module translates them:
+//! `global` and `defaults` settings, every `frontend` and `listen` into
+//! listeners (one per `bind`) and routes (`routes` lays out `redirect`,
+//! `use_backend` and `default_backend` so that the most-specific-wins router
+//! answers as HAProxy's first-match rules do), every `backend` and `listen` into
+//! an upstream. A `defaults` section applies to the proxies after it (or those
+//! naming it with `from`), the proxy's own lines overriding it. Every directive
+//! is translated exactly or reported; a last sweep reports any line nothing
+//! looked at, so nothing is dropped silently.
+
+mod parse;
+mod routes;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use parse::{Kind, Line, Section};
+use routes::{Conj, HostPat, PathPat};
+
+use super::out::{self, Block};
+use super::{Carried, ImportError, Imported, Origin};
+
+/// HAProxy's `retries` when not set.
+const DEFAULT_RETRIES: u32 = 3;
+/// HAProxy's check interval (`inter`) when not set: 2 s.
+const DEFAULT_INTER: &str = "2s";
+/// HAProxy's `rise` and `fall` when not set.
+const DEFAULT_RISE: u32 = 2;
+const DEFAULT_FALL: u32 = 3;
+/// HAProxy's redirect status when no `code` is given.
+const DEFAULT_REDIRECT_CODE: u16 = 302;
+/// What HAProxy answers when no backend takes a request (its built-in 503 page).
+const NO_BACKEND_BODY: &str = "<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this request.\n</body></html>\n";
+/// Where the status page lives when nothing says otherwise: the admin
+/// listener's default address.
+const ADMIN_DEFAULT: &str = "127.0.0.1:9901";
+
+/// Imports the HAProxy configuration at `path`.
+pub fn import(path: &Path) -> Result<Imported, ImportError> {
+    let text = super::read(path)?;
+    let sections = parse::parse(path, &text)?;
+    let mut t = Tr {
+        file: path.to_owned(),
+        sections: &sections,
+        out: Imported::default(),
+        handled: HashSet::new(),
+        global: Global::default(),
+        backs: BTreeMap::new(),
+        fronts: Vec::new(),
+        admin: None,
+    };
+    t.run()?;
+    Ok(t.finish())
+}
+
+/// `global` settings other sections use.
+#[derive(Default)]
+struct Global {
+    maxconn: Option<(u32, usize)>,
+    crt_base: At<String>,
+    min_version: Option<(String, usize)>,
+    no_tickets: Option<usize>,
+    spread_checks: Option<(u32, usize)>,
+    /// Lines whose meaning is only known once listeners exist.
+    ssl_options: Vec<usize>,
+}
+
+/// Notes about one line, made before it is known which line to put them on.
+type Notes = Vec<(Carried, String)>;
+
+/// A value and the line it came from.
+type At<T> = Option<(T, usize)>;
+
+/// What a `frontend` or `listen` section says about the traffic side.
+#[derive(Default)]
+struct Front {
+    name: String,
+    line: usize,
+    binds: Vec<Bind>,
+    /// ACL name → its definitions (line, the alternatives it matches or why not).
+    acls: BTreeMap<String, Vec<(usize, Result<Vec<Alt>, String>)>>,
+    /// `http-request redirect`, then `redirect`, then `use_backend`: HAProxy's order.
+    hr_redirects: Vec<FrontRule>,
+    redirects: Vec<FrontRule>,
+    use_rules: Vec<FrontRule>,
+    default_backend: At<String>,
+    maxconn: At<u32>,
+    timeout_client: At<String>,
+    timeout_http_request: At<String>,
+    timeout_keep_alive: At<String>,
+    /// `stats` lines.
+    stats: Vec<usize>,
+    /// Its own `mode http` line, if any.
+    mode_line: Option<usize>,
+    is_listen: bool,
+}
+
+struct Bind {
+    line: usize,
+    addr: String,
+    port: u16,
+    tls: Option<Tls>,
+    accept_proxy: bool,
+    maxconn: Option<u32>,
+    /// Other lines it depends on (`crt-base`).
+    extra_lines: Vec<usize>,
+}
+
+struct Tls {
+    certs: Vec<String>,
+    min_version: Option<String>,
+}
+
+#[derive(Clone, PartialEq)]
+enum Target {
+    Backend(String),
+    Redirect { status: u16, location: String },
+    NoBackend,
+}
+
+struct FrontRule {
+    line: usize,
+    target: Target,
+    /// `if` or `unless`, then the condition's words (empty: always).
+    cond: Vec<String>,
+}
+
+/// One alternative an ACL matches.
+#[derive(Clone, Debug)]
+enum Alt {
+    Host(Vec<HostPat>),
+    Path(Vec<PathPat>),
+    Const(bool),
+    /// The TLS listener flag (`ssl_fc`).
+    Ssl,
+}
+
+/// What a `backend` or `listen` section says about its servers.
+#[derive(Default)]
+struct Back {
+    name: String,
+    line: usize,
+    end: usize,
+    /// The lines of the defaults in force, for the block comment.
+    defaults: Option<(usize, usize)>,
+    balance: At<(String, Option<String>)>,
+    hash_balance_factor: At<f64>,
+    sticky: At<String>,
+    servers: Vec<Server>,
+    default_server: Vec<String>,
+    httpchk: At<(String, String, Option<String>)>,
+    expect: At<(&'static str, String)>,
+    timeout_connect: At<String>,
+    timeout_server: At<String>,
+    timeout_queue: At<String>,
+    timeout_tunnel: At<String>,
+    timeout_check: At<String>,
+    retries: At<u32>,
+    redispatch: Option<usize>,
+    tls: Option<toml::Value>,
+}
+
+struct Server {
+    line: usize,
+    entry: Vec<(&'static str, toml::Value)>,
+    check: bool,
+    inter: Option<String>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+    port: Option<u16>,
+    cookie: Option<String>,
+}
+
+struct Tr<'a> {
+    file: PathBuf,
+    sections: &'a [Section],
+    out: Imported,
+    handled: HashSet<usize>,
+    global: Global,
+    backs: BTreeMap<String, Back>,
+    fronts: Vec<Front>,
+    /// The status page: (admin listen address, the line it came from).
+    admin: At<String>,
+}
+
+/// The directive's name as a report names it: `option httplog`, `timeout client`.
+fn directive(l: &Line) -> String {
+    match l.word(0) {
+        "option"
+        | "no"
+        | "timeout"
+        | "http-request"
+        | "http-response"
+        | "stats"
+        | "http-check"
+        | "tcp-request"
+        | "tcp-response"
+        | "http-after-response" => {
+            format!("{} {}", l.word(0), l.word(1))
+        }
+        w => w.to_owned(),
+    }
+}
+
+/// An HAProxy time (`5s`, `500`, `1m`, `100ms`; a bare number is milliseconds)
+/// as a Switchyard duration, in the largest unit that keeps it exact.
+fn duration(v: &str) -> Option<String> {
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit {
+        "" | "ms" => n,
+        "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        "d" => n * 86_400_000,
+        "us" => n.div_ceil(1000),
+        _ => return None,
+    };
+    Some(if ms == 0 {
+        "0s".to_owned()
+    } else if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    })
+}
+
+/// `[::]:80`, `*:80`, `:80`, `10.0.0.1:80`, `ipv4@:80` as (address, port).
+fn bind_addr(v: &str) -> Option<(String, u16)> {
+    let v = v
+        .strip_prefix("ipv4@")
+        .or_else(|| v.strip_prefix("ipv6@"))
+        .unwrap_or(v);
+    let (host, port) = v.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = match host {
+        "" | "*" | "0.0.0.0" => "0.0.0.0".to_owned(),
+        "::" | "[::]" | ":" => "[::]".to_owned(),
+        h if h.starts_with('[') => h.to_owned(),
+        h if h.contains(':') => format!("[{h}]"),
+        h => h.to_owned(),
+    };
+    Some((host, port))
+}
+
+/// A server address as `host:port`; `None` without a port (HAProxy then uses
+/// the port the client connected to, which Switchyard cannot).
+fn server_addr(v: &str) -> Option<String> {
+    let v = v
+        .strip_prefix("ipv4@")
+        .or_else(|| v.strip_prefix("ipv6@"))
+        .unwrap_or(v);
+    let (host, port) = v.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    if host.is_empty() {
+        return None;
+    }
+    Some(if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
+/// A string for a Switchyard template: `$` written `$$`.
+fn literal(v: &str) -> String {
+    v.replace('$', "$$")
+}
+
+fn lines_of(lines: &[usize]) -> String {
+    let mut v: Vec<usize> = lines.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v.iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl<'a> Tr<'a> {
+    fn origin(&self, line: usize) -> Origin {
+        Origin {
+            file: self.file.clone(),
+            line,
+        }
+    }
+
+    fn note(&mut self, l: &Line, carried: Carried, message: impl Into<String>) {
+        self.note_at(l.line, directive(l), carried, message);
+    }
+
+    fn note_at(
+        &mut self,
+        line: usize,
+        dir: impl Into<String>,
+        carried: Carried,
+        message: impl Into<String>,
+    ) {
+        let at = self.origin(line);
+        self.handled.insert(line);
+        self.out.note(&at, dir, carried, message);
+    }
+
+    fn done(&mut self, l: &Line) {
+        self.handled.insert(l.line);
+    }
+
+    fn file_name(&self) -> String {
+        self.file.file_name().map_or_else(
+            || self.file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    }
+
+    fn run(&mut self) -> Result<(), ImportError> {
+        let sections = self.sections;
+        for s in sections {
+            // An unknown, unindented word is a misspelt section keyword.
+            for l in &s.lines {
+                if !l.indented && !known(l.word(0)) {
+                    return Err(ImportError::Syntax {
+                        at: self.origin(l.line),
+                        message: format!(
+                            "unknown keyword '{}' in '{}' section (a misspelt section keyword?)",
+                            l.word(0),
+                            s.kind.keyword()
+                        ),
+                    });
+                }
+            }
+        }
+        for s in sections {
+            match &s.kind {
+                Kind::Global => self.global(s),
+                Kind::Defaults => {}
+                Kind::Frontend | Kind::Backend | Kind::Listen => self.proxy(s)?,
+                Kind::Other(k) => {
+                    let msg = match k.as_str() {
+                        "resolvers" => "not translated: Switchyard resolves server names with the system's resolver, or a [resolver] table for `resolve = true` servers",
+                        "userlist" => "not translated: Switchyard has no HTTP basic authentication",
+                        "peers" => "not translated: Switchyard has no stick tables to share",
+                        "http-errors" => "not translated: Switchyard's error pages are fixed",
+                        "cache" => "not translated: Switchyard does not cache responses",
+                        _ => "not translated: Switchyard has no equivalent",
+                    };
+                    let at = self.origin(s.line);
+                    self.out.note(
+                        &at,
+                        k.clone(),
+                        Carried::Dropped,
+                        format!(
+                            "section `{k} {}`: {msg}",
+                            s.name.clone().unwrap_or_default()
+                        ),
+                    );
+                    self.handled.insert(s.line);
+                    for l in &s.lines {
+                        self.handled.insert(l.line);
+                    }
+                }
+            }
+        }
+        // Every use_backend/default_backend must name a backend, as haproxy -c says.
+        for f in &self.fronts {
+            let named = f
+                .use_rules
+                .iter()
+                .filter_map(|r| match &r.target {
+                    Target::Backend(b) => Some((r.line, b.clone())),
+                    _ => None,
+                })
+                .chain(f.default_backend.iter().map(|(b, l)| (*l, b.clone())));
+            for (line, b) in named {
+                if !self.backs.contains_key(&b) {
+                    return Err(ImportError::Syntax {
+                        at: self.origin(line),
+                        message: format!(
+                            "proxy '{}': unable to find required backend '{b}'",
+                            f.name
+                        ),
+                    });
+                }
+            }
+        }
+        self.emit();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Imported {
+        // The sweep: every line something looked at, or a note saying nothing did.
+        let sections = self.sections;
+        for s in sections {
+            for l in &s.lines {
+                if self.handled.contains(&l.line) {
+                    continue;
+                }
+                let used = self.sections.iter().any(|p| {
+                    p.defaults
+                        .is_some_and(|d| std::ptr::eq(&self.sections[d], s))
+                });
+                if s.kind == Kind::Defaults && !used {
+                    self.note(
+                        l,
+                        Carried::Dropped,
+                        "not translated: no proxy section follows these defaults",
+                    );
+                } else {
+                    self.unsupported(l, &s.kind);
+                }
+            }
+        }
+        let mut seen = HashSet::new();
+        self.out
+            .notes
+            .retain(|n| seen.insert((n.at.line, n.directive.clone(), n.message.clone())));
+        self.out
+    }
+
+    fn global(&mut self, s: &Section) {
+        for l in &s.lines {
+            let w1 = l.word(1).to_owned();
+            match l.word(0) {
+                "maxconn" => match w1.parse() {
+                    Ok(n) => {
+                        self.global.maxconn = Some((n, l.line));
+                        self.done(l);
+                    }
+                    Err(_) => self.note(l, Carried::Dropped, "not a number: not translated"),
+                },
+                "daemon" | "master-worker" => self.note(l, Carried::Info, "Switchyard runs in the foreground: run it under systemd (deploy/switchyard.service) or a container"),
+                "user" | "group" | "uid" | "gid" => self.note(l, Carried::Info, "run the binary as that account (the systemd unit's User=/Group=); Switchyard never changes its user"),
+                "chroot" => self.note(l, Carried::Dropped, "no chroot: confine the process with the systemd unit's sandboxing (deploy/switchyard.service)"),
+                "pidfile" => self.note(l, Carried::Dropped, "no pid file: systemd or the container runtime tracks the process"),
+                "nbthread" | "nbproc" | "cpu-map" | "thread-groups" => self.note(l, Carried::Dropped, "worker threads are set with `switchyard run --workers N` (default: one per CPU)"),
+                "log" | "log-send-hostname" | "log-tag" => self.note(l, Carried::Dropped, "no syslog: requests go to [access_log] (a file or stdout), the proxy's own events to stderr"),
+                "stats" => self.note(l, Carried::Dropped, "no runtime API socket: the admin API ([admin]: GET /upstreams, drain, weight, reload) does that work over HTTP"),
+                "crt-base" => {
+                    self.global.crt_base = Some((w1, l.line));
+                    self.done(l);
+                }
+                "ca-base" => self.done(l),
+                "spread-checks" => match w1.parse::<u32>() {
+                    Ok(n) if n <= 50 => {
+                        self.global.spread_checks = Some((n, l.line));
+                        self.done(l);
+                    }
+                    _ => self.note(l, Carried::Dropped, "expected 0 to 50: not translated"),
+                },
+                "ssl-default-bind-options" => {
+                    let mut i = 1;
+                    while i < l.words.len() {
+                        match l.word(i) {
+                            "ssl-min-ver" => {
+                                self.global.min_version = Some((l.word(i + 1).to_owned(), l.line));
+                                i += 1;
+                            }
+                            "no-tls-tickets" => self.global.no_tickets = Some(l.line),
+                            "no-sslv3" | "no-tlsv10" | "no-tlsv11" => {}
+                            other => {
+                                let m = format!("option `{other}` not translated (rustls: TLS 1.2 and 1.3, its own cipher suites)");
+                                self.note(l, Carried::Dropped, m);
+                            }
+                        }
+                        i += 1;
+                    }
+                    self.global.ssl_options.push(l.line);
+                    self.done(l);
+                }
+                "ssl-default-bind-ciphers" | "ssl-default-bind-ciphersuites" | "ssl-default-bind-curves" | "ssl-default-server-ciphers" | "ssl-default-server-ciphersuites" | "ssl-default-server-options" => self.note(l, Carried::Dropped, "not translated: rustls offers its own fixed set of modern cipher suites and curves (TLS 1.2 and 1.3 only)"),
+                "tune.ssl.default-dh-param" | "ssl-dh-param-file" => self.note(l, Carried::Info, "not needed: rustls has no finite-field Diffie-Hellman"),
+                "hard-stop-after" | "grace" => self.note(l, Carried::Dropped, "how long requests may finish at shutdown is `switchyard run --drain-timeout` (default 30s)"),
+                "lua-load" | "lua-load-per-thread" | "lua-prepend-path" => self.note(l, Carried::Dropped, "no Lua: Switchyard has no scripting"),
+                _ => self.note(l, Carried::Dropped, "not translated: Switchyard has no equivalent"),
+            }
+        }
+    }
+
+    /// A `frontend`, `backend` or `listen` section, with its defaults.
+    fn proxy(&mut self, s: &Section) -> Result<(), ImportError> {
+        let name = s.name.clone().unwrap_or_default();
+        let defaults = s.defaults.map(|i| &self.sections[i]);
+        let mut lines: Vec<(&Line, bool)> = defaults
+            .map(|d| d.lines.iter().map(|l| (l, true)).collect())
+            .unwrap_or_default();
+        lines.extend(s.lines.iter().map(|l| (l, false)));
+        // HAProxy's default mode is tcp.
+        let mode = lines
+            .iter()
+            .rev()
+            .find(|(l, _)| l.word(0) == "mode")
+            .map(|(l, _)| (l.word(1).to_owned(), l.line));
+        match &mode {
+            Some((m, line)) if m == "http" => {
+                self.handled.insert(*line);
+            }
+            _ => {
+                let what = match &mode {
+                    Some((m, line)) => format!("mode {m} (line {line})"),
+                    None => "no `mode http` (HAProxy's default mode is tcp)".to_owned(),
+                };
+                self.note_at(
+                    s.line,
+                    format!("{} {name}", s.kind.keyword()),
+                    Carried::Dropped,
+                    format!("{what}: Switchyard proxies HTTP only; the section is not translated"),
+                );
+                self.handled.insert(s.line);
+                for l in &s.lines {
+                    self.handled.insert(l.line);
+                }
+                return Ok(());
+            }
+        }
+        let mut front = s.kind.is_front().then(|| Front {
+            name: name.clone(),
+            line: s.line,
+            is_listen: s.kind == Kind::Listen,
+            mode_line: s.lines.iter().find(|l| l.word(0) == "mode").map(|l| l.line),
+            ..Front::default()
+        });
+        let mut back = s.kind.is_back().then(|| Back {
+            name: name.clone(),
+            line: s.line,
+            end: s.end,
+            defaults: defaults
+                .filter(|d| !d.lines.is_empty())
+                .map(|d| (d.line, d.end)),
+            ..Back::default()
+        });
+        for (l, from_defaults) in lines {
+            if l.word(0) == "mode" {
+                continue;
+            }
+            let mut took = false;
+            if let Some(f) = front.as_mut() {
+                took |= self.front_line(f, l, from_defaults)?;
+            }
+            if let Some(b) = back.as_mut() {
+                took |= self.back_line(b, l, from_defaults);
+            }
+            if !took && !from_defaults {
+                self.unsupported(l, &s.kind);
+            }
+        }
+        if let Some(b) = back {
+            self.backs.insert(name.clone(), b);
+        }
+        if let Some(mut f) = front {
+            if f.is_listen && f.default_backend.is_none() && f.use_rules.is_empty() {
+                // A listen section's own servers are its default backend.
+                f.default_backend = Some((name, s.line));
+            }
+            self.fronts.push(f);
+        }
+        Ok(())
+    }
+
+    /// Directives with no translation, each with what to do.
+    fn unsupported(&mut self, l: &Line, kind: &Kind) {
+        let (carried, msg): (Carried, String) = match (l.word(0), l.word(1)) {
+            ("option", "httplog" | "tcplog" | "dontlognull" | "log-separate-errors" | "dontlog-normal" | "log-health-checks") | ("log" | "log-format" | "capture" | "log-tag", _) => {
+                (Carried::Dropped, "not translated: Switchyard's access log is [access_log] (path, format = \"json\" or \"combined\"), for every listener".into())
+            }
+            ("option", "http-keep-alive") => (Carried::Info, "Switchyard keeps client and server connections alive (listener keepalive_timeout, upstream keepalive)".into()),
+            ("option", "http-server-close" | "httpclose" | "forceclose") => (Carried::Approximate, "Switchyard keeps server connections alive and reuses them (upstream keepalive, default 32 per server and worker)".into()),
+            ("option", "abortonclose") => (Carried::Dropped, "not translated: a queued request whose HTTP/1.1 client left keeps its place (README, Server limits and the queue)".into()),
+            ("option", "allbackups") => (Carried::Info, "Switchyard balances over every backup server while no primary is eligible, as with allbackups".into()),
+            ("http-request", "set-header" | "add-header") if matches!(l.word(2).to_ascii_lowercase().as_str(), "x-forwarded-proto" | "x-real-ip") => {
+                (Carried::Info, format!("the proxy sets {} itself (README, Headers): drop this line", l.word(2)))
+            }
+            ("http-request" | "http-response" | "http-after-response", _) => (Carried::Dropped, "not translated: Switchyard has no rule engine; headers: route set_headers and response_headers; access rules: allow/deny; limits: rate_limit and limit_conn".into()),
+            ("tcp-request" | "tcp-response", _) => (Carried::Dropped, "not translated: Switchyard has no TCP rules; per-client limits are rate_limit and limit_conn, addresses allow/deny".into()),
+            ("stick-table" | "stick" | "track-sc0" | "track-sc1" | "track-sc2", _) => (Carried::Dropped, "not translated: no stick tables; for request rates see rate_limit, for persistence sticky or balance = \"hash\"".into()),
+            ("errorfile" | "errorloc" | "errorloc302" | "errorloc303" | "errorfiles" | "http-error", _) => (Carried::Dropped, "not translated: Switchyard's error responses are fixed short bodies".into()),
+            ("compression", _) => (Carried::Dropped, "not translated: Switchyard does not compress responses".into()),
+            ("http-reuse", _) => (Carried::Info, "Switchyard reuses idle server connections (upstream keepalive)".into()),
+            ("monitor-uri", _) => (Carried::Dropped, "not translated here: add a route { path_exact = \"URI\", respond = { status = 200 } } or probe the admin listener's /healthz".into()),
+            ("description" | "id", _) => (Carried::Dropped, "not translated: informational only".into()),
+            (w, _) if !known(w) => (Carried::Dropped, format!("unknown keyword in a {} section: not translated", kind.keyword())),
+            _ => (Carried::Dropped, format!("not translated: Switchyard has no equivalent (in a {} section)", kind.keyword())),
+        };
+        self.note(l, carried, msg);
+    }
+
+    fn time(&mut self, l: &Line, word: usize) -> Option<String> {
+        let d = duration(l.word(word));
+        if d.is_some() {
+            self.done(l);
+        } else {
+            self.note(
+                l,
+                Carried::Dropped,
+                format!("`{}` is not an HAProxy time: not translated", l.word(word)),
+            );
+        }
+        d
+    }
+
+    /// A line of a frontend or listen section; `true` when it is the traffic
+    /// side's.
+    fn front_line(
+        &mut self,
+        f: &mut Front,
+        l: &Line,
+        from_defaults: bool,
+    ) -> Result<bool, ImportError> {
+        match (l.word(0), l.word(1)) {
+            ("bind", _) => self.bind(f, l),
+            ("maxconn", n) => match n.parse() {
+                Ok(n) => {
+                    f.maxconn = Some((n, l.line));
+                    self.done(l);
+                }
+                Err(_) => self.note(l, Carried::Dropped, "not a number: not translated"),
+            },
+            ("timeout", "client") => {
+                if let Some(d) = self.time(l, 2) {
+                    f.timeout_client = Some((d, l.line));
+                }
+            }
+            ("timeout", "http-request") => {
+                if let Some(d) = self.time(l, 2) {
+                    f.timeout_http_request = Some((d, l.line));
+                }
+            }
+            ("timeout", "http-keep-alive") => {
+                if let Some(d) = self.time(l, 2) {
+                    f.timeout_keep_alive = Some((d, l.line));
+                }
+            }
+            ("timeout", "client-fin") => self.note(l, Carried::Dropped, "not translated: Switchyard closes a half-closed client connection when its answer is written"),
+            ("timeout", "tarpit") => self.note(l, Carried::Dropped, "not translated: no tarpit"),
+            ("option", "forwardfor") => {
+                if l.words.len() > 2 {
+                    self.note(l, Carried::Approximate, "the proxy appends the client's address to X-Forwarded-For for every client, in that header (the `except`/`header`/`if-none` arguments are not translated)");
+                } else {
+                    self.note(l, Carried::Info, "the proxy appends the client's address to X-Forwarded-For itself (and sets X-Real-IP, X-Forwarded-Proto, X-Forwarded-Host)");
+                }
+            }
+            ("acl", _) if !from_defaults => self.acl(f, l),
+            ("use_backend", _) if !from_defaults => {
+                let (target, rest) = (l.word(1).to_owned(), &l.words[2.min(l.words.len())..]);
+                if target.contains("%[") {
+                    self.note(l, Carried::Dropped, "a backend name computed per request cannot be translated: write one route per backend");
+                } else {
+                    self.done(l);
+                    f.use_rules.push(FrontRule {
+                        line: l.line,
+                        target: Target::Backend(target),
+                        cond: rest.to_vec(),
+                    });
+                }
+            }
+            ("default_backend", b) => {
+                f.default_backend = Some((b.to_owned(), l.line));
+                self.done(l);
+            }
+            ("redirect", _) => self.redirect(f, l, 1, false),
+            ("http-request", "redirect") if !from_defaults => self.redirect(f, l, 2, true),
+            ("stats", _) => {
+                f.stats.push(l.line);
+                self.done(l);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn bind(&mut self, f: &mut Front, l: &Line) {
+        let mut tls: Option<Tls> = None;
+        let mut accept_proxy = false;
+        let mut maxconn = None;
+        let mut extra_lines = Vec::new();
+        let mut i = 2;
+        while i < l.words.len() {
+            let arg = l.word(i + 1).to_owned();
+            match l.word(i) {
+                "ssl" => {
+                    tls.get_or_insert(Tls {
+                        certs: Vec::new(),
+                        min_version: None,
+                    });
+                }
+                "crt" => {
+                    let path = match (&self.global.crt_base, arg.starts_with('/')) {
+                        (Some((base, line)), false) => {
+                            extra_lines.push(*line);
+                            format!("{}/{arg}", base.trim_end_matches('/'))
+                        }
+                        _ => arg,
+                    };
+                    tls.get_or_insert(Tls {
+                        certs: Vec::new(),
+                        min_version: None,
+                    })
+                    .certs
+                    .push(path);
+                    i += 1;
+                }
+                "ssl-min-ver" => {
+                    tls.get_or_insert(Tls {
+                        certs: Vec::new(),
+                        min_version: None,
+                    })
+                    .min_version = Some(arg);
+                    i += 1;
+                }
+                "alpn" => {
+                    if !arg.split(',').all(|p| p == "h2" || p == "http/1.1") {
+                        self.note(
+                            l,
+                            Carried::Approximate,
+                            format!("alpn {arg}: Switchyard offers h2 and http/1.1"),
+                        );
+                    }
+                    i += 1;
+                }
+                "accept-proxy" => accept_proxy = true,
+                "maxconn" => {
+                    maxconn = arg.parse().ok();
+                    i += 1;
+                }
+                "no-sslv3" | "no-tlsv10" | "no-tlsv11" | "v4v6" | "v6only" => {}
+                "name" | "process" | "thread" | "id" | "nice" | "backlog" | "mss" | "ciphers"
+                | "ciphersuites" | "curves" | "ecdhe" | "ca-file" | "verify" | "crt-list"
+                | "interface" | "mode" | "user" | "group" | "npn" | "tcp-ut" => {
+                    self.note(
+                        l,
+                        Carried::Dropped,
+                        format!("bind option `{} {arg}` not translated", l.word(i)),
+                    );
+                    i += 1;
+                }
+                other => {
+                    self.note(
+                        l,
+                        Carried::Dropped,
+                        format!("bind option `{other}` not translated"),
+                    );
+                }
+            }
+            i += 1;
+        }
+        let mut any = false;
+        for a in l.word(1).split(',') {
+            match bind_addr(a) {
+                Some((addr, port)) => {
+                    any = true;
+                    f.binds.push(Bind {
+                        line: l.line,
+                        addr,
+                        port,
+                        tls: tls.as_ref().map(|t| Tls { certs: t.certs.clone(), min_version: t.min_version.clone() }),
+                        accept_proxy,
+                        maxconn,
+                        extra_lines: extra_lines.clone(),
+                    });
+                }
+                None => self.note(l, Carried::Dropped, format!("address `{a}` not translated (port ranges, unix sockets and named interfaces have no listener equivalent)")),
+            }
+        }
+        if any {
+            self.done(l);
+        }
+    }
+
+    fn acl(&mut self, f: &mut Front, l: &Line) {
+        let name = l.word(1).to_owned();
+        let alt = criterion(&l.words[2..]).map(|(alt, notes)| {
+            for (c, m) in notes {
+                self.note(l, c, format!("acl {name}: {m}"));
+            }
+            alt
+        });
+        if let Err(why) = &alt {
+            self.note(
+                l,
+                Carried::Dropped,
+                format!("acl {name}: {why}; rules using it are not translated"),
+            );
+        } else {
+            self.done(l);
+        }
+        f.acls
+            .entry(name)
+            .or_default()
+            .push((l.line, alt.map(|a| vec![a])));
+    }
+
+    fn redirect(&mut self, f: &mut Front, l: &Line, at: usize, http_request: bool) {
+        let how = l.word(at).to_owned();
+        let value = l.word(at + 1).to_owned();
+        let mut status = DEFAULT_REDIRECT_CODE;
+        let mut drop_query = false;
+        let mut i = at + 2;
+        let mut cond = Vec::new();
+        while i < l.words.len() {
+            match l.word(i) {
+                "code" => {
+                    status = l.word(i + 1).parse().unwrap_or(0);
+                    i += 1;
+                }
+                "drop-query" => drop_query = true,
+                "if" | "unless" => {
+                    cond = l.words[i..].to_vec();
+                    break;
+                }
+                other => {
+                    self.note(l, Carried::Dropped, format!("redirect option `{other}` has no equivalent: the redirect is not translated"));
+                    return;
+                }
+            }
+            i += 1;
+        }
+        if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+            self.note(
+                l,
+                Carried::Dropped,
+                "redirect code must be 301, 302, 303, 307 or 308: not translated",
+            );
+            return;
+        }
+        let query = if drop_query { "$uri" } else { "$request_uri" };
+        let location = match how.as_str() {
+            "scheme" => format!("{}://$host{query}", literal(&value)),
+            "prefix" if value != "/" => format!("{}{query}", literal(value.trim_end_matches('/'))),
+            "location" if !drop_query => literal(&value),
+            _ => {
+                self.note(
+                    l,
+                    Carried::Dropped,
+                    format!("redirect {how} {value}: not translated"),
+                );
+                return;
+            }
+        };
+        if how == "scheme" {
+            self.note(
+                l,
+                Carried::Info,
+                "the location names the host without the port the client sent (Switchyard's $host)",
+            );
+        }
+        self.done(l);
+        let rule = FrontRule {
+            line: l.line,
+            target: Target::Redirect { status, location },
+            cond,
+        };
+        if http_request {
+            f.hr_redirects.push(rule);
+        } else {
+            f.redirects.push(rule);
+        }
+    }
+
+    /// A line of a backend or listen section; `true` when it is the server side's.
+    fn back_line(&mut self, b: &mut Back, l: &Line, from_defaults: bool) -> bool {
+        match (l.word(0), l.word(1)) {
+            ("balance", algo) => {
+                let (balance, key, note): (&str, Option<String>, Option<(Carried, String)>) = match algo {
+                    "roundrobin" => ("round_robin", None, None),
+                    "static-rr" => ("round_robin", None, Some((Carried::Info, "as round_robin, whose weights the admin API can change".into()))),
+                    "leastconn" => ("least_conn", None, None),
+                    "source" => ("hash", Some("client_ip".into()), Some((Carried::Info, "consistent hashing of the client address: each client stays on one server, though not the one HAProxy picked".into()))),
+                    "uri" => {
+                        let whole = l.words[2..].iter().any(|w| w == "whole");
+                        let other = l.words[2..].iter().any(|w| w != "whole");
+                        let n = if other { Some((Carried::Approximate, "the len/depth/path-only arguments are not translated: the whole path is hashed".into())) } else { None };
+                        ("hash", Some(if whole { "uri".into() } else { "path".into() }), n)
+                    }
+                    "random" if l.words.len() == 2 || l.word(2) == "2" || l.word(2) == "(2)" => ("random", None, None),
+                    a if a.starts_with("random(") && a == "random(2)" => ("random", None, None),
+                    a if a.starts_with("hdr(") && a.ends_with(')') => {
+                        let h = &a[4..a.len() - 1];
+                        let n = if l.words.len() > 2 { Some((Carried::Approximate, "use_domain_only is not translated: the whole header is hashed".into())) } else { None };
+                        ("hash", Some(format!("header:{h}")), n)
+                    }
+                    "url_param" => ("hash", Some(format!("query:{}", l.word(2))), None),
+                    _ => {
+                        self.note(l, Carried::Dropped, format!("balance {algo} has no equivalent: round_robin is used"));
+                        return true;
+                    }
+                };
+                b.balance = Some(((balance.to_owned(), key), l.line));
+                match note {
+                    Some((c, m)) => self.note(l, c, m),
+                    None => self.done(l),
+                }
+            }
+            ("hash-type", kind) => {
+                if kind == "consistent" {
+                    self.done(l);
+                } else {
+                    self.note(l, Carried::Info, format!("hash-type {kind}: Switchyard's hash is always consistent (a ketama ring); clients map to other servers than HAProxy's"));
+                }
+            }
+            ("hash-balance-factor", n) => match n.parse::<f64>() {
+                Ok(v) if v == 0.0 => self.done(l),
+                Ok(v) if v >= 100.0 => {
+                    b.hash_balance_factor = Some((v / 100.0, l.line));
+                    self.done(l);
+                }
+                _ => self.note(
+                    l,
+                    Carried::Dropped,
+                    "expected 0 or a percentage of at least 100: not translated",
+                ),
+            },
+            ("cookie", name) => {
+                let rest: Vec<&str> = l.words[2..].iter().map(String::as_str).collect();
+                if !rest.contains(&"insert") {
+                    self.note(l, Carried::Dropped, "only `cookie NAME insert` (the proxy sets the cookie) translates, to sticky; rewrite/prefix modes have no equivalent");
+                    return true;
+                }
+                b.sticky = Some((name.to_owned(), l.line));
+                let extra: Vec<&str> = rest
+                    .iter()
+                    .copied()
+                    .filter(|w| !matches!(*w, "insert" | "indirect" | "nocache"))
+                    .collect();
+                let mut msg = "sticky: the cookie's value is an opaque server id (clients' existing HAProxy cookies are ignored once) and it lives 1h (sticky.ttl), where HAProxy's lasted the browser session".to_owned();
+                if !extra.is_empty() {
+                    msg.push_str(&format!("; `{}` not translated", extra.join(" ")));
+                }
+                self.note(l, Carried::Approximate, msg);
+            }
+            ("server", _) if !from_defaults => self.server(b, l),
+            ("default-server", _) => {
+                b.default_server = l.words[1..].to_vec();
+                self.done(l);
+            }
+            ("option", "httpchk") => {
+                let w = &l.words[2..];
+                let (method, path, version) = match w.len() {
+                    0 => ("OPTIONS", "/", None),
+                    1 => ("OPTIONS", w[0].as_str(), None),
+                    2 => (w[0].as_str(), w[1].as_str(), None),
+                    _ => (w[0].as_str(), w[1].as_str(), Some(w[2].as_str())),
+                };
+                let host = version.and_then(|v| {
+                    v.split("\r\n")
+                        .find_map(|h| h.strip_prefix("Host:").or_else(|| h.strip_prefix("host:")))
+                        .map(|h| h.trim().to_owned())
+                });
+                b.httpchk = Some(((method.to_owned(), path.to_owned(), host), l.line));
+                self.done(l);
+            }
+            ("http-check", "expect") => {
+                let w: Vec<&str> = l.words[2..].iter().map(String::as_str).collect();
+                match w.as_slice() {
+                    ["status", codes] if codes.chars().all(|c| c.is_ascii_digit() || c == ',' || c == '-') => {
+                        b.expect = Some((("expect_status", (*codes).to_owned()), l.line));
+                        self.done(l);
+                    }
+                    ["string", s] => {
+                        b.expect = Some((("expect_body", (*s).to_owned()), l.line));
+                        self.done(l);
+                    }
+                    _ => self.note(l, Carried::Dropped, "only `expect status CODES` and `expect string TEXT` translate (expect_status, expect_body)"),
+                }
+            }
+            ("http-check", "send") => {
+                let mut i = 2;
+                let mut chk = b.httpchk.clone().map(|(c, _)| c).unwrap_or((
+                    "OPTIONS".into(),
+                    "/".into(),
+                    None,
+                ));
+                let mut ok = true;
+                while i < l.words.len() {
+                    match (l.word(i), l.word(i + 1)) {
+                        ("meth", m) => chk.0 = m.to_owned(),
+                        ("uri", u) => chk.1 = u.to_owned(),
+                        ("ver", _) => {}
+                        ("hdr", h) if h.eq_ignore_ascii_case("host") => {
+                            chk.2 = Some(l.word(i + 2).to_owned());
+                            i += 1;
+                        }
+                        _ => ok = false,
+                    }
+                    i += 2;
+                }
+                if ok {
+                    b.httpchk = Some((chk, l.line));
+                    self.done(l);
+                } else {
+                    self.note(l, Carried::Dropped, "only meth, uri, ver and hdr Host translate (health_check method, path, host)");
+                }
+            }
+            ("timeout", "connect") => {
+                if let Some(d) = self.time(l, 2) {
+                    b.timeout_connect = Some((d, l.line));
+                }
+            }
+            ("timeout", "server") => {
+                if let Some(d) = self.time(l, 2) {
+                    b.timeout_server = Some((d, l.line));
+                }
+            }
+            ("timeout", "queue") => {
+                if let Some(d) = self.time(l, 2) {
+                    b.timeout_queue = Some((d, l.line));
+                }
+            }
+            ("timeout", "tunnel") => {
+                if let Some(d) = self.time(l, 2) {
+                    b.timeout_tunnel = Some((d, l.line));
+                }
+            }
+            ("timeout", "check") => {
+                if let Some(d) = self.time(l, 2) {
+                    b.timeout_check = Some((d, l.line));
+                }
+            }
+            ("timeout", "server-fin") => self.note(l, Carried::Dropped, "not translated"),
+            ("retries", n) => match n.parse() {
+                Ok(n) => b.retries = Some((n, l.line)),
+                Err(_) => self.note(l, Carried::Dropped, "not a number: not translated"),
+            },
+            ("option", "redispatch") => b.redispatch = Some(l.line),
+            ("no", "option") if l.word(2) == "redispatch" => self.done(l),
+            ("fullconn" | "minconn", _) => self.note(
+                l,
+                Carried::Dropped,
+                "not translated: server limits are fixed (max_conns), not dynamic",
+            ),
+            ("stats", _) => {}
+            _ => return false,
+        }
+        true
+    }
+
+    fn server(&mut self, b: &mut Back, l: &Line) {
+        let Some(addr) = server_addr(l.word(2)) else {
+            self.note(l, Carried::Dropped, format!("server {}: address `{}` has no port (or is a socket): not translated, write the server's port", l.word(1), l.word(2)));
+            return;
+        };
+        let mut s = Server {
+            line: l.line,
+            entry: vec![("addr", addr.into())],
+            check: false,
+            inter: None,
+            rise: None,
+            fall: None,
+            port: None,
+            cookie: None,
+        };
+        let mut params: Vec<String> = b.default_server.clone();
+        params.extend(l.words[3..].iter().cloned());
+        let set = |s: &mut Server, k: &'static str, v: toml::Value| {
+            s.entry.retain(|(x, _)| *x != k);
+            s.entry.push((k, v));
+        };
+        let mut i = 0;
+        let mut dropped = Vec::new();
+        let mut approx = Vec::new();
+        let mut tls: Option<toml::Table> = None;
+        while i < params.len() {
+            let arg = params.get(i + 1).cloned().unwrap_or_default();
+            let mut takes = true;
+            match params[i].as_str() {
+                "check" => {
+                    s.check = true;
+                    takes = false;
+                }
+                "no-check" => {
+                    s.check = false;
+                    takes = false;
+                }
+                "backup" => {
+                    set(&mut s, "backup", true.into());
+                    takes = false;
+                }
+                "disabled" => {
+                    set(&mut s, "down", true.into());
+                    takes = false;
+                }
+                "enabled" => takes = false,
+                "weight" => match arg.parse::<u32>() {
+                    Ok(0) => {
+                        set(&mut s, "down", true.into());
+                        approx.push(
+                            "weight 0 → down = true (HAProxy still sent it persistent clients)"
+                                .to_owned(),
+                        );
+                    }
+                    Ok(w) => set(&mut s, "weight", i64::from(w).into()),
+                    Err(_) => dropped.push(format!("weight {arg}")),
+                },
+                "maxconn" => match arg.parse::<u32>() {
+                    Ok(n) => set(&mut s, "max_conns", i64::from(n).into()),
+                    Err(_) => dropped.push(format!("maxconn {arg}")),
+                },
+                "slowstart" => match duration(&arg) {
+                    Some(d) => set(&mut s, "slow_start", d.into()),
+                    None => dropped.push(format!("slowstart {arg}")),
+                },
+                "inter" => s.inter = duration(&arg),
+                "rise" => s.rise = arg.parse().ok(),
+                "fall" => s.fall = arg.parse().ok(),
+                "port" => s.port = arg.parse().ok(),
+                "cookie" => s.cookie = Some(arg),
+                "ssl" => {
+                    tls.get_or_insert_default();
+                    takes = false;
+                }
+                "verify" => {
+                    if arg == "none" {
+                        tls.get_or_insert_default()
+                            .insert("verify".into(), false.into());
+                    }
+                }
+                "ca-file" => {
+                    tls.get_or_insert_default()
+                        .insert("ca_file".into(), arg.into());
+                }
+                "sni" => match arg.strip_prefix("str(").and_then(|a| a.strip_suffix(')')) {
+                    Some(name) => {
+                        tls.get_or_insert_default()
+                            .insert("sni".into(), name.into());
+                    }
+                    None => dropped.push(format!("sni {arg}")),
+                },
+                "id" => {}
+                "check-ssl" | "send-proxy" | "send-proxy-v2" | "agent-check" | "no-ssl"
+                | "no-backup" | "non-stick" | "tfo" | "force-sslv3" | "no-tlsv10" | "no-tlsv11"
+                | "check-send-proxy" => {
+                    if !matches!(params[i].as_str(), "no-tlsv10" | "no-tlsv11") {
+                        dropped.push(params[i].clone());
+                    }
+                    takes = false;
+                }
+                other => dropped.push(format!("{other} {arg}")),
+            }
+            i += if takes { 2 } else { 1 };
+        }
+        if let Some(t) = tls {
+            let v: toml::Value = if t.is_empty() {
+                true.into()
+            } else {
+                toml::Value::Table(t)
+            };
+            if b.tls.as_ref().is_some_and(|x| *x != v) {
+                approx.push(
+                    "TLS settings differ between servers: the upstream takes the first server's"
+                        .into(),
+                );
+            } else {
+                b.tls = Some(v);
+            }
+        }
+        // HAProxy has no passive ejection unless told (`observe`).
+        set(&mut s, "max_fails", 0.into());
+        if !dropped.is_empty() {
+            self.note(
+                l,
+                Carried::Dropped,
+                format!(
+                    "server {}: not translated: {}",
+                    l.word(1),
+                    dropped.join(", ")
+                ),
+            );
+        }
+        if !approx.is_empty() {
+            self.note(
+                l,
+                Carried::Approximate,
+                format!("server {}: {}", l.word(1), approx.join("; ")),
+            );
+        }
+        self.done(l);
+        b.servers.push(s);
+    }
+
+    /// Writes the TOML: admin, listeners, routes, upstreams.
+    fn emit(&mut self) {
+        let file = self.file_name();
+        let fronts = std::mem::take(&mut self.fronts);
+        let mut admin_lines = Vec::new();
+        // Stats: a section that only serves them becomes the admin listener.
+        for f in &fronts {
+            if f.stats.is_empty() {
+                continue;
+            }
+            let stats_only = f.use_rules.is_empty()
+                && (f.default_backend.is_none()
+                    || (f.is_listen
+                        && self
+                            .backs
+                            .get(&f.name)
+                            .is_some_and(|b| b.servers.is_empty())));
+            let lines = f.stats.clone();
+            let first = lines[0];
+            if self.admin.is_some() {
+                self.note_at(first, "stats", Carried::Dropped, "Switchyard has one status page ([admin]): already placed from an earlier section");
+                continue;
+            }
+            let (addr, carried, msg) = match (stats_only, f.binds.first()) {
+                (true, Some(b)) if b.addr == "127.0.0.1" || b.addr == "[::1]" => {
+                    let a = format!("{}:{}", b.addr, b.port);
+                    (a.clone(), Carried::Info, format!("the status page is now http://{a}/status (HTML) and /status.json, metrics /metrics, on the admin listener ([admin])"))
+                }
+                (true, Some(b)) => {
+                    let a = format!("127.0.0.1:{}", b.port);
+                    (a.clone(), Carried::Approximate, format!("the status page is now http://{a}/status (and /status.json, /metrics) on the admin listener, bound to loopback because it also takes commands (drain, weights, reload); to expose it set [admin] listen and token"))
+                }
+                _ => (ADMIN_DEFAULT.to_owned(), Carried::Approximate, format!("the status page is no longer on this frontend's port: it is http://{ADMIN_DEFAULT}/status (and /status.json, /metrics) on the admin listener ([admin])")),
+            };
+            self.note_at(first, "stats", carried, msg);
+            for l in &lines[1..] {
+                let d = self
+                    .sections
+                    .iter()
+                    .flat_map(|s| &s.lines)
+                    .find(|x| x.line == *l)
+                    .map(directive)
+                    .unwrap_or_default();
+                match d.as_str() {
+                    "stats auth" | "stats realm" | "stats http-request" => self.note_at(*l, d, Carried::Dropped, "the admin listener takes a bearer token instead ([admin] token)"),
+                    "stats admin" => self.note_at(*l, d, Carried::Info, "the admin API drains servers and sets weights (POST /upstreams/NAME/servers/ADDR/drain)"),
+                    "stats uri" => self.note_at(*l, d, Carried::Info, "the page is at /status on the admin listener"),
+                    "stats enable" => {}
+                    "stats refresh" => self.note_at(*l, d, Carried::Info, "the status page reloads itself every few seconds (fixed)"),
+                    _ => self.note_at(*l, d, Carried::Dropped, "not translated: the status page has no such setting"),
+                }
+            }
+            let mut cited = lines.clone();
+            if stats_only {
+                cited.extend(f.binds.iter().map(|b| b.line));
+                cited.extend(f.mode_line);
+            }
+            self.admin = Some((addr, first));
+            admin_lines = cited;
+        }
+        if let Some((addr, _)) = self.admin.clone() {
+            let mut b = Block::new(
+                "[admin]",
+                format!("from {file}:{} (stats)", lines_of(&admin_lines)),
+            );
+            b.set("listen", addr);
+            self.out.doc.push(b);
+        }
+        let mut route_blocks = Vec::new();
+        let mut cited: HashSet<usize> = HashSet::new();
+        let mut never_taken: Vec<usize> = Vec::new();
+        let mut used_backs: HashSet<String> = HashSet::new();
+        let listeners_total: usize = fronts
+            .iter()
+            .filter(|f| !self.stats_only(f))
+            .map(|f| f.binds.len())
+            .sum();
+        for f in &fronts {
+            if self.stats_only(f) {
+                continue;
+            }
+            if f.binds.is_empty() && f.is_listen {
+                continue;
+            }
+            if f.binds.is_empty() {
+                self.note_at(
+                    f.line,
+                    format!("frontend {}", f.name),
+                    Carried::Dropped,
+                    "no `bind`: the section takes no traffic and is not translated",
+                );
+                continue;
+            }
+            let names = listener_names(f);
+            for (bind, lname) in f.binds.iter().zip(&names) {
+                let blk = self.listener(f, bind, lname, listeners_total, &file);
+                self.out.doc.push(blk);
+            }
+            // Rules no route of a plan takes, on listeners of one kind.
+            let mut never = Vec::new();
+            // One plan per kind of listener (TLS or not).
+            for ssl in [false, true] {
+                let ls: Vec<&String> = f
+                    .binds
+                    .iter()
+                    .zip(&names)
+                    .filter(|(b, _)| b.tls.is_some() == ssl)
+                    .map(|(_, n)| n)
+                    .collect();
+                if ls.is_empty() {
+                    continue;
+                }
+                let (targets, plan, sources, rule_targets) = self.plan(f, ssl);
+                // A rule no route stands for was translated by a route to the
+                // same target that takes its requests: cite it there.
+                let mut extra: Vec<Vec<usize>> = vec![Vec::new(); plan.len()];
+                for (ri, t) in rule_targets.iter().enumerate() {
+                    if plan.iter().any(|r| r.rule == Some(ri)) {
+                        continue;
+                    }
+                    match plan.iter().position(|r| r.target == *t) {
+                        Some(at) => extra[at].extend(&sources[ri + 1]),
+                        None => never.push(*sources[ri + 1].last().expect("the rule's line")),
+                    }
+                }
+                for lname in ls {
+                    for (ri, r) in plan.iter().enumerate() {
+                        let target = &targets[r.target];
+                        let mut lines = sources[r.rule.map_or(0, |i| i + 1)].clone();
+                        lines.extend(&extra[ri]);
+                        if let Target::Backend(b) = target {
+                            used_backs.insert(b.clone());
+                        }
+                        lines.sort_unstable();
+                        cited.extend(&lines);
+                        let mut blk = Block::new(
+                            "[[route]]",
+                            format!(
+                                "from {file}:{} ({} {})",
+                                lines_of(&lines),
+                                if f.is_listen { "listen" } else { "frontend" },
+                                f.name
+                            ),
+                        );
+                        blk.set("listener", lname.as_str());
+                        if let Some(h) = &r.host {
+                            blk.set("host", h.key());
+                        }
+                        match &r.path {
+                            PathPat::Prefix(p) if p == "/" => {}
+                            PathPat::Prefix(p) => {
+                                blk.set("path", p.as_str());
+                            }
+                            PathPat::Exact(p) => {
+                                blk.set("path_exact", p.as_str());
+                            }
+                        }
+                        self.action(&mut blk, target);
+                        route_blocks.push(blk);
+                    }
+                }
+            }
+            never_taken.extend(never);
+        }
+        for line in never_taken {
+            if !cited.contains(&line) {
+                self.note_at(
+                    line,
+                    "use_backend",
+                    Carried::Info,
+                    "never taken: earlier rules take every request it matches, in HAProxy too",
+                );
+            }
+        }
+        for b in route_blocks {
+            self.out.doc.push(b);
+        }
+        // ACLs that no translated route uses: their rules were reported.
+        for f in &fronts {
+            for (name, defs) in &f.acls {
+                for (line, def) in defs {
+                    let noted = self.out.notes.iter().any(|n| n.at.line == *line);
+                    if def.is_ok() && !cited.contains(line) && !noted {
+                        self.note_at(*line, "acl", Carried::Info, format!("acl {name}: used by no translated rule (those using it are reported)"));
+                    }
+                }
+            }
+        }
+        let backs = std::mem::take(&mut self.backs);
+        for (name, b) in &backs {
+            if b.servers.is_empty() && !used_backs.contains(name) {
+                continue;
+            }
+            self.upstream(b, &file);
+        }
+        self.backs = backs;
+    }
+
+    fn stats_only(&self, f: &Front) -> bool {
+        !f.stats.is_empty()
+            && f.use_rules.is_empty()
+            && (f.default_backend.is_none()
+                || (f.is_listen
+                    && self
+                        .backs
+                        .get(&f.name)
+                        .is_some_and(|b| b.servers.is_empty())))
+    }
+
+    fn listener(&mut self, f: &Front, bind: &Bind, name: &str, total: usize, file: &str) -> Block {
+        let mut lines = vec![bind.line];
+        lines.extend(&bind.extra_lines);
+        lines.extend(f.mode_line);
+        let mut blk = Block::new("[[listener]]", String::new());
+        blk.set("name", name);
+        blk.set("listen", format!("{}:{}", bind.addr, bind.port));
+        if bind.accept_proxy {
+            blk.set_commented("proxy_protocol", true, "bind … accept-proxy");
+        }
+        // The process-wide cap also bounds every frontend's.
+        let own = bind.maxconn.map(|m| (m, bind.line)).or(f.maxconn);
+        let maxconn = match (own, self.global.maxconn) {
+            (Some(o), Some(g)) => {
+                lines.push(g.1);
+                Some(if g.0 < o.0 { g } else { o })
+            }
+            (o, g) => o.or(g),
+        };
+        if let Some((m, line)) = maxconn {
+            lines.push(line);
+            if Some((m, line)) == self.global.maxconn && total > 1 {
+                self.note_at(line, "maxconn", Carried::Approximate, format!("the global maxconn is the whole process's; Switchyard caps each listener ({total} here) at {m}"));
+            }
+            blk.set("max_connections", i64::from(m));
+        }
+        if let Some((d, line)) = &f.timeout_http_request {
+            lines.push(*line);
+            blk.set("client_header_timeout", d.as_str());
+        }
+        if let Some((d, line)) = &f.timeout_client {
+            lines.push(*line);
+            blk.set("client_body_timeout", d.as_str());
+            self.note_at(*line, "timeout client", Carried::Approximate, "bounds each pause in a request body here (client_body_timeout); a request head has client_header_timeout (timeout http-request) and a slow reader of a response no timeout");
+        }
+        // HAProxy's keep-alive wait: http-keep-alive, else http-request, else client.
+        if let Some((d, line)) = f
+            .timeout_keep_alive
+            .as_ref()
+            .or(f.timeout_http_request.as_ref())
+            .or(f.timeout_client.as_ref())
+        {
+            lines.push(*line);
+            blk.set("keepalive_timeout", d.as_str());
+        }
+        if let Some(tls) = &bind.tls {
+            let Some(cert) = tls.certs.first() else {
+                self.note_at(bind.line, "bind", Carried::Dropped, "ssl without crt: the listener is written without TLS; add [listener.tls] cert and key");
+                blk.comments = vec![format!(
+                    "from {file}:{} ({} {})",
+                    lines_of(&lines),
+                    if f.is_listen { "listen" } else { "frontend" },
+                    f.name
+                )];
+                return blk;
+            };
+            let mut t = toml::Table::new();
+            t.insert("cert".into(), cert.clone().into());
+            t.insert("key".into(), cert.clone().into());
+            let min = tls.min_version.clone().or_else(|| {
+                self.global.min_version.clone().map(|(v, l)| {
+                    lines.push(l);
+                    v
+                })
+            });
+            if let Some(v) = min {
+                match v.as_str() {
+                    "TLSv1.3" => {
+                        t.insert("min_version".into(), "1.3".into());
+                    }
+                    "TLSv1.2" => {
+                        t.insert("min_version".into(), "1.2".into());
+                    }
+                    _ => self.note_at(
+                        bind.line,
+                        "ssl-min-ver",
+                        Carried::Approximate,
+                        format!("{v}: Switchyard speaks TLS 1.2 and 1.3 only"),
+                    ),
+                }
+            }
+            if let Some(l) = self.global.no_tickets {
+                lines.push(l);
+                t.insert("session_tickets".into(), false.into());
+            }
+            if tls.certs.len() > 1 {
+                let sni: Vec<toml::Value> = tls.certs[1..]
+                    .iter()
+                    .map(|c| out::table([("cert", c.as_str().into()), ("key", c.as_str().into())]))
+                    .collect();
+                t.insert("sni".into(), toml::Value::Array(sni));
+            }
+            if cert.ends_with('/') || Path::new(cert).is_dir() {
+                self.note_at(bind.line, "bind", Carried::Dropped, format!("crt {cert} is a directory: list each certificate file (cert = key = the PEM holding both) in [listener.tls] and [[listener.tls.sni]]"));
+            } else {
+                self.note_at(
+                    bind.line,
+                    "bind",
+                    Carried::Info,
+                    "the crt PEM (certificate and key in one file) is both tls.cert and tls.key",
+                );
+            }
+            blk.set("tls", toml::Value::Table(t));
+        }
+        blk.comments = vec![format!(
+            "from {file}:{} ({} {})",
+            lines_of(&lines),
+            if f.is_listen { "listen" } else { "frontend" },
+            f.name
+        )];
+        blk
+    }
+
+    /// The route plan of a frontend for its plain or TLS listeners: the targets,
+    /// the routes, for each rule (index + 1; 0: the default) its lines, and each
+    /// rule's target.
+    #[allow(clippy::type_complexity)]
+    fn plan(
+        &mut self,
+        f: &Front,
+        ssl: bool,
+    ) -> (Vec<Target>, Vec<routes::Route>, Vec<Vec<usize>>, Vec<usize>) {
+        let default = match &f.default_backend {
+            Some((b, _)) => Target::Backend(b.clone()),
+            None => Target::NoBackend,
+        };
+        let mut targets = vec![default];
+        let mut sources = vec![f
+            .default_backend
+            .iter()
+            .map(|(_, l)| *l)
+            .collect::<Vec<_>>()];
+        let mut rules = Vec::new();
+        for r in f
+            .hr_redirects
+            .iter()
+            .chain(&f.redirects)
+            .chain(&f.use_rules)
+        {
+            let l = self
+                .sections
+                .iter()
+                .flat_map(|s| &s.lines)
+                .find(|x| x.line == r.line)
+                .cloned();
+            match self.condition(f, &r.cond, ssl) {
+                Ok((any_of, acl_lines, notes)) => {
+                    if let Some(l) = &l {
+                        for (c, m) in notes {
+                            self.note(l, c, m);
+                        }
+                    }
+                    if any_of.is_empty() {
+                        continue;
+                    }
+                    let target = match targets.iter().position(|t| *t == r.target) {
+                        Some(i) => i,
+                        None => {
+                            targets.push(r.target.clone());
+                            targets.len() - 1
+                        }
+                    };
+                    let mut ls = acl_lines;
+                    ls.push(r.line);
+                    sources.push(ls);
+                    rules.push(routes::Rule { target, any_of });
+                }
+                Err(why) => {
+                    if let Some(l) = &l {
+                        self.note(l, Carried::Dropped, format!("not translated: {why}"));
+                    }
+                }
+            }
+        }
+        let rule_targets = rules.iter().map(|r| r.target).collect();
+        (targets, routes::plan(&rules, 0), sources, rule_targets)
+    }
+
+    /// A condition (`if`/`unless` and its words) on a plain (`ssl` false) or TLS
+    /// listener, as conjunctions (none: never), with the ACL lines it uses.
+    fn condition(
+        &self,
+        f: &Front,
+        cond: &[String],
+        ssl: bool,
+    ) -> Result<(Vec<Conj>, Vec<usize>, Notes), String> {
+        let mut notes = Vec::new();
+        let Some((kw, words)) = cond.split_first() else {
+            return Ok((vec![Conj::default()], Vec::new(), notes));
+        };
+        let mut lines = Vec::new();
+        // Terms, as alternatives each; disjuncts split by `||` / `or`.
+        let mut disjuncts: Vec<Vec<(bool, Vec<Alt>)>> = vec![Vec::new()];
+        let mut i = 0;
+        while i < words.len() {
+            let w = words[i].as_str();
+            if w == "||" || w == "or" {
+                disjuncts.push(Vec::new());
+                i += 1;
+                continue;
+            }
+            let (neg, w) = match w.strip_prefix('!') {
+                Some("") => {
+                    i += 1;
+                    (true, words.get(i).map(String::as_str).unwrap_or(""))
+                }
+                Some(rest) => (true, rest),
+                None => (false, w),
+            };
+            let alts: Vec<Alt> = if w == "{" {
+                let end = words[i..]
+                    .iter()
+                    .position(|x| x == "}")
+                    .ok_or("unclosed {")?
+                    + i;
+                let inner = &words[i + 1..end];
+                i = end;
+                let (alt, n) = criterion(inner)?;
+                notes.extend(n);
+                vec![alt]
+            } else {
+                match w {
+                    "TRUE" => vec![Alt::Const(true)],
+                    "FALSE" => vec![Alt::Const(false)],
+                    _ => {
+                        let defs = f
+                            .acls
+                            .get(w)
+                            .ok_or_else(|| format!("acl `{w}` is not defined in this section"))?;
+                        let mut v = Vec::new();
+                        for (line, d) in defs {
+                            lines.push(*line);
+                            v.extend(
+                                d.clone()
+                                    .map_err(|e| format!("acl {w} (line {line}): {e}"))?,
+                            );
+                        }
+                        v
+                    }
+                }
+            };
+            disjuncts.last_mut().expect("one").push((neg, alts));
+            i += 1;
+        }
+        let negate_all = kw == "unless";
+        if negate_all && (disjuncts.len() != 1 || disjuncts[0].len() != 1) {
+            return Err("`unless` with more than one term has no route equivalent".into());
+        }
+        let mut out = Vec::new();
+        for d in disjuncts {
+            // Each term: one alternative of it must hold; product over terms.
+            let mut conjs: Vec<Option<Conj>> = vec![Some(Conj::default())];
+            for (neg, alts) in d {
+                let neg = neg ^ negate_all;
+                let alts: Vec<Alt> = alts
+                    .into_iter()
+                    .map(|a| match a {
+                        Alt::Ssl => Alt::Const(ssl),
+                        a => a,
+                    })
+                    .collect();
+                let alts = if neg {
+                    if alts.iter().all(|a| matches!(a, Alt::Const(_))) {
+                        vec![Alt::Const(
+                            !alts.iter().any(|a| matches!(a, Alt::Const(true))),
+                        )]
+                    } else {
+                        return Err(
+                            "a negated host or path condition has no route equivalent".into()
+                        );
+                    }
+                } else {
+                    alts
+                };
+                let mut next = Vec::new();
+                for c in &conjs {
+                    for a in &alts {
+                        next.push(c.as_ref().and_then(|c| and(c, a)));
+                    }
+                }
+                conjs = next;
+                if conjs.len() > 256 {
+                    return Err("too many combinations of conditions".into());
+                }
+            }
+            out.extend(conjs.into_iter().flatten());
+        }
+        Ok((out, lines, notes))
+    }
+
+    fn action(&self, blk: &mut Block, target: &Target) {
+        match target {
+            Target::Backend(name) => {
+                blk.set("upstream", name.as_str());
+                let Some(b) = self.backs.get(name) else {
+                    return;
+                };
+                if let Some((d, _)) = &b.timeout_connect {
+                    blk.set("connect_timeout", d.as_str());
+                }
+                if let Some((d, _)) = &b.timeout_server {
+                    blk.set("read_timeout", d.as_str());
+                    blk.set("send_timeout", d.as_str());
+                }
+                if let Some((d, _)) = &b.timeout_tunnel {
+                    blk.set("tunnel_timeout", d.as_str());
+                }
+                let retries = b.retries.map_or(DEFAULT_RETRIES, |(n, _)| n);
+                blk.set_commented(
+                    "next_upstream",
+                    toml::Value::Array(Vec::new()),
+                    "HAProxy retries failed connects only (retry-on connect-failure)",
+                );
+                blk.set_commented(
+                    "next_upstream_tries",
+                    i64::from(retries) + 1,
+                    format!("retries {retries}, plus the first attempt"),
+                );
+            }
+            Target::Redirect { status, location } => {
+                blk.set(
+                    "redirect",
+                    out::table([
+                        ("status", i64::from(*status).into()),
+                        ("location", location.as_str().into()),
+                    ]),
+                );
+            }
+            Target::NoBackend => {
+                blk.set_commented(
+                    "respond",
+                    out::table([
+                        ("status", 503.into()),
+                        ("body", NO_BACKEND_BODY.into()),
+                        ("content_type", "text/html".into()),
+                    ]),
+                    "HAProxy's answer when no backend takes a request",
+                );
+            }
+        }
+    }
+
+    fn upstream(&mut self, b: &Back, file: &str) {
+        let mut lines = format!("{}-{}", b.line, b.end);
+        if let Some((s, e)) = b.defaults {
+            lines = format!("{s}-{e}, {lines}");
+        }
+        let mut blk = Block::new(
+            format!("[upstream.{}]", out::key(&b.name)),
+            format!("from {file}:{lines} (backend {})", b.name),
+        );
+        if let Some(((balance, key), _)) = &b.balance {
+            blk.set("balance", balance.as_str());
+            if let Some(k) = key {
+                blk.set("hash_key", k.as_str());
+            }
+        }
+        if let Some((f, line)) = b.hash_balance_factor {
+            if b.balance
+                .as_ref()
+                .is_some_and(|((bal, _), _)| bal == "hash")
+            {
+                blk.set("hash_balance_factor", f);
+            } else {
+                self.note_at(line, "hash-balance-factor", Carried::Dropped, "applies to hashing balance algorithms only (as in HAProxy): nothing to translate");
+            }
+        }
+        if let Some((cookie, _)) = &b.sticky {
+            blk.set("sticky", out::table([("cookie", cookie.as_str().into())]));
+            if b.servers.iter().all(|s| s.cookie.is_none()) {
+                self.note_at(b.sticky.as_ref().map_or(b.line, |s| s.1), "cookie", Carried::Approximate, "no server has a `cookie` value, so HAProxy never made clients stick; Switchyard's sticky does");
+            }
+        }
+        if let Some(tls) = &b.tls {
+            blk.set("tls", tls.clone());
+        }
+        if let Some((d, _)) = &b.timeout_queue {
+            if b.servers
+                .iter()
+                .any(|s| s.entry.iter().any(|(k, _)| *k == "max_conns"))
+            {
+                blk.set("queue", out::table([("timeout", d.as_str().into())]));
+            }
+        }
+        if let Some((n, line)) = b.retries {
+            if b.redispatch.is_some() {
+                self.note_at(line, "retries", Carried::Info, "on routes to this upstream: next_upstream_tries (retries + 1); each retry goes to another server");
+            } else {
+                self.note_at(line, "retries", Carried::Approximate, format!("next_upstream_tries = {} on routes to this upstream; Switchyard retries on another server, never the same one (HAProxy without option redispatch retries the same server)", n + 1));
+            }
+        }
+        if let Some(line) = b.redispatch {
+            self.note_at(
+                line,
+                "option redispatch",
+                Carried::Info,
+                "Switchyard always sends a retry to a server not yet tried",
+            );
+        }
+        let servers: Vec<toml::Value> = b
+            .servers
+            .iter()
+            .map(|s| out::table(s.entry.iter().map(|(k, v)| (*k, v.clone()))))
+            .collect();
+        blk.set_commented("servers", toml::Value::Array(servers), "max_fails = 0: HAProxy does not rest a server for failed requests, only for failed checks");
+        self.out.doc.push(blk);
+        self.health(b, file);
+    }
+
+    fn health(&mut self, b: &Back, file: &str) {
+        let checked: Vec<&Server> = b.servers.iter().filter(|s| s.check).collect();
+        let Some(first) = checked.first() else {
+            if let Some((_, line)) = &b.httpchk {
+                self.note_at(
+                    *line,
+                    "option httpchk",
+                    Carried::Info,
+                    "no server has `check`: HAProxy does not check them, nor does Switchyard",
+                );
+            }
+            return;
+        };
+        let Some(((method, path, host), line)) = &b.httpchk else {
+            self.note_at(first.line, "check", Carried::Dropped, "TCP connect checks (check without option httpchk) have no equivalent: add [upstream.NAME.health_check] with a path the servers answer; failed connects still move requests to other servers");
+            return;
+        };
+        let mut lines = vec![*line];
+        if checked.len() < b.servers.len() {
+            self.note_at(
+                *line,
+                "option httpchk",
+                Carried::Approximate,
+                "Switchyard checks every server of the upstream, including those without `check`",
+            );
+        }
+        let same = |f: &dyn Fn(&Server) -> String| checked.iter().all(|s| f(s) == f(first));
+        if !same(&|s| format!("{:?}{:?}{:?}{:?}", s.inter, s.rise, s.fall, s.port)) {
+            self.note_at(first.line, "server", Carried::Approximate, "inter/rise/fall/port differ between servers: the upstream's health_check takes the first checked server's");
+        }
+        let mut blk = Block::new(
+            format!("[upstream.{}.health_check]", out::key(&b.name)),
+            String::new(),
+        );
+        blk.set("method", method.as_str());
+        blk.set("path", path.as_str());
+        if let Some(h) = host {
+            blk.set("host", h.as_str());
+        }
+        if let Some(p) = first.port {
+            blk.set("port", i64::from(p));
+        }
+        let inter = first
+            .inter
+            .clone()
+            .unwrap_or_else(|| DEFAULT_INTER.to_owned());
+        blk.set("interval", inter.as_str());
+        // Without `timeout check`, HAProxy bounds a whole check by `inter`.
+        let timeout = b.timeout_check.as_ref().map_or(inter, |(d, l)| {
+            lines.push(*l);
+            d.clone()
+        });
+        blk.set("timeout", timeout);
+        if let Some((n, l)) = self.global.spread_checks {
+            lines.push(l);
+            blk.set("jitter", format!("{n}%"));
+        }
+        blk.set("rise", i64::from(first.rise.unwrap_or(DEFAULT_RISE)));
+        blk.set("fall", i64::from(first.fall.unwrap_or(DEFAULT_FALL)));
+        if let Some(((key, v), l)) = &b.expect {
+            lines.push(*l);
+            blk.set(key, v.as_str());
+        }
+        lines.push(first.line);
+        blk.comments = vec![format!(
+            "from {file}:{} (option httpchk, server … check)",
+            lines_of(&lines)
+        )];
+        self.out.doc.push(blk);
+    }
+}
+
+/// A condition's term and an alternative of the next: their intersection, or
+/// `None` when nothing satisfies both.
+fn and(c: &Conj, a: &Alt) -> Option<Conj> {
+    let mut c = c.clone();
+    match a {
+        Alt::Const(true) => Some(c),
+        Alt::Const(false) | Alt::Ssl => None,
+        Alt::Host(hs) => {
+            c.hosts = Some(match c.hosts.take() {
+                None => hs.clone(),
+                Some(old) => {
+                    let mut v = Vec::new();
+                    for x in &old {
+                        for y in hs {
+                            if let Some(z) = host_and(x, y) {
+                                v.push(z);
+                            }
+                        }
+                    }
+                    v
+                }
+            });
+            c.hosts.as_ref().is_some_and(|h| !h.is_empty()).then_some(c)
+        }
+        Alt::Path(ps) => {
+            c.paths = Some(match c.paths.take() {
+                None => ps.clone(),
+                Some(old) => {
+                    let mut v = Vec::new();
+                    for x in &old {
+                        for y in ps {
+                            if let Some(z) = path_and(x, y) {
+                                v.push(z);
+                            }
+                        }
+                    }
+                    v
+                }
+            });
+            c.paths.as_ref().is_some_and(|p| !p.is_empty()).then_some(c)
+        }
+    }
+}
+
+fn host_and(a: &HostPat, b: &HostPat) -> Option<HostPat> {
+    use HostPat::{Exact, Suffix};
+    match (a, b) {
+        (Exact(x), Exact(y)) => (x == y).then(|| a.clone()),
+        (Exact(x), Suffix(s)) | (Suffix(s), Exact(x)) => {
+            (x.len() > s.len() && x.ends_with(s.as_str())).then(|| Exact(x.clone()))
+        }
+        (Suffix(x), Suffix(y)) => {
+            if x.ends_with(y.as_str()) {
+                Some(a.clone())
+            } else if y.ends_with(x.as_str()) {
+                Some(b.clone())
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn path_and(a: &PathPat, b: &PathPat) -> Option<PathPat> {
+    use PathPat::{Exact, Prefix};
+    match (a, b) {
+        (Exact(x), Exact(y)) => (x == y).then(|| a.clone()),
+        (Exact(x), Prefix(p)) | (Prefix(p), Exact(x)) => {
+            x.starts_with(p.as_str()).then(|| Exact(x.clone()))
+        }
+        (Prefix(x), Prefix(y)) => {
+            if x.starts_with(y.as_str()) {
+                Some(a.clone())
+            } else if y.starts_with(x.as_str()) {
+                Some(b.clone())
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// `CRITERION [FLAGS] PATTERNS` as one alternative, or why not.
+fn criterion(words: &[String]) -> Result<(Alt, Vec<(Carried, String)>), String> {
+    let mut notes = Vec::new();
+    let Some(crit) = words.first() else {
+        return Err("no criterion".into());
+    };
+    let mut nocase = false;
+    let mut method: Option<&str> = None;
+    let mut i = 1;
+    while i < words.len() && words[i].starts_with('-') {
+        match words[i].as_str() {
+            "-i" => nocase = true,
+            "-m" => {
+                method = words.get(i + 1).map(String::as_str);
+                i += 1;
+            }
+            "--" => {
+                i += 1;
+                break;
+            }
+            "-f" => return Err("patterns from a file (-f) are not read".into()),
+            other => return Err(format!("flag {other} is not translated")),
+        }
+        i += 1;
+    }
+    let patterns: Vec<String> = words[i..].to_vec();
+    let crit_l = crit.to_ascii_lowercase();
+    let kind = match (crit_l.as_str(), method) {
+        ("ssl_fc", None) if patterns.is_empty() => return Ok((Alt::Ssl, notes)),
+        ("path_beg", None) | ("path", Some("beg")) => "path_beg",
+        ("path", None | Some("str")) => "path",
+        ("hdr(host)" | "req.hdr(host)", None | Some("str")) => "host",
+        ("hdr_end(host)", None) | ("hdr(host)" | "req.hdr(host)", Some("end")) => "host_end",
+        _ => {
+            return Err(format!(
+                "criterion `{crit}`{} has no route equivalent (routes match host exactly or by *. suffix, and path by prefix or exactly)",
+                method.map(|m| format!(" -m {m}")).unwrap_or_default()
+            ))
+        }
+    };
+    if patterns.is_empty() {
+        return Err("no pattern".into());
+    }
+    match kind {
+        "path_beg" | "path" => {
+            for p in &patterns {
+                if !p.starts_with('/')
+                    || p.contains("//")
+                    || p.contains("/./")
+                    || p.contains("/../")
+                    || p.contains('%')
+                {
+                    return Err(format!("path `{p}` is not in the normal form routes match (starts with /, no //, dot segments or escapes)"));
+                }
+            }
+            if nocase {
+                notes.push((
+                    Carried::Approximate,
+                    "-i: paths are matched case-sensitively by Switchyard's router".to_owned(),
+                ));
+            }
+            Ok((
+                Alt::Path(
+                    patterns
+                        .into_iter()
+                        .map(|p| {
+                            if kind == "path" {
+                                PathPat::Exact(p)
+                            } else {
+                                PathPat::Prefix(p)
+                            }
+                        })
+                        .collect(),
+                ),
+                notes,
+            ))
+        }
+        _ => {
+            let mut hosts = Vec::new();
+            for p in &patterns {
+                if p.contains(':') {
+                    return Err(format!(
+                        "host `{p}` names a port; routes match the host without its port"
+                    ));
+                }
+                let h = p.to_ascii_lowercase();
+                if kind == "host" {
+                    hosts.push(HostPat::Exact(h));
+                } else if h.starts_with('.') && h.len() > 1 {
+                    hosts.push(HostPat::Suffix(h));
+                } else {
+                    notes.push((Carried::Approximate, format!("hdr_end(host) {p}: translated as host {h} and *.{h}; HAProxy would also take names merely ending so (such as x{h})")));
+                    hosts.push(HostPat::Exact(h.clone()));
+                    hosts.push(HostPat::Suffix(format!(".{h}")));
+                }
+            }
+            if !nocase {
+                notes.push((Carried::Info, "without -i HAProxy compares the host's case; Switchyard matches host names in any case".to_owned()));
+            }
+            Ok((Alt::Host(hosts), notes))
+        }
+    }
+}
+
+/// Listener names: the section's name, with the port when it has several binds
+/// (and an index when ports repeat).
+fn listener_names(f: &Front) -> Vec<String> {
+    if f.binds.len() == 1 {
+        return vec![f.name.clone()];
+    }
+    let mut names: Vec<String> = Vec::new();
+    for (i, b) in f.binds.iter().enumerate() {
+        let mut n = format!("{}-{}", f.name, b.port);
+        if names.contains(&n) {
+            n = format!("{n}-{}", i + 1);
+        }
+        names.push(n);
+    }
+    names
+}
+
+/// Keywords HAProxy sections take, for telling a directive this import does
+/// not translate from a misspelt section keyword.
+fn known(w: &str) -> bool {
+    const KNOWN: &[&str] = &[
+        "acl",
+        "backlog",
+        "balance",
+        "bind",
+        "capture",
+        "ca-base",
+        "chroot",
+        "compression",
+        "cookie",
+        "cpu-map",
+        "crt-base",
+        "daemon",
+        "declare",
+        "default-server",
+        "default_backend",
+        "description",
+        "disabled",
+        "dispatch",
+        "email-alert",
+        "enabled",
+        "errorfile",
+        "errorfiles",
+        "errorloc",
+        "errorloc302",
+        "errorloc303",
+        "external-check",
+        "filter",
+        "force-persist",
+        "fullconn",
+        "gid",
+        "grace",
+        "group",
+        "hash-balance-factor",
+        "hash-type",
+        "hard-stop-after",
+        "http-after-response",
+        "http-check",
+        "http-error",
+        "http-request",
+        "http-response",
+        "http-reuse",
+        "http-send-name-header",
+        "id",
+        "ignore-persist",
+        "load-server-state-from-file",
+        "log",
+        "log-format",
+        "log-format-sd",
+        "log-send-hostname",
+        "log-tag",
+        "lua-load",
+        "master-worker",
+        "max-keep-alive-queue",
+        "max-session-srv-conns",
+        "maxconn",
+        "maxconnrate",
+        "maxsessrate",
+        "maxsslconn",
+        "maxsslrate",
+        "maxzlibmem",
+        "minconn",
+        "mode",
+        "monitor",
+        "monitor-uri",
+        "nbproc",
+        "nbthread",
+        "no",
+        "node",
+        "option",
+        "persist",
+        "pidfile",
+        "rate-limit",
+        "redirect",
+        "retries",
+        "retry-on",
+        "server",
+        "server-state-file",
+        "server-state-file-name",
+        "server-template",
+        "source",
+        "spread-checks",
+        "ssl-default-bind-ciphers",
+        "ssl-default-bind-ciphersuites",
+        "ssl-default-bind-options",
+        "ssl-default-server-ciphers",
+        "ssl-default-server-ciphersuites",
+        "ssl-default-server-options",
+        "ssl-dh-param-file",
+        "ssl-server-verify",
+        "stats",
+        "stick",
+        "stick-table",
+        "tcp-check",
+        "tcp-request",
+        "tcp-response",
+        "timeout",
+        "uid",
+        "ulimit-n",
+        "unique-id-format",
+        "unique-id-header",
+        "use-server",
+        "use_backend",
+        "user",
+        "nameserver",
+        "peer",
+        "table",
+        "mailer",
+        "resolve_retries",
+        "hold",
+        "accepted_payload_size",
+        "resolution_pool_size",
+        "parse-resolv-conf",
+        "localpeer",
+        "total-max-size",
+        "max-object-size",
+        "max-age",
+        "process-vary",
+        "max-secondary-entries",
+        "users",
+        "insecure-password",
+        "password",
+        "command",
+        "format",
+        "size",
+        "ring",
+        "thread-groups",
+        "setenv",
+        "presetenv",
+        "resetenv",
+        "unsetenv",
+        "expose-experimental-directives",
+        "quiet",
+        "busy-polling",
+        "numa-cpu-mapping",
+        "insecure-fork-wanted",
+        "set-dumpable",
+        "strict-limits",
+        "localpeer",
+        "h1-case-adjust",
+        "lua-prepend-path",
+        "lua-load-per-thread",
+        "tune.ssl.default-dh-param",
+    ];
+    KNOWN.contains(&w)
+        || w.starts_with("tune.")
+        || w.starts_with("ssl-")
+        || w.starts_with("httpclient.")
+}

@@ -1,0 +1,390 @@
+//! From HAProxy's ordered rules to Switchyard's routes. HAProxy takes the first
+//! `redirect` or `use_backend` rule whose condition holds, else `default_backend`;
+//! Switchyard picks the most specific route (exact host, then wildcards, then no
+//! host; within it the exact path, then the longest prefix). The two agree only
+//! when the routes are laid out for it, so the plan does not translate rule by
+//! rule: it takes every host and path the conditions name, makes one candidate
+//! route per (host, path) pair whose target is what HAProxy would choose for
+//! requests there, then removes each candidate whose removal changes no answer,
+//! checked by running both choices on one request of every class the patterns
+//! divide requests into. What is left answers every request as HAProxy would (a
+//! later, more specific rule never steals an earlier rule's requests; a prefix
+//! ending in `/` gets the bare path as its own route where HAProxy would not have
+//! sent it to the same place, as Switchyard would otherwise answer it with 301).
+
+/// A host condition, as Switchyard can match it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum HostPat {
+    /// `hdr(host) -i example.com` (lower case).
+    Exact(String),
+    /// `hdr_end(host) -i .example.com`: the suffix, with its leading dot.
+    Suffix(String),
+}
+
+impl HostPat {
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPat::Exact(h) => h == host,
+            HostPat::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+        }
+    }
+
+    /// The `host` key of a route.
+    pub(crate) fn key(&self) -> String {
+        match self {
+            HostPat::Exact(h) => h.clone(),
+            HostPat::Suffix(s) => format!("*{s}"),
+        }
+    }
+}
+
+/// A path condition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum PathPat {
+    /// `path_beg /api/`
+    Prefix(String),
+    /// `path /ping`
+    Exact(String),
+}
+
+impl PathPat {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathPat::Prefix(p) => path.starts_with(p.as_str()),
+            PathPat::Exact(e) => e == path,
+        }
+    }
+}
+
+/// Conditions that must all hold: any of `hosts` (none: every host) and any of
+/// `paths` (none: every path).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Conj {
+    pub hosts: Option<Vec<HostPat>>,
+    pub paths: Option<Vec<PathPat>>,
+}
+
+impl Conj {
+    fn matches(&self, host: &str, path: &str) -> bool {
+        self.hosts
+            .as_ref()
+            .is_none_or(|hs| hs.iter().any(|h| h.matches(host)))
+            && self
+                .paths
+                .as_ref()
+                .is_none_or(|ps| ps.iter().any(|p| p.matches(path)))
+    }
+}
+
+/// One rule: its target (an index the caller gives meaning to) when any of its
+/// conjunctions holds.
+#[derive(Debug, Clone)]
+pub(crate) struct Rule {
+    pub target: usize,
+    pub any_of: Vec<Conj>,
+}
+
+/// A route of the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub host: Option<HostPat>,
+    pub path: PathPat,
+    pub target: usize,
+    /// The rule HAProxy takes there (`None`: the default).
+    pub rule: Option<usize>,
+}
+
+/// What HAProxy does with a request: the first rule that holds, else the default.
+fn haproxy(rules: &[Rule], default: usize, host: &str, path: &str) -> (usize, Option<usize>) {
+    rules
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.any_of.iter().any(|c| c.matches(host, path)))
+        .map_or((default, None), |(i, r)| (r.target, Some(i)))
+}
+
+/// What Switchyard's router does (`pipeline::route`): `None` is a 404 or the
+/// added-slash redirect, which no HAProxy rule gives.
+fn switchyard(routes: &[Route], host: &str, path: &str) -> Option<usize> {
+    let mut groups: Vec<&Option<HostPat>> = Vec::new();
+    for r in routes {
+        if !groups.contains(&&r.host) {
+            groups.push(&r.host);
+        }
+    }
+    let rank = |h: &Option<HostPat>| match h {
+        Some(HostPat::Exact(_)) => (0, 0),
+        Some(HostPat::Suffix(s)) => (1, usize::MAX - s.len()),
+        None => (2, 0),
+    };
+    groups.retain(|g| g.as_ref().is_none_or(|h| h.matches(host)));
+    groups.sort_by_key(|g| rank(g));
+    for g in groups {
+        let group: Vec<&Route> = routes.iter().filter(|r| &r.host == g).collect();
+        if let Some(r) = group
+            .iter()
+            .find(|r| r.path == PathPat::Exact(path.to_owned()))
+        {
+            return Some(r.target);
+        }
+        let prefix = |p: &str| {
+            group
+                .iter()
+                .any(|r| matches!(&r.path, PathPat::Prefix(x) if x == p))
+        };
+        if !path.ends_with('/') && prefix(&format!("{path}/")) && !prefix(path) {
+            return None;
+        }
+        let best = group
+            .iter()
+            .filter_map(|r| match &r.path {
+                PathPat::Prefix(p) if path.starts_with(p.as_str()) => Some((p.len(), r.target)),
+                _ => None,
+            })
+            .max_by_key(|(len, _)| *len);
+        if let Some((_, t)) = best {
+            return Some(t);
+        }
+    }
+    None
+}
+
+/// A marker no configured host or path contains, for requests that match no
+/// longer pattern.
+const OTHER: &str = "~switchyard-other~";
+
+/// The routes that answer every request as `rules` then `default` do.
+pub(crate) fn plan(rules: &[Rule], default: usize) -> Vec<Route> {
+    let mut hosts: Vec<HostPat> = Vec::new();
+    let mut paths: Vec<PathPat> = vec![PathPat::Prefix("/".to_owned())];
+    for c in rules.iter().flat_map(|r| &r.any_of) {
+        for h in c.hosts.iter().flatten() {
+            if !hosts.contains(h) {
+                hosts.push(h.clone());
+            }
+        }
+        for p in c.paths.iter().flatten() {
+            if !paths.contains(p) {
+                paths.push(p.clone());
+            }
+            // The bare form of a slashed prefix, which Switchyard would redirect.
+            if let PathPat::Prefix(x) = p {
+                if x.len() > 1 && x.ends_with('/') {
+                    let bare = PathPat::Exact(x[..x.len() - 1].to_owned());
+                    if !paths.contains(&bare) {
+                        paths.push(bare);
+                    }
+                }
+            }
+        }
+    }
+    // One request of each class: a host of each pattern and one of none; each
+    // path pattern, just inside it, and one outside every prefix.
+    let host_rep = |h: &Option<HostPat>| match h {
+        Some(HostPat::Exact(h)) => h.clone(),
+        Some(HostPat::Suffix(s)) => format!("{OTHER}{s}"),
+        None => format!("{OTHER}.invalid"),
+    };
+    let path_rep = |p: &PathPat| match p {
+        PathPat::Prefix(x) => format!("{x}{OTHER}"),
+        PathPat::Exact(e) => e.clone(),
+    };
+    let host_keys: Vec<Option<HostPat>> = hosts
+        .iter()
+        .cloned()
+        .map(Some)
+        .chain(std::iter::once(None))
+        .collect();
+    let host_reps: Vec<String> = host_keys.iter().map(host_rep).collect();
+    let mut path_reps: Vec<String> = paths.iter().map(path_rep).collect();
+    for p in &paths {
+        if let PathPat::Prefix(x) = p {
+            path_reps.push(x.clone());
+        }
+    }
+    path_reps.push(format!("/{OTHER}"));
+
+    let mut routes: Vec<Route> = Vec::new();
+    for h in &host_keys {
+        for p in &paths {
+            let (target, rule) = haproxy(rules, default, &host_rep(h), &path_rep(p));
+            routes.push(Route {
+                host: h.clone(),
+                path: p.clone(),
+                target,
+                rule,
+            });
+        }
+    }
+    let agrees = |routes: &[Route]| {
+        host_reps.iter().all(|h| {
+            path_reps
+                .iter()
+                .all(|p| switchyard(routes, h, p) == Some(haproxy(rules, default, h, p).0))
+        })
+    };
+    debug_assert!(agrees(&routes), "the full plan answers as HAProxy");
+    // Most specific first: they are the ones a less specific route can stand in for.
+    let specificity = |r: &Route| {
+        let h = match &r.host {
+            Some(HostPat::Exact(_)) => 0,
+            Some(HostPat::Suffix(_)) => 1,
+            None => 2,
+        };
+        let p = match &r.path {
+            PathPat::Exact(_) => 0,
+            PathPat::Prefix(x) => usize::MAX - x.len(),
+        };
+        (h, p)
+    };
+    let mut order: Vec<usize> = (0..routes.len()).collect();
+    order.sort_by_key(|&i| specificity(&routes[i]));
+    let mut keep = vec![true; routes.len()];
+    // Until nothing more can go: a bare path's route can go only once the
+    // slashed prefix that needed it has gone.
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for &i in &order {
+            if !keep[i] {
+                continue;
+            }
+            keep[i] = false;
+            let trial: Vec<Route> = routes
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(r, _)| r.clone())
+                .collect();
+            if agrees(&trial) {
+                changed = true;
+            } else {
+                keep[i] = true;
+            }
+        }
+    }
+    let mut kept: Vec<Route> = routes
+        .into_iter()
+        .zip(keep)
+        .filter(|(_, k)| *k)
+        .map(|(r, _)| r)
+        .collect();
+    // In the order a reader expects: by host as written, then most specific path.
+    kept.sort_by_key(|r| {
+        let hi = r
+            .host
+            .as_ref()
+            .and_then(|h| hosts.iter().position(|x| x == h))
+            .unwrap_or(usize::MAX);
+        (hi, specificity(r).1)
+    });
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(h: &str) -> Conj {
+        Conj {
+            hosts: Some(vec![HostPat::Exact(h.to_owned())]),
+            paths: None,
+        }
+    }
+
+    fn prefix(p: &str) -> Conj {
+        Conj {
+            hosts: None,
+            paths: Some(vec![PathPat::Prefix(p.to_owned())]),
+        }
+    }
+
+    fn keys(routes: &[Route]) -> Vec<(Option<String>, PathPat, usize)> {
+        routes
+            .iter()
+            .map(|r| (r.host.as_ref().map(HostPat::key), r.path.clone(), r.target))
+            .collect()
+    }
+
+    #[test]
+    fn independent_rules_give_one_route_each() {
+        let rules = [
+            Rule {
+                target: 1,
+                any_of: vec![host("api.example.com")],
+            },
+            Rule {
+                target: 2,
+                any_of: vec![prefix("/static")],
+            },
+        ];
+        assert_eq!(
+            keys(&plan(&rules, 0)),
+            [
+                (
+                    Some("api.example.com".into()),
+                    PathPat::Prefix("/".into()),
+                    1
+                ),
+                (None, PathPat::Prefix("/static".into()), 2),
+                (None, PathPat::Prefix("/".into()), 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_earlier_path_rule_keeps_its_requests_on_a_later_host() {
+        // HAProxy: /static on api.example.com goes to 2 (first match); a lone
+        // host route would take it in Switchyard.
+        let rules = [
+            Rule {
+                target: 2,
+                any_of: vec![prefix("/static")],
+            },
+            Rule {
+                target: 1,
+                any_of: vec![host("api.example.com")],
+            },
+        ];
+        let r = plan(&rules, 0);
+        assert!(keys(&r).contains(&(
+            Some("api.example.com".into()),
+            PathPat::Prefix("/static".into()),
+            2
+        )));
+        // A shorter prefix first shadows a longer one entirely.
+        let rules = [
+            Rule {
+                target: 1,
+                any_of: vec![prefix("/api")],
+            },
+            Rule {
+                target: 2,
+                any_of: vec![prefix("/api/v2")],
+            },
+        ];
+        assert_eq!(
+            keys(&plan(&rules, 0)),
+            [
+                (None, PathPat::Prefix("/api".into()), 1),
+                (None, PathPat::Prefix("/".into()), 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_slashed_prefix_keeps_the_bare_path_where_haproxy_sends_it() {
+        let rules = [Rule {
+            target: 1,
+            any_of: vec![prefix("/api/")],
+        }];
+        assert_eq!(
+            keys(&plan(&rules, 0)),
+            [
+                (None, PathPat::Exact("/api".into()), 0),
+                (None, PathPat::Prefix("/api/".into()), 1),
+                (None, PathPat::Prefix("/".into()), 0),
+            ]
+        );
+    }
+}
