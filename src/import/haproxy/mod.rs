@@ -79,7 +79,7 @@ struct Front {
     line: usize,
     binds: Vec<Bind>,
     /// ACL name → its definitions (line, the alternatives it matches or why not).
-    acls: BTreeMap<String, Vec<(usize, Result<Vec<Alt>, String>)>>,
+    acls: BTreeMap<String, Vec<AclDef>>,
     /// `http-request redirect`, then `redirect`, then `use_backend`: HAProxy's order.
     hr_redirects: Vec<FrontRule>,
     redirects: Vec<FrontRule>,
@@ -125,6 +125,10 @@ struct FrontRule {
     /// `if` or `unless`, then the condition's words (empty: always).
     cond: Vec<String>,
 }
+
+/// One `acl` line: its line number and what it matches, or why it cannot be
+/// translated.
+type AclDef = (usize, Result<Vec<Alt>, String>);
 
 /// One alternative an ACL matches.
 #[derive(Clone, Debug)]
@@ -902,7 +906,7 @@ impl<'a> Tr<'a> {
                 }
             }
             ("hash-balance-factor", n) => match n.parse::<f64>() {
-                Ok(v) if v == 0.0 => self.done(l),
+                Ok(0.0) => self.done(l),
                 Ok(v) if v >= 100.0 => {
                     b.hash_balance_factor = Some((v / 100.0, l.line));
                     self.done(l);
