@@ -39,6 +39,7 @@ const CASES: &[(&str, u8)] = &[
     ("api", 3),
     ("queue", 3),
     ("legacy", 3),
+    ("www", 3),
     ("broken-quote", 1),
     ("broken-outside", 1),
     ("broken-section", 1),
@@ -488,4 +489,30 @@ async fn bot_fleet_answers_as_haproxy_does() {
         probes.push((443, true, m, host, path));
     }
     equivalent("bot-fleet", &servers, &probes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn www_redirects_and_503s_as_haproxy_does() {
+    let servers = ["site-s1", "site-s2", "api-a1", "api-a2", "blogs-b1"];
+    let mut probes: Vec<Probe> = Vec::new();
+    for host in [
+        "example.com",
+        "www.example.com",
+        "eng.blog.example.com",
+        "blog.example.com",
+        "other.example.org",
+    ] {
+        for (m, path) in [
+            ("GET", "/"),
+            ("GET", "/api/v1/users?id=3"),
+            ("POST", "/api/v1/users"),
+            ("GET", "/api"),
+            ("GET", "/shop/cart"),
+            ("GET", "/shop"),
+            ("GET", "/about"),
+        ] {
+            probes.push((8088, false, m, host, path));
+        }
+    }
+    equivalent("www", &servers, &probes).await;
 }

@@ -1373,8 +1373,25 @@ impl<'a> Tr<'a> {
             }
         }
         let backs = std::mem::take(&mut self.backs);
-        for (name, b) in &backs {
-            if b.servers.is_empty() && !used_backs.contains(name) {
+        for b in backs.values() {
+            if b.servers.is_empty() {
+                let used = fronts.iter().any(|f| {
+                    f.use_rules
+                        .iter()
+                        .any(|r| r.target == Target::Backend(b.name.clone()))
+                        || f.default_backend
+                            .as_ref()
+                            .is_some_and(|(d, _)| *d == b.name)
+                });
+                if used {
+                    let what = format!("backend {}", b.name);
+                    self.note_at(
+                        b.line,
+                        what,
+                        Carried::Info,
+                        "no server: HAProxy answers 503, and so do the routes that would use it",
+                    );
+                }
                 continue;
             }
             self.upstream(b, &file);
@@ -1515,16 +1532,26 @@ impl<'a> Tr<'a> {
         f: &Front,
         ssl: bool,
     ) -> (Vec<Target>, Vec<routes::Route>, Vec<Vec<usize>>, Vec<usize>) {
+        // A backend without servers answers 503, as no backend does.
+        let empty: HashSet<String> = self
+            .backs
+            .values()
+            .filter(|b| b.servers.is_empty())
+            .map(|b| b.name.clone())
+            .collect();
+        let serving = |t: &Target| match t {
+            Target::Backend(b) if empty.contains(b) => Target::NoBackend,
+            t => t.clone(),
+        };
         let default = match &f.default_backend {
-            Some((b, _)) => Target::Backend(b.clone()),
+            Some((b, _)) => serving(&Target::Backend(b.clone())),
             None => Target::NoBackend,
         };
         let mut targets = vec![default];
         let mut sources = vec![f
             .default_backend
-            .iter()
-            .map(|(_, l)| *l)
-            .collect::<Vec<_>>()];
+            .as_ref()
+            .map_or(vec![f.line], |(_, l)| vec![*l])];
         let mut rules = Vec::new();
         for r in f
             .hr_redirects
@@ -1548,10 +1575,11 @@ impl<'a> Tr<'a> {
                     if any_of.is_empty() {
                         continue;
                     }
-                    let target = match targets.iter().position(|t| *t == r.target) {
+                    let t = serving(&r.target);
+                    let target = match targets.iter().position(|x| *x == t) {
                         Some(i) => i,
                         None => {
-                            targets.push(r.target.clone());
+                            targets.push(t);
                             targets.len() - 1
                         }
                     };
@@ -1736,9 +1764,16 @@ impl<'a> Tr<'a> {
     }
 
     fn upstream(&mut self, b: &Back, file: &str) {
-        let mut lines = format!("{}-{}", b.line, b.end);
+        let range = |a: usize, b: usize| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        };
+        let mut lines = range(b.line, b.end);
         if let Some((s, e)) = b.defaults {
-            lines = format!("{s}-{e}, {lines}");
+            lines = format!("{}, {lines}", range(s, e));
         }
         let mut blk = Block::new(
             format!("[upstream.{}]", out::key(&b.name)),
