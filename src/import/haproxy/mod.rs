@@ -32,6 +32,8 @@ const DEFAULT_FALL: u32 = 3;
 const DEFAULT_REDIRECT_CODE: u16 = 302;
 /// What HAProxy answers when no backend takes a request (its built-in 503 page).
 const NO_BACKEND_BODY: &str = "<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this request.\n</body></html>\n";
+/// What `option forwardfor` becomes.
+const FORWARDFOR: &str = "the proxy appends the client's address to X-Forwarded-For itself (and sets X-Real-IP, X-Forwarded-Proto, X-Forwarded-Host)";
 /// Where the status page lives when nothing says otherwise: the admin
 /// listener's default address.
 const ADMIN_DEFAULT: &str = "127.0.0.1:9901";
@@ -556,7 +558,7 @@ impl<'a> Tr<'a> {
             self.backs.insert(name.clone(), b);
         }
         if let Some(mut f) = front {
-            if f.is_listen && f.default_backend.is_none() && f.use_rules.is_empty() {
+            if f.is_listen && f.default_backend.is_none() {
                 // A listen section's own servers are its default backend.
                 f.default_backend = Some((name, s.line));
             }
@@ -584,6 +586,7 @@ impl<'a> Tr<'a> {
             ("errorfile" | "errorloc" | "errorloc302" | "errorloc303" | "errorfiles" | "http-error", _) => (Carried::Dropped, "not translated: Switchyard's error responses are fixed short bodies".into()),
             ("compression", _) => (Carried::Dropped, "not translated: Switchyard does not compress responses".into()),
             ("http-reuse", _) => (Carried::Info, "Switchyard reuses idle server connections (upstream keepalive)".into()),
+            ("server-template", _) => (Carried::Dropped, "not translated: write the servers, or one entry with resolve = true to follow a DNS name's addresses".into()),
             ("monitor-uri", _) => (Carried::Dropped, "not translated here: add a route { path_exact = \"URI\", respond = { status = 200 } } or probe the admin listener's /healthz".into()),
             ("description" | "id", _) => (Carried::Dropped, "not translated: informational only".into()),
             (w, _) if !known(w) => (Carried::Dropped, format!("unknown keyword in a {} section: not translated", kind.keyword())),
@@ -644,7 +647,7 @@ impl<'a> Tr<'a> {
                 if l.words.len() > 2 {
                     self.note(l, Carried::Approximate, "the proxy appends the client's address to X-Forwarded-For for every client, in that header (the `except`/`header`/`if-none` arguments are not translated)");
                 } else {
-                    self.note(l, Carried::Info, "the proxy appends the client's address to X-Forwarded-For itself (and sets X-Real-IP, X-Forwarded-Proto, X-Forwarded-Host)");
+                    self.note(l, Carried::Info, FORWARDFOR);
                 }
             }
             ("acl", _) if !from_defaults => self.acl(f, l),
@@ -750,6 +753,11 @@ impl<'a> Tr<'a> {
                 }
             }
             i += 1;
+        }
+        if tls.as_ref().is_some_and(|t| t.certs.is_empty()) {
+            // Serving plain HTTP where clients expect TLS would be no translation.
+            self.note(l, Carried::Dropped, "ssl without crt (crt-list?): the bind is not translated; write a listener with [listener.tls] cert and key");
+            return;
         }
         let mut any = false;
         for a in l.word(1).split(',') {
@@ -1029,6 +1037,7 @@ impl<'a> Tr<'a> {
                 Err(_) => self.note(l, Carried::Dropped, "not a number: not translated"),
             },
             ("option", "redispatch") => b.redispatch = Some(l.line),
+            ("option", "forwardfor") => self.note(l, Carried::Info, FORWARDFOR),
             ("no", "option") if l.word(2) == "redispatch" => self.done(l),
             ("fullconn" | "minconn", _) => self.note(
                 l,
@@ -2024,6 +2033,7 @@ fn criterion(words: &[String]) -> Result<(Alt, Vec<(Carried, String)>), String> 
         ("path", None | Some("str")) => "path",
         ("hdr(host)" | "req.hdr(host)", None | Some("str")) => "host",
         ("hdr_end(host)", None) | ("hdr(host)" | "req.hdr(host)", Some("end")) => "host_end",
+        ("hdr_dom(host)", None) | ("hdr(host)" | "req.hdr(host)", Some("dom")) => "host_dom",
         _ => {
             return Err(format!(
                 "criterion `{crit}`{} has no route equivalent (routes match host exactly or by *. suffix, and path by prefix or exactly)",
@@ -2079,6 +2089,10 @@ fn criterion(words: &[String]) -> Result<(Alt, Vec<(Carried, String)>), String> 
                 let h = p.to_ascii_lowercase();
                 if kind == "host" {
                     hosts.push(HostPat::Exact(h));
+                } else if kind == "host_dom" {
+                    notes.push((Carried::Approximate, format!("hdr_dom(host) {p}: translated as host {h} and *.{h}; HAProxy would also take names with it further left (such as {h}.example.net)")));
+                    hosts.push(HostPat::Exact(h.clone()));
+                    hosts.push(HostPat::Suffix(format!(".{h}")));
                 } else if h.starts_with('.') && h.len() > 1 {
                     hosts.push(HostPat::Suffix(h));
                 } else {
