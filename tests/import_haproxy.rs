@@ -14,7 +14,8 @@
 //! `BACKEND-SERVER`; Switchyard runs the import of that same rewritten config in
 //! front of the same origins. The same requests (hosts, paths, methods, plain and
 //! TLS) go to both: same status, same backend (the origin name's prefix), same
-//! redirect location, and the same `Host` and `X-Forwarded-For` at the origin.
+//! redirect location, the same `Host`, `X-Forwarded-For` and headers the config
+//! sets or removes at the origin, and the response headers it sets.
 //! Headers that differ by design: Switchyard also sets `X-Real-IP`,
 //! `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Request-Id`, which HAProxy
 //! sends only when told to (checked here on Switchyard's side).
@@ -311,6 +312,8 @@ async fn exchange(addr: SocketAddr, tls: bool, method: &str, host: &str, path: &
         .method(method)
         .uri(path)
         .header("host", host)
+        // A header the api config removes.
+        .header("x-debug", "1")
         .body(Full::new(Bytes::new()))
         .unwrap();
     let fut = async {
@@ -403,9 +406,22 @@ async fn equivalent(name: &str, servers: &[&str], probes: &[Probe]) {
             b.header("location"),
             "{what}: redirect"
         );
+        if a.header("x-origin").is_some() {
+            assert_eq!(
+                a.header("x-content-type-options"),
+                b.header("x-content-type-options"),
+                "{what}: response header"
+            );
+        }
         // The sample origin reports what it received (`/ping` answers `pong` alone).
         if a.body.contains("\nrequest: ") {
-            for h in ["host", "x-forwarded-for"] {
+            for h in [
+                "host",
+                "x-forwarded-for",
+                "x-client-ip",
+                "x-api-version",
+                "x-debug",
+            ] {
                 assert_eq!(a.seen(h), b.seen(h), "{what}: {h} at the origin");
             }
             // By design: Switchyard's own proxy headers.

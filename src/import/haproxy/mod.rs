@@ -95,6 +95,7 @@ struct Front {
     stats: Vec<usize>,
     /// Its own `mode http` line, if any.
     mode_line: Option<usize>,
+    headers: Headers,
     is_listen: bool,
 }
 
@@ -126,6 +127,75 @@ struct FrontRule {
     target: Target,
     /// `if` or `unless`, then the condition's words (empty: always).
     cond: Vec<String>,
+}
+
+/// Headers set (an empty value: removed) on requests to the servers and on
+/// responses: (name, value, line).
+#[derive(Default, Clone)]
+struct Headers {
+    request: Vec<(String, String, usize)>,
+    response: Vec<(String, String, usize)>,
+}
+
+/// Headers the proxy sets itself (README, Headers): rules on them are not
+/// translated into set_headers, which would replace the proxy's own value.
+const PROXY_HEADERS: &[&str] = &[
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "host",
+];
+
+/// `http-request|http-response set-header|add-header|del-header NAME [VALUE]`,
+/// unconditional and with a fixed value (or `%[src]` on requests): into
+/// `headers`, with the note it needs; `None` when it cannot be translated.
+fn header_rule(l: &Line, headers: &mut Headers) -> Option<Option<(Carried, String)>> {
+    let request = l.word(0) == "http-request";
+    let action = l.word(1);
+    let name = l.word(2).to_owned();
+    if name.is_empty() || PROXY_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return None;
+    }
+    let (value, rest) = match action {
+        "del-header" => (String::new(), &l.words[3.min(l.words.len())..]),
+        "set-header" | "add-header" if l.words.len() >= 4 => {
+            let v = l.word(3);
+            let v = if request && v == "%[src]" {
+                "$remote_addr".to_owned()
+            } else if v.contains('%') {
+                return None;
+            } else {
+                literal(v)
+            };
+            (v, &l.words[4..])
+        }
+        _ => return None,
+    };
+    if !rest.is_empty() {
+        return None;
+    }
+    let note = match (action, request) {
+        ("add-header", _) => Some((
+            Carried::Approximate,
+            format!(
+                "{name} is set, replacing a value already there, where HAProxy adds a second one"
+            ),
+        )),
+        (_, false) => Some((
+            Carried::Info,
+            "response_headers: also on the proxy's own answers of these routes (errors)".to_owned(),
+        )),
+        _ => None,
+    };
+    let list = if request {
+        &mut headers.request
+    } else {
+        &mut headers.response
+    };
+    list.retain(|(n, _, _)| !n.eq_ignore_ascii_case(&name));
+    list.push((name, value, l.line));
+    Some(note)
 }
 
 /// One `acl` line: its line number and what it matches, or why it cannot be
@@ -165,6 +235,9 @@ struct Back {
     retries: At<u32>,
     redispatch: Option<usize>,
     tls: Option<toml::Value>,
+    headers: Headers,
+    /// A `listen` section: its header rules are its frontend side's.
+    is_listen: bool,
 }
 
 struct Server {
@@ -537,6 +610,7 @@ impl<'a> Tr<'a> {
             defaults: defaults
                 .filter(|d| !d.lines.is_empty())
                 .map(|d| (d.line, d.end)),
+            is_listen: s.kind == Kind::Listen,
             ..Back::default()
         });
         for (l, from_defaults) in lines {
@@ -673,6 +747,15 @@ impl<'a> Tr<'a> {
             ("stats", _) => {
                 f.stats.push(l.line);
                 self.done(l);
+            }
+            ("http-request" | "http-response", _) if !from_defaults => {
+                match header_rule(l, &mut f.headers) {
+                    Some(note) => match note {
+                        Some((c, m)) => self.note(l, c, m),
+                        None => self.done(l),
+                    },
+                    None => return Ok(false),
+                }
             }
             _ => return Ok(false),
         }
@@ -1045,6 +1128,15 @@ impl<'a> Tr<'a> {
                 "not translated: server limits are fixed (max_conns), not dynamic",
             ),
             ("stats", _) => {}
+            ("http-request" | "http-response", _) if !from_defaults && !b.is_listen => {
+                match header_rule(l, &mut b.headers) {
+                    Some(note) => match note {
+                        Some((c, m)) => self.note(l, c, m),
+                        None => self.done(l),
+                    },
+                    None => return false,
+                }
+            }
             _ => return false,
         }
         true
@@ -1326,17 +1418,7 @@ impl<'a> Tr<'a> {
                         if let Target::Backend(b) = target {
                             used_backs.insert(b.clone());
                         }
-                        lines.sort_unstable();
-                        cited.extend(&lines);
-                        let mut blk = Block::new(
-                            "[[route]]",
-                            format!(
-                                "from {file}:{} ({} {})",
-                                lines_of(&lines),
-                                if f.is_listen { "listen" } else { "frontend" },
-                                f.name
-                            ),
-                        );
+                        let mut blk = Block::new("[[route]]", String::new());
                         blk.set("listener", lname.as_str());
                         if let Some(h) = &r.host {
                             blk.set("host", h.key());
@@ -1350,7 +1432,15 @@ impl<'a> Tr<'a> {
                                 blk.set("path_exact", p.as_str());
                             }
                         }
-                        self.action(&mut blk, target);
+                        lines.extend(self.action(&mut blk, target, &f.headers));
+                        lines.sort_unstable();
+                        cited.extend(&lines);
+                        blk.comments = vec![format!(
+                            "from {file}:{} ({} {})",
+                            lines_of(&lines),
+                            if f.is_listen { "listen" } else { "frontend" },
+                            f.name
+                        )];
                         route_blocks.push(blk);
                     }
                 }
@@ -1381,17 +1471,25 @@ impl<'a> Tr<'a> {
                 }
             }
         }
+        let stats_only: HashSet<&str> = fronts
+            .iter()
+            .filter(|f| self.stats_only(f))
+            .map(|f| f.name.as_str())
+            .collect();
         let backs = std::mem::take(&mut self.backs);
         for b in backs.values() {
             if b.servers.is_empty() {
-                let used = fronts.iter().any(|f| {
-                    f.use_rules
-                        .iter()
-                        .any(|r| r.target == Target::Backend(b.name.clone()))
-                        || f.default_backend
-                            .as_ref()
-                            .is_some_and(|(d, _)| *d == b.name)
-                });
+                let used = fronts
+                    .iter()
+                    .filter(|f| !stats_only.contains(f.name.as_str()))
+                    .any(|f| {
+                        f.use_rules
+                            .iter()
+                            .any(|r| r.target == Target::Backend(b.name.clone()))
+                            || f.default_backend
+                                .as_ref()
+                                .is_some_and(|(d, _)| *d == b.name)
+                    });
                 if used {
                     let what = format!("backend {}", b.name);
                     self.note_at(
@@ -1720,12 +1818,13 @@ impl<'a> Tr<'a> {
         Ok((out, lines, notes))
     }
 
-    fn action(&self, blk: &mut Block, target: &Target) {
+    fn action(&self, blk: &mut Block, target: &Target, front: &Headers) -> Vec<usize> {
+        let mut lines = Vec::new();
         match target {
             Target::Backend(name) => {
                 blk.set("upstream", name.as_str());
                 let Some(b) = self.backs.get(name) else {
-                    return;
+                    return lines;
                 };
                 if let Some((d, _)) = &b.timeout_connect {
                     blk.set("connect_timeout", d.as_str());
@@ -1748,6 +1847,21 @@ impl<'a> Tr<'a> {
                     i64::from(retries) + 1,
                     format!("retries {retries}, plus the first attempt"),
                 );
+                // The frontend's rules first, then the backend's (HAProxy's order).
+                for (key, list) in [
+                    ("set_headers", [&front.request, &b.headers.request]),
+                    ("response_headers", [&front.response, &b.headers.response]),
+                ] {
+                    let mut t = toml::Table::new();
+                    for (n, v, l) in list.into_iter().flatten() {
+                        t.retain(|k, _| !k.eq_ignore_ascii_case(n));
+                        t.insert(n.clone(), v.as_str().into());
+                        lines.push(*l);
+                    }
+                    if !t.is_empty() {
+                        blk.set(key, toml::Value::Table(t));
+                    }
+                }
             }
             Target::Redirect { status, location } => {
                 blk.set(
@@ -1770,6 +1884,7 @@ impl<'a> Tr<'a> {
                 );
             }
         }
+        lines
     }
 
     fn upstream(&mut self, b: &Back, file: &str) {
