@@ -103,50 +103,69 @@ fn haproxy(rules: &[Rule], default: usize, host: &str, path: &str) -> (usize, Op
         .map_or((default, None), |(i, r)| (r.target, Some(i)))
 }
 
-/// What Switchyard's router does (`pipeline::route`): `None` is a 404 or the
-/// added-slash redirect, which no HAProxy rule gives.
-fn switchyard(routes: &[Route], host: &str, path: &str) -> Option<usize> {
-    let mut groups: Vec<&Option<HostPat>> = Vec::new();
-    for r in routes {
-        if !groups.contains(&&r.host) {
-            groups.push(&r.host);
+/// The routes of each host, most specific host first, as Switchyard's router
+/// groups them.
+struct Groups(Vec<(Option<HostPat>, Vec<usize>)>);
+
+impl Groups {
+    fn new(routes: &[Route]) -> Groups {
+        let mut groups: Vec<(Option<HostPat>, Vec<usize>)> = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            match groups.iter_mut().find(|(h, _)| *h == r.host) {
+                Some((_, v)) => v.push(i),
+                None => groups.push((r.host.clone(), vec![i])),
+            }
         }
+        groups.sort_by_key(|(h, _)| match h {
+            Some(HostPat::Exact(_)) => (0, 0),
+            Some(HostPat::Suffix(s)) => (1, usize::MAX - s.len()),
+            None => (2, 0),
+        });
+        Groups(groups)
     }
-    let rank = |h: &Option<HostPat>| match h {
-        Some(HostPat::Exact(_)) => (0, 0),
-        Some(HostPat::Suffix(s)) => (1, usize::MAX - s.len()),
-        None => (2, 0),
-    };
-    groups.retain(|g| g.as_ref().is_none_or(|h| h.matches(host)));
-    groups.sort_by_key(|g| rank(g));
-    for g in groups {
-        let group: Vec<&Route> = routes.iter().filter(|r| &r.host == g).collect();
-        if let Some(r) = group
-            .iter()
-            .find(|r| r.path == PathPat::Exact(path.to_owned()))
-        {
-            return Some(r.target);
+
+    /// What Switchyard's router does (`pipeline::route`) with the routes
+    /// `keep` leaves: `None` is a 404 or the added-slash redirect, which no
+    /// HAProxy rule gives.
+    fn answer(&self, routes: &[Route], keep: &[bool], host: &str, path: &str) -> Option<usize> {
+        for (h, members) in &self.0 {
+            if h.as_ref().is_some_and(|h| !h.matches(host)) {
+                continue;
+            }
+            let group = members.iter().filter(|&&i| keep[i]).map(|&i| &routes[i]);
+            let mut exact = None;
+            let mut best: Option<(usize, usize)> = None;
+            let (mut slashed, mut bare) = (false, false);
+            for r in group {
+                match &r.path {
+                    PathPat::Exact(e) if e == path => exact = Some(r.target),
+                    PathPat::Exact(_) => {}
+                    PathPat::Prefix(p) => {
+                        if p.len() == path.len() + 1 && p.ends_with('/') && p.starts_with(path) {
+                            slashed = true;
+                        }
+                        if p == path {
+                            bare = true;
+                        }
+                        if path.starts_with(p.as_str()) && best.is_none_or(|(len, _)| p.len() > len)
+                        {
+                            best = Some((p.len(), r.target));
+                        }
+                    }
+                }
+            }
+            if exact.is_some() {
+                return exact;
+            }
+            if !path.ends_with('/') && slashed && !bare {
+                return None;
+            }
+            if let Some((_, t)) = best {
+                return Some(t);
+            }
         }
-        let prefix = |p: &str| {
-            group
-                .iter()
-                .any(|r| matches!(&r.path, PathPat::Prefix(x) if x == p))
-        };
-        if !path.ends_with('/') && prefix(&format!("{path}/")) && !prefix(path) {
-            return None;
-        }
-        let best = group
-            .iter()
-            .filter_map(|r| match &r.path {
-                PathPat::Prefix(p) if path.starts_with(p.as_str()) => Some((p.len(), r.target)),
-                _ => None,
-            })
-            .max_by_key(|(len, _)| *len);
-        if let Some((_, t)) = best {
-            return Some(t);
-        }
+        None
     }
-    None
 }
 
 /// A marker no configured host or path contains, for requests that match no
@@ -216,14 +235,31 @@ pub(crate) fn plan(rules: &[Rule], default: usize) -> Vec<Route> {
             });
         }
     }
-    let agrees = |routes: &[Route]| {
-        host_reps.iter().all(|h| {
+    // What HAProxy answers for each class, computed once.
+    let expected: Vec<Vec<usize>> = host_reps
+        .iter()
+        .map(|h| {
             path_reps
                 .iter()
-                .all(|p| switchyard(routes, h, p) == Some(haproxy(rules, default, h, p).0))
+                .map(|p| haproxy(rules, default, h, p).0)
+                .collect()
+        })
+        .collect();
+    let groups = Groups::new(&routes);
+    // Whether the routes `keep` leaves answer as HAProxy for the classes
+    // `near` lets through.
+    let agrees = |keep: &[bool], near: &dyn Fn(&str, &str) -> bool| {
+        host_reps.iter().zip(&expected).all(|(h, row)| {
+            path_reps
+                .iter()
+                .zip(row)
+                .all(|(p, want)| !near(h, p) || groups.answer(&routes, keep, h, p) == Some(*want))
         })
     };
-    debug_assert!(agrees(&routes), "the full plan answers as HAProxy");
+    debug_assert!(
+        agrees(&vec![true; routes.len()], &|_, _| true),
+        "the full plan answers as HAProxy"
+    );
     // Most specific first: they are the ones a less specific route can stand in for.
     let specificity = |r: &Route| {
         let h = match &r.host {
@@ -250,13 +286,15 @@ pub(crate) fn plan(rules: &[Rule], default: usize) -> Vec<Route> {
                 continue;
             }
             keep[i] = false;
-            let trial: Vec<Route> = routes
-                .iter()
-                .zip(&keep)
-                .filter(|(_, k)| **k)
-                .map(|(r, _)| r.clone())
-                .collect();
-            if agrees(&trial) {
+            // Removing a route changes answers only where it could match: its
+            // hosts, its paths, and the bare form of its slashed prefix.
+            let r = &routes[i];
+            let near = |h: &str, p: &str| {
+                r.host.as_ref().is_none_or(|x| x.matches(h))
+                    && (r.path.matches(p)
+                        || matches!(&r.path, PathPat::Prefix(x) if x.strip_suffix('/') == Some(p)))
+            };
+            if agrees(&keep, &near) {
                 changed = true;
             } else {
                 keep[i] = true;
