@@ -425,4 +425,88 @@ mod tests {
             ]
         );
     }
+
+    /// Random rule lists over overlapping hosts and paths: the plan answers every
+    /// request of a fixed set (not the classes the plan itself picked) as the
+    /// rules do.
+    #[test]
+    fn random_rule_lists_answer_as_haproxy() {
+        let hosts = [
+            HostPat::Exact("a.ex.com".into()),
+            HostPat::Exact("b.ex.com".into()),
+            HostPat::Suffix(".ex.com".into()),
+            HostPat::Suffix(".b.ex.com".into()),
+        ];
+        let paths = [
+            PathPat::Prefix("/a".into()),
+            PathPat::Prefix("/a/".into()),
+            PathPat::Prefix("/a/b".into()),
+            PathPat::Prefix("/ab".into()),
+            PathPat::Prefix("/b/".into()),
+            PathPat::Exact("/a".into()),
+            PathPat::Exact("/a/b".into()),
+        ];
+        let req_hosts = [
+            "a.ex.com",
+            "b.ex.com",
+            "x.b.ex.com",
+            "z.ex.com",
+            "ex.com",
+            "other.org",
+        ];
+        let req_paths = [
+            "/", "/a", "/a/", "/a/b", "/a/bc", "/a/b/", "/ab", "/abc", "/b", "/b/", "/b/x", "/c",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..400 {
+            let mut rules = Vec::new();
+            for _ in 0..1 + next(5) {
+                let mut any_of = Vec::new();
+                for _ in 0..1 + next(2) {
+                    let hs = match next(3) {
+                        0 => None,
+                        _ => Some(
+                            (0..1 + next(2))
+                                .map(|_| hosts[next(hosts.len())].clone())
+                                .collect(),
+                        ),
+                    };
+                    let ps = match next(3) {
+                        0 => None,
+                        _ => Some(
+                            (0..1 + next(2))
+                                .map(|_| paths[next(paths.len())].clone())
+                                .collect(),
+                        ),
+                    };
+                    any_of.push(Conj {
+                        hosts: hs,
+                        paths: ps,
+                    });
+                }
+                rules.push(Rule {
+                    target: 1 + next(3),
+                    any_of,
+                });
+            }
+            let plan = plan(&rules, 0);
+            let groups = Groups::new(&plan);
+            let keep = vec![true; plan.len()];
+            for h in req_hosts {
+                for p in req_paths {
+                    assert_eq!(
+                        groups.answer(&plan, &keep, h, p),
+                        Some(haproxy(&rules, 0, h, p).0),
+                        "{h}{p}: rules {rules:?}, plan {plan:?}"
+                    );
+                }
+            }
+        }
+    }
 }
