@@ -154,7 +154,42 @@ fn header_rule(l: &Line, headers: &mut Headers) -> Option<Option<(Carried, Strin
     let request = l.word(0) == "http-request";
     let action = l.word(1);
     let name = l.word(2).to_owned();
-    if name.is_empty() || PROXY_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+    let lower = name.to_ascii_lowercase();
+    if request && matches!(action, "set-header" | "add-header") {
+        // The proxy's own value, written by hand: nothing to translate.
+        let rest: Vec<&str> = l.words[3.min(l.words.len())..]
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let own = matches!(
+            (lower.as_str(), rest.as_slice()),
+            ("x-real-ip", ["%[src]"])
+                | (
+                    "x-forwarded-host",
+                    ["%[req.hdr(host),field(1,:)]" | "%[hdr(host),field(1,:)]"]
+                )
+                | (
+                    "x-forwarded-proto",
+                    ["https", "if", "{", "ssl_fc", "}"]
+                        | ["http", "if", "!{", "ssl_fc", "}"]
+                        | ["http", "unless", "{", "ssl_fc", "}"]
+                )
+        );
+        if own {
+            return Some(Some((
+                Carried::Info,
+                format!("the proxy sets {name} to this value itself (README, Headers)"),
+            )));
+        }
+    }
+    // The proxy's headers may be overridden with a fixed value, not removed or
+    // computed otherwise (set_headers would replace the proxy's own value).
+    if name.is_empty()
+        || lower == "host"
+        || lower == "x-forwarded-for"
+        || (PROXY_HEADERS.contains(&lower.as_str())
+            && (action == "del-header" || l.word(3).contains('%')))
+    {
         return None;
     }
     let (value, rest) = match action {
@@ -651,9 +686,7 @@ impl<'a> Tr<'a> {
             ("option", "http-server-close" | "httpclose" | "forceclose") => (Carried::Approximate, "Switchyard keeps server connections alive and reuses them (upstream keepalive, default 32 per server and worker)".into()),
             ("option", "abortonclose") => (Carried::Dropped, "not translated: a queued request whose HTTP/1.1 client left keeps its place (README, Server limits and the queue)".into()),
             ("option", "allbackups") => (Carried::Info, "Switchyard balances over every backup server while no primary is eligible, as with allbackups".into()),
-            ("http-request", "set-header" | "add-header") if matches!(l.word(2).to_ascii_lowercase().as_str(), "x-forwarded-proto" | "x-real-ip") => {
-                (Carried::Info, format!("the proxy sets {} itself (README, Headers): drop this line", l.word(2)))
-            }
+            ("http-request", _) if l.word(2).eq_ignore_ascii_case("x-forwarded-for") => (Carried::Dropped, "not translated: the proxy appends the peer's address to the X-Forwarded-For it received; `trusted_proxies` decides whose entries name the client".into()),
             ("http-request" | "http-response" | "http-after-response", _) => (Carried::Dropped, "not translated: Switchyard has no rule engine; headers: route set_headers and response_headers; access rules: allow/deny; limits: rate_limit and limit_conn".into()),
             ("tcp-request" | "tcp-response", _) => (Carried::Dropped, "not translated: Switchyard has no TCP rules; per-client limits are rate_limit and limit_conn, addresses allow/deny".into()),
             ("stick-table" | "stick" | "track-sc0" | "track-sc1" | "track-sc2", _) => (Carried::Dropped, "not translated: no stick tables; for request rates see rate_limit, for persistence sticky or balance = \"hash\"".into()),
