@@ -532,3 +532,17 @@ async fn www_redirects_and_503s_as_haproxy_does() {
     }
     equivalent("www", &servers, &probes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_listen_section_answers_as_haproxy_does() {
+    let servers = ["reports-r1", "reports-r2", "reports-r3", "reports-spare"];
+    let probes: Vec<Probe> = [
+        ("GET", "/"),
+        ("GET", "/reports/42.pdf?fresh=1"),
+        ("POST", "/reports"),
+    ]
+    .into_iter()
+    .map(|(m, p)| (8000, false, m, "reports.internal", p))
+    .collect();
+    equivalent("queue", &servers, &probes).await;
+}
