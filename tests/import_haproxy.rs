@@ -7,7 +7,8 @@
 //! config names, so the translation loads); stdout must equal `NAME.toml`,
 //! stderr `NAME.report`, and the exit status the one `CASES` gives.
 //! `UPDATE_GOLDEN=1` rewrites the files instead. Every translation must pass
-//! `switchyard check`.
+//! `switchyard check`; every broken config must be refused by `haproxy -c` too,
+//! at the same line when HAProxy names one.
 //!
 //! Equivalence: `haproxy -db` (Debian's /usr/sbin/haproxy) runs a config rewritten
 //! to listen on free loopback ports, its servers replaced by sample origins named
@@ -137,6 +138,22 @@ fn golden_configs_translate_to_their_toml_and_report_and_pass_check() {
                 report.starts_with(&format!("{cfg}:")),
                 "{name}: FILE:LINE: {report}"
             );
+            // HAProxy refuses it too, at the same line when it names one.
+            let ours = report.split(':').nth(1).unwrap().to_owned();
+            let check = Command::new(HAPROXY)
+                .args(["-c", "-f", &cfg])
+                .current_dir(&dir.0)
+                .output()
+                .expect("run haproxy -c");
+            let said = String::from_utf8_lossy(&check.stderr).into_owned();
+            assert!(!check.status.success(), "{name}: haproxy -c accepts it");
+            if let Some(at) = said.find(&format!("[{cfg}:")) {
+                let line: String = said[at + cfg.len() + 2..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                assert_eq!(line, ours, "{name}: haproxy -c said {said}");
+            }
             continue;
         }
         compare(
