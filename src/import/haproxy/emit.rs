@@ -664,6 +664,19 @@ impl Tr<'_> {
                 self.note_at(line, "retries", Carried::Approximate, format!("next_upstream_tries = {} on routes to this upstream; Switchyard retries on another server, never the same one (HAProxy without option redispatch retries the same server)", n + 1));
             }
         }
+        let backups: Vec<&Server> = b
+            .servers
+            .iter()
+            .filter(|s| s.entry.iter().any(|(k, _)| *k == "backup"))
+            .collect();
+        if backups.len() > 1 && !b.allbackups {
+            self.note_at(
+                backups[1].line,
+                "server",
+                Carried::Approximate,
+                "HAProxy sends traffic to the first backup server only (no option allbackups); Switchyard balances over all of them while no primary is eligible",
+            );
+        }
         if let Some(line) = b.redispatch {
             self.note_at(
                 line,

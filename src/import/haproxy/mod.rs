@@ -274,6 +274,8 @@ struct Back {
     timeout_check: At<String>,
     retries: At<u32>,
     redispatch: Option<usize>,
+    /// `option allbackups`: every backup serves, not only the first.
+    allbackups: bool,
     tls: Option<toml::Value>,
     headers: Headers,
     /// A `listen` section: its header rules are its frontend side's.
@@ -1158,6 +1160,10 @@ impl<'a> Tr<'a> {
                 Err(_) => self.note(l, Carried::Dropped, "not a number: not translated"),
             },
             ("option", "redispatch") => b.redispatch = Some(l.line),
+            ("option", "allbackups") => {
+                b.allbackups = true;
+                self.note(l, Carried::Info, "Switchyard balances over every backup server while no primary is eligible, as with allbackups");
+            }
             ("option", "forwardfor") => self.note(l, Carried::Info, FORWARDFOR),
             ("no", "option") if l.word(2) == "redispatch" => self.done(l),
             ("fullconn" | "minconn", _) => self.note(
@@ -1204,6 +1210,7 @@ impl<'a> Tr<'a> {
         let mut i = 0;
         let mut dropped = Vec::new();
         let mut approx = Vec::new();
+        let mut info: Vec<String> = Vec::new();
         let mut tls: Option<toml::Table> = None;
         while i < params.len() {
             let arg = params.get(i + 1).cloned().unwrap_or_default();
@@ -1242,7 +1249,10 @@ impl<'a> Tr<'a> {
                     Err(_) => dropped.push(format!("maxconn {arg}")),
                 },
                 "slowstart" => match duration(&arg) {
-                    Some(d) => set(&mut s, "slow_start", d.into()),
+                    Some(d) => {
+                        set(&mut s, "slow_start", d.into());
+                        info.push("slow_start ramps from 10 % of the weight (HAProxy's slowstart from nearly none)".to_owned());
+                    }
                     None => dropped.push(format!("slowstart {arg}")),
                 },
                 "inter" => s.inter = duration(&arg),
@@ -1310,6 +1320,13 @@ impl<'a> Tr<'a> {
                     l.word(1),
                     dropped.join(", ")
                 ),
+            );
+        }
+        if !info.is_empty() {
+            self.note(
+                l,
+                Carried::Info,
+                format!("server {}: {}", l.word(1), info.join("; ")),
             );
         }
         if !approx.is_empty() {
