@@ -549,6 +549,7 @@ async fn www_redirects_and_503s_as_haproxy_does() {
             ("GET", "/shop/cart"),
             ("GET", "/shop"),
             ("GET", "/about"),
+            ("GET", "/haproxy-health"),
         ] {
             probes.push((8088, false, m, host, path));
         }

@@ -382,8 +382,9 @@ impl Tr<'_> {
             .map_or(vec![f.line], |(_, l)| vec![*l])];
         let mut rules = Vec::new();
         for r in f
-            .hr_redirects
+            .monitor
             .iter()
+            .chain(&f.hr_redirects)
             .chain(&f.redirects)
             .chain(&f.use_rules)
         {
@@ -602,6 +603,17 @@ impl Tr<'_> {
                         ("content_type", "text/html".into()),
                     ]),
                     "HAProxy's answer when no backend takes a request",
+                );
+            }
+            Target::Monitor => {
+                blk.set_commented(
+                    "respond",
+                    out::table([
+                        ("status", 200.into()),
+                        ("body", MONITOR_BODY.into()),
+                        ("content_type", "text/html".into()),
+                    ]),
+                    "monitor-uri",
                 );
             }
         }

@@ -37,6 +37,8 @@ const DEFAULT_FALL: u32 = 3;
 const DEFAULT_REDIRECT_CODE: u16 = 302;
 /// What HAProxy answers when no backend takes a request (its built-in 503 page).
 const NO_BACKEND_BODY: &str = "<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this request.\n</body></html>\n";
+/// What HAProxy answers on its `monitor-uri`.
+const MONITOR_BODY: &str = "<html><body><h1>200 OK</h1>\nService ready.\n</body></html>\n";
 /// What `option forwardfor` becomes.
 const FORWARDFOR: &str = "the proxy appends the client's address to X-Forwarded-For itself (and sets X-Real-IP, X-Forwarded-Proto, X-Forwarded-Host)";
 /// Where the status page lives when nothing says otherwise: the admin
@@ -88,6 +90,8 @@ struct Front {
     /// ACL name → its definitions (line, the alternatives it matches or why not).
     acls: BTreeMap<String, Vec<AclDef>>,
     /// `http-request redirect`, then `redirect`, then `use_backend`: HAProxy's order.
+    /// `monitor-uri`: answered before any rule.
+    monitor: Vec<FrontRule>,
     hr_redirects: Vec<FrontRule>,
     redirects: Vec<FrontRule>,
     use_rules: Vec<FrontRule>,
@@ -123,8 +127,13 @@ struct Tls {
 #[derive(Clone, PartialEq)]
 enum Target {
     Backend(String),
-    Redirect { status: u16, location: String },
+    Redirect {
+        status: u16,
+        location: String,
+    },
     NoBackend,
+    /// `monitor-uri`'s answer.
+    Monitor,
 }
 
 struct FrontRule {
@@ -701,7 +710,6 @@ impl<'a> Tr<'a> {
             ("compression", _) => (Carried::Dropped, "not translated: Switchyard does not compress responses".into()),
             ("http-reuse", _) => (Carried::Info, "Switchyard reuses idle server connections (upstream keepalive)".into()),
             ("server-template", _) => (Carried::Dropped, "not translated: write the servers, or one entry with resolve = true to follow a DNS name's addresses".into()),
-            ("monitor-uri", _) => (Carried::Dropped, "not translated here: add a route { path_exact = \"URI\", respond = { status = 200 } } or probe the admin listener's /healthz".into()),
             ("description" | "id", _) => (Carried::Dropped, "not translated: informational only".into()),
             (w, _) if !known(w) => (Carried::Dropped, format!("unknown keyword in a {} section: not translated", kind.keyword())),
             _ => (Carried::Dropped, format!("not translated: Switchyard has no equivalent (in a {} section)", kind.keyword())),
@@ -787,6 +795,14 @@ impl<'a> Tr<'a> {
             ("stats", _) => {
                 f.stats.push(l.line);
                 self.done(l);
+            }
+            ("monitor-uri", uri) => {
+                self.done(l);
+                f.monitor = vec![FrontRule {
+                    line: l.line,
+                    target: Target::Monitor,
+                    cond: ["if", "{", "path", uri, "}"].map(str::to_owned).to_vec(),
+                }];
             }
             ("http-request" | "http-response", _) if !from_defaults => {
                 match header_rule(l, &mut f.headers) {
