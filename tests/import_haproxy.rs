@@ -325,7 +325,18 @@ fn start_haproxy(dir: &TempDir, cfg: &Path, ports: &BTreeMap<u16, u16>) -> Hapro
 /// One request: listener (original port), TLS or not, method, host, path.
 type Probe = (u16, bool, &'static str, &'static str, &'static str);
 
-async fn exchange(addr: SocketAddr, tls: bool, method: &str, host: &str, path: &str) -> Resp {
+/// The client address of most probes.
+const CLIENT: [u8; 4] = [127, 0, 0, 1];
+
+/// One exchange on a fresh connection; plain ones from the address `from`.
+async fn exchange(
+    addr: SocketAddr,
+    from: [u8; 4],
+    tls: bool,
+    method: &str,
+    host: &str,
+    path: &str,
+) -> Resp {
     let req = Request::builder()
         .method(method)
         .uri(path)
@@ -341,7 +352,11 @@ async fn exchange(addr: SocketAddr, tls: bool, method: &str, host: &str, path: &
                 .expect("TLS"))
             .await
         } else {
-            let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind(SocketAddr::from((from, 0)))
+                .expect("bind the client address");
+            let s = socket.connect(addr).await.expect("connect");
             let (tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
                 .await
                 .expect("h1");
@@ -363,6 +378,11 @@ fn pool(r: &Resp) -> String {
 }
 
 async fn equivalent(name: &str, servers: &[&str], probes: &[Probe]) {
+    equivalent_from(name, servers, probes, &[CLIENT]).await;
+}
+
+/// As `equivalent`, each plain probe sent from each of `sources`.
+async fn equivalent_from(name: &str, servers: &[&str], probes: &[Probe], sources: &[[u8; 4]]) {
     let dir = TempDir::new("import-haproxy-eq");
     write_certs(&dir);
     let mut origins = BTreeMap::new();
@@ -405,13 +425,20 @@ async fn equivalent(name: &str, servers: &[&str], probes: &[Probe]) {
     let running = common::start_config(config, common::WORKERS);
 
     // No wait for health checks: both count servers as up until checks fail.
-    for &(port, tls, method, host, path) in probes {
+    let runs = probes.iter().flat_map(|p| {
+        sources
+            .iter()
+            .filter(move |f| !p.1 || **f == CLIENT)
+            .map(move |f| (*p, *f))
+    });
+    for ((port, tls, method, host, path), from) in runs {
         let h = SocketAddr::from(([127, 0, 0, 1], ports[&port]));
         let s = running.addr(&by_port[&port]).expect("listener");
-        let a = exchange(h, tls, method, host, path).await;
-        let b = exchange(s, tls, method, host, path).await;
+        let a = exchange(h, from, tls, method, host, path).await;
+        let b = exchange(s, from, tls, method, host, path).await;
+        let ip = std::net::Ipv4Addr::from(from).to_string();
         let what = format!(
-            "{method} {host}{path} on :{port}{}",
+            "{method} {host}{path} on :{port}{} from {ip}",
             if tls { " (TLS)" } else { "" }
         );
         assert_eq!(
@@ -445,10 +472,10 @@ async fn equivalent(name: &str, servers: &[&str], probes: &[Probe]) {
                     "{what}"
                 );
             } else {
-                assert_eq!(b.seen("x-forwarded-for"), ["127.0.0.1"], "{what}");
+                assert_eq!(b.seen("x-forwarded-for"), [ip.as_str()], "{what}");
             }
             // By design: Switchyard's own proxy headers.
-            assert_eq!(b.seen_one("x-real-ip"), Some("127.0.0.1"), "{what}");
+            assert_eq!(b.seen_one("x-real-ip"), Some(ip.as_str()), "{what}");
             assert_eq!(
                 b.seen_one("x-forwarded-proto"),
                 Some(if tls { "https" } else { "http" }),
@@ -554,7 +581,8 @@ async fn www_redirects_and_503s_as_haproxy_does() {
             probes.push((8088, false, m, host, path));
         }
     }
-    equivalent("www", &servers, &probes).await;
+    // 127.0.0.2 is outside the frontend's allowed addresses: 403 from both.
+    equivalent_from("www", &servers, &probes, &[CLIENT, [127, 0, 0, 2]]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ pub(super) fn and(c: &Conj, a: &Alt) -> Option<Conj> {
     let mut c = c.clone();
     match a {
         Alt::Const(true) => Some(c),
-        Alt::Const(false) | Alt::Ssl => None,
+        Alt::Const(false) | Alt::Ssl | Alt::Src(_) => None,
         Alt::Host(hs) => {
             c.hosts = Some(match c.hosts.take() {
                 None => hs.clone(),
@@ -114,6 +114,9 @@ pub(super) fn criterion(words: &[String]) -> Result<(Alt, Vec<(Carried, String)>
     let crit_l = crit.to_ascii_lowercase();
     let kind = match (crit_l.as_str(), method) {
         ("ssl_fc", None) if patterns.is_empty() => return Ok((Alt::Ssl, notes)),
+        ("src", None) if !patterns.is_empty() && !nocase => {
+            return Ok((Alt::Src(patterns), notes));
+        }
         ("path_beg", None) | ("path", Some("beg")) => "path_beg",
         ("path", None | Some("str")) => "path",
         ("hdr(host)" | "req.hdr(host)", None | Some("str")) => "host",

@@ -5,6 +5,27 @@
 
 use super::*;
 
+/// Client addresses a frontend allows and denies, and the lines that say so.
+pub(super) struct Access {
+    allow: Option<Vec<String>>,
+    deny: Vec<String>,
+    lines: Vec<usize>,
+}
+
+impl Access {
+    /// Writes `allow`/`deny` on a listener or route block.
+    fn set(&self, blk: &mut Block, lines: &mut Vec<usize>) {
+        let list = |v: &[String]| toml::Value::Array(v.iter().map(|a| a.as_str().into()).collect());
+        if let Some(a) = &self.allow {
+            blk.set("allow", list(a));
+        }
+        if !self.deny.is_empty() {
+            blk.set("deny", list(&self.deny));
+        }
+        lines.extend(&self.lines);
+    }
+}
+
 impl Tr<'_> {
     /// Writes the TOML: admin, listeners, routes, upstreams.
     pub(super) fn emit(&mut self) {
@@ -99,9 +120,11 @@ impl Tr<'_> {
                 );
                 continue;
             }
+            let access = self.access(f);
             let names = listener_names(f);
             for (bind, lname) in f.binds.iter().zip(&names) {
-                let blk = self.listener(f, bind, lname, listeners_total, &file);
+                let (blk, lines) = self.listener(f, bind, lname, listeners_total, &file, &access);
+                cited.extend(lines);
                 self.out.doc.push(blk);
             }
             // Rules no route of a plan takes, on listeners of one kind.
@@ -154,6 +177,9 @@ impl Tr<'_> {
                             }
                         }
                         lines.extend(self.action(&mut blk, target, &f.headers));
+                        if !f.monitor.is_empty() && *target != Target::Monitor {
+                            access.set(&mut blk, &mut lines);
+                        }
                         lines.sort_unstable();
                         cited.extend(&lines);
                         blk.comments = vec![format!(
@@ -238,7 +264,15 @@ impl Tr<'_> {
                         .is_some_and(|b| b.servers.is_empty())))
     }
 
-    fn listener(&mut self, f: &Front, bind: &Bind, name: &str, total: usize, file: &str) -> Block {
+    fn listener(
+        &mut self,
+        f: &Front,
+        bind: &Bind,
+        name: &str,
+        total: usize,
+        file: &str,
+        access: &Access,
+    ) -> (Block, Vec<usize>) {
         let mut lines = vec![bind.line];
         lines.extend(&bind.extra_lines);
         lines.extend(f.mode_line);
@@ -283,17 +317,14 @@ impl Tr<'_> {
             lines.push(*line);
             blk.set("keepalive_timeout", d.as_str());
         }
+        // With a monitor-uri, which HAProxy answers before any rule, the
+        // routes carry them instead (every route but the monitor's).
+        if f.monitor.is_empty() {
+            access.set(&mut blk, &mut lines);
+        }
         if let Some(tls) = &bind.tls {
-            let Some(cert) = tls.certs.first() else {
-                self.note_at(bind.line, "bind", Carried::Dropped, "ssl without crt: the listener is written without TLS; add [listener.tls] cert and key");
-                blk.comments = vec![format!(
-                    "from {file}:{} ({} {})",
-                    lines_of(&lines),
-                    if f.is_listen { "listen" } else { "frontend" },
-                    f.name
-                )];
-                return blk;
-            };
+            // `bind` keeps no TLS bind without a certificate.
+            let cert = tls.certs.first().expect("a TLS bind has a crt");
             let mut t = toml::Table::new();
             t.insert("cert".into(), cert.clone().into());
             t.insert("key".into(), cert.clone().into());
@@ -348,7 +379,7 @@ impl Tr<'_> {
             if f.is_listen { "listen" } else { "frontend" },
             f.name
         )];
-        blk
+        (blk, lines)
     }
 
     /// The route plan of a frontend for its plain or TLS listeners: the targets,
@@ -428,18 +459,66 @@ impl Tr<'_> {
         (targets, routes::plan(&rules, 0), sources, rule_targets)
     }
 
-    /// A condition (`if`/`unless` and its words) on a plain (`ssl` false) or TLS
-    /// listener, as conjunctions (none: never), with the ACL lines it uses.
-    fn condition(
+    /// `http-request deny if { src … }` (or a named `src` ACL) → the listener's
+    /// `deny`; `deny if !trusted` / `unless trusted` → its `allow` (one such
+    /// rule: two would intersect). Both answer 403 before anything else, as
+    /// HAProxy's http-request rules run before its redirects and backends.
+    fn access(&mut self, f: &Front) -> Access {
+        let mut cited = Vec::new();
+        let (mut deny, mut allow): (Vec<String>, Option<Vec<String>>) = (Vec::new(), None);
+        for (line, words) in &f.deny_rules {
+            let mut notes = Vec::new();
+            let (kw, cond) = words.split_first().expect("deny has a condition");
+            let parsed = if kw == "if" || kw == "unless" {
+                self.terms(f, cond, &mut notes)
+            } else {
+                Err("only `deny if|unless CONDITION` translates".to_owned())
+            };
+            let addrs = parsed.and_then(|(d, acl_lines)| match d.as_slice() {
+                [t] if t.len() == 1 => {
+                    let (neg, alts) = &t[0];
+                    let mut v = Vec::new();
+                    for a in alts {
+                        match a {
+                            Alt::Src(x) => v.extend(x.iter().cloned()),
+                            _ => return Err("only conditions on the client's address (src) translate, to allow/deny".to_owned()),
+                        }
+                    }
+                    Ok((neg ^ (kw == "unless"), v, acl_lines))
+                }
+                _ => Err("only one condition on the client's address (src) translates, to allow/deny".to_owned()),
+            });
+            match addrs {
+                Ok((false, v, acl_lines)) => {
+                    deny.extend(v);
+                    cited.push(*line);
+                    cited.extend(acl_lines);
+                }
+                Ok((true, v, acl_lines)) if allow.is_none() => {
+                    allow = Some(v);
+                    cited.push(*line);
+                    cited.extend(acl_lines);
+                }
+                Ok(_) => self.note_at(*line, "http-request deny", Carried::Dropped, "a second `deny if !ADDRESSES` would narrow the allowed addresses: not translated, write the intersection in `allow`"),
+                Err(why) => self.note_at(*line, "http-request deny", Carried::Dropped, format!("not translated: {why}")),
+            }
+        }
+        Access {
+            allow,
+            deny,
+            lines: cited,
+        }
+    }
+
+    /// A condition's words as disjuncts of terms, each term (negated or not) the
+    /// alternatives it matches; with the ACL lines it uses.
+    #[allow(clippy::type_complexity)]
+    fn terms(
         &self,
         f: &Front,
-        cond: &[String],
-        ssl: bool,
-    ) -> Result<(Vec<Conj>, Vec<usize>, Notes), String> {
-        let mut notes = Vec::new();
-        let Some((kw, words)) = cond.split_first() else {
-            return Ok((vec![Conj::default()], Vec::new(), notes));
-        };
+        words: &[String],
+        notes: &mut Notes,
+    ) -> Result<(Vec<Vec<(bool, Vec<Alt>)>>, Vec<usize>), String> {
         let mut lines = Vec::new();
         // Terms, as alternatives each; disjuncts split by `||` / `or`.
         let mut disjuncts: Vec<Vec<(bool, Vec<Alt>)>> = vec![Vec::new()];
@@ -494,6 +573,22 @@ impl Tr<'_> {
             disjuncts.last_mut().expect("one").push((neg, alts));
             i += 1;
         }
+        Ok((disjuncts, lines))
+    }
+
+    /// A condition (`if`/`unless` and its words) on a plain (`ssl` false) or TLS
+    /// listener, as conjunctions (none: never), with the ACL lines it uses.
+    fn condition(
+        &self,
+        f: &Front,
+        cond: &[String],
+        ssl: bool,
+    ) -> Result<(Vec<Conj>, Vec<usize>, Notes), String> {
+        let mut notes = Vec::new();
+        let Some((kw, words)) = cond.split_first() else {
+            return Ok((vec![Conj::default()], Vec::new(), notes));
+        };
+        let (disjuncts, lines) = self.terms(f, words, &mut notes)?;
         let negate_all = kw == "unless";
         if negate_all && (disjuncts.len() != 1 || disjuncts[0].len() != 1) {
             return Err("`unless` with more than one term has no route equivalent".into());
@@ -504,6 +599,9 @@ impl Tr<'_> {
             let mut conjs: Vec<Option<Conj>> = vec![Some(Conj::default())];
             for (neg, alts) in d {
                 let neg = neg ^ negate_all;
+                if alts.iter().any(|a| matches!(a, Alt::Src(_))) {
+                    return Err("a condition on the client's address has no route equivalent (allow/deny apply to a whole listener or route)".into());
+                }
                 let alts: Vec<Alt> = alts
                     .into_iter()
                     .map(|a| match a {

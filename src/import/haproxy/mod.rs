@@ -90,6 +90,8 @@ struct Front {
     /// ACL name → its definitions (line, the alternatives it matches or why not).
     acls: BTreeMap<String, Vec<AclDef>>,
     /// `http-request redirect`, then `redirect`, then `use_backend`: HAProxy's order.
+    /// `http-request deny [if|unless COND]` on client addresses: (line, condition).
+    deny_rules: Vec<(usize, Vec<String>)>,
     /// `monitor-uri`: answered before any rule.
     monitor: Vec<FrontRule>,
     hr_redirects: Vec<FrontRule>,
@@ -259,6 +261,8 @@ enum Alt {
     Const(bool),
     /// The TLS listener flag (`ssl_fc`).
     Ssl,
+    /// The client's address (`src`): addresses and CIDRs.
+    Src(Vec<String>),
 }
 
 /// What a `backend` or `listen` section says about its servers.
@@ -795,6 +799,10 @@ impl<'a> Tr<'a> {
             ("stats", _) => {
                 f.stats.push(l.line);
                 self.done(l);
+            }
+            ("http-request", "deny") if !from_defaults && l.words.len() > 3 => {
+                self.done(l);
+                f.deny_rules.push((l.line, l.words[2..].to_vec()));
             }
             ("monitor-uri", uri) => {
                 self.done(l);
