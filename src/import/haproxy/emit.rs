@@ -467,6 +467,10 @@ impl Tr<'_> {
         let mut cited = Vec::new();
         let (mut deny, mut allow): (Vec<String>, Option<Vec<String>>) = (Vec::new(), None);
         for (line, words) in &f.deny_rules {
+            if let Some(r) = f.hr_redirects.iter().find(|r| r.line < *line) {
+                let m = format!("Switchyard refuses these addresses before the redirect of line {}, which HAProxy answers first (http-request rules run in order)", r.line);
+                self.note_at(*line, "http-request deny", Carried::Approximate, m);
+            }
             let mut notes = Vec::new();
             let (kw, cond) = words.split_first().expect("deny has a condition");
             let parsed = if kw == "if" || kw == "unless" {
