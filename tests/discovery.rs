@@ -796,7 +796,7 @@ async fn a_failed_answer_keeps_the_last_good_set(net: u8, answer: Answer, result
     let p = start(&config(&dns, &keys, &[entry], "", "")).await;
     let three = fleet.addrs(&[1, 2, 3]);
     wait_dns_servers(p.admin, "u", &three).await;
-    wait_resolutions(p.admin, "u", &name, "ok", 1.0).await;
+    wait_resolutions(p.admin, "u", &fleet.addr_of(&name), "ok", 1.0).await;
     let seen = tally(&origins_of(p.addr, "/", 30).await);
     assert_eq!(seen.len(), 3, "{seen:?}");
 
@@ -809,7 +809,7 @@ async fn a_failed_answer_keeps_the_last_good_set(net: u8, answer: Answer, result
         || async {
             let enough = dns.queries_since(&name, t0) >= 3
                 && t0.elapsed() >= VALID_FAIL * 3 + Duration::from_secs(1)
-                && resolutions(p.admin, "u", &name, result).await >= 2.0;
+                && resolutions(p.admin, "u", &fleet.addr_of(&name), result).await >= 2.0;
             enough.then_some(())
         },
     )
@@ -827,12 +827,12 @@ async fn a_failed_answer_keeps_the_last_good_set(net: u8, answer: Answer, result
         sample(
             &m,
             "switchyard_dns_servers",
-            &[("upstream", "u"), ("name", name.as_str())]
+            &[("upstream", "u"), ("name", fleet.addr_of(&name).as_str())]
         ),
         Some(3.0),
         "{m}"
     );
-    let d = discovery_entry(p.admin, "u", &name).await;
+    let d = discovery_entry(p.admin, "u", &fleet.addr_of(&name)).await;
     assert_eq!(d["servers"], 3, "{d}");
     let last_good = d["last_good"].as_f64().unwrap_or_else(|| panic!("{d}"));
     assert!(
@@ -883,11 +883,11 @@ async fn nxdomain_keeps_the_set_for_three_times_valid_then_drops_it() {
     let p = start(&config(&dns, keys, &[entry], "", "")).await;
     let three = fleet.addrs(&[1, 2, 3]);
     wait_dns_servers(p.admin, "u", &three).await;
-    wait_resolutions(p.admin, "u", name, "ok", 2.0).await;
+    wait_resolutions(p.admin, "u", &fleet.addr_of(name), "ok", 2.0).await;
 
     let t0 = Instant::now();
     dns.set_answer(name, Answer::NxDomain);
-    wait_resolutions(p.admin, "u", name, "nxdomain", 1.0).await;
+    wait_resolutions(p.admin, "u", &fleet.addr_of(name), "nxdomain", 1.0).await;
     // The last success was a re-resolution (1 s, and some scheduling slack)
     // before t0 at most, so the set stays until t0 + 4 s at least (dropping it at
     // the first NXDOMAIN would be within a second); it must go by t0 + 6 s and
@@ -915,7 +915,7 @@ async fn nxdomain_keeps_the_set_for_three_times_valid_then_drops_it() {
         sample(
             &m,
             "switchyard_dns_servers",
-            &[("upstream", "u"), ("name", name)]
+            &[("upstream", "u"), ("name", fleet.addr_of(name).as_str())]
         ),
         Some(0.0),
         "{m}"
@@ -1110,7 +1110,10 @@ async fn max_servers_caps_a_runaway_answer() {
         sample(
             &m,
             "switchyard_dns_servers",
-            &[("upstream", "u"), ("name", name)]
+            &[
+                ("upstream", "u"),
+                ("name", format!("{name}:{port}").as_str())
+            ]
         ),
         Some(5.0),
         "{m}"
@@ -1439,11 +1442,12 @@ async fn metrics_and_status_report_each_discovered_name() {
             "the entry's weight applies to every address: {e}"
         );
     }
-    wait_resolutions(p.admin, "web", name, "ok", 1.0).await;
+    wait_resolutions(p.admin, "web", &fleet.addr_of(name), "ok", 1.0).await;
     wait_resolutions(p.admin, "srv", service, "ok", 1.0).await;
 
     let m = metrics(p.admin).await;
-    let web = [("upstream", "web"), ("name", name)];
+    let web_name = fleet.addr_of(name);
+    let web = [("upstream", "web"), ("name", web_name.as_str())];
     let srv = [("upstream", "srv"), ("name", service)];
     assert_eq!(sample(&m, "switchyard_dns_servers", &web), Some(3.0), "{m}");
     assert_eq!(sample(&m, "switchyard_dns_servers", &srv), Some(2.0), "{m}");
@@ -1456,7 +1460,7 @@ async fn metrics_and_status_report_each_discovered_name() {
         );
     }
 
-    let d = discovery_entry(p.admin, "web", name).await;
+    let d = discovery_entry(p.admin, "web", &fleet.addr_of(name)).await;
     assert_eq!(d["kind"], "a", "{d}");
     assert_eq!(d["servers"], 3, "{d}");
     assert!(d["last_error"].is_null(), "{d}");
@@ -1475,8 +1479,8 @@ async fn metrics_and_status_report_each_discovered_name() {
     // Each kind of failed answer is counted under its result, and shown.
     let t_fail = unix_now();
     dns.set_answer(name, Answer::ServFail);
-    wait_resolutions(p.admin, "web", name, "error", 1.0).await;
-    let d = discovery_entry(p.admin, "web", name).await;
+    wait_resolutions(p.admin, "web", &web_name, "error", 1.0).await;
+    let d = discovery_entry(p.admin, "web", &fleet.addr_of(name)).await;
     assert!(
         d["last_error"].as_str().is_some_and(|e| !e.is_empty()),
         "{d}"
@@ -1493,9 +1497,9 @@ async fn metrics_and_status_report_each_discovered_name() {
         "last success moved on a SERVFAIL: {last}"
     );
     dns.set_answer(name, Answer::Empty);
-    wait_resolutions(p.admin, "web", name, "empty", 1.0).await;
+    wait_resolutions(p.admin, "web", &web_name, "empty", 1.0).await;
     dns.set_answer(name, Answer::NxDomain);
-    wait_resolutions(p.admin, "web", name, "nxdomain", 1.0).await;
+    wait_resolutions(p.admin, "web", &web_name, "nxdomain", 1.0).await;
     let m = metrics(p.admin).await;
     assert_eq!(sample(&m, "switchyard_dns_servers", &web), Some(3.0), "{m}");
     p.running.shutdown(Duration::from_secs(1)).await;
