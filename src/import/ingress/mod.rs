@@ -590,6 +590,16 @@ impl Translation {
             self.out.note(&at, "sessionAffinityConfig.clientIP.timeoutSeconds", Carried::Approximate,
                 "a hash has no timeout: a client stays on its server for as long as that server is up");
         }
+        if let (Some(ext), Some(n)) = (svc.external.clone(), numeric) {
+            // ExternalName: a CNAME to a name outside; the port as written.
+            return Server {
+                entry: addr(&ext, &n.to_string()),
+                label: format!("{ext}:{n}"),
+                cluster_ip: false,
+                client_ip: client_ip.is_some(),
+                known: true,
+            };
+        }
         let found = svc.ports.iter().find(|(pn, p, _)| match numeric {
             Some(n) => *p == n,
             None => pn.as_deref() == Some(port),
@@ -646,7 +656,7 @@ impl Translation {
             Some(pn) => {
                 let srv = format!("_{pn}._tcp.{dns}");
                 self.out.note(&o.origin(b), "backend.service.port", Carried::Info, format!(
-                    "headless Service {name} sends port {pn} to the pods' port {target:?}: looked up as the SRV record {srv}, which gives each pod with its port"));
+                    "headless Service {name} sends port {number} ({pn}) to the pods' port {target:?}: looked up as the SRV record {srv}, which gives each pod with its port"));
                 Server {
                     entry: out::table([
                         ("service", toml::Value::from(srv.clone())),
