@@ -167,3 +167,124 @@ fn every_annotation_is_reported_or_translated() {
         }
     }
 }
+
+/// A golden TOML as a table (it equals the binary's output: `golden` checks).
+fn golden_toml(name: &str) -> toml::Table {
+    std::fs::read_to_string(dir().join(format!("{name}.toml")))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn routes(t: &toml::Table) -> &Vec<toml::Value> {
+    t["route"].as_array().unwrap()
+}
+
+#[test]
+fn prefix_paths_match_the_path_and_below_it_only() {
+    // ingress-nginx's Prefix /telegram: /telegram and /telegram/…, not /telegramx.
+    let t = golden_toml("bots");
+    let on_https: Vec<_> = routes(&t)
+        .iter()
+        .filter(|r| r.get("listener").and_then(|l| l.as_str()) == Some("https"))
+        .filter(|r| r["host"].as_str() == Some("hooks.example.com"))
+        .collect();
+    let exact: Vec<_> = on_https
+        .iter()
+        .filter_map(|r| r.get("path_exact"))
+        .collect();
+    let prefix: Vec<_> = on_https.iter().filter_map(|r| r.get("path")).collect();
+    assert!(exact.iter().any(|p| p.as_str() == Some("/telegram")));
+    assert!(prefix.iter().any(|p| p.as_str() == Some("/telegram/")));
+    assert!(!prefix.iter().any(|p| p.as_str() == Some("/telegram")));
+    // Exact stays exact; the TLS hosts redirect HTTP with 308.
+    assert!(exact
+        .iter()
+        .any(|p| p.as_str() == Some("/discord/interactions")));
+    let redirects = routes(&t)
+        .iter()
+        .filter(|r| r.get("listener").and_then(|l| l.as_str()) == Some("http"))
+        .all(|r| r["redirect"]["status"].as_integer() == Some(308) && r.get("upstream").is_none());
+    assert!(redirects);
+    // upstream-hash-by wins over load-balance.
+    let up = &t["upstream"]["bots-telegram-bot-8080"];
+    assert_eq!(up["balance"].as_str(), Some("hash"));
+    assert_eq!(up["hash_key"].as_str(), Some("header:x-chat-id"));
+    assert_eq!(
+        up["servers"][0]["addr"].as_str(),
+        Some("telegram-bot.bots.svc.cluster.local:8080")
+    );
+    assert_eq!(up["servers"][0]["resolve"].as_bool(), Some(true));
+}
+
+#[test]
+fn rate_limits_follow_ingress_nginx() {
+    let t = golden_toml("api");
+    let r = routes(&t)
+        .iter()
+        .find(|r| r.get("path").and_then(|p| p.as_str()) == Some("/v1/"))
+        .unwrap();
+    // rps and rpm: two limits, burst = rate × multiplier (3), 503.
+    let limits = r["rate_limit"].as_array().unwrap();
+    assert_eq!(limits[0]["rate"].as_str(), Some("20/s"));
+    assert_eq!(limits[0]["burst"].as_integer(), Some(60));
+    assert_eq!(limits[1]["rate"].as_str(), Some("600/m"));
+    assert_eq!(limits[1]["burst"].as_integer(), Some(1800));
+    assert!(limits.iter().all(|l| l["status"].as_integer() == Some(503)));
+    assert_eq!(r["limit_conn"]["max"].as_integer(), Some(10));
+    assert_eq!(r["connect_timeout"].as_str(), Some("3s"));
+    // ssl-redirect "false": on every listener, no redirect.
+    assert!(r.get("listener").is_none());
+    // The allowlist, on the admin routes only.
+    let admin: Vec<_> = routes(&t)
+        .iter()
+        .filter(|r| r.get("upstream").and_then(|u| u.as_str()) == Some("prod-api-admin-8080"))
+        .collect();
+    assert_eq!(admin.len(), 2);
+    for r in admin {
+        let allow: Vec<_> = r["allow"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(allow, ["203.0.113.0/24", "198.51.100.7"]);
+    }
+}
+
+#[test]
+fn services_give_ports_and_affinity() {
+    let t = golden_toml("shop");
+    let up = &t["upstream"];
+    // Headless: the pods' targetPort; a named targetPort: the port's SRV record.
+    assert_eq!(
+        up["shop-cart-http"]["servers"][0]["addr"].as_str(),
+        Some("cart.shop.svc.cluster.local:8080")
+    );
+    assert_eq!(
+        up["shop-cart-http"]["sticky"]["cookie"].as_str(),
+        Some("cart")
+    );
+    assert_eq!(
+        up["shop-cart-http"]["sticky"]["ttl"].as_str(),
+        Some("172800s")
+    );
+    assert_eq!(
+        up["shop-storefront-80"]["servers"][0]["service"].as_str(),
+        Some("_http._tcp.storefront.shop.svc.cluster.local")
+    );
+    // A named port through the manifest, and ClientIP affinity as a hash.
+    let cat = &up["shop-catalogue-web"];
+    assert_eq!(
+        cat["servers"][0]["addr"].as_str(),
+        Some("catalogue.shop.svc.cluster.local:8000")
+    );
+    assert_eq!(cat["balance"].as_str(), Some("hash"));
+    assert_eq!(cat["hash_key"].as_str(), Some("client_ip"));
+    // The defaultBackend takes the host's other paths and the unnamed hosts.
+    let catch_all = routes(&t)
+        .iter()
+        .filter(|r| r.get("upstream").and_then(|u| u.as_str()) == Some("shop-storefront-80"))
+        .count();
+    assert_eq!(catch_all, 2);
+}

@@ -278,15 +278,7 @@ impl Translation {
                     "no secretName: ingress-nginx serves its default certificate for these hosts; Switchyard has none, add a certificate to the https listener by hand"),
             }
         }
-        if s.limits_at.is_some() {
-            let paths: usize = yaml::items(spec.and_then(|s| yaml::get(s, "rules")))
-                .iter()
-                .map(|r| yaml::items(yaml::path(r, &["http", "paths"])).len())
-                .sum();
-            let at = s.limits_at.clone().unwrap_or(at.clone());
-            self.out.note(&at, format!("{}limit-*", annotations::PREFIX), Carried::Approximate, format!(
-                "ingress-nginx counts one budget per client for all {paths} path(s) of the Ingress (and per controller replica); Switchyard counts per route (a Prefix path is two routes), so a client may get up to that many times the rate across them"));
-        }
+        let first_route = self.routes.len();
 
         let default =
             spec.and_then(|s| yaml::get(s, "defaultBackend").or_else(|| yaml::get(s, "backend")));
@@ -394,6 +386,15 @@ impl Translation {
                 self.out.note(&o.origin(b), "defaultBackend", Carried::Dropped,
                     "another Ingress's defaultBackend already takes the hosts no rule names (ingress-nginx: the first one it reads); used for this Ingress's own hosts only");
             }
+        }
+        // ingress-nginx's limit zones are the Ingress's, shared by its paths.
+        let limited = self.routes[first_route..]
+            .iter()
+            .filter(|b| b.get("rate_limit").is_some() || b.get("limit_conn").is_some())
+            .count();
+        if let (Some(at), true) = (&s.limits_at, limited > 1) {
+            self.out.note(at, format!("{}limit-*", annotations::PREFIX), Carried::Approximate, format!(
+                "ingress-nginx counts one budget per client address for all paths of the Ingress; Switchyard counts per route, and the Ingress became {limited} routes (a Prefix path is two), so a client may get up to {limited} times the rate across them; merge the paths into fewer routes by hand if that matters"));
         }
     }
 
