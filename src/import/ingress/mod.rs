@@ -179,8 +179,8 @@ struct Server {
     known: bool,
 }
 
-/// A route's match: listener, host, `path` or `path_exact`, the path.
-type RouteId = (Option<&'static str>, Option<String>, &'static str, String);
+/// A route's match: host, `path` or `path_exact`, the path.
+type RouteId = (Option<String>, &'static str, String);
 
 #[derive(Default)]
 struct Translation {
@@ -191,7 +191,7 @@ struct Translation {
     /// name → (identity, block)
     upstreams: BTreeMap<String, (String, Block)>,
     upstream_order: Vec<String>,
-    /// What each (listener, host, match key, path) was first routed for.
+    /// What each (host, match key, path) was first routed for.
     seen: HashMap<RouteId, String>,
     /// (secret, hosts, from)
     tls: Vec<(String, Vec<String>, String)>,
@@ -710,15 +710,17 @@ impl Translation {
             } else {
                 &[None]
             };
+            // One Ingress path per host and path, whichever listeners it is on
+            // (ingress-nginx merges the Ingresses of a host into one server).
+            let id = (host.map(str::to_owned), key, path.clone());
+            if let Some(first) = self.seen.get(&id) {
+                self.out.note(&o.origin(n), "path", Carried::Dropped, format!(
+                    "{path} on {} is routed already ({first}); ingress-nginx keeps the oldest Ingress's, the import the first one read",
+                    host.unwrap_or("any host")));
+                continue;
+            }
+            self.seen.insert(id, what.to_owned());
             for &l in listeners {
-                let id = (l, host.map(str::to_owned), key, path.clone());
-                if let Some(first) = self.seen.get(&id) {
-                    self.out.note(&o.origin(n), "path", Carried::Dropped, format!(
-                        "{path} on {} is routed already ({first}); ingress-nginx keeps the oldest Ingress's, the import the first one read",
-                        host.unwrap_or("any host")));
-                    continue;
-                }
-                self.seen.insert(id, what.to_owned());
                 let mut b = Block::new("[[route]]", from.clone());
                 if let Some(l) = l {
                     b.set("listener", l);
