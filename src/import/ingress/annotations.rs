@@ -592,8 +592,11 @@ fn other(key: &str) -> (Carried, String) {
                 "not supported; for one budget shared by replicas, a rate_limit with store = \"redis://…\" does it"
             }
             "proxy-http-version" => "Switchyard speaks HTTP/1.1 to http1 upstreams",
-            _ => "not translated: Switchyard has no equivalent; what it did is lost",
+            _ => "Switchyard has no equivalent; what it did is lost",
         };
+        if name.starts_with("upstream-keepalive-") {
+            return (Carried::Dropped, hint.to_owned());
+        }
         return (
             Carried::Dropped,
             format!("ingress-nginx annotation not carried: {hint}"),
