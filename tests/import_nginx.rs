@@ -676,3 +676,44 @@ async fn api_gateway_behaves_as_under_nginx() {
         assert_eq!(rs.status.as_u16(), want, "switchyard {path}");
     }
 }
+
+/// Each broken configuration is refused at the line `nginx -t` names.
+#[test]
+fn syntax_errors_are_where_nginx_sees_them() {
+    if !nginx_here() {
+        return;
+    }
+    let tmp = TempDir::new("imnginx-t");
+    for name in configs().iter().filter(|n| n.starts_with("broken")) {
+        let (_, report, status) = import(&dir(), name);
+        assert_eq!(status, 1, "{name}");
+        let ours = report
+            .lines()
+            .next()
+            .unwrap()
+            .split(": ")
+            .next()
+            .unwrap()
+            .to_owned();
+        let conf = dir().join(format!("{name}.conf"));
+        let out = Command::new(NGINX)
+            .current_dir(dir())
+            .args([
+                "-t",
+                "-p",
+                &format!("{}/", tmp.0.display()),
+                "-c",
+                &conf.display().to_string(),
+            ])
+            .args(["-e", &tmp.path("error.log").display().to_string()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name}: nginx -t accepts it");
+        let theirs = String::from_utf8_lossy(&out.stderr).into_owned();
+        let at = format!("{}/{}", dir().display(), ours);
+        assert!(
+            theirs.contains(&format!(" in {at}")),
+            "{name}: we say {ours}, nginx -t:\n{theirs}"
+        );
+    }
+}

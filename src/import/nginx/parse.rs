@@ -185,13 +185,18 @@ fn lex(file: &Path, text: &str) -> Result<Vec<(Tok, usize)>, ImportError> {
 /// Reads `main` and every file it includes into one tree of directives.
 pub(crate) fn parse(main: &Path) -> Result<Vec<Directive>, ImportError> {
     let prefix = main.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut p = Parser { prefix };
+    let mut p = Parser {
+        prefix,
+        eof_line: 1,
+    };
     p.file(main, 0, None)
 }
 
 struct Parser {
     /// Where relative includes are taken from.
     prefix: PathBuf,
+    /// The line an early end of the file being read is reported on.
+    eof_line: usize,
 }
 
 impl Parser {
@@ -213,14 +218,14 @@ impl Parser {
         }
         let text = super::super::read(path)?;
         let toks = lex(path, &text)?;
-        let last_line = text.lines().count().max(1);
+        // nginx reports an early end of file on the line after the last newline.
+        self.eof_line = text.matches('\n').count() + 1;
         let mut pos = 0;
         let list = self.block(path, &toks, &mut pos, depth, None)?;
         if pos < toks.len() {
             let (_, line) = &toks[pos];
             return Err(syntax(path, *line, "unexpected \"}\""));
         }
-        let _ = last_line;
         Ok(list)
     }
 
@@ -237,8 +242,11 @@ impl Parser {
         loop {
             let Some((tok, line)) = toks.get(*pos) else {
                 if opened.is_some() {
-                    let end = toks.last().map_or(1, |t| t.1);
-                    return Err(syntax(path, end, "unexpected end of file, expecting \"}\""));
+                    return Err(syntax(
+                        path,
+                        self.eof_line,
+                        "unexpected end of file, expecting \"}\"",
+                    ));
                 }
                 return Ok(out);
             };
@@ -262,10 +270,9 @@ impl Parser {
                     loop {
                         match toks.get(*pos) {
                             None => {
-                                let end = toks.last().map_or(line, |t| t.1);
                                 return Err(syntax(
                                     path,
-                                    end,
+                                    self.eof_line,
                                     "unexpected end of file, expecting \";\" or \"}\"",
                                 ));
                             }
@@ -303,11 +310,7 @@ impl Parser {
                                 break;
                             }
                             Some((Tok::Close, l)) => {
-                                return Err(syntax(
-                                    path,
-                                    *l,
-                                    format!("directive \"{name}\" is not terminated by \";\""),
-                                ));
+                                return Err(syntax(path, *l, "unexpected \"}\""));
                             }
                         }
                     }
@@ -447,7 +450,8 @@ mod tests {
                 Tok::Word("a".into()),
                 Tok::Word("b c".into()),
                 Tok::Word("d'e".into()),
-                Tok::Word("f;g".into()),
+                // nginx keeps the backslash of an escape it does not know.
+                Tok::Word("f\\;g".into()),
                 Tok::Word("${x}y".into()),
                 Tok::Semi
             ]
@@ -471,9 +475,9 @@ mod tests {
             (
                 "http {\n  server {\n    listen 80\n  }\n}\n",
                 4,
-                "not terminated",
+                "unexpected \"}\"",
             ),
-            ("http {\n server {}\n", 2, "expecting \"}\""),
+            ("http {\n server {}\n", 3, "expecting \"}\""),
             ("a;\n}\n", 2, "unexpected \"}\""),
             ("a \"b;\n", 1, "unclosed quote"),
         ] {
