@@ -179,12 +179,20 @@ fn rewrite(text: &str, map: &[(String, String)]) -> String {
     out
 }
 
-/// Copies the certificates next to a rewritten configuration.
-fn copy_certs(to: &Path) {
-    std::fs::create_dir_all(to.join("certs")).unwrap();
-    for e in std::fs::read_dir(dir().join("certs")).unwrap() {
+/// Copies the directory of the configurations (certificates, included files)
+/// to `to`, rewriting every `.conf` file with `map`.
+fn copy_tree(from: &Path, to: &Path, map: &[(String, String)]) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
-        std::fs::copy(e.path(), to.join("certs").join(e.file_name())).unwrap();
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if src.is_dir() {
+            copy_tree(&src, &dst, map);
+        } else if src.extension().is_some_and(|x| x == "conf") {
+            std::fs::write(&dst, rewrite(&std::fs::read_to_string(&src).unwrap(), map)).unwrap();
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
     }
 }
 
@@ -294,7 +302,6 @@ async fn pair(
     servers: &[(&str, &str)],
     extra: &[(&str, &str)],
 ) -> Pair {
-    let source = std::fs::read_to_string(dir().join(format!("{name}.conf"))).unwrap();
     // The origins, named after their pool.
     let mut map: Vec<(String, String)> = Vec::new();
     for (addr, origin) in servers {
@@ -327,17 +334,17 @@ async fn pair(
     }
     let nd = TempDir::new("imnginx-n");
     let sd = TempDir::new("imnginx-s");
-    copy_certs(&nd.0);
+    copy_tree(&dir(), &nd.0, &nmap);
+    copy_tree(&dir(), &sd.0, &smap);
     // nginx's workers run as another user when it starts as root: let them write
     // their temporary files in the prefix.
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&nd.0, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
-    copy_certs(&sd.0);
     let nconf = nd.path(&format!("{name}.conf"));
-    std::fs::write(&nconf, for_nginx(&rewrite(&source, &nmap), &nd.0)).unwrap();
-    std::fs::write(sd.path(&format!("{name}.conf")), rewrite(&source, &smap)).unwrap();
+    let text = std::fs::read_to_string(&nconf).unwrap();
+    std::fs::write(&nconf, for_nginx(&text, &nd.0)).unwrap();
     let (toml, report, status) = import(&sd.0, name);
     assert!(status == 0 || status == 3, "{report}");
     let at = sd.path("switchyard.toml");
@@ -715,5 +722,49 @@ fn syntax_errors_are_where_nginx_sees_them() {
             theirs.contains(&format!(" in {at}")),
             "{name}: we say {ours}, nginx -t:\n{theirs}"
         );
+    }
+}
+
+/// A configuration made of included files (globs): the same pools answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn included_sites_behave_as_under_nginx() {
+    if !nginx_here() {
+        return;
+    }
+    let p = pair(
+        "multi",
+        &[("listen 8081;", 8081)],
+        &[
+            ("10.0.6.61:3000", "shop-1"),
+            ("10.0.6.62:3000", "shop-2"),
+            ("10.0.7.71:9200", "search-1"),
+            ("10.0.7.72:9200", "search-2"),
+            ("10.0.7.73:9200", "search-3"),
+            ("10.0.8.81:8080", "static-1"),
+        ],
+        &[],
+    )
+    .await;
+    let fwd = ["host", "x-forwarded-proto"];
+    for (method, host, path, want) in [
+        ("GET", "shop.example.com", "/", "shop"),
+        ("POST", "www.shop.example.com", "/cart", "shop"),
+        ("GET", "shop.example.com", "/search/?q=boots", "search"),
+        ("GET", "shop.example.com", "/old-cart?id=3", "<none>"),
+        ("GET", "static.example.com", "/assets/app.js", "static"),
+        ("GET", "cdn.static.example.com", "/assets/app.css", "static"),
+        ("GET", "cdn.static.example.com", "/other", "<none>"),
+        ("GET", "unknown.example.net", "/search/x", "search"),
+    ] {
+        let a = Ask {
+            port: 8081,
+            tls: None,
+            method,
+            host,
+            path,
+            headers: &[],
+        };
+        let (rn, _) = same(&p, &a, &fwd).await;
+        assert_eq!(pool(&rn), want, "{host}{path}: {rn:?}");
     }
 }

@@ -1289,7 +1289,18 @@ impl Tr {
             }
             self.return_action(r, server_name, &scope)
         } else if let Some(p) = &pass {
-            self.proxy_pass(p, exact, &path)
+            let action = self.proxy_pass(p, exact, &path);
+            if let Some(Action::Upstream { host, .. }) = &action {
+                let sets_host = scope.headers.iter().flatten().any(|d| {
+                    d.args
+                        .first()
+                        .is_some_and(|n| n.eq_ignore_ascii_case("host"))
+                });
+                if !sets_host {
+                    self.note(p, Info, format!("nginx sends Host: {host} (its $proxy_host) when no proxy_set_header Host is set: kept as set_headers.Host; leave it out to pass the client's Host"));
+                }
+            }
+            action
         } else {
             if list.iter().all(|i| i.name == "location") && !list.is_empty() {
                 None
