@@ -1857,7 +1857,12 @@ impl Tr {
         ssl: bool,
         zones: &mut BTreeMap<String, usize>,
     ) -> Block {
-        let mut b = Block::new("[[route]]", range(&r.at, r.end));
+        let from = range(&r.at, r.end);
+        let comment = match host {
+            Some(_) => from,
+            None => format!("{from} (the default server: any Host no other server names)"),
+        };
+        let mut b = Block::new("[[route]]", comment);
         if let Some(l) = listener {
             b.set("listener", l);
         }
