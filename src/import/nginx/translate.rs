@@ -756,7 +756,7 @@ impl Tr {
                 Dropped,
                 format!(
                     "switchyard counts by client address, a header, a cookie or the route, not by \"{}\"; the limits using zone {zone} are not carried over",
-                    d.args[0]
+                    d.args.first().map_or("", String::as_str)
                 ),
             );
         }
@@ -2308,4 +2308,139 @@ fn listener_names(addrs: &[String]) -> Vec<String> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tr() -> Tr {
+        Tr {
+            out: Imported::default(),
+            upstreams: Vec::new(),
+            req_zones: HashMap::new(),
+            conn_zones: HashMap::new(),
+            zone_use: BTreeMap::new(),
+            servers: Vec::new(),
+            access_log: None,
+            main: "t.conf".into(),
+        }
+    }
+
+    fn rules(text: &str) -> Vec<Directive> {
+        text.split(';')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                let (name, arg) = l.split_once(' ').unwrap();
+                Directive {
+                    name: name.into(),
+                    args: vec![arg.into()],
+                    at: Origin {
+                        file: "t.conf".into(),
+                        line: i + 1,
+                    },
+                    end: i + 1,
+                    block: None,
+                }
+            })
+            .collect()
+    }
+
+    fn access(text: &str) -> Option<(Vec<String>, Vec<String>)> {
+        tr().access(&rules(text), true)
+    }
+
+    #[test]
+    fn first_match_rules_become_allow_and_deny_only_when_they_mean_the_same() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // Denies first, then allows, then deny all: the same under "deny wins".
+        assert_eq!(
+            access("deny 10.1.2.0/24; allow 10.0.0.0/8; allow 2001:db8::/32; deny all;"),
+            Some((v(&["10.0.0.0/8", "2001:db8::/32"]), v(&["10.1.2.0/24"])))
+        );
+        // Without a final deny all, allows change nothing.
+        assert_eq!(
+            access("deny 192.0.2.7; allow 10.0.0.0/8;"),
+            Some((v(&[]), v(&["192.0.2.7"])))
+        );
+        // deny all alone shuts everyone out.
+        assert_eq!(
+            access("deny all;"),
+            Some((v(&[]), v(&["0.0.0.0/0", "::/0"])))
+        );
+        // An allow before an overlapping deny lets the overlap in under nginx.
+        assert_eq!(
+            access("allow 10.0.0.0/8; deny 10.1.0.0/16; deny all;"),
+            None
+        );
+        // Not overlapping: order does not matter.
+        assert_eq!(
+            access("allow 10.0.0.0/8; deny 192.168.0.0/16; deny all;"),
+            Some((v(&["10.0.0.0/8"]), v(&["192.168.0.0/16"])))
+        );
+        // Low bits past the length are dropped, as nginx does.
+        assert_eq!(
+            access("allow 10.1.2.3/8; deny all;"),
+            Some((v(&["10.0.0.0/8"]), v(&[])))
+        );
+        // Rules after an `all` are never reached.
+        assert_eq!(
+            access("allow all; deny 10.0.0.0/8;"),
+            Some((v(&[]), v(&[])))
+        );
+    }
+
+    #[test]
+    fn header_values_are_carried_or_said() {
+        assert!(matches!(
+            header("X-Real-IP", "$remote_addr", "", ""),
+            HeaderOut::Builtin(_)
+        ));
+        assert!(matches!(
+            header("X-Forwarded-For", "$proxy_add_x_forwarded_for", "", ""),
+            HeaderOut::Builtin(_)
+        ));
+        assert!(matches!(
+            header("X-Foo", "$http_x_foo", "", ""),
+            HeaderOut::Builtin(_)
+        ));
+        assert!(matches!(
+            header("X-Foo", "$http_x_bar", "", ""),
+            HeaderOut::Drop(_)
+        ));
+        match header("X-Site", "$server_name:$host", "a.example", "") {
+            HeaderOut::Set(t) => assert_eq!(t, "a.example:$host"),
+            _ => panic!(),
+        }
+        match header("X-Price", "5$", "", "") {
+            HeaderOut::Set(t) => assert_eq!(t, "5$$"),
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn keys_and_addresses() {
+        assert_eq!(
+            limit_key("$binary_remote_addr").as_deref(),
+            Some("client_ip")
+        );
+        assert_eq!(
+            limit_key("$http_x_api_key").as_deref(),
+            Some("header:X-Api-Key")
+        );
+        assert_eq!(limit_key("$server_name"), None);
+        assert_eq!(hash_key("$arg_user").as_deref(), Some("query:user"));
+        assert_eq!(with_port("backend", 80), "backend:80");
+        assert_eq!(with_port("[::1]", 80), "[::1]:80");
+        assert_eq!(
+            listener_names(&[
+                "0.0.0.0:80".into(),
+                "10.0.0.1:8080".into(),
+                "10.0.0.2:8080".into()
+            ]),
+            ["http", "port_8080_10_0_0_1", "port_8080_10_0_0_2"]
+        );
+    }
 }
