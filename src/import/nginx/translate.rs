@@ -62,6 +62,19 @@ struct Scope {
     one: BTreeMap<&'static str, Directive>,
 }
 
+/// Settings a listener takes from its default server: Switchyard has them
+/// per listener, nginx per server (some per location).
+const PER_LISTENER: &[&str] = &[
+    "keepalive_timeout",
+    "keepalive_requests",
+    "client_header_timeout",
+    "client_body_timeout",
+    "ssl_protocols",
+    "ssl_session_tickets",
+    "real_ip_header",
+    "real_ip_recursive",
+];
+
 /// Where a level keeps one of its array-like settings.
 type ArrayField = fn(&mut Scope) -> &mut Option<Vec<Directive>>;
 
@@ -86,6 +99,8 @@ const SCALARS: &[&str] = &[
     "keepalive_requests",
     "client_header_timeout",
     "client_body_timeout",
+    "proxy_ssl_verify",
+    "proxy_ssl_trusted_certificate",
 ];
 
 impl Scope {
@@ -585,7 +600,13 @@ impl Tr {
             if let Some(&k) = SCALARS.iter().find(|k| **k == name) {
                 scope.one.insert(k, (*d).clone());
                 self.scalar_note(d, context);
+                if context == "location" && PER_LISTENER.contains(&name) {
+                    self.note(d, Approximate, "set per listener here (from its default server), not per location: not carried over for this location");
+                }
                 continue;
+            }
+            if context == "location" && name == "set_real_ip_from" {
+                self.note(d, Approximate, "trusted_proxies is set per listener here (from its default server), not per location: not carried over for this location");
             }
             match name {
                 "proxy_set_header" => self.header_note(d, &server_name),
@@ -1289,7 +1310,7 @@ impl Tr {
             }
             self.return_action(r, server_name, &scope)
         } else if let Some(p) = &pass {
-            let action = self.proxy_pass(p, exact, &path);
+            let action = self.proxy_pass(p, exact, &path, &scope);
             if let Some(Action::Upstream { host, .. }) = &action {
                 let sets_host = scope.headers.iter().flatten().any(|d| {
                     d.args
@@ -1305,7 +1326,21 @@ impl Tr {
             if list.iter().all(|i| i.name == "location") && !list.is_empty() {
                 None
             } else {
-                self.note(d, Dropped, format!("location {path} serves files (no proxy_pass or return); no route: its requests go to the longest other prefix here"));
+                let other = list
+                    .iter()
+                    .find(|i| i.name.ends_with("_pass"))
+                    .map(|i| i.name.clone());
+                let what = match other {
+                    Some(o) => {
+                        format!("location {path} has no proxy_pass (its {o} is not carried over)")
+                    }
+                    None => format!("location {path} serves files (no proxy_pass or return)"),
+                };
+                self.note(
+                    d,
+                    Dropped,
+                    format!("{what}; no route: its requests go to the longest other prefix here"),
+                );
                 None
             }
         };
@@ -1324,7 +1359,13 @@ impl Tr {
         }
     }
 
-    fn proxy_pass(&mut self, p: &Directive, exact: bool, path: &str) -> Option<Action> {
+    fn proxy_pass(
+        &mut self,
+        p: &Directive,
+        exact: bool,
+        path: &str,
+        scope: &Scope,
+    ) -> Option<Action> {
         let Some(url) = p.args.first() else {
             self.note(p, Dropped, "no URL; not carried over");
             return None;
@@ -1376,12 +1417,50 @@ impl Tr {
                 return None;
             }
         }
-        let name = if let Some(u) = self.upstreams.iter().find(|u| u.name == hostport) {
+        // nginx verifies an HTTPS upstream only with proxy_ssl_verify on.
+        let verify = scope
+            .get("proxy_ssl_verify")
+            .and_then(|d| d.args.first())
+            .is_some_and(|a| a == "on");
+        let ca = scope
+            .get("proxy_ssl_trusted_certificate")
+            .and_then(|d| d.args.first())
+            .cloned();
+        let tls_value = || {
+            if !verify {
+                table([("verify", false.into())])
+            } else if let Some(ca) = &ca {
+                table([("ca_file", s(ca))])
+            } else {
+                toml::Value::Boolean(true)
+            }
+        };
+        let tls_comment = if verify {
+            "nginx's proxy_ssl_verify on"
+        } else {
+            "nginx's proxy_ssl_verify off (its default)"
+        };
+        let name = if let Some(u) = self.upstreams.iter_mut().find(|u| u.name == hostport) {
+            let name = u.name.clone();
             if tls {
-                self.note(p, Dropped, format!("https:// to upstream {} not carried over: write its tls = {{ verify = false }} (nginx does not verify upstream certificates by default) and route to it", u.name));
+                match u.block.get("tls").cloned() {
+                    None => {
+                        u.block.set_commented("tls", tls_value(), tls_comment);
+                    }
+                    Some(v) if v == tls_value() => {}
+                    Some(_) => {
+                        self.note(p, Dropped, format!("https:// to upstream {name} with other certificate checks than another location's: not carried over (an upstream has one tls setting)"));
+                        return None;
+                    }
+                }
+                if !verify {
+                    self.note(p, Info, "upstream certificates are not verified, as nginx does by default: set tls.verify = true where you can");
+                }
+            } else if u.block.get("tls").is_some() {
+                self.note(p, Dropped, format!("http:// to upstream {name}, which another location reaches over https://: not carried over (an upstream has one tls setting)"));
                 return None;
             }
-            u.name.clone()
+            name
         } else {
             // An address, not an upstream block: an upstream of its own.
             let addr = with_port(hostport, if tls { 443 } else { 80 });
@@ -1395,15 +1474,11 @@ impl Tr {
                     }
                 })
                 .collect();
+            let name = if tls { format!("{name}_tls") } else { name };
             if !self.upstreams.iter().any(|u| u.name == name) {
                 let mut b = Block::new(format!("[upstream.{name}]"), range(&p.at, p.end));
                 if tls {
-                    b.set_commented(
-                        "tls",
-                        table([("verify", false.into())]),
-                        "nginx's proxy_ssl_verify off (its default)",
-                    );
-                    self.note(p, Info, "upstream certificates are not verified, as nginx does by default: set tls.verify = true where you can");
+                    b.set_commented("tls", tls_value(), tls_comment);
                 }
                 b.set(
                     "servers",
@@ -1413,6 +1488,9 @@ impl Tr {
                     name: name.clone(),
                     block: b,
                 });
+            }
+            if tls && !verify {
+                self.note(p, Info, "upstream certificates are not verified, as nginx does by default: set tls.verify = true where you can");
             }
             name
         };
@@ -1697,6 +1775,33 @@ impl Tr {
         b.set("listen", addr);
         let srv = &self.servers[default];
         let sc = srv.scope.clone();
+        // Other servers here with their own values: the default server's win.
+        let mut differ = Vec::new();
+        for &i in on.iter().filter(|&&i| i != default) {
+            let other = &self.servers[i].scope;
+            for key in PER_LISTENER {
+                if let Some(d) = other.get(key) {
+                    if sc.get(key).map(|x| &x.args) != Some(&d.args) {
+                        differ.push(d.clone());
+                    }
+                }
+            }
+            let ips = |s: &Scope| {
+                s.real_ip_from
+                    .as_ref()
+                    .map(|v| v.iter().map(|d| d.args.clone()).collect::<Vec<_>>())
+            };
+            if ips(other) != ips(&sc) {
+                if let Some(d) = other.real_ip_from.as_ref().and_then(|v| v.first()) {
+                    differ.push(d.clone());
+                }
+            }
+        }
+        differ.sort_by(|a, b| a.at.cmp(&b.at));
+        differ.dedup_by(|a, b| a.at == b.at);
+        for d in differ {
+            self.out.note(&d.at, &d.name, Approximate, format!("set per listener here: {addr} takes its default server's value, not this server's"));
+        }
         let ssl = on.iter().any(|&i| {
             self.servers[i]
                 .listens
