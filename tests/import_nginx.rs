@@ -6,7 +6,8 @@
 //! (`UPDATE_GOLDEN=1` rewrites both), and each translation must pass
 //! `switchyard check`. Broken configurations exit 1 with the file and line.
 //!
-//! Equivalence: `botfleet.conf` and `api.conf`, rewritten to loopback (free
+//! Equivalence: `botfleet.conf`, `api.conf`, `multi.conf` (globbed includes)
+//! and `limits.conf` (rate and connection limits), rewritten to loopback (free
 //! ports, the sample origins in place of the servers, a temporary prefix), are
 //! run by Debian's nginx and, imported, by Switchyard; the same requests go to
 //! both, and each answer must have the same status, come from the same pool
@@ -766,5 +767,90 @@ async fn included_sites_behave_as_under_nginx() {
         };
         let (rn, _) = same(&p, &a, &fwd).await;
         assert_eq!(pool(&rn), want, "{host}{path}: {rn:?}");
+    }
+}
+
+/// Rate and connection limits refuse the same requests as nginx's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_refuse_what_nginx_refuses() {
+    if !nginx_here() {
+        return;
+    }
+    let p = pair(
+        "limits",
+        &[("listen 8082;", 8082)],
+        &[("10.0.10.1:8080", "auth-1")],
+        &[],
+    )
+    .await;
+    let (n, s) = p.ports[&8082];
+    let statuses = |addr: SocketAddr,
+                    path: &'static str,
+                    key: Option<&'static str>,
+                    count: usize| async move {
+        let mut v = Vec::new();
+        for _ in 0..count {
+            let mut h = vec![("host", "auth.example.com")];
+            if let Some(k) = key {
+                h.push(("x-api-key", k));
+            }
+            v.push(send(addr, "GET", path, &h, None).await.status.as_u16());
+        }
+        v
+    };
+    // burst 2 nodelay: three at once, then refused with limit_req_status.
+    let want = vec![200, 200, 200, 429, 429];
+    assert_eq!(statuses(n, "/login", None, 5).await, want, "nginx");
+    assert_eq!(statuses(s, "/login", None, 5).await, want, "switchyard");
+    // Per API key: each key its own budget; no key, no limit.
+    for key in [Some("k1"), Some("k2"), None] {
+        let want = if key.is_some() {
+            vec![200, 200, 429]
+        } else {
+            vec![200, 200, 200]
+        };
+        assert_eq!(statuses(n, "/api/x", key, 3).await, want, "nginx {key:?}");
+        assert_eq!(
+            statuses(s, "/api/x", key, 3).await,
+            want,
+            "switchyard {key:?}"
+        );
+    }
+    // One download at a time: the second, while the first is in flight, gets 503.
+    let get = |addr: SocketAddr, path: &'static str| async move {
+        send(addr, "GET", path, &[("host", "auth.example.com")], None)
+            .await
+            .status
+            .as_u16()
+    };
+    for (who, addr) in [("nginx", n), ("switchyard", s)] {
+        let mut refused = false;
+        // A poll may take the slot before the slow download does, which is then
+        // the one refused: start again (bounded).
+        for _ in 0..5 {
+            let slow = tokio::spawn(get(addr, "/download/big?delay=1500ms"));
+            let t = Instant::now();
+            while !slow.is_finished() && t.elapsed() < EXCHANGE_LIMIT {
+                if get(addr, "/download/small").await == 503 {
+                    refused = true;
+                    break;
+                }
+            }
+            let first = slow.await.unwrap();
+            if refused {
+                assert_eq!(first, 200, "{who}: the download in flight");
+                break;
+            }
+            assert_eq!(first, 503, "{who}: neither download was refused");
+        }
+        assert!(
+            refused,
+            "{who}: a second download while one is in flight is refused"
+        );
+        assert_eq!(
+            get(addr, "/download/small").await,
+            200,
+            "{who}: the slot is free again"
+        );
     }
 }
