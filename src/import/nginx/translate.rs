@@ -1674,21 +1674,38 @@ impl Tr {
         let several = addrs.len() > 1;
         let mut route_blocks = Vec::new();
         let mut zone_counts: BTreeMap<String, usize> = BTreeMap::new();
+        // Which server each name belongs to, per address: the first, as nginx
+        // ("conflicting server name ... ignored").
+        let mut claimed: HashMap<(String, String), usize> = HashMap::new();
+        for (si, srv) in self.servers.iter().enumerate() {
+            for l in &srv.listens {
+                for n in &srv.names {
+                    let owner = *claimed.entry((l.addr.clone(), n.clone())).or_insert(si);
+                    if owner != si {
+                        self.out.note(&srv.at, "server_name", Dropped, format!("conflicting server name {n} on {}: nginx ignores it here (the first server with it takes it), so does this translation", l.addr));
+                    }
+                }
+            }
+        }
         for si in 0..self.servers.len() {
             for (li, addr) in addrs.iter().enumerate() {
                 if !self.servers[si].listens.iter().any(|l| &l.addr == addr) {
                     continue;
                 }
-                let mut hosts: Vec<Option<String>> =
-                    self.servers[si].names.iter().cloned().map(Some).collect();
+                let mut hosts: Vec<Option<String>> = self.servers[si]
+                    .names
+                    .iter()
+                    .filter(|n| claimed.get(&(addr.clone(), (*n).clone())) == Some(&si))
+                    .cloned()
+                    .map(Some)
+                    .collect();
                 if defaults[li] == si {
                     // The default server's routes without a host serve its own
                     // names too, unless another server here could claim one.
-                    let others: Vec<&String> = (0..self.servers.len())
-                        .filter(|&o| {
-                            o != si && self.servers[o].listens.iter().any(|l| &l.addr == addr)
-                        })
-                        .flat_map(|o| self.servers[o].names.iter())
+                    let others: Vec<&String> = claimed
+                        .iter()
+                        .filter(|((a, _), &o)| a == addr && o != si)
+                        .map(|((_, n), _)| n)
                         .collect();
                     hosts.retain(|h| {
                         h.as_ref().is_some_and(|h| {
@@ -1698,6 +1715,9 @@ impl Tr {
                         })
                     });
                     hosts.push(None);
+                } else if hosts.is_empty() {
+                    let at = self.servers[si].at.clone();
+                    self.out.note(&at, "server", Dropped, format!("no name of this server reaches it on {addr}, and it is not the default server there: no routes"));
                 }
                 let listener = several.then(|| names[li].clone());
                 let ssl = self.servers[si]
