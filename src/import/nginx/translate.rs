@@ -1754,7 +1754,11 @@ impl Tr {
         for (zone, n) in zone_counts {
             if n > 1 {
                 if let Some((at, _)) = self.zone_use.get(&zone).cloned() {
-                    self.out.note(&at, "limit_req", Approximate, format!("zone {zone} is used by {n} routes here, and each route counts on its own: nginx shares one budget per key across them"));
+                    let (directive, name, what) = match zone.strip_prefix("conn:") {
+                        Some(z) => ("limit_conn", z, "count of requests in flight"),
+                        None => ("limit_req", zone.as_str(), "budget"),
+                    };
+                    self.out.note(&at, directive, Approximate, format!("zone {name} is used by {n} routes here, and each route counts on its own: nginx shares one {what} per key across them"));
                 }
             }
         }
@@ -2217,6 +2221,10 @@ impl Tr {
             conns.push(table(pairs));
             let e = zones.entry(format!("conn:{z}")).or_default();
             *e += 1;
+            self.zone_use
+                .entry(format!("conn:{z}"))
+                .or_insert((d.at.clone(), 0))
+                .1 += 1;
         }
         match conns.len() {
             0 => {}
