@@ -625,9 +625,6 @@ impl Tr {
                         self.note(d, Dropped, "certificates named by variables, data: or engine: are not read; name the PEM file");
                     }
                 }
-                "ssl" => {
-                    // `ssl on;` (before nginx 1.15): every listen of the server is TLS.
-                }
                 _ if d.block.is_none() && find(INFO, name).is_some() => self.unknown(d, context),
                 _ => self.unknown(d, context),
             }
@@ -2260,6 +2257,7 @@ const KNOWN_ELSEWHERE: &[&str] = &[
     "http",
     "events",
     "include",
+    "ssl",
 ];
 
 /// What a `proxy_set_header` becomes.
