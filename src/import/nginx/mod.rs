@@ -2,9 +2,11 @@
 //! `include`) translated into Switchyard's (`translate`), with a note for every
 //! directive that is not carried over exactly.
 
+mod known;
 mod parse;
 mod translate;
 mod units;
+mod values;
 
 use std::path::Path;
 
