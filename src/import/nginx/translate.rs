@@ -7,8 +7,11 @@
 //! Model: every distinct `listen` address becomes a `[[listener]]`; every
 //! location of a server becomes a route per server name (per listener when there
 //! are several), and the listener's default server (`default_server`, else the
-//! first) also gets routes without a host, which is how nginx serves unknown
-//! names. A server whose name matches but has no `location /` would answer
+//! first) gets routes without a host, which is how nginx serves unknown names
+//! (its own names get routes of their own only where another server's wildcard
+//! could take them). Of two servers naming the same host on one address the
+//! first keeps it, as in nginx. A server whose name matches but has no
+//! `location /` would answer
 //! other paths from its root (404 for a proxy): a `respond 404` route keeps them
 //! from falling to another server's routes, as they never do in nginx.
 
