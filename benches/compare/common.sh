@@ -1,8 +1,8 @@
 # shellcheck shell=bash
-# Helpers shared by run.sh, failover.sh, reload.sh, tls.sh, probes.sh, limits.sh
-# and ../soak.sh; sourced, not
-# run. The caller sets PROG (the prefix of its messages), ROOT (the
-# repository), ORIGIN_PORTS, PIN and KEEP_TMP. Linux only (reads /proc).
+# Helpers shared by run.sh, failover.sh, reload.sh, tls.sh, probes.sh, limits.sh,
+# telegram.sh, discovery.sh and ../soak.sh; sourced, not run. The caller sets
+# PROG (the prefix of its messages), ROOT (the repository), ORIGIN_PORTS, PIN and
+# KEEP_TMP. Linux only (reads /proc).
 
 die() { echo "$PROG: error: $*" >&2; exit 1; }
 

@@ -436,6 +436,9 @@ impl NameTask {
             *cap = self.cap;
             let new = servers.unwrap_or_default();
             let n = new.len();
+            if new.is_empty() {
+                self.servers_gauge.set(0.0);
+            }
             let changed = names
                 .get(&self.entry.target)
                 .map_or(!new.is_empty(), |old| *old != new);
@@ -444,13 +447,24 @@ impl NameTask {
             } else {
                 names.insert(self.entry.target.clone(), new);
             }
-            lock(&self.status.state).servers = n;
-            self.servers_gauge.set(n as f64);
             if !changed {
+                lock(&self.status.state).servers = n.min(self.cap);
                 return;
             }
         }
         let list = union(&found, &self.upstream);
+        // What this name adds to the upstream, the cap applied.
+        let mine = found
+            .upstreams
+            .get(&self.upstream)
+            .and_then(|(_, names)| names.get(&self.entry.target));
+        let used = mine.map_or(0, |m| {
+            list.iter()
+                .filter(|s| m.iter().any(|x| x.addr == s.addr))
+                .count()
+        });
+        lock(&self.status.state).servers = used;
+        self.servers_gauge.set(used as f64);
         self.report.servers(&self.upstream, list);
     }
 }

@@ -212,11 +212,25 @@ impl Metrics {
     /// `requests_limited_total` series made, so a configuration without limits
     /// shows none).
     pub fn route(&self, route: &str, upstream: &str, limited: bool) -> RouteMetrics {
+        self.route_of(route, upstream, limited, false)
+    }
+
+    /// As `route`; `telegram`: a webhook route, whose gate's refusals
+    /// (`telegram_secret`, `telegram_source`) only it has series for.
+    pub fn route_of(
+        &self,
+        route: &str,
+        upstream: &str,
+        limited: bool,
+        telegram: bool,
+    ) -> RouteMetrics {
         let labels = [("route", route), ("upstream", upstream)];
         RouteMetrics {
             limited: std::array::from_fn(|i| {
-                let reason = Reason::ALL[i].as_str();
-                if limited {
+                let reason = Reason::ALL[i];
+                let applies = telegram || !matches!(reason, Reason::Secret | Reason::Source);
+                let reason = reason.as_str();
+                if limited && applies {
                     self.counter(LIMITED, &[("route", route), ("reason", reason)])
                 } else {
                     Counter::noop()

@@ -154,10 +154,11 @@ impl Snapshot {
                 let limited = any_listener_guard || !guards.is_empty();
                 Route {
                     name: Arc::from(r.name.as_str()),
-                    metrics: Arc::new(p.metrics.route(
+                    metrics: Arc::new(p.metrics.route_of(
                         &r.name,
                         r.upstream().unwrap_or(NONE),
                         limited,
+                        r.telegram().is_some(),
                     )),
                     filters,
                     guards,

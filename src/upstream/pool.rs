@@ -122,10 +122,11 @@ impl Pool {
             transport,
             shards: (0..shards.max(1))
                 .map(|_| {
-                    Mutex::new(Shard {
-                        idle: Vec::with_capacity(max_idle.min(64)),
-                        ..Shard::default()
-                    })
+                    // The idle list grows on first use: a server never connected
+                    // to (most of a large discovered pool, on a given worker)
+                    // costs nothing for it, where 64 slots made up front cost
+                    // about 3 KB per server.
+                    Mutex::new(Shard::default())
                 })
                 .collect(),
             max_idle: AtomicUsize::new(max_idle),

@@ -433,6 +433,7 @@ pub async fn counting_origin(
     (addr, accepted)
 }
 pub mod control;
+pub mod dns;
 pub mod redis_server;
 pub mod telegram;
 pub mod tls;

@@ -441,10 +441,16 @@ async fn collect(res: Response<RespBody>, max: u64) -> Delivered {
     let (head, body) = res.into_parts();
     let limited = http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
     match limited.collect().await {
+        // Copied out: the body and the header are slices of hyper's read buffer
+        // for the connection (about 8 KiB), which a reply kept in the dedup table
+        // for an hour would otherwise keep alive, one buffer per update.
         Ok(b) => Delivered::Answer(Reply {
             status: head.status,
-            content_type: head.headers.get(header::CONTENT_TYPE).cloned(),
-            body: b.to_bytes(),
+            content_type: head
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()),
+            body: Bytes::copy_from_slice(&b.to_bytes()),
         }),
         Err(e) => Delivered::Failed {
             reached: true,

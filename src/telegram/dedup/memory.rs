@@ -77,12 +77,20 @@ impl Memory {
         }
     }
 
+    /// What is known of `id` in one lookup: its stored reply and its failures.
+    pub(crate) fn state(&mut self, id: i64) -> (Option<Arc<Reply>>, u32) {
+        self.live(id, Instant::now())
+            .map_or((None, 0), |e| (e.done.clone(), e.failures))
+    }
+
     /// The stored reply of `id`, if a bot answered it with a 2xx.
+    #[cfg(test)]
     pub(crate) fn done(&mut self, id: i64) -> Option<Arc<Reply>> {
         self.live(id, Instant::now())?.done.clone()
     }
 
     /// Deliveries of `id` that failed so far.
+    #[cfg(test)]
     pub(crate) fn failures(&mut self, id: i64) -> u32 {
         self.live(id, Instant::now()).map_or(0, |e| e.failures)
     }

@@ -168,10 +168,7 @@ impl Dedup {
             claimed: false,
             finished: false,
         };
-        let (done, local_failures) = {
-            let mut m = self.memory();
-            (m.done(id), m.failures(id))
-        };
+        let (done, local_failures) = self.memory().state(id);
         if let Some(r) = done {
             ticket.publish(Outcome::Reply(Arc::clone(&r)));
             return Join::Done(r);
