@@ -34,16 +34,16 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::control::{Client, Load, Mode, Origin, Reply, Sample};
 use common::dns::{Answer, DnsServer, RecordType, Srv};
+use common::replica::Replica;
 use common::{sample, TempDir};
 use http::Method;
 use serde_json::Value;
@@ -1141,90 +1141,9 @@ async fn max_servers_caps_a_runaway_answer() {
 // 6. Two replicas
 // ---------------------------------------------------------------------------------
 
-/// One proxy process: `switchyard run -c FILE --workers 1`, its stderr kept,
-/// killed when dropped.
-struct Replica {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Replica {
-    /// Starts it and waits (blocking) for its listeners.
-    fn start(config: &Path) -> Replica {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .arg("run")
-            .arg("-c")
-            .arg(config)
-            .args(["--workers", "1"])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn switchyard run");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut r = Replica {
-            child,
-            addr: ([0, 0, 0, 0], 0).into(),
-            admin: ([0, 0, 0, 0], 0).into(),
-            lines,
-        };
-        r.admin = r.addr_logged("admin API listening");
-        r.addr = r.addr_logged("listener=public");
-        r
-    }
-
-    /// The `addr=` of the first stderr line containing `needle`.
-    fn addr_logged(&mut self, needle: &str) -> SocketAddr {
-        let start = Instant::now();
-        loop {
-            let found = self.lines.lock().unwrap().iter().find_map(|l| {
-                l.contains(needle)
-                    .then(|| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
-                    .flatten()
-                    .map(|a| a.parse().expect("an address"))
-            });
-            if let Some(a) = found {
-                return a;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("switchyard exited ({status}):\n{}", self.log());
-            }
-            assert!(
-                start.elapsed() < EVENT,
-                "no {needle:?} line:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts a replica off the test's runtime (the start blocks).
 async fn replica(file: PathBuf) -> Replica {
-    tokio::task::spawn_blocking(move || Replica::start(&file))
+    tokio::task::spawn_blocking(move || Replica::start(&file, 1))
         .await
         .expect("replica start")
 }

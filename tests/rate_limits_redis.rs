@@ -16,15 +16,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::control::Client;
 use common::redis_server::RedisServer;
+use common::replica::Replica;
 use common::TempDir;
 use switchyard::limit::redis::{DECISION_TIMEOUT, KEY_PREFIX};
 use switchyard::Config;
@@ -37,88 +35,7 @@ const EVENT: Duration = Duration::from_secs(20);
 /// the decision timeout plus this was hanging on Redis, not late.
 const SLACK: Duration = Duration::from_millis(500);
 
-/// One proxy process: `switchyard run --config FILE --workers N`, its stderr
-/// kept, killed when dropped.
-struct Replica {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
 impl Replica {
-    fn start(config: &Path, workers: usize) -> Replica {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .args(["--workers", &workers.to_string()])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn switchyard run");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut r = Replica {
-            child,
-            addr: ([0, 0, 0, 0], 0).into(),
-            admin: ([0, 0, 0, 0], 0).into(),
-            lines,
-        };
-        r.admin = r.addr_logged("admin API listening");
-        r.addr = r.addr_logged("listener=public");
-        r
-    }
-
-    /// The `addr=` of the first stderr line containing `needle`.
-    fn addr_logged(&mut self, needle: &str) -> SocketAddr {
-        let start = Instant::now();
-        loop {
-            let found = self.lines.lock().unwrap().iter().find_map(|l| {
-                l.contains(needle)
-                    .then(|| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
-                    .flatten()
-                    .map(|a| a.parse().expect("an address"))
-            });
-            if let Some(a) = found {
-                return a;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("switchyard exited ({status}):\n{}", self.log());
-            }
-            assert!(
-                start.elapsed() < EVENT,
-                "no {needle:?} line:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    /// How many stderr lines contain `needle`.
-    fn logged(&self, needle: &str) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-
     async fn metrics(&self) -> String {
         let r = Client::new(self.admin)
             .get("/metrics")
@@ -137,13 +54,6 @@ impl Replica {
                 Some(rest.split_once("} ")?.1.trim().parse().expect("a value"))
             })
             .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -435,6 +435,7 @@ pub async fn counting_origin(
 pub mod control;
 pub mod dns;
 pub mod redis_server;
+pub mod replica;
 pub mod telegram;
 pub mod tls;
 pub mod upstream;
