@@ -48,6 +48,11 @@ enum Command {
         /// change, one line per change (a dry run of a reload).
         #[arg(long, value_name = "OLD")]
         diff_against: Option<PathBuf>,
+        /// Do not look up the `resolve = true` names (they are looked up by
+        /// default, and each that gives no server is a warning): for checking a
+        /// file away from the network it will run in.
+        #[arg(long)]
+        no_lookup: bool,
     },
     /// Work with configuration files.
     Config {
@@ -124,13 +129,14 @@ fn main() -> ExitCode {
         Command::Check {
             config,
             diff_against: None,
+            no_lookup,
         } => match Config::load(&config) {
             Ok(c) => {
                 let mut warnings = c.warnings();
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .build()
-                {
+                    .build();
+                if let (false, Ok(rt)) = (no_lookup, rt) {
                     warnings.extend(rt.block_on(switchyard::discovery::check(&c)));
                 }
                 for w in warnings {
@@ -147,6 +153,7 @@ fn main() -> ExitCode {
         Command::Check {
             config,
             diff_against: Some(old),
+            ..
         } => check_diff(&config, &old),
         Command::Config {
             command:

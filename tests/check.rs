@@ -807,3 +807,36 @@ fn dump_reads_config_switchyard_toml_by_default() {
     assert!(first.contains("config/switchyard.toml"), "{first:?}");
     assert!(out.stdout.contains("[upstream.bots.health_check]"));
 }
+
+/// `--no-lookup` checks a file away from its network: its `resolve = true` names
+/// are not looked up (here the file's resolver is a port nobody answers on, which
+/// without the flag is a warning after the query times out).
+#[test]
+fn no_lookup_leaves_discovered_names_alone() {
+    let text = "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
+                [[route]]\nupstream = \"bots\"\n\n\
+                [resolver]\nservers = [\"127.0.0.1:9\"]\ntimeout = \"200ms\"\n\n\
+                [upstream.bots]\nservers = [{ addr = \"bots.example.test:8000\", resolve = true }]\n";
+    let cfg = TempConfig::new(text);
+    let run = |flags: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("check")
+            .args(flags)
+            .arg("--config")
+            .arg(&cfg.file)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run switchyard check")
+    };
+    let looked = run(&[]);
+    assert_eq!(looked.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&looked.stderr);
+    assert!(
+        stderr.contains("warning: upstream.bots: bots.example.test:8000"),
+        "{stderr}"
+    );
+    let offline = run(&["--no-lookup"]);
+    assert_eq!(offline.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&offline.stderr), "");
+    assert!(String::from_utf8_lossy(&offline.stdout).contains("configuration is valid"));
+}
