@@ -121,26 +121,13 @@ impl Drop for Busy {
     }
 }
 
-/// While serving: the accept loop and the connection tasks. While stopped: the
-/// socket that keeps the port.
-enum Run {
-    Serving {
-        accept: JoinHandle<()>,
-        conns: Arc<Mutex<JoinSet<()>>>,
-    },
-    Stopped {
-        _parked: TcpSocket,
-    },
-}
-
 pub struct Origin {
-    addr: SocketAddr,
+    port: Port,
     inner: Arc<Inner>,
-    run: tokio::sync::Mutex<Run>,
 }
 
-/// A socket bound with the options every socket of an origin's port uses.
-fn port_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
+/// A socket bound with the options every socket of a test server's port uses.
+pub fn port_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
     let s = TcpSocket::new_v4()?;
     s.set_reuseaddr(true)?;
     s.set_reuseport(true)?;
@@ -148,11 +135,120 @@ fn port_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
     Ok(s)
 }
 
+/// While serving: the accept loop and the connection tasks. While closed: the
+/// socket that keeps the port.
+enum Run {
+    Serving {
+        accept: JoinHandle<()>,
+        conns: Arc<Mutex<JoinSet<()>>>,
+    },
+    Closed {
+        _parked: TcpSocket,
+    },
+}
+
+/// What serves a test server's port: HTTP/1.1 with its handler (`serve_http1`).
+type Serve = Box<dyn Fn(TcpSocket) -> io::Result<Run> + Send + Sync>;
+
+/// A test server's port on 127.0.0.1: served until `close`, which stops accepting
+/// and drops every open connection while keeping the port reserved (both sockets
+/// use SO_REUSEPORT), so nothing else takes it and `reopen` gets it back. The
+/// origins here and the Telegram tests' bots both stand on one.
+pub struct Port {
+    addr: SocketAddr,
+    run: tokio::sync::Mutex<Run>,
+    serve: Serve,
+}
+
+impl Port {
+    /// Binds a port of the kernel's choosing and serves it with `handle`.
+    pub fn open<F, Fut, E>(handle: F) -> Port
+    where
+        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let socket = port_socket(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind a port");
+        let addr = socket.local_addr().expect("the port's address");
+        let serve: Serve = Box::new(move |socket| serve_http1(socket, handle.clone()));
+        let run = serve(socket).expect("listen");
+        Port {
+            addr,
+            run: tokio::sync::Mutex::new(run),
+            serve,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes the listener and drops every open connection (running handlers are
+    /// cut short); returns once the port refuses connections, `false` if it was
+    /// closed already.
+    pub async fn close(&self) -> bool {
+        let mut run = self.run.lock().await;
+        let Run::Serving { accept, conns } = &mut *run else {
+            return false;
+        };
+        // Reserve the port before the listener goes.
+        let parked = port_socket(self.addr).expect("reserve the port");
+        accept.abort();
+        let _ = accept.await;
+        let mut set = std::mem::take(&mut *conns.lock().unwrap());
+        set.abort_all();
+        while set.join_next().await.is_some() {}
+        *run = Run::Closed { _parked: parked };
+        true
+    }
+
+    /// Listens again on the same port; `false` if it was not closed.
+    pub async fn reopen(&self) -> bool {
+        let mut run = self.run.lock().await;
+        if !matches!(*run, Run::Closed { .. }) {
+            return false;
+        }
+        let socket = port_socket(self.addr).expect("rebind the port");
+        // Replacing the parked socket releases it, after the new one is listening.
+        *run = (self.serve)(socket).expect("listen again");
+        true
+    }
+}
+
+/// Serves HTTP/1.1 on `socket` with `handle` until aborted.
+fn serve_http1<F, Fut, E>(socket: TcpSocket, handle: F) -> io::Result<Run>
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    let listener = socket.listen(1024)?;
+    let conns = Arc::new(Mutex::new(JoinSet::new()));
+    let conns2 = Arc::clone(&conns);
+    let accept = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let handle = handle.clone();
+            let mut set = conns2.lock().unwrap();
+            // Reap finished connections so the set does not grow without bound.
+            while set.try_join_next().is_some() {}
+            set.spawn(async move {
+                let svc = hyper::service::service_fn(handle);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(Run::Serving { accept, conns })
+}
+
 impl Origin {
     /// Starts origin `name` on 127.0.0.1 and a port of the kernel's choosing.
     pub async fn start(name: &str) -> Origin {
-        let socket = port_socket(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind origin");
-        let addr = socket.local_addr().expect("origin address");
         let (hit_count, _) = watch::channel(0);
         let (busy, _) = watch::channel(0);
         let inner = Arc::new(Inner {
@@ -167,16 +263,13 @@ impl Origin {
             busy,
             max_busy: std::sync::atomic::AtomicUsize::new(0),
         });
-        let run = serve(socket, Arc::clone(&inner)).expect("origin listens");
-        Origin {
-            addr,
-            inner,
-            run: tokio::sync::Mutex::new(run),
-        }
+        let handler = Arc::clone(&inner);
+        let port = Port::open(move |req| handle(Arc::clone(&handler), req));
+        Origin { port, inner }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.port.addr()
     }
 
     pub fn name(&self) -> &str {
@@ -203,31 +296,20 @@ impl Origin {
     /// Closes the listener and drops every open connection; returns once the port
     /// refuses connections. The port stays reserved for `restart`.
     pub async fn stop(&self) {
-        let mut run = self.run.lock().await;
-        let Run::Serving { accept, conns } = &mut *run else {
-            panic!("origin {} is already stopped", self.name());
-        };
-        // Reserve the port before the listener goes (both sockets use SO_REUSEPORT).
-        let parked = port_socket(self.addr).expect("reserve the origin's port");
-        accept.abort();
-        let _ = accept.await;
-        let mut set = std::mem::take(&mut *conns.lock().unwrap());
-        set.abort_all();
-        while set.join_next().await.is_some() {}
-        *run = Run::Stopped { _parked: parked };
+        assert!(
+            self.port.close().await,
+            "origin {} is already stopped",
+            self.name()
+        );
     }
 
     /// Listens again on the same port.
     pub async fn restart(&self) {
-        let mut run = self.run.lock().await;
         assert!(
-            matches!(*run, Run::Stopped { .. }),
+            self.port.reopen().await,
             "origin {} is not stopped",
             self.name()
         );
-        let socket = port_socket(self.addr).expect("rebind the origin's port");
-        // Replacing the parked socket releases it, after the new one is listening.
-        *run = serve(socket, Arc::clone(&self.inner)).expect("origin listens again");
     }
 
     /// Every request received so far, in order of arrival.
@@ -357,31 +439,6 @@ impl Origin {
             .await
             .unwrap_or_else(|_| panic!("origin {}: expected request within {limit:?}", self.name()))
     }
-}
-
-fn serve(socket: TcpSocket, inner: Arc<Inner>) -> io::Result<Run> {
-    let listener = socket.listen(1024)?;
-    let conns = Arc::new(Mutex::new(JoinSet::new()));
-    let conns2 = Arc::clone(&conns);
-    let accept = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let inner = Arc::clone(&inner);
-            let mut set = conns2.lock().unwrap();
-            // Reap finished connections so the set does not grow without bound.
-            while set.try_join_next().is_some() {}
-            set.spawn(async move {
-                let svc = hyper::service::service_fn(move |req| handle(Arc::clone(&inner), req));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    Ok(Run::Serving { accept, conns })
 }
 
 /// The service returning an error makes hyper close the connection without answering.

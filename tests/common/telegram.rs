@@ -27,7 +27,6 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -38,12 +37,9 @@ use http::{HeaderMap, Method, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use switchyard::Running;
-use tokio::net::TcpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::{JoinHandle, JoinSet};
 
 use super::control;
 
@@ -729,39 +725,16 @@ impl BotInner {
     }
 }
 
-/// While serving: the accept loop and the connection tasks. While killed: a socket
-/// that keeps the port (as `control::Origin` does), so that nothing else takes it
-/// and a restart gets it back.
-enum Run {
-    Serving {
-        accept: JoinHandle<()>,
-        conns: Arc<Mutex<JoinSet<()>>>,
-    },
-    Killed {
-        _parked: TcpSocket,
-    },
-}
-
-/// A bot instance behind the proxy.
+/// A bot instance behind the proxy, on a port it keeps while killed (as
+/// `control::Origin` does).
 pub struct Bot {
-    addr: SocketAddr,
+    port: control::Port,
     inner: Arc<BotInner>,
-    run: tokio::sync::Mutex<Run>,
-}
-
-fn port_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
-    let s = TcpSocket::new_v4()?;
-    s.set_reuseaddr(true)?;
-    s.set_reuseport(true)?;
-    s.bind(addr)?;
-    Ok(s)
 }
 
 impl Bot {
     /// Starts bot `name` on 127.0.0.1 and a port of the kernel's choosing.
     pub async fn start(name: &str) -> Bot {
-        let socket = port_socket(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind bot");
-        let addr = socket.local_addr().expect("bot address");
         let (changes, _) = watch::channel(0);
         let inner = Arc::new(BotInner {
             name: name.to_owned(),
@@ -769,16 +742,13 @@ impl Bot {
             seen: Mutex::new(Vec::new()),
             changes,
         });
-        let run = serve_bot(socket, Arc::clone(&inner)).expect("bot listens");
-        Bot {
-            addr,
-            inner,
-            run: tokio::sync::Mutex::new(run),
-        }
+        let handler = Arc::clone(&inner);
+        let port = control::Port::open(move |req| bot_handle(Arc::clone(&handler), req));
+        Bot { port, inner }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.port.addr()
     }
 
     pub fn name(&self) -> &str {
@@ -842,29 +812,20 @@ impl Bot {
     /// short (their `Seen` stays without an answer); the port then refuses
     /// connections and stays reserved for `restart`.
     pub async fn kill(&self) {
-        let mut run = self.run.lock().await;
-        let Run::Serving { accept, conns } = &mut *run else {
-            panic!("bot {} is already killed", self.name());
-        };
-        let parked = port_socket(self.addr).expect("reserve the bot's port");
-        accept.abort();
-        let _ = accept.await;
-        let mut set = std::mem::take(&mut *conns.lock().unwrap());
-        set.abort_all();
-        while set.join_next().await.is_some() {}
-        *run = Run::Killed { _parked: parked };
+        assert!(
+            self.port.close().await,
+            "bot {} is already killed",
+            self.name()
+        );
     }
 
     /// Listens again on the same port.
     pub async fn restart(&self) {
-        let mut run = self.run.lock().await;
         assert!(
-            matches!(*run, Run::Killed { .. }),
+            self.port.reopen().await,
             "bot {} is not killed",
             self.name()
         );
-        let socket = port_socket(self.addr).expect("rebind the bot's port");
-        *run = serve_bot(socket, Arc::clone(&self.inner)).expect("bot listens again");
     }
 }
 
@@ -882,31 +843,6 @@ pub fn all_seen(bots: &[Bot]) -> Vec<Seen> {
     let mut all: Vec<Seen> = bots.iter().flat_map(Bot::seen).collect();
     all.sort_by_key(|s| s.at);
     all
-}
-
-fn serve_bot(socket: TcpSocket, inner: Arc<BotInner>) -> io::Result<Run> {
-    let listener = socket.listen(1024)?;
-    let conns = Arc::new(Mutex::new(JoinSet::new()));
-    let conns2 = Arc::clone(&conns);
-    let accept = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let inner = Arc::clone(&inner);
-            let mut set = conns2.lock().unwrap();
-            while set.try_join_next().is_some() {}
-            set.spawn(async move {
-                let svc =
-                    hyper::service::service_fn(move |req| bot_handle(Arc::clone(&inner), req));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    Ok(Run::Serving { accept, conns })
 }
 
 async fn bot_handle(
