@@ -721,6 +721,13 @@ impl<'a> Tr<'a> {
         self.note(l, carried, msg);
     }
 
+    /// A `timeout KIND TIME` line's time into `slot`, with the line it came from.
+    fn time_into(&mut self, l: &Line, slot: &mut Option<(String, usize)>) {
+        if let Some(d) = self.time(l, 2) {
+            *slot = Some((d, l.line));
+        }
+    }
+
     fn time(&mut self, l: &Line, word: usize) -> Option<String> {
         let d = duration(l.word(word));
         if d.is_some() {
@@ -753,19 +760,13 @@ impl<'a> Tr<'a> {
                 Err(_) => self.note(l, Carried::Dropped, "not a number: not translated"),
             },
             ("timeout", "client") => {
-                if let Some(d) = self.time(l, 2) {
-                    f.timeout_client = Some((d, l.line));
-                }
+                self.time_into(l, &mut f.timeout_client);
             }
             ("timeout", "http-request") => {
-                if let Some(d) = self.time(l, 2) {
-                    f.timeout_http_request = Some((d, l.line));
-                }
+                self.time_into(l, &mut f.timeout_http_request);
             }
             ("timeout", "http-keep-alive") => {
-                if let Some(d) = self.time(l, 2) {
-                    f.timeout_keep_alive = Some((d, l.line));
-                }
+                self.time_into(l, &mut f.timeout_keep_alive);
             }
             ("timeout", "client-fin") => self.note(l, Carried::Dropped, "not translated: Switchyard closes a half-closed client connection when its answer is written"),
             ("timeout", "tarpit") => self.note(l, Carried::Dropped, "not translated: no tarpit"),
@@ -1154,29 +1155,19 @@ impl<'a> Tr<'a> {
                 }
             }
             ("timeout", "connect") => {
-                if let Some(d) = self.time(l, 2) {
-                    b.timeout_connect = Some((d, l.line));
-                }
+                self.time_into(l, &mut b.timeout_connect);
             }
             ("timeout", "server") => {
-                if let Some(d) = self.time(l, 2) {
-                    b.timeout_server = Some((d, l.line));
-                }
+                self.time_into(l, &mut b.timeout_server);
             }
             ("timeout", "queue") => {
-                if let Some(d) = self.time(l, 2) {
-                    b.timeout_queue = Some((d, l.line));
-                }
+                self.time_into(l, &mut b.timeout_queue);
             }
             ("timeout", "tunnel") => {
-                if let Some(d) = self.time(l, 2) {
-                    b.timeout_tunnel = Some((d, l.line));
-                }
+                self.time_into(l, &mut b.timeout_tunnel);
             }
             ("timeout", "check") => {
-                if let Some(d) = self.time(l, 2) {
-                    b.timeout_check = Some((d, l.line));
-                }
+                self.time_into(l, &mut b.timeout_check);
             }
             ("timeout", "server-fin") => self.note(l, Carried::Dropped, "not translated"),
             ("retries", n) => match n.parse() {

@@ -114,6 +114,18 @@ impl Scope {
     fn get(&self, name: &str) -> Option<&Directive> {
         self.one.get(name)
     }
+
+    /// Sets `key` in `b` to the time of the nginx directive `nginx`, when this
+    /// level has one that reads as a time.
+    fn set_time(&self, b: &mut Block, nginx: &str, key: &str) {
+        if let Some(ms) = self
+            .get(nginx)
+            .and_then(|d| d.args.first())
+            .and_then(|a| time_ms(a))
+        {
+            b.set(key, duration(ms));
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -1553,13 +1565,7 @@ impl Tr {
             ("client_body_timeout", "client_body_timeout"),
             ("keepalive_timeout", "keepalive_timeout"),
         ] {
-            if let Some(ms) = sc
-                .get(nginx)
-                .and_then(|d| d.args.first())
-                .and_then(|a| time_ms(a))
-            {
-                b.set(key, duration(ms));
-            }
+            sc.set_time(&mut b, nginx, key);
         }
         if let Some(n) = sc
             .get("keepalive_requests")
@@ -1718,13 +1724,7 @@ impl Tr {
                     ("proxy_read_timeout", "read_timeout"),
                     ("proxy_send_timeout", "send_timeout"),
                 ] {
-                    if let Some(ms) = sc
-                        .get(nginx)
-                        .and_then(|d| d.args.first())
-                        .and_then(|a| time_ms(a))
-                    {
-                        b.set(key, duration(ms));
-                    }
+                    sc.set_time(&mut b, nginx, key);
                 }
                 // Headers: nginx sends Host: $proxy_host unless told otherwise.
                 let mut headers = toml::map::Map::new();
@@ -1765,13 +1765,11 @@ impl Tr {
                 {
                     b.set("next_upstream_tries", n);
                 }
-                if let Some(ms) = sc
-                    .get("proxy_next_upstream_timeout")
-                    .and_then(|d| d.args.first())
-                    .and_then(|a| time_ms(a))
-                {
-                    b.set("next_upstream_timeout", duration(ms));
-                }
+                sc.set_time(
+                    &mut b,
+                    "proxy_next_upstream_timeout",
+                    "next_upstream_timeout",
+                );
             }
             Action::Redirect { status, location } => {
                 b.set(
