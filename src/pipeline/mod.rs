@@ -192,6 +192,9 @@ async fn walk<'s>(
             return (None, Err(stop));
         }
     }
+    if let (Some(r), false) = (&listener.redirect, listener.webhooks) {
+        return (None, Ok(r.run(req.method(), &vars(ctx, &req))));
+    }
     let host = ctx.host.to_str().unwrap_or_default();
     let path = ctx.route_path.as_deref().unwrap_or(req.uri().path());
     let found = listener.router.find(host, path, req.method());

@@ -36,8 +36,12 @@ pub struct Listener {
     pub(super) filters: Box<[Step]>,
     /// Its guards, before every route's (and before a 404 or 405).
     pub(super) guards: Box<[Guard]>,
-    /// `redirect_https`: every request is redirected, no route is consulted.
+    /// `redirect_https`: every request is redirected, no route is consulted —
+    /// but Telegram webhooks, which follow no redirect (`webhooks`).
     pub(super) redirect: Option<Redirect>,
+    /// Some telegram route is served here: with `redirect`, requests are routed
+    /// first, so that a webhook is answered where it is asked.
+    pub(super) webhooks: bool,
     /// The connection phase.
     conn_filters: Box<[ConnFilter]>,
     /// Open client connections.
@@ -179,6 +183,9 @@ impl Snapshot {
                 filters: filter::for_listener(l),
                 guards,
                 redirect: l.redirect_https.map(Redirect::to_https),
+                webhooks: config.routes.iter().any(|r| {
+                    r.telegram().is_some() && r.listener.as_ref().is_none_or(|n| *n == l.name)
+                }),
                 conn_filters: Box::new([]),
                 connections: p.metrics.connections(&l.name),
                 client_body_timeout: l.client_body_timeout,
