@@ -1103,3 +1103,41 @@ async fn a_drained_bot_gets_no_new_update_and_finishes_its_in_flight_one() {
     )
     .await;
 }
+
+// 15 -----------------------------------------------------------------------------
+
+/// A listener that redirects every request to HTTPS still serves its webhooks
+/// where Telegram asks for them (Telegram follows no redirect), and redirects the
+/// rest.
+#[tokio::test]
+async fn a_redirect_https_listener_serves_its_webhooks_in_place() {
+    let bots = start_bots(&["b1"]).await;
+    let text = format!(
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\nredirect_https = true\nhttps_port = 8443\n\n\
+         [[route]]\npath = \"/\"\nupstream = \"{POOL}\"\n\n{}",
+        shop(&bots, "", "")
+    );
+    let running = common::start_proxy(&text).await;
+    let addr = running.addr("public").expect("listener public");
+    let mut world = World::new(15, 10);
+    let u = world.next();
+    let a = post_update(addr, PATH, Some(SECRET), &u.body).await;
+    assert_eq!(a.status, 200, "the webhook is served, not redirected");
+    assert_eq!(bots[0].seen_update(u.id).len(), 1);
+    let other = request(addr, "GET", "/elsewhere", &[], b"").await;
+    assert!(
+        (300..400).contains(&other.status),
+        "the rest is redirected: {}",
+        other.status
+    );
+    assert!(
+        other
+            .header("location")
+            .is_some_and(|l| l.starts_with("https://")),
+        "{:?}",
+        other.header("location")
+    );
+    // A webhook path with another method is not the webhook: redirected too.
+    let get = request(addr, "GET", PATH, &[], b"").await;
+    assert!((300..400).contains(&get.status), "{}", get.status);
+}
