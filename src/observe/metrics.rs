@@ -43,6 +43,7 @@ const HEADER_DURATION: &str = "switchyard_upstream_header_duration_seconds";
 const QUEUE_DURATION: &str = "switchyard_upstream_queue_duration_seconds";
 const RETRIES: &str = "switchyard_retries_total";
 const CONNECTIONS: &str = "switchyard_client_connections";
+const PARKED: &str = "switchyard_client_connections_parked";
 const PROXY_HEADER_ERRORS: &str = "switchyard_proxy_protocol_errors_total";
 const BYTES_RECEIVED: &str = "switchyard_bytes_received_total";
 const BYTES_SENT: &str = "switchyard_bytes_sent_total";
@@ -83,6 +84,10 @@ const HELP: &[(&str, &str)] = &[
         "Requests sent again to another server after a failure.",
     ),
     (CONNECTIONS, "Open client connections, by listener."),
+    (
+        PARKED,
+        "Idle HTTP/1.1 client connections holding no HTTP state (parked), by listener; counted in switchyard_client_connections too.",
+    ),
     (
         PROXY_HEADER_ERRORS,
         "Connections closed for a missing or broken PROXY protocol header, by listener.",
@@ -322,6 +327,12 @@ impl Metrics {
 
     pub fn connections(&self, listener: &str) -> Gauge {
         self.gauge(CONNECTIONS, &[("listener", listener)])
+    }
+
+    /// Idle connections parked (see `server::park`): what nginx's stub_status
+    /// calls waiting, for the connections that cost only their socket.
+    pub fn parked(&self, listener: &str) -> Gauge {
+        self.gauge(PARKED, &[("listener", listener)])
     }
 
     /// Connections of a `proxy_protocol` listener closed for want of a valid

@@ -59,6 +59,9 @@ pub struct Session {
     upgraded: AtomicBool,
     /// The connection speaks HTTP/2.
     h2: AtomicBool,
+    /// An idle HTTP/1.1 connection may give up its HTTP state (`server::park`):
+    /// set by its socket's reader, taken by its driver.
+    park: AtomicBool,
     /// Wakes the connection's HTTP/2 timer: it became idle, or has carried its
     /// `keepalive_requests`, or turned out to be HTTP/2.
     changed: Notify,
@@ -74,6 +77,7 @@ impl Session {
             idle_since: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
             h2: AtomicBool::new(false),
+            park: AtomicBool::new(false),
             changed: Notify::new(),
         })
     }
@@ -150,6 +154,16 @@ impl Session {
         if !self.h2.swap(true, Ordering::Relaxed) {
             self.changed.notify_one();
         }
+    }
+
+    /// The connection has been idle long enough to be parked (see `server::park`).
+    pub fn ask_park(&self) {
+        self.park.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether parking was asked for since the last call.
+    pub fn take_park(&self) -> bool {
+        self.park.swap(false, Ordering::Relaxed)
     }
 
     /// Resolves after a change the HTTP/2 timer must look at (a permit is kept if

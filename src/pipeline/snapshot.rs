@@ -46,6 +46,8 @@ pub struct Listener {
     conn_filters: Box<[ConnFilter]>,
     /// Open client connections.
     pub connections: metrics::Gauge,
+    /// Of those, the idle ones parked without HTTP state (`server::park`).
+    pub parked: metrics::Gauge,
     /// nginx's `client_body_timeout` (each request's).
     pub client_body_timeout: std::time::Duration,
     /// What its connections are served with: `client_header_timeout` and the
@@ -188,6 +190,7 @@ impl Snapshot {
                 }),
                 conn_filters: Box::new([]),
                 connections: p.metrics.connections(&l.name),
+                parked: p.metrics.parked(&l.name),
                 client_body_timeout: l.client_body_timeout,
                 conn: ConnSettings::of(l),
                 max_body_size: Some(l.limits.max_body_size).filter(|&m| m > 0),

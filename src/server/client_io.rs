@@ -25,6 +25,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -73,6 +74,12 @@ pub(super) struct ClientIo<I> {
     head: Option<(u32, Instant)>,
     /// Made the first time a read has to wait with a deadline.
     timer: Option<Pin<Box<Sleep>>>,
+    /// `Some`: the connection may be parked (`server::park`) once it has been
+    /// idle this long, which this reader tells the session.
+    park_after: Option<Duration>,
+    /// The last write or flush had to wait: bytes of a response may still sit in
+    /// hyper's buffer, so the connection is not idle yet.
+    writing: bool,
 }
 
 impl<I> ClientIo<I> {
@@ -91,7 +98,32 @@ impl<I> ClientIo<I> {
             },
             head: None,
             timer: None,
+            park_after: None,
+            writing: false,
         }
+    }
+
+    /// Lets the connection be parked after `after` of idleness: a read that
+    /// waits that long with no request open, no head begun and nothing left to
+    /// write asks the session to park it (see `server::park`).
+    pub(super) fn parking(mut self, after: Duration) -> Self {
+        self.park_after = Some(after);
+        self
+    }
+
+    /// The socket back, for a parked connection.
+    pub(super) fn into_inner(self) -> I {
+        self.inner
+    }
+
+    /// When an idle wait should end in parking rather than in `deadline`.
+    fn park_at(&self, wait: Wait, deadline: Instant) -> Option<Instant> {
+        let after = self.park_after?;
+        if wait == Wait::Head || self.writing {
+            return None;
+        }
+        let at = self.session.idle_since() + after;
+        (at < deadline).then_some(at)
     }
 
     /// Bytes came from the client.
@@ -176,13 +208,21 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<I> {
         let Some((deadline, wait)) = this.deadline() else {
             return Poll::Pending;
         };
+        let park = this.park_at(wait, deadline);
+        let at = park.unwrap_or(deadline);
         let timer = this
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.deadline() != at {
+            timer.as_mut().reset(at);
         }
         if timer.as_mut().poll(cx).is_ready() {
+            if park.is_some() {
+                // The driver, which polled this read, parks the connection as
+                // soon as hyper returns: no wake-up is needed.
+                this.session.ask_park();
+                return Poll::Pending;
+            }
             return this.expire(wait, cx);
         }
         Poll::Pending
@@ -195,7 +235,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ClientIo<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.writing = polled.is_pending();
+        polled
     }
 
     fn poll_write_vectored(
@@ -203,7 +245,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ClientIo<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.writing = polled.is_pending();
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -211,7 +255,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ClientIo<I> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.writing = polled.is_pending();
+        polled
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

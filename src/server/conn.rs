@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -21,6 +22,7 @@ use super::client_io::ClientIo;
 use super::drain::{self, Drain};
 use super::h2_limits as h2;
 use super::handoff::{Handoff, OpenGuard};
+use super::park;
 use super::proxy_protocol;
 use super::ConnSlot;
 use super::{ListenerTag, DEFAULT_DRAIN_TIMEOUT, H2_MAX_CONCURRENT_STREAMS};
@@ -112,6 +114,7 @@ impl Serve {
             let first = First {
                 proxy_protocol: listener.proxy_protocol.clone(),
                 tls: listener.tls.clone(),
+                parked: listener.parked.clone(),
             };
             (listener.connections.clone(), first, listener.conn)
         };
@@ -136,6 +139,7 @@ impl Serve {
             );
         }
         let session = Session::new(settings);
+        let parked = first.parked;
         let svc = ProxyService::new(
             Arc::clone(&self.current),
             id,
@@ -144,7 +148,7 @@ impl Serve {
         let watcher = self.graceful(generation).watcher();
         tokio::spawn(async move {
             let _held = held;
-            let result = http(&builders, stream, false, svc, watcher, session).await;
+            let result = plain(&builders, stream, svc, watcher, session, parked).await;
             if let Err(e) = result {
                 tracing::debug!(error = %e, %remote, "client connection ended with an error");
             }
@@ -215,15 +219,8 @@ impl Serve {
                         return;
                     };
                     let svc = ProxyService::new(current, id, ClientInfo::new(remote, "http"));
-                    http(
-                        &builders,
-                        stream,
-                        false,
-                        svc,
-                        watcher,
-                        Session::new(settings),
-                    )
-                    .await
+                    let session = Session::new(settings);
+                    plain(&builders, stream, svc, watcher, session, first.parked).await
                 }
                 Some(config) => {
                     let (stream, alpn) = match tls::handshake(config, stream).await {
@@ -245,6 +242,33 @@ impl Serve {
                 tracing::debug!(error = %e, %remote, "client connection ended with an error");
             }
         });
+    }
+}
+
+/// Serves a plain connection: HTTP/1.1 parks while idle (`park`); HTTP/2 prior
+/// knowledge, told by its preface, goes to `http`.
+async fn plain(
+    builders: &Builders,
+    stream: TcpStream,
+    svc: ProxyService,
+    mut watcher: watch::Receiver<()>,
+    session: Arc<Session>,
+    parked: metrics::Gauge,
+) -> Result<(), BoxError> {
+    match park::start(&stream, &session, &mut watcher).await? {
+        park::Start::Ended => Ok(()),
+        park::Start::Http1 => {
+            let svc = svc.with_session(Arc::clone(&session));
+            let conn = park::Conn {
+                stream,
+                svc,
+                drain: watcher,
+                session,
+                parked,
+            };
+            park::serve(&builders.h1, conn).await
+        }
+        park::Start::Other => http(builders, stream, false, svc, watcher, session).await,
     }
 }
 
@@ -282,6 +306,8 @@ struct First {
     proxy_protocol: Option<metrics::Counter>,
     /// `Some`: a TLS handshake.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The listener's parked-connections gauge.
+    parked: metrics::Gauge,
 }
 
 /// What a connection holds until it closes: its place in the workers' balance,
@@ -348,7 +374,11 @@ impl BuilderKey {
 
 /// Connection builders, made per worker for each set of settings in use.
 pub(super) struct Builders {
-    /// HTTP/1.1 and HTTP/2 prior knowledge, told apart by the first bytes.
+    /// HTTP/1.1 on plain connections, which park while idle (`park`).
+    h1: http1::Builder,
+    /// HTTP/1.1 and HTTP/2 prior knowledge, told apart by the first bytes: TLS
+    /// connections without ALPN `h2`, and plain ones that start with HTTP/2's
+    /// preface.
     auto: auto::Builder<TokioExecutor>,
     /// HTTP/2 only, for TLS connections that chose `h2` by ALPN.
     h2: auto::Builder<TokioExecutor>,
@@ -357,6 +387,7 @@ pub(super) struct Builders {
 impl Builders {
     fn new(key: BuilderKey) -> Self {
         Builders {
+            h1: h1_builder(key),
             auto: builder(key),
             h2: builder(key).http2_only(),
         }
@@ -366,6 +397,21 @@ impl Builders {
 /// hyper's smallest read buffer (`max_buf_size` panics below it).
 const MIN_BUF_SIZE: usize = 8 * 1024;
 
+/// HTTP/1.1 as `builder` serves it, for the plain connections that park.
+fn h1_builder(key: BuilderKey) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(key.backstop)
+        .keep_alive(key.keep_alive)
+        .max_buf_size(key.max_header_size.max(MIN_BUF_SIZE))
+        // Here hyper's own limit is reachable, and exact: the buffer alone lets
+        // a head through when one read takes it past `max_buf_size` at once.
+        .max_header_size(key.max_header_size)
+        .half_close(true);
+    b
+}
+
+/// The HTTP/1.1 settings here are `h1_builder`'s too (one list, explained here).
 fn builder(key: BuilderKey) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()

@@ -14,6 +14,7 @@ mod conn_limit;
 mod drain;
 mod h2_limits;
 mod handoff;
+mod park;
 mod proxy_protocol;
 
 pub use conn_limit::{ConnLimit, ConnSlot};
