@@ -268,7 +268,9 @@ async fn plain(
             };
             park::serve(&builders.h1, conn).await
         }
-        park::Start::Other => http(builders, stream, false, svc, watcher, session).await,
+        // Boxed: the usual path's future (hyper's auto connection) is large, and
+        // inline it would size every plain connection's task, parked ones too.
+        park::Start::Other => Box::pin(http(builders, stream, false, svc, watcher, session)).await,
     }
 }
 
