@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use mimalloc::MiMalloc;
 use switchyard::config::{Config, Secrets};
 use switchyard::server::DEFAULT_DRAIN_TIMEOUT;
 
@@ -111,10 +110,6 @@ enum ConfigCommand {
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
-
-/// See Cargo.toml for why not the system allocator.
-#[global_allocator]
-static ALLOCATOR: MiMalloc = MiMalloc;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
