@@ -2,7 +2,9 @@
 //! From a validated `Config`: the shared state, the worker threads, the background
 //! runtime (health checks, the admin API, metrics upkeep, discovery), the reload
 //! control; then the listeners are bound. `Running::shutdown` stops in order:
-//! readiness first, then accepting, then the drain.
+//! readiness first, then accepting, then the drain, and the admin listener last,
+//! so probes see 503 from `/readyz` while the drain runs rather than a refused
+//! connection.
 
 use std::io;
 use std::net::SocketAddr;
@@ -29,6 +31,9 @@ pub struct Running {
     pub background: tokio::runtime::Handle,
     /// `Some(drain)` tells every worker and background task to stop.
     stop: watch::Sender<Option<Duration>>,
+    /// Sent once the drain is over: the admin listener and the background
+    /// runtime end then.
+    end: watch::Sender<Option<Duration>>,
     workers: Workers,
 }
 
@@ -46,10 +51,10 @@ pub fn start(config: Config, workers: usize) -> io::Result<Running> {
 pub fn prepare(config: Config, workers: usize) -> io::Result<Running> {
     let shared = Shared::new(config.clone(), workers)?;
     let (stop, stop_rx) = watch::channel(None);
-    let background = background_runtime(stop_rx.clone())?;
+    let (end, end_rx) = watch::channel(None);
+    let background = background_runtime(end_rx.clone())?;
     shared.start_health(background.clone());
     shared.start_dns(&background);
-    spawn_upkeep(&shared, &background, stop_rx.clone());
     spawn_limit_sweep(&shared, &background, stop_rx.clone());
     let workers = Workers::spawn(workers, shared.current(), &stop_rx)?;
     let control = Control::new(Arc::clone(&shared), workers.commands(), &config);
@@ -57,7 +62,7 @@ pub fn prepare(config: Config, workers: usize) -> io::Result<Running> {
         Some(a) => Some(crate::admin::start(
             a.listen,
             Arc::clone(&control),
-            stop_rx,
+            end_rx,
             &background,
         )?),
         None => None,
@@ -68,6 +73,7 @@ pub fn prepare(config: Config, workers: usize) -> io::Result<Running> {
         admin,
         background,
         stop,
+        end,
         workers,
     })
 }
@@ -110,13 +116,15 @@ impl Running {
         if !drained {
             tracing::warn!(?drain, "drain timeout passed with connections still open");
         }
+        let _ = self.end.send(Some(drain));
         drained
     }
 }
 
-/// A thread with its own runtime for the health checkers, the admin API, the
-/// metrics upkeep and discovery, so checks keep their rhythm whatever the workers'
-/// load; it ends when the proxy stops.
+/// A thread with its own runtime for the health checkers, the admin API and
+/// discovery, so checks keep their rhythm whatever the workers' load; it ends when
+/// the proxy has stopped (`end`: after the drain, so the admin API answers during
+/// it). Tasks that must stop with the listeners watch `stop` themselves.
 fn background_runtime(mut stop: Stop) -> io::Result<tokio::runtime::Handle> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -145,24 +153,6 @@ fn spawn_limit_sweep(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, mut
                     }
                     None => return,
                 },
-            }
-        }
-    });
-}
-
-/// Folds histogram samples into buckets now and then, so an unscraped proxy's
-/// metrics stay small.
-fn spawn_upkeep(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, mut stop: Stop) {
-    if !shared.metrics.enabled() {
-        return;
-    }
-    let metrics = Arc::clone(&shared.metrics);
-    runtime.spawn(async move {
-        let mut tick = tokio::time::interval(crate::observe::metrics::UPKEEP_INTERVAL);
-        loop {
-            tokio::select! {
-                _ = stopped(&mut stop) => return,
-                _ = tick.tick() => metrics.upkeep(),
             }
         }
     });

@@ -245,6 +245,75 @@ async fn in_flight_request_completes_while_new_connections_are_refused() {
     assert!(drained, "every connection closed within the drain timeout");
 }
 
+/// `GET path` on a new connection to the admin listener: its status.
+async fn admin_status(admin: SocketAddr, path: &str) -> StatusCode {
+    let (mut tx, _conn) = connect(admin).await;
+    get(&mut tx, path)
+        .await
+        .unwrap_or_else(|e| panic!("admin {path}: {e}"))
+        .status
+}
+
+/// Issue 19: the admin listener used to stop when the drain began, so a
+/// Kubernetes readiness probe saw a refused connection (and the liveness probe
+/// too, which can get the pod killed mid-drain). It now serves through the drain,
+/// `/readyz` saying 503, and closes once the drain is over.
+#[tokio::test]
+async fn admin_serves_through_the_drain_with_readyz_503() {
+    let _ports = PORTS.lock().await;
+    let (_logs, mut log) = capture_logs();
+    let mut origin = GatedOrigin::start().await;
+    let toml = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        common::one_origin_config(origin.addr)
+    );
+    let running = common::start_proxy(&toml).await;
+    let addr = running.addr("public").expect("listener public");
+    let admin = running.admin.expect("admin listener");
+    assert_eq!(admin_status(admin, "/readyz").await, StatusCode::OK);
+
+    let request = spawn_get(addr, "/slow").await;
+    origin.wait_arrival().await;
+    let shutdown = tokio::spawn(running.shutdown(Duration::from_secs(5)));
+    wait_for_log(&mut log, "listeners closed").await;
+    assert_refused(addr).await;
+
+    // Draining: new admin connections are taken and answered.
+    assert_eq!(
+        admin_status(admin, "/readyz").await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(admin_status(admin, "/healthz").await, StatusCode::OK);
+    assert_eq!(admin_status(admin, "/livez").await, StatusCode::OK);
+    assert_eq!(admin_status(admin, "/metrics").await, StatusCode::OK);
+    assert!(
+        !shutdown.is_finished(),
+        "the drain waits for the request in flight"
+    );
+
+    origin.release();
+    let answer = timeout(EVENT, request)
+        .await
+        .expect("the in-flight request completes in time")
+        .expect("request task");
+    assert_full_slow_answer(answer);
+    let drained = timeout(EVENT, shutdown)
+        .await
+        .expect("shutdown returns once the request is done")
+        .expect("shutdown task");
+    assert!(drained);
+
+    // The drain is over: the admin listener closes (on its own thread, soon).
+    let start = Instant::now();
+    while TcpStream::connect(admin).await.is_ok() {
+        assert!(
+            start.elapsed() < EVENT,
+            "the admin listener still accepts after the drain"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn idle_keep_alive_connection_does_not_delay_shutdown() {
     let _ports = PORTS.lock().await;

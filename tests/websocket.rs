@@ -200,3 +200,118 @@ async fn websocket_over_http2_extended_connect() {
     close(ws).await;
     until("the tunnel to end", || inflight(&running) == 0).await;
 }
+
+/// Issue 19: a switch's bytes are the tunnel's. The request is counted when its
+/// 101 goes out; its bytes (in `bytes_sent_total` / `bytes_received_total`) and its
+/// access-log line, whose `bytes_out`, `bytes_in` and `duration` take in the whole
+/// tunnel as nginx's `$bytes_sent` and `$request_time` do, when the tunnel closes.
+#[tokio::test]
+async fn tunnel_bytes_are_counted_and_logged_when_it_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = common::upgrade_echo_origin("echo", &[]).await;
+    let dir = TempDir::new("ws-log");
+    let log = dir.path("access.log");
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[access_log]\npath = \"{}\"\n\n{}",
+        log.display(),
+        config(origin, "name = \"t\"")
+    );
+    let running = common::start_proxy(&text).await;
+    let admin = running.admin.expect("admin listener");
+    let metrics = || async move {
+        common::control::Client::new(admin)
+            .get("/metrics")
+            .await
+            .expect("metrics")
+            .body
+    };
+
+    let mut s = TcpStream::connect(running.addr("public").unwrap())
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET /t HTTP/1.1\r\nhost: ws.test\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // The head only, a byte at a time: the tunnel's bytes follow it.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(s.read_u8().await.expect("the switch's head"));
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let (up, down) = (vec![b'u'; 3000], 3000);
+    for chunk in up.chunks(1000) {
+        s.write_all(chunk).await.unwrap();
+        let mut back = vec![0u8; chunk.len()];
+        tokio::time::timeout(EXCHANGE_LIMIT, s.read_exact(&mut back))
+            .await
+            .expect("echo in time")
+            .unwrap();
+        assert_eq!(back, chunk);
+    }
+    // Open: the request counts (1xx), its bytes not yet.
+    let deadline = Instant::now() + EXCHANGE_LIMIT;
+    loop {
+        let m = metrics().await;
+        let counted = common::sample(
+            &m,
+            "switchyard_requests_total",
+            &[("route", "t"), ("code_class", "1xx")],
+        );
+        if counted == Some(1.0) {
+            assert_eq!(
+                common::sample(&m, "switchyard_bytes_sent_total", &[("route", "t")]),
+                None,
+                "{m}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the 101 never counted:\n{m}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        std::fs::read_to_string(&log).unwrap_or_default().is_empty(),
+        "no line while the tunnel is open"
+    );
+
+    // The client closes; the origin sees the end and closes its side.
+    s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(EXCHANGE_LIMIT, s.read_to_end(&mut rest))
+        .await
+        .expect("the tunnel closes")
+        .unwrap();
+    assert!(rest.is_empty());
+
+    let deadline = Instant::now() + EXCHANGE_LIMIT;
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().next() {
+            break l.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access-log line after the close"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(v["status"], 101, "{line}");
+    assert_eq!(v["bytes_in"], up.len(), "{line}");
+    assert_eq!(v["bytes_out"], down, "{line}");
+    let m = metrics().await;
+    let bytes = |name| common::sample(&m, name, &[("route", "t")]);
+    assert_eq!(
+        bytes("switchyard_bytes_sent_total"),
+        Some(down as f64),
+        "{m}"
+    );
+    assert_eq!(
+        bytes("switchyard_bytes_received_total"),
+        Some(up.len() as f64),
+        "{m}"
+    );
+    running.shutdown(Duration::from_secs(1)).await;
+}

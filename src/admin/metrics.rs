@@ -5,26 +5,78 @@
 //! nothing, and stops being reported for a server (or a store) the moment it
 //! leaves.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use std::sync::Arc;
 
 use crate::limit::RedisStore;
-use crate::observe::Metrics;
+use crate::observe::store::{escape_label, label};
+use crate::observe::{Metrics, NONE};
 use crate::pipeline::Snapshot;
+use crate::state::Shared;
 
 /// The Prometheus text exposition, or `None` when metrics are off (no admin
-/// listener is configured to serve them, so none are recorded).
+/// listener is configured to serve them, so none are recorded). Series of a
+/// server, route or upstream the current snapshot no longer has, and that nothing
+/// holds any more, are forgotten first.
 pub(super) fn render(
     metrics: &Metrics,
-    snapshot: &Snapshot,
+    shared: &Shared,
     reloads: (u64, u64),
     stores: &[Arc<RedisStore>],
 ) -> Option<String> {
-    let mut out = metrics.render()?;
-    render_state(&mut out, snapshot, metrics.generation(), reloads);
+    let mut series = metrics.series()?;
+    // Loaded with the series locked: whatever registered a series before took
+    // this snapshot or an older one, so a server a newer snapshot brought is never
+    // taken for a removed one.
+    let snapshot = shared.load();
+    let live = Live::of(&snapshot);
+    series.retain(|labels| live.claims(labels));
+    let mut out = String::new();
+    series.render(&mut out);
+    drop(series);
+    render_state(&mut out, &snapshot, metrics.generation(), reloads);
     render_stores(&mut out, stores);
     Some(out)
+}
+
+/// The routes, upstreams and servers of a snapshot, as their labels read.
+struct Live<'a> {
+    routes: HashSet<&'a str>,
+    upstreams: HashSet<&'a str>,
+    servers: HashSet<(&'a str, String)>,
+}
+
+impl<'a> Live<'a> {
+    fn of(snapshot: &'a Snapshot) -> Live<'a> {
+        Live {
+            routes: snapshot.routes.iter().map(|r| &*r.name).collect(),
+            upstreams: snapshot.upstreams.iter().map(|u| &*u.name).collect(),
+            servers: snapshot
+                .upstreams
+                .iter()
+                .flat_map(|u| {
+                    u.servers
+                        .iter()
+                        .map(|s| (&*u.name, s.state.addr().to_string()))
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether every route, upstream and server a series names is still here
+    /// (`none` always is).
+    fn claims(&self, labels: &[(&'static str, Box<str>)]) -> bool {
+        let here = |key: &str, set: &HashSet<&str>| {
+            label(labels, key).is_none_or(|v| v == NONE || set.contains(v))
+        };
+        let server = match (label(labels, "upstream"), label(labels, "server")) {
+            (Some(u), Some(s)) if s != NONE => self.servers.contains(&(u, s.to_owned())),
+            _ => true,
+        };
+        server && here("route", &self.routes) && here("upstream", &self.upstreams)
+    }
 }
 
 /// One Redis store's state as the metrics show it.
@@ -116,18 +168,6 @@ impl Family<'_> {
             self.out.push('}');
         }
         let _ = writeln!(self.out, " {value}");
-    }
-}
-
-/// Label values escape backslash, double quote and newline (the text format's rule).
-fn escape_label(out: &mut String, v: &str) {
-    for ch in v.chars() {
-        match ch {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
     }
 }
 
@@ -252,17 +292,5 @@ fn render_state(out: &mut String, snapshot: &Snapshot, generation: u64, reloads:
                 n as f64,
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn label_values_are_escaped() {
-        let mut s = String::new();
-        escape_label(&mut s, "a\"b\\c\nd");
-        assert_eq!(s, "a\\\"b\\\\c\\nd");
     }
 }

@@ -1,7 +1,7 @@
 //! The admin API: a small JSON API on its own listener (loopback by default).
 //!
 //! - `GET  /metrics`                                      Prometheus text exposition
-//! - `GET  /healthz`                                      200 while the process runs
+//! - `GET  /healthz`, `GET /livez`                        200 while the process runs
 //! - `GET  /readyz`                                       200 once listening, 503 before and while draining
 //! - `GET  /status`, `GET /status.json`                   the status page, as HTML or JSON
 //! - `GET  /upstreams`                                    every upstream and server with its state
@@ -16,8 +16,12 @@
 //! Overrides (weight, drain) live in the server's long-lived state, so they
 //! survive reloads for as long as the server stays in the configuration; servers
 //! added or removed here stay so across reloads (`membership`). Answers are JSON.
-//! With `admin.token` set, every request but the two probes needs
+//! With `admin.token` set, every request but the probes needs
 //! `Authorization: Bearer TOKEN`.
+//!
+//! The listener outlives the listeners of traffic: it serves through a graceful
+//! shutdown's drain (`/readyz` 503, the liveness probes 200, `/metrics` as usual)
+//! and closes when the drain is over.
 
 mod metrics;
 pub(crate) mod status;
@@ -43,7 +47,8 @@ use status::Status;
 /// Largest admin request body read; the API takes tiny JSON documents.
 const MAX_ADMIN_BODY: usize = 16 * 1024;
 
-/// Binds the admin listener and serves it on `runtime` until `stop`.
+/// Binds the admin listener and serves it on `runtime` until `stop` (sent after
+/// the drain).
 pub(crate) fn start(
     addr: SocketAddr,
     control: Arc<Control>,
@@ -96,7 +101,7 @@ pub(crate) fn start(
 /// Probes that need no token: Kubernetes' HTTP probes cannot send one, and they
 /// reveal nothing. (Prometheus can: `authorization` in its scrape config.)
 fn public(req: &Request<Incoming>) -> bool {
-    req.method() == Method::GET && matches!(req.uri().path(), "/healthz" | "/readyz")
+    req.method() == Method::GET && matches!(req.uri().path(), "/healthz" | "/livez" | "/readyz")
 }
 
 async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -119,7 +124,7 @@ async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<Full
         .collect();
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
     match (&method, path.as_slice()) {
-        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::GET, ["healthz" | "livez"]) => text(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, ["readyz"]) => {
             if control.shared.ready() {
                 text(StatusCode::OK, "text/plain", "ready\n".into())
@@ -132,11 +137,10 @@ async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<Full
             }
         }
         (&Method::GET, ["metrics"]) => {
-            let snapshot = control.shared.load();
             let stores = control.shared.limits().redis_stores();
             let body = metrics::render(
                 &control.shared.metrics,
-                &snapshot,
+                &control.shared,
                 control.stats.counts(),
                 &stores,
             )

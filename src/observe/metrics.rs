@@ -1,25 +1,25 @@
 //! Prometheus metrics. Events (requests, retries, reloads, connections) go through
-//! `metrics` handles into `metrics-exporter-prometheus`; each handle is registered
-//! once, when a snapshot is built, so the request path only bumps atomics. The
-//! state of servers (up, in-flight, the balancer's estimate, check and ejection
-//! counts) is read from the live snapshot at scrape time instead: it costs the
-//! request path nothing and a server removed by a reload stops being reported.
+//! `metrics` handles into this proxy's `Store`; route and upstream handles are made
+//! when a snapshot is built, a server's `requests_total` handles on their first use
+//! (`ClassCounters`), so the request path only bumps atomics and a configuration of
+//! many routes and servers exports only the series that saw traffic. The state of
+//! servers (up, in-flight, the balancer's estimate, check and ejection counts) is
+//! read from the live snapshot at scrape time instead: it costs the request path
+//! nothing and a server removed by a reload stops being reported.
 //!
-//! Each proxy owns its recorder (none is installed globally), so several proxies in
-//! one process — the tests — keep separate counts. Without an admin listener nobody
-//! can scrape, and every handle is a no-op.
+//! Each proxy owns its store (no recorder is installed globally), so several
+//! proxies in one process — the tests — keep separate counts. Without an admin
+//! listener nobody can scrape, and every handle is a no-op.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::StatusCode;
 
+use super::store::{Locked, Store};
 use crate::error::Reason;
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use metrics::{Counter, Gauge, Histogram};
 
 /// Upper bounds of the latency histograms, in seconds: from a loopback hop (1 ms)
 /// to nginx's default timeouts (60 s), roughly ×2.5 apart, the spacing Prometheus'
@@ -27,10 +27,6 @@ use metrics_exporter_prometheus::{
 pub const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
 ];
-
-/// How often histogram samples are folded into their buckets. The exporter queues
-/// samples until then, so this bounds that queue when nobody scrapes.
-pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The label value for "no such thing": a request that matched no route, or one
 /// that never reached a server.
@@ -53,9 +49,6 @@ const DNS_SERVERS: &str = "switchyard_dns_servers";
 const DNS_LAST_SUCCESS: &str = "switchyard_dns_last_success_seconds";
 const TELEGRAM_UPDATES: &str = "switchyard_telegram_updates_total";
 const TELEGRAM_FALLBACKS: &str = "switchyard_telegram_dedup_fallback_total";
-
-static META: Metadata<'static> =
-    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
 /// Descriptions for `# HELP`.
 const HELP: &[(&str, &str)] = &[
@@ -92,8 +85,14 @@ const HELP: &[(&str, &str)] = &[
         PROXY_HEADER_ERRORS,
         "Connections closed for a missing or broken PROXY protocol header, by listener.",
     ),
-    (BYTES_RECEIVED, "Request body bytes received from clients."),
-    (BYTES_SENT, "Response body bytes sent to clients."),
+    (
+        BYTES_RECEIVED,
+        "Request body bytes received from clients, and a tunnel's (WebSocket) bytes from the client once it closes.",
+    ),
+    (
+        BYTES_SENT,
+        "Response body bytes sent to clients, and a tunnel's (WebSocket) bytes to the client once it closes.",
+    ),
     (
         LIMITED,
         "Requests refused by a limit or an access rule, by route and reason.",
@@ -120,92 +119,51 @@ const HELP: &[(&str, &str)] = &[
     ),
 ];
 
-/// One proxy's metrics: the recorder, and handles for process-wide events.
+/// One proxy's metrics: its series, and handles for process-wide events.
 pub struct Metrics {
-    exporter: Option<(PrometheusRecorder, PrometheusHandle)>,
+    /// `None` while metrics are off (no admin listener to scrape them).
+    store: Option<Arc<Store>>,
     /// Configurations applied since start (1 for the first).
     generation: AtomicU64,
-    /// Handles registered with the recorder: none at all while metrics are off.
-    registered: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics")
-            .field("enabled", &self.exporter.is_some())
+            .field("enabled", &self.store.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Metrics {
     pub fn new(enabled: bool) -> Arc<Metrics> {
-        let exporter = enabled.then(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Suffix("duration_seconds".into()),
-                    DURATION_BUCKETS,
-                )
-                .expect("the bucket list is not empty")
-                .build_recorder();
-            for (name, help) in HELP {
-                let key = KeyName::from_const_str(name);
-                let help = SharedString::const_str(help);
-                if name.ends_with("_total") {
-                    recorder.describe_counter(key, None, help);
-                } else if name.ends_with("_seconds") {
-                    recorder.describe_histogram(key, Some(metrics::Unit::Seconds), help);
-                } else {
-                    recorder.describe_gauge(key, None, help);
-                }
-            }
-            let handle = recorder.handle();
-            (recorder, handle)
-        });
         Arc::new(Metrics {
-            exporter,
+            store: enabled.then(|| Arc::new(Store::new(HELP))),
             generation: AtomicU64::new(1),
-            registered: AtomicU64::new(0),
         })
     }
 
     pub fn enabled(&self) -> bool {
-        self.exporter.is_some()
-    }
-
-    fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
-        let labels: Vec<Label> = labels
-            .iter()
-            .map(|(k, v)| Label::new(*k, v.to_string()))
-            .collect();
-        Key::from_parts(name, labels)
+        self.store.is_some()
     }
 
     fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
-        match &self.exporter {
-            Some((r, _)) => {
-                self.registered.fetch_add(1, Ordering::Relaxed);
-                r.register_counter(&Self::key(name, labels), &META)
-            }
+        match &self.store {
+            Some(s) => s.counter(name, labels),
             None => Counter::noop(),
         }
     }
 
     fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
-        match &self.exporter {
-            Some((r, _)) => {
-                self.registered.fetch_add(1, Ordering::Relaxed);
-                r.register_histogram(&Self::key(name, labels), &META)
-            }
+        match &self.store {
+            Some(s) => s.histogram(name, labels),
             None => Histogram::noop(),
         }
     }
 
     fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
-        match &self.exporter {
-            Some((r, _)) => {
-                self.registered.fetch_add(1, Ordering::Relaxed);
-                r.register_gauge(&Self::key(name, labels), &META)
-            }
+        match &self.store {
+            Some(s) => s.gauge(name, labels),
             None => Gauge::noop(),
         }
     }
@@ -250,19 +208,20 @@ impl Metrics {
         }
     }
 
-    /// `requests_total` of one route and server, by status class.
+    /// `requests_total` of one route and server, by status class: a slot per
+    /// class, registered on its first use (see `ClassCounters`).
     pub fn server_requests(&self, route: &str, upstream: &str, server: &str) -> ClassCounters {
-        std::array::from_fn(|c| {
-            self.counter(
-                REQUESTS,
-                &[
-                    ("route", route),
-                    ("upstream", upstream),
-                    ("server", server),
-                    ("code_class", CLASSES[c]),
-                ],
-            )
-        })
+        ClassCounters {
+            slots: Default::default(),
+            series: self.store.as_ref().map(|store| {
+                Box::new(ServerSeries {
+                    store: Arc::clone(store),
+                    route: Box::from(route),
+                    upstream: Box::from(upstream),
+                    server: Box::from(server),
+                })
+            }),
+        }
     }
 
     /// Handles for requests that matched no route.
@@ -351,34 +310,58 @@ impl Metrics {
         self.generation.load(Ordering::Relaxed)
     }
 
-    /// Handles registered with the recorder so far.
-    pub fn registered(&self) -> u64 {
-        self.registered.load(Ordering::Relaxed)
+    /// Series registered so far (0 while metrics are off).
+    pub fn registered(&self) -> usize {
+        self.store.as_ref().map_or(0, |s| s.lock().len())
     }
 
-    /// Folds queued histogram samples into their buckets.
-    pub fn upkeep(&self) {
-        if let Some((_, h)) = &self.exporter {
-            h.run_upkeep();
-        }
-    }
-
-    /// The exporter's series in the Prometheus text format, ending in a newline;
+    /// The series, locked for a scrape (`Locked::retain`, then `Locked::render`);
     /// `None` when metrics are off. The scrape adds the live state (`admin`).
-    pub fn render(&self) -> Option<String> {
-        let (_, handle) = self.exporter.as_ref()?;
-        let mut out = handle.render();
-        if !out.is_empty() && !out.ends_with('\n') {
-            out.push('\n');
-        }
-        Some(out)
+    pub fn series(&self) -> Option<Locked<'_>> {
+        self.store.as_deref().map(Store::lock)
     }
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-/// `requests_total` counters of one route and server, by status class.
-pub type ClassCounters = [Counter; 5];
+/// `requests_total` counters of one route and server, by status class. A route's
+/// upstream of 50 servers would make 250 series per route up front, nearly all
+/// empty; instead each class's handle is registered when a request first needs
+/// it, and kept in its slot: after that, a lookup is one atomic load. Indexing
+/// (`requests[class]`) fills the slot.
+#[derive(Debug)]
+pub struct ClassCounters {
+    slots: [OnceLock<Counter>; 5],
+    /// What the handles are registered as; `None` while metrics are off.
+    series: Option<Box<ServerSeries>>,
+}
+
+#[derive(Debug)]
+struct ServerSeries {
+    store: Arc<Store>,
+    route: Box<str>,
+    upstream: Box<str>,
+    server: Box<str>,
+}
+
+impl std::ops::Index<usize> for ClassCounters {
+    type Output = Counter;
+
+    fn index(&self, class: usize) -> &Counter {
+        self.slots[class].get_or_init(|| match &self.series {
+            Some(s) => s.store.counter(
+                REQUESTS,
+                &[
+                    ("route", &s.route),
+                    ("upstream", &s.upstream),
+                    ("server", &s.server),
+                    ("code_class", CLASSES[class]),
+                ],
+            ),
+            None => Counter::noop(),
+        })
+    }
+}
 
 /// Index of a status's class in `ClassCounters`.
 pub fn class(status: StatusCode) -> usize {
@@ -441,6 +424,12 @@ mod tests {
         assert_eq!(CLASSES[class(StatusCode::NOT_FOUND)], "4xx");
     }
 
+    fn render(m: &Metrics) -> Option<String> {
+        let mut out = String::new();
+        m.series()?.render(&mut out);
+        Some(out)
+    }
+
     #[test]
     fn disabled_metrics_render_nothing_and_cost_nothing() {
         // Enabled, the same calls register handles and show in the text.
@@ -451,12 +440,11 @@ mod tests {
             StatusCode::OK,
             Duration::from_millis(1),
         );
-        on.upkeep();
         assert!(on.registered() > 0);
-        let text = on.render().expect("enabled metrics render");
+        let text = render(&on).expect("enabled metrics render");
         assert!(text.contains("switchyard_requests_total{route=\"r\",upstream=\"u\",server=\"s\",code_class=\"2xx\"} 1"), "{text}");
         // Disabled: nothing registered (every handle is a no-op that records
-        // nothing and queues nothing), and nothing to render.
+        // nothing and keeps nothing), and nothing to render.
         let off = Metrics::new(false);
         let r = off.route("r", "u", true);
         r.record(
@@ -466,9 +454,30 @@ mod tests {
         );
         r.bytes_in.increment(10);
         off.connections("public").increment(1.0);
-        off.upkeep();
         assert!(!off.enabled());
         assert_eq!(off.registered(), 0);
-        assert_eq!(off.render(), None);
+        assert_eq!(render(&off), None);
+    }
+
+    #[test]
+    fn server_slots_register_on_first_use_only() {
+        let m = Metrics::new(true);
+        let servers: Vec<ClassCounters> = (0..50)
+            .map(|i| m.server_requests("r", "u", &format!("10.0.0.{i}:80")))
+            .collect();
+        assert_eq!(m.registered(), 0, "no series before a request");
+        servers[7][class(StatusCode::OK)].increment(1);
+        servers[7][class(StatusCode::OK)].increment(1);
+        assert_eq!(m.registered(), 1);
+        let text = render(&m).unwrap();
+        assert_eq!(
+            text.matches("switchyard_requests_total{").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("server=\"10.0.0.7:80\",code_class=\"2xx\"} 2"),
+            "{text}"
+        );
     }
 }

@@ -2,9 +2,13 @@
 //! server, tries, upstream status and time), closed when the response body ends or
 //! is dropped. Closing counts the request in the route's metrics and writes its
 //! access-log line, so both see the whole response: its bytes and its duration.
+//!
+//! A protocol switch (WebSocket) is counted when its 101 goes out, but its bytes
+//! and its log line wait for the tunnel to close (`TunnelEnd`), as nginx's
+//! `$bytes_sent` and `$request_time` take in the whole connection.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -134,22 +138,52 @@ impl Record {
         if record.route.is_none() {
             record.route = Some(Arc::clone(route));
         }
+        let mut head = head;
         let status = head.status;
         let requests = requests[class(status)].clone();
         let body = Observed {
             body,
             bytes: 0,
             open: Some((record, status, requests)),
+            tunnel: head.extensions.remove::<TunnelEnd>(),
         };
         Response::from_parts(head, body)
     }
 
-    fn close(self, status: StatusCode, requests: &metrics::Counter, bytes_out: u64) {
-        let elapsed = self.start.elapsed();
-        let bytes_in = self.body_in.bytes();
+    /// The response body ended: the request counts now (status, duration to here).
+    /// Its bytes and log line follow now too, or when `tunnel` closes.
+    fn close(
+        mut self,
+        status: StatusCode,
+        requests: &metrics::Counter,
+        bytes_out: u64,
+        tunnel: Option<TunnelEnd>,
+    ) {
         let Some(route) = &self.route else { return };
         requests.increment(1);
-        route.record_duration(elapsed);
+        route.record_duration(self.start.elapsed());
+        match tunnel {
+            Some(tunnel) => {
+                // What the connection and the limits hold ends with the response
+                // as for any request; the tunnel keeps only what its line needs.
+                self.turn = None;
+                self.held = crate::limit::Held::default();
+                tunnel.park(Parked {
+                    record: self,
+                    status,
+                    bytes_out,
+                });
+            }
+            None => self.finish(status, bytes_out, Tunnelled::default()),
+        }
+    }
+
+    /// Counts the request's bytes (the body's, and the tunnel's) and writes its line.
+    fn finish(self, status: StatusCode, body_out: u64, tunnel: Tunnelled) {
+        let elapsed = self.start.elapsed();
+        let bytes_in = self.body_in.bytes() + tunnel.from_client;
+        let bytes_out = body_out + tunnel.to_client;
+        let Some(route) = &self.route else { return };
         route.bytes_out.increment(bytes_out);
         route.bytes_in.increment(bytes_in);
         let Some(p) = &self.log else { return };
@@ -198,6 +232,106 @@ fn version_str(v: Version) -> &'static str {
     }
 }
 
+// ===== tunnels =====
+
+/// Bytes a tunnel carried, each way.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Tunnelled {
+    pub(crate) from_client: u64,
+    pub(crate) to_client: u64,
+}
+
+/// The record of a switch's request, waiting for its tunnel: the tunnel's side is
+/// `TunnelClose`, the response's a `TunnelEnd` in its extensions. Whichever comes
+/// second — the 101's record closing, or the tunnel — finishes the record.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TunnelEnd(Arc<Mutex<Handoff>>);
+
+#[derive(Debug, Default)]
+enum Handoff {
+    /// Neither side is done.
+    #[default]
+    Open,
+    /// The record closed; the tunnel runs.
+    Parked(Box<Parked>),
+    /// The tunnel closed first.
+    Closed(Tunnelled),
+    Done,
+}
+
+#[derive(Debug)]
+struct Parked {
+    record: Record,
+    status: StatusCode,
+    bytes_out: u64,
+}
+
+impl TunnelEnd {
+    /// A pair: the `TunnelEnd` goes into the 101's extensions, the `TunnelClose`
+    /// with the tunnel.
+    pub(crate) fn pair() -> (TunnelEnd, TunnelClose) {
+        let end = TunnelEnd::default();
+        let close = TunnelClose {
+            end: end.clone(),
+            carried: Tunnelled::default(),
+        };
+        (end, close)
+    }
+
+    fn swap(&self, new: Handoff) -> Handoff {
+        let mut h = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut *h, new)
+    }
+
+    fn park(&self, parked: Parked) {
+        match self.swap(Handoff::Done) {
+            Handoff::Closed(carried) => {
+                parked
+                    .record
+                    .finish(parked.status, parked.bytes_out, carried)
+            }
+            Handoff::Open => {
+                self.swap(Handoff::Parked(Box::new(parked)));
+            }
+            Handoff::Parked(_) | Handoff::Done => {}
+        }
+    }
+
+    fn closed(&self, carried: Tunnelled) {
+        match self.swap(Handoff::Done) {
+            Handoff::Parked(p) => p.record.finish(p.status, p.bytes_out, carried),
+            Handoff::Open => {
+                self.swap(Handoff::Closed(carried));
+            }
+            Handoff::Closed(_) | Handoff::Done => {}
+        }
+    }
+}
+
+/// The tunnel's end of a `TunnelEnd`: `done` with the bytes carried, or dropped
+/// (the tunnel failed to open, or its task was dropped) with none, it finishes the
+/// request's record.
+#[derive(Debug)]
+pub(crate) struct TunnelClose {
+    end: TunnelEnd,
+    carried: Tunnelled,
+}
+
+impl TunnelClose {
+    /// The tunnel closed having carried `carried`.
+    pub(crate) fn done(mut self, carried: Tunnelled) {
+        self.carried = carried;
+    }
+}
+
+impl Drop for TunnelClose {
+    fn drop(&mut self) {
+        self.end.closed(self.carried);
+    }
+}
+
+// ===== the response body =====
+
 /// The client's response body: the proxied body, counted, closing the request's
 /// record when it ends or is dropped (a client that goes away mid-body).
 #[derive(Debug)]
@@ -205,12 +339,14 @@ pub struct Observed {
     body: RespBody,
     bytes: u64,
     open: Option<(Record, StatusCode, metrics::Counter)>,
+    /// A switch's tunnel, which the record's bytes and line wait for.
+    tunnel: Option<TunnelEnd>,
 }
 
 impl Observed {
     fn close(&mut self) {
         if let Some((record, status, requests)) = self.open.take() {
-            record.close(status, &requests, self.bytes);
+            record.close(status, &requests, self.bytes, self.tunnel.take());
         }
     }
 }

@@ -3,7 +3,9 @@
 //! until either side closes or nothing crosses for the route's `tunnel_timeout`.
 //! The tunnel holds the request's in-flight guard, so a server's open tunnels count
 //! as load, and it runs as its own task, apart from the configuration snapshot:
-//! reloads do not touch it.
+//! reloads do not touch it. It counts the bytes it carries and hands them to the
+//! request's record when it closes (`TunnelClose`): the access-log line and the
+//! byte counters of a switch are written then, not at the 101.
 //!
 //! HTTP/2 clients ask with an extended CONNECT (RFC 8441, `:protocol = websocket`);
 //! the server gets the HTTP/1.1 form of the same request (GET with `Upgrade`, and
@@ -23,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use super::headers::strip_hop_by_hop;
+use crate::pipeline::log::{TunnelEnd, Tunnelled};
 use crate::pipeline::reply::RespBody;
 use crate::upstream::InFlight;
 
@@ -137,6 +140,8 @@ pub(super) fn relay(
             head.headers.insert(header::UPGRADE, p);
         }
     }
+    let (end, close) = TunnelEnd::pair();
+    head.extensions.insert(end);
     tokio::spawn(async move {
         let _guard = guard;
         let (client, server) = tokio::join!(upgrade.client, server);
@@ -157,6 +162,12 @@ pub(super) fn relay(
                 tracing::debug!(?idle, "tunnel idle past tunnel_timeout; closing both sides");
             }
         }
+        // Bytes read from each side: what was passed on, but for the last read
+        // of a side that failed mid-write.
+        close.done(Tunnelled {
+            from_client: c.read,
+            to_client: s.read,
+        });
     });
     Response::from_parts(head, RespBody::empty())
 }
@@ -198,15 +209,22 @@ impl Activity {
     }
 }
 
-/// One side of the tunnel; every read that brings bytes counts as activity.
+/// One side of the tunnel; every read that brings bytes counts as activity, and
+/// in `read`.
 struct Watched<'a, T> {
     io: T,
     activity: &'a Activity,
+    /// Bytes read from this side.
+    read: u64,
 }
 
 impl<'a, T> Watched<'a, T> {
     fn new(io: T, activity: &'a Activity) -> Self {
-        Watched { io, activity }
+        Watched {
+            io,
+            activity,
+            read: 0,
+        }
     }
 }
 
@@ -219,8 +237,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<'_, T> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let got = buf.filled().len() - before;
+        if got > 0 {
             this.activity.touch();
+            this.read += got as u64;
         }
         polled
     }
