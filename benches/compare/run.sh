@@ -25,7 +25,11 @@
 #
 # Knobs (environment): PROXIES THREADS CONNECTIONS DURATION WARMUP ROUNDS
 # SCENARIO PIN SY_PORT NGINX_PORT HAPROXY_PORT OBSERVE SY_OBS_PORT BASELINE
-# SY_BASE_PORT ORIGIN_PORTS KEEP_TMP.
+# SY_BASE_PORT ORIGIN_PORTS KEEP_TMP IDLE TUNNELS SY_WS_PORT.
+#
+# At the end, IDLE keep-alive client connections are held open on each proxy
+# (one request each, then quiet) and the growth of its RSS per connection is
+# printed; TUNNELS idle WebSocket tunnels through Switchyard, the same per tunnel.
 set -euo pipefail
 
 # Measured in this order each round; also "baseline" and "observed", which
@@ -47,6 +51,9 @@ BASELINE=${BASELINE:-}         # another switchyard binary: add "baseline" (A/B)
 SY_BASE_PORT=${SY_BASE_PORT:-18084}
 ORIGIN_PORTS=${ORIGIN_PORTS:-"19101 19102 19103"}
 KEEP_TMP=${KEEP_TMP:-0}        # 1: keep the temp dir (configs, logs, wrk output)
+IDLE=${IDLE:-10000}            # idle keep-alive client connections held per proxy at the end; 0: skip
+TUNNELS=${TUNNELS:-1000}       # idle WebSocket tunnels through Switchyard at the end; 0: skip
+SY_WS_PORT=${SY_WS_PORT:-18085} # the Switchyard that carries them, and its upgrade origin on +1
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -115,6 +122,13 @@ fi
 pin_setup
 
 # ------------------------------------------------------------------- origins
+# The idle phase holds IDLE sockets in the client and as many in each proxy.
+if [ "$IDLE" -gt 0 ] || [ "$TUNNELS" -gt 0 ]; then
+    want=$(( (IDLE > TUNNELS * 2 ? IDLE : TUNNELS * 2) + 1024 ))
+    ulimit -n "$want" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    [ "$(ulimit -n)" -ge "$want" ] || die "IDLE=$IDLE / TUNNELS=$TUNNELS need $want open files; ulimit -n allows $(ulimit -n)"
+    require python3
+fi
 start_origins
 
 # ------------------------------------------------------------------- proxies
@@ -348,6 +362,60 @@ awk -F, -v order="${PROXIES[*]}" '
         }
     }' "$CSV"
 echo "raw results: ${CSV#"$ROOT"/}"
+
+# ------------------------------------------------------------ idle connections
+# hold PORT N [ARGS...]: starts idle_conns.py holding N connections, on fd 3
+# (its stdin, kept open) and fd 4 (its "ready" line); waits until they are up.
+hold() {
+    local port=$1 n=$2 line
+    shift 2
+    coproc HOLD { python3 "$HERE/idle_conns.py" "$port" "$n" "$@" 2>"$TMP/idle.err"; }
+    read -r line <&"${HOLD[0]}" || { cat "$TMP/idle.err" >&2; die "idle_conns.py against :$port failed"; }
+    [ "$line" = "ready $n" ] || die "idle_conns.py against :$port: $line"
+}
+release() {
+    local pid=$HOLD_PID
+    eval "exec ${HOLD[1]}>&-"
+    wait "$pid" 2>/dev/null || true
+}
+# settle: RSS once connections have been quiet for a while (Switchyard parks an
+# idle HTTP/1.1 connection after 100 ms; give every proxy the same 2 s).
+settle() { sleep 2; rss_kib "$1"; }
+
+if [ "$IDLE" -gt 0 ]; then
+    echo
+    echo "Idle keep-alive client connections: $IDLE per proxy, one GET $SCENARIO each, then quiet"
+    printf '%-11s %12s %12s %14s\n' proxy "RSS MiB" "+ idle MiB" "bytes/conn"
+    for name in "${PROXIES[@]}"; do
+        before=$(settle "$name")
+        hold "${PORT[$name]}" "$IDLE" "$SCENARIO"
+        after=$(settle "$name")
+        release
+        printf '%-11s %12.1f %12.1f %14.0f\n' "$name" "$(awk -v k="$before" 'BEGIN {print k / 1024}')" \
+            "$(awk -v a="$after" -v b="$before" 'BEGIN {print (a - b) / 1024}')" \
+            "$(awk -v a="$after" -v b="$before" -v n="$IDLE" 'BEGIN {print (a - b) * 1024 / n}')"
+    done
+fi
+if [ "$TUNNELS" -gt 0 ]; then
+    # A Switchyard of its own, routing to an origin that answers every request
+    # with 101 and then holds the socket: each client connection becomes a
+    # tunnel, with one origin connection behind it.
+    start "WS_ORIGIN" ws-origin $((SY_WS_PORT + 1)) "$TMP/ws-origin.log" \
+        python3 "$HERE/idle_conns.py" --upgrade-origin $((SY_WS_PORT + 1))
+    printf '[[listener]]\nname = "ws"\nlisten = "127.0.0.1:%d"\n\n[[route]]\npath = "/"\nupstream = "ws"\n\n[upstream.ws]\nservers = [{ addr = "127.0.0.1:%d" }]\n' \
+        "$SY_WS_PORT" $((SY_WS_PORT + 1)) >"$TMP/ws.toml"
+    "$SY" check --config "$TMP/ws.toml" >/dev/null
+    RUST_LOG=warn launch tunnels "$SY_WS_PORT" "$SY" run --config "$TMP/ws.toml"
+    PORT[tunnels]=$SY_WS_PORT
+    before=$(settle tunnels)
+    hold "$SY_WS_PORT" "$TUNNELS" /ws --upgrade
+    after=$(settle tunnels)
+    release
+    echo
+    printf 'Idle WebSocket tunnels through Switchyard: %d, RSS +%.1f MiB, %.0f bytes per tunnel (client and origin socket)\n' \
+        "$TUNNELS" "$(awk -v a="$after" -v b="$before" 'BEGIN {print (a - b) / 1024}')" \
+        "$(awk -v a="$after" -v b="$before" -v n="$TUNNELS" 'BEGIN {print (a - b) * 1024 / n}')"
+fi
 if has observed; then
     lines=$(wc -l <"$TMP/access.log")
     served=$(curl -sS "http://127.0.0.1:$((SY_OBS_PORT + 1000))/metrics" \
