@@ -23,6 +23,7 @@
 //! shutdown's drain (`/readyz` 503, the liveness probes 200, `/metrics` as usual)
 //! and closes when the drain is over.
 
+mod dashboard;
 mod metrics;
 pub(crate) mod status;
 pub(crate) mod status_page;
