@@ -32,6 +32,8 @@ pub(crate) struct Dashboard {
     /// Seconds the page shows.
     pub span: usize,
     pub summary: Summary,
+    /// `summary` as the page shows it, for the page's script to swap in.
+    pub summary_html: String,
     pub total: Lines,
     pub upstreams: Vec<UpstreamView>,
 }
@@ -189,6 +191,7 @@ impl Dashboard {
             from,
             unix,
             span: SPAN,
+            summary_html: super::status_page::summary(&summary),
             summary,
             total,
             upstreams,

@@ -163,14 +163,6 @@ pub(crate) struct Taken {
 }
 
 impl Taken {
-    fn zero() -> Taken {
-        Taken {
-            requests: 0,
-            errors: [0; 3],
-            latency: [0; BUCKETS],
-        }
-    }
-
     fn add(&mut self, o: &Taken) {
         self.requests = self.requests.saturating_add(o.requests);
         for (a, b) in self.errors.iter_mut().zip(o.errors) {

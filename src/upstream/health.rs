@@ -114,7 +114,7 @@ pub(super) struct Health {
 
 /// Changes a server keeps for the status page's time line: enough for a flapping
 /// server's last quarter of an hour at a change a minute, bounded whatever it does.
-pub const HISTORY: usize = 16;
+const HISTORY: usize = 16;
 
 impl Health {
     pub(super) fn new(active: Active) -> Self {
