@@ -474,3 +474,148 @@ impl Board {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Advances the paused clock to the start of the next whole second.
+    async fn next_second() {
+        let into = crate::clock::nanos(Instant::now()) % 1_000_000_000;
+        tokio::time::advance(Duration::from_nanos(1_000_000_000 - into)).await;
+    }
+
+    #[test]
+    fn buckets_and_their_bounds_agree() {
+        for us in [0, 1, 63, 64, 65, 79, 80, 100, 1_000, 12_345, 999_999, 60_000_000] {
+            let (low, high) = bounds(bucket(us));
+            assert!(low <= us && us < high, "{us} in [{low}, {high})");
+        }
+        assert_eq!(bucket(u64::MAX), BUCKETS - 1);
+        // Four buckets a doubling: each at most 25 % wider than its start.
+        for i in 1..BUCKETS {
+            let (low, high) = bounds(i);
+            assert_eq!(bounds(i - 1).1, low, "contiguous at {i}");
+            assert!((high - low) * 4 <= low, "{i}: [{low}, {high})");
+        }
+    }
+
+    #[test]
+    fn quantiles_fall_in_the_right_bucket() {
+        let mut h = [0u32; BUCKETS];
+        // 98 fast requests (1 ms), 2 slow ones (200 ms).
+        h[bucket(1_000)] = 98;
+        h[bucket(200_000)] = 2;
+        let p50 = quantile(&h, 100, 0.5);
+        let (low, high) = bounds(bucket(1_000));
+        assert!(low <= u64::from(p50) && u64::from(p50) < high, "{p50}");
+        let p99 = quantile(&h, 100, 0.99);
+        let (low, high) = bounds(bucket(200_000));
+        assert!(low <= u64::from(p99) && u64::from(p99) < high, "{p99}");
+        assert_eq!(quantile(&h, 0, 0.5), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn known_traffic_gives_exact_points_second_by_second() {
+        let s = Series::default();
+        next_second().await;
+        let first = second(Instant::now());
+        // Second 1: 10 requests of 2 ms, two 4xx, one upstream 5xx.
+        for i in 0..10 {
+            let outcome = match i {
+                0 | 1 => Outcome::Client,
+                2 => Outcome::Upstream,
+                _ => Outcome::Ok,
+            };
+            s.record(Instant::now(), outcome, 2 * MS);
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let p = s.fold(first, Gauges { inflight: 3, load: 1.5 });
+        let two_ms = bounds(bucket(2_000));
+        assert_eq!(p.requests, 10);
+        assert_eq!(
+            (p.client_errors, p.upstream_errors, p.proxy_errors),
+            (2, 1, 0)
+        );
+        assert!(two_ms.0 <= u64::from(p.p50_us) && u64::from(p.p99_us) < two_ms.1);
+        assert_eq!((p.inflight, p.load), (3, 1.5));
+        // Second 2: 4 requests, one a 1 s proxy timeout; second 3: nothing.
+        for _ in 0..3 {
+            s.record(Instant::now(), Outcome::Ok, 2 * MS);
+        }
+        s.record(Instant::now(), Outcome::Proxy, Duration::from_secs(1));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let q = s.fold(first + 1, Gauges::default());
+        assert_eq!((q.requests, q.proxy_errors), (4, 1));
+        assert!(q.p99_us >= 840_000, "the slow one is the p99: {}", q.p99_us);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        s.fold(first + 2, Gauges::default());
+        let points = s.points(first - 1, first + 2);
+        assert_eq!(points.len(), 3);
+        assert_eq!(points[0], p);
+        assert_eq!(points[1], q);
+        assert_eq!(points[2], Point::default());
+        // The taken second's counters were emptied for their next use.
+        assert_eq!(s.fold(first + 4, Gauges::default()), Point::default());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_is_fixed_whatever_the_traffic_and_time() {
+        let s = Series::default();
+        next_second().await;
+        let start = second(Instant::now());
+        // Twenty minutes of traffic, more than the ring holds.
+        for i in 0..1_200u64 {
+            for _ in 0..50 {
+                s.record(Instant::now(), Outcome::Ok, MS);
+            }
+            tokio::time::advance(Duration::from_secs(1)).await;
+            s.fold(start + i, Gauges::default());
+        }
+        let newest = start + 1_199;
+        let ring = s.ring.lock().unwrap();
+        assert_eq!(ring.points.len(), SPAN, "the ring never grows");
+        drop(ring);
+        let all = s.points(0, newest);
+        assert_eq!(all.len(), SPAN, "only the last 15 minutes are kept");
+        assert!(all.iter().all(|p| p.requests == 50));
+        for i in 0..(MAX_EVENTS * 3) {
+            s.note(Event {
+                at: SystemTime::now(),
+                what: "down",
+                detail: format!("{i}"),
+            });
+        }
+        let events = s.events();
+        assert_eq!(events.len(), MAX_EVENTS, "events are bounded");
+        assert_eq!(events[0].detail, format!("{}", MAX_EVENTS * 2));
+        assert_eq!(
+            Series::BYTES,
+            std::mem::size_of::<Series>() + SPAN * std::mem::size_of::<Point>()
+        );
+        assert!(Series::BYTES < 32 * 1024, "{} bytes", Series::BYTES);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_reads_as_empty_seconds_and_old_points_age_out() {
+        let s = Series::default();
+        next_second().await;
+        let t = second(Instant::now());
+        s.record(Instant::now(), Outcome::Ok, MS);
+        s.fold(t, Gauges::default());
+        // Ten seconds without a fold (a stopped process), then one more point.
+        s.record(Instant::now(), Outcome::Ok, MS);
+        s.fold(t + 10, Gauges::default());
+        let points = s.points(t - 1, t + 10);
+        assert_eq!(points.len(), 11);
+        assert_eq!(points[0].requests, 1);
+        assert!(points[1..10].iter().all(|p| p.requests == 0));
+        assert_eq!(points[10].requests, 1);
+        // Past the span, the first point is gone.
+        let later = t + 10 + SPAN as u64;
+        s.fold(later, Gauges::default());
+        assert!(s.points(0, later).iter().all(|p| p.requests == 0));
+    }
+}
