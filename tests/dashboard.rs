@@ -110,7 +110,11 @@ async fn series_json_counts_known_traffic_by_upstream_server_and_class() {
     assert_eq!(d["span"], 900);
     assert_eq!(d["total"]["requests"].as_array().unwrap().len(), 900);
     assert_eq!(total(&d["total"], "client_errors"), 2, "the 404s");
-    assert_eq!(total(&d["total"], "upstream_errors"), 4, "the origin's 500s");
+    assert_eq!(
+        total(&d["total"], "upstream_errors"),
+        4,
+        "the origin's 500s"
+    );
     assert_eq!(total(&d["total"], "proxy_errors"), 3, "the 502s");
 
     let g = upstream(&d, "good");
@@ -211,7 +215,9 @@ async fn servers_added_and_removed_are_marked_on_the_upstream_time_line() {
         "{events:?}"
     );
     assert!(
-        events.iter().any(|(w, d)| w == "removed" && d.starts_with(&b)),
+        events
+            .iter()
+            .any(|(w, d)| w == "removed" && d.starts_with(&b)),
         "{events:?}"
     );
     running.shutdown(Duration::from_secs(1)).await;
@@ -350,18 +356,24 @@ async fn status_page_draws_its_charts_in_chromium_with_and_without_javascript() 
             has_data(&polylines(dom, &failing_key, "traffic")[1]),
             "{how}: the failing server's 5xx drawn"
         );
-        assert!(dom.contains("class=\"m bad\""), "{how}: the drain is marked");
+        assert!(
+            dom.contains("class=\"m bad\""),
+            "{how}: the drain is marked"
+        );
         assert!(dom.contains("draining"), "{how}: state in text");
         assert!(dom.contains("Attention"), "{how}: the summary says so");
     };
 
     // JavaScript on: the script fetched series.json and redrew (`data-live`).
     let dom = chromium(&url, &["--dump-dom"]).await;
+    std::fs::write(dir.join("status-js.html"), &dom).expect("the DOM saved");
     assert!(dom.contains("data-live=\""), "the script ran:\n{dom}");
     check(&dom, "with JavaScript");
     let shot = dir.join("status.png");
     let _ = std::fs::remove_file(&shot);
-    chromium(&url, &[
+    chromium(
+        &url,
+        &[
             &format!("--screenshot={}", shot.display()),
             "--window-size=1100,1500",
         ],
@@ -370,7 +382,9 @@ async fn status_page_draws_its_charts_in_chromium_with_and_without_javascript() 
     let png = std::fs::read(&shot).expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     let phone = dir.join("status-phone.png");
-    chromium(&url, &[
+    chromium(
+        &url,
+        &[
             &format!("--screenshot={}", phone.display()),
             "--window-size=390,1400",
         ],
@@ -378,13 +392,19 @@ async fn status_page_draws_its_charts_in_chromium_with_and_without_javascript() 
     .await;
     assert!(std::fs::metadata(&phone).expect("a phone screenshot").len() > 0);
 
-    // JavaScript off: the same charts, as the server drew them.
-    let dom = chromium(&url, &["--blink-settings=scriptEnabled=false", "--dump-dom"]).await;
+    // JavaScript off: the same charts, as the server drew them. The page comes
+    // through a front that adds `Content-Security-Policy: script-src 'none'`, so
+    // the browser runs no script of it (Chromium's own switch to turn scripts
+    // off also stops `--dump-dom`, which evaluates one).
+    let url = format!("http://{}/status", no_scripts(running.admin.unwrap()).await);
+    let dom = chromium(&url, &["--dump-dom"]).await;
+    std::fs::write(dir.join("status-nojs.html"), &dom).expect("the DOM saved");
     assert!(!dom.contains("data-live=\""), "no script ran");
     check(&dom, "without JavaScript");
     let shot = dir.join("status-nojs.png");
-    chromium(&url, &[
-            "--blink-settings=scriptEnabled=false",
+    chromium(
+        &url,
+        &[
             &format!("--screenshot={}", shot.display()),
             "--window-size=1100,1500",
         ],
@@ -392,6 +412,46 @@ async fn status_page_draws_its_charts_in_chromium_with_and_without_javascript() 
     .await;
     assert!(std::fs::metadata(&shot).expect("a screenshot").len() > 0);
     running.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A front for the admin listener at `admin` whose answers forbid scripts.
+async fn no_scripts(admin: std::net::SocketAddr) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind(common::loopback0())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        let path = req.uri().to_string();
+                        let r = Client::new(admin).get(&path).await;
+                        let body = r.map(|r| r.body).unwrap_or_default();
+                        let mut res = http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(body),
+                        ));
+                        res.headers_mut().insert(
+                            "content-security-policy",
+                            http::HeaderValue::from_static("script-src 'none'"),
+                        );
+                        res.headers_mut().insert(
+                            "content-type",
+                            http::HeaderValue::from_static("text/html; charset=utf-8"),
+                        );
+                        Ok::<_, std::convert::Infallible>(res)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
 }
 
 /// Waits until the series hold all `sent` requests.

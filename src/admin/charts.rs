@@ -43,9 +43,8 @@ fn columns(values: &[f64], span: usize, agg: Agg) -> Vec<f64> {
     let pad = span.saturating_sub(values.len());
     (0..COLUMNS)
         .map(|c| {
-            let seconds = (c * per..(c + 1) * per).filter_map(|s| {
-                s.checked_sub(pad).and_then(|i| values.get(i)).copied()
-            });
+            let seconds = (c * per..(c + 1) * per)
+                .filter_map(|s| s.checked_sub(pad).and_then(|i| values.get(i)).copied());
             match agg {
                 Agg::Mean => seconds.sum::<f64>() / per as f64,
                 Agg::Max => seconds.fold(0.0, f64::max),
@@ -93,7 +92,10 @@ fn ms(v: &[u32]) -> Vec<f64> {
 }
 
 fn sum(a: &[u32], b: &[u32]) -> Vec<f64> {
-    a.iter().zip(b).map(|(&x, &y)| f64::from(x) + f64::from(y)).collect()
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| f64::from(x) + f64::from(y))
+        .collect()
 }
 
 /// The three charts of one series, `key` naming it for the script.
@@ -171,14 +173,7 @@ pub(crate) fn row(h: &mut String, key: &str, l: &Lines, marks: &[Mark], span: us
     h.push_str("</div>");
 }
 
-fn chart(
-    h: &mut String,
-    kind: &str,
-    unit: &str,
-    lines: &[Line],
-    marks: &[Mark],
-    span: usize,
-) {
+fn chart(h: &mut String, kind: &str, unit: &str, lines: &[Line], marks: &[Mark], span: usize) {
     let cols: Vec<Vec<f64>> = lines
         .iter()
         .map(|l| columns(&l.values, span, l.agg))

@@ -200,11 +200,7 @@ impl Dashboard {
 }
 
 fn summary(control: &Control, status: &Status, total: &Series) -> Summary {
-    let newest = control
-        .shared
-        .metrics
-        .board()
-        .map_or(0, |b| b.newest());
+    let newest = control.shared.metrics.board().map_or(0, |b| b.newest());
     let recent = total.points(newest.saturating_sub(SUMMARY_WINDOW as u64), newest);
     let sum = |f: fn(&Point) -> u32| recent.iter().map(|p| u64::from(f(p))).sum::<u64>();
     let requests = sum(|p| p.requests);

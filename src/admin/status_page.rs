@@ -124,9 +124,20 @@ pub(crate) fn render(s: &Status, d: Option<&Dashboard>) -> String {
                 String::new()
             },
         );
-        let view = d.and_then(|d| d.upstreams.iter().find(|v| v.name == u.name).map(|v| (d, v)));
+        let view = d.and_then(|d| {
+            d.upstreams
+                .iter()
+                .find(|v| v.name == u.name)
+                .map(|v| (d, v))
+        });
         if let Some((d, v)) = view {
-            charts::row(&mut h, &format!("u:{}", u.name), &v.lines, &v.events, d.span);
+            charts::row(
+                &mut h,
+                &format!("u:{}", u.name),
+                &v.lines,
+                &v.events,
+                d.span,
+            );
             events(&mut h, &v.events);
             for sv in &v.servers {
                 let _ = write!(
@@ -243,10 +254,7 @@ pub(crate) fn render(s: &Status, d: Option<&Dashboard>) -> String {
         "<p class=\"muted\">also: /status.json · /status/series.json · /metrics · /healthz · /readyz</p>",
     );
     if d.is_some() {
-        let _ = write!(
-            h,
-            "<script>var REFRESH={REFRESH_SECONDS};{SCRIPT}</script>"
-        );
+        let _ = write!(h, "<script>var REFRESH={REFRESH_SECONDS};{SCRIPT}</script>");
     }
     h.push_str("</body></html>\n");
     h
@@ -260,7 +268,8 @@ pub(crate) fn summary(s: &Summary) -> String {
     let up = s.servers - s.not_up.len();
     let failed_reload = s.last_reload_ok == Some(false);
     let expiring = s.certificates.iter().filter(|c| c.warn).count();
-    let wrong = !s.not_up.is_empty() || s.server_error_percent > 0.0 || failed_reload || expiring > 0;
+    let wrong =
+        !s.not_up.is_empty() || s.server_error_percent > 0.0 || failed_reload || expiring > 0;
     let _ = write!(
         h,
         "<div id=\"summary\"><p class=\"verdict\">{}</p><div class=\"sum\">",
@@ -284,8 +293,18 @@ pub(crate) fn summary(s: &Summary) -> String {
         "5xx",
         format!("{} %", charts::num(s.server_error_percent)),
     );
-    kpi(&mut h, false, "4xx", format!("{} %", charts::num(s.client_error_percent)));
-    kpi(&mut h, false, "p99 (worst second)", format!("{} ms", charts::num(s.p99_ms)));
+    kpi(
+        &mut h,
+        false,
+        "4xx",
+        format!("{} %", charts::num(s.client_error_percent)),
+    );
+    kpi(
+        &mut h,
+        false,
+        "p99 (worst second)",
+        format!("{} ms", charts::num(s.p99_ms)),
+    );
     kpi(
         &mut h,
         !s.not_up.is_empty(),
@@ -318,7 +337,11 @@ pub(crate) fn summary(s: &Summary) -> String {
         let _ = write!(
             h,
             "<p>{}certificate of listener {} ({}): {}</p>",
-            if c.warn { "<b class=\"bad-t\">⚠ WARNING</b> " } else { "" },
+            if c.warn {
+                "<b class=\"bad-t\">⚠ WARNING</b> "
+            } else {
+                ""
+            },
             esc(&c.listener),
             esc(&c.names),
             when

@@ -489,7 +489,9 @@ mod tests {
 
     #[test]
     fn buckets_and_their_bounds_agree() {
-        for us in [0, 1, 63, 64, 65, 79, 80, 100, 1_000, 12_345, 999_999, 60_000_000] {
+        for us in [
+            0, 1, 63, 64, 65, 79, 80, 100, 1_000, 12_345, 999_999, 60_000_000,
+        ] {
             let (low, high) = bounds(bucket(us));
             assert!(low <= us && us < high, "{us} in [{low}, {high})");
         }
@@ -532,7 +534,13 @@ mod tests {
             s.record(Instant::now(), outcome, 2 * MS);
         }
         tokio::time::advance(Duration::from_secs(1)).await;
-        let p = s.fold(first, Gauges { inflight: 3, load: 1.5 });
+        let p = s.fold(
+            first,
+            Gauges {
+                inflight: 3,
+                load: 1.5,
+            },
+        );
         let two_ms = bounds(bucket(2_000));
         assert_eq!(p.requests, 10);
         assert_eq!(

@@ -397,7 +397,11 @@ impl ServerState {
 
     /// The server's last changes (`HISTORY` at most), oldest first.
     pub fn history(&self) -> Vec<Event> {
-        let h = self.health.history.lock().unwrap_or_else(|e| e.into_inner());
+        let h = self
+            .health
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         h.iter().cloned().collect()
     }
 
@@ -408,7 +412,11 @@ impl ServerState {
             what,
             detail: detail.to_owned(),
         };
-        let mut h = self.health.history.lock().unwrap_or_else(|e| e.into_inner());
+        let mut h = self
+            .health
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if h.len() == HISTORY {
             h.pop_front();
         }
