@@ -215,7 +215,9 @@ fn chart(h: &mut String, kind: &str, unit: &str, lines: &[Line], marks: &[Mark],
             points(c, max(l.scale))
         );
     }
-    h.push_str("</svg></figure>");
+    h.push_str(
+        "</svg><div class=\"ax\"><span>−15 min</span><span>−10</span><span>−5</span><span>now</span></div></figure>",
+    );
 }
 
 /// The state changes inside the window, as vertical lines with their reason.

@@ -43,7 +43,8 @@ polyline{fill:none;stroke-width:1.5}.l0{stroke:#1f5fbf}.l1{stroke:#c0392b;stroke
 span.l0,span.l1,span.l2{border-bottom:2px solid;padding:0 2px}span.l1{border-bottom-style:dashed}span.l2{border-bottom-style:dotted}\
 line.m{stroke-width:1;stroke:#888}line.bad{stroke:#c00}line.good{stroke:#2a2}\
 .srv{border-left:3px solid #ccc;padding-left:.6em;margin:.6em 0}.st{padding:0 .4em;border:1px solid #999;border-radius:3px}\
-ul.ev{margin:.3em 0;padding-left:1.2em;font-size:13px}";
+ul.ev{margin:.3em 0;padding-left:1.2em;font-size:13px}\
+.ax{display:flex;justify-content:space-between;font-size:10px;color:#666}";
 
 /// Polls `/status/series.json?since=N`, appends the new seconds and redraws every
 /// chart as `charts` drew it; updates the summary, server states and marks.
