@@ -356,6 +356,9 @@ impl Series {
 
 // ===== every series of a proxy =====
 
+/// A server's key among the series: its upstream and address.
+type ServerId = (Arc<str>, SocketAddr);
+
 /// The series of one proxy: the whole proxy's, and one per upstream and per
 /// server, handed out (like server state) for as long as a snapshot holds them.
 #[derive(Debug, Default)]
@@ -363,7 +366,7 @@ pub struct Board {
     /// The whole proxy; its own counts are the requests no upstream saw.
     total: Arc<Series>,
     upstreams: Mutex<HashMap<Arc<str>, Weak<Series>>>,
-    servers: Mutex<HashMap<(Arc<str>, SocketAddr), Weak<Series>>>,
+    servers: Mutex<HashMap<ServerId, Weak<Series>>>,
     /// The newest second folded; 0: none yet.
     newest: AtomicU64,
 }
@@ -603,7 +606,7 @@ mod tests {
             Series::BYTES,
             std::mem::size_of::<Series>() + SPAN * std::mem::size_of::<Point>()
         );
-        assert!(Series::BYTES < 32 * 1024, "{} bytes", Series::BYTES);
+        const { assert!(Series::BYTES < 32 * 1024) };
     }
 
     #[tokio::test(start_paused = true)]
