@@ -1,7 +1,9 @@
 //! What one request leaves behind: a `Record` filled in as the request goes (route,
 //! server, tries, upstream status and time), closed when the response body ends or
-//! is dropped. Closing counts the request in the route's metrics and writes its
-//! access-log line, so both see the whole response: its bytes and its duration.
+//! is dropped. Closing counts the request in the route's metrics and in the
+//! status page's time series (the answering server's, else the upstream's or the
+//! proxy's) and writes its access-log line, so all see the whole response: its
+//! bytes and its duration.
 //!
 //! A protocol switch (WebSocket) is counted when its 101 goes out, but its bytes
 //! and its log line wait for the tunnel to close (`TunnelEnd`), as nginx's
