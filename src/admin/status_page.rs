@@ -457,6 +457,43 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_says_what_is_wrong_in_words() {
+        use super::super::dashboard::CertView;
+        let mut s = Summary {
+            rate: 12.5,
+            server_error_percent: 0.0,
+            client_error_percent: 0.0,
+            p99_ms: 3.0,
+            not_up: vec![],
+            servers: 2,
+            last_reload_ok: Some(true),
+            reload_error: None,
+            certificates: vec![CertView {
+                listener: "public".into(),
+                names: "a.test".into(),
+                not_after: Some("2027-06-01".into()),
+                days_left: Some(180),
+                warn: false,
+            }],
+        };
+        let h = summary(&s);
+        assert!(h.contains("All well"), "{h}");
+        assert!(h.contains("expires 2027-06-01 (in 180 days)"), "{h}");
+        assert!(!h.contains("WARNING"));
+        s.not_up = vec!["u/127.0.0.1:1 down".into()];
+        s.last_reload_ok = Some(false);
+        s.reload_error = Some("t.toml:3: unknown key".into());
+        s.certificates[0].days_left = Some(5);
+        s.certificates[0].warn = true;
+        let h = summary(&s);
+        assert!(h.contains("Attention"), "{h}");
+        assert!(h.contains("1 of 2"));
+        assert!(h.contains("u/127.0.0.1:1 down"));
+        assert!(h.contains("FAILED") && h.contains("t.toml:3: unknown key"));
+        assert!(h.contains("WARNING") && h.contains("in 5 days"), "{h}");
+    }
+
+    #[test]
     fn durations_read_naturally() {
         assert_eq!(ago(5), "5s");
         assert_eq!(ago(600), "10m");
