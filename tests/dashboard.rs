@@ -223,6 +223,62 @@ async fn servers_added_and_removed_are_marked_on_the_upstream_time_line() {
     running.shutdown(Duration::from_secs(1)).await;
 }
 
+/// The Gregorian date `days` days after 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i32, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y as i32, m as u8, d as u8)
+}
+
+#[tokio::test]
+async fn a_certificate_expiring_within_two_weeks_is_flagged_in_the_summary() {
+    let o = Origin::start("o").await;
+    let dir = common::TempDir::new("dashboard-cert");
+    let today = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        / 86_400;
+    let (y, m, d) = civil(today + 6);
+    let mut params = rcgen::CertificateParams::new(vec!["soon.test".to_owned()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(y, m, d);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let cert_path = dir.write("soon.crt", &cert.pem());
+    let key_path = dir.write("soon.key", &key.serialize_pem());
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\n\
+         [listener.tls]\ncert = {:?}\nkey = {:?}\n\n[[route]]\nupstream = \"u\"\n\n\
+         [upstream.u]\nservers = [{{ addr = \"{}\" }}]\n",
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+        o.addr()
+    );
+    let running = start(&text).await;
+    let v = series(&running, "").await;
+    let certs = v["summary"]["certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 1, "{certs:?}");
+    assert_eq!(certs[0]["listener"], "public");
+    assert_eq!(certs[0]["names"], "soon.test");
+    assert_eq!(
+        certs[0]["not_after"],
+        format!("{y:04}-{m:02}-{d:02}").as_str()
+    );
+    let left = certs[0]["days_left"].as_i64().unwrap();
+    assert!((5..=6).contains(&left), "{left}");
+    assert_eq!(certs[0]["warn"], true);
+    let (_, page) = admin(&running, "GET", "/status").await;
+    assert!(page.contains("WARNING"), "the page flags it");
+    running.shutdown(Duration::from_secs(1)).await;
+}
+
 // ===== in a browser =====
 
 /// Where the screenshots go: `target/dashboard/`, next to the build.
