@@ -117,6 +117,7 @@ fn servers(n: usize) -> Vec<UpstreamServer> {
             passive: Default::default(),
             source: Source::File,
             requests: Box::new([]),
+            series: None,
             state: registry.server(
                 ServerKey {
                     upstream: Arc::from("bench"),

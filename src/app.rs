@@ -56,6 +56,7 @@ pub fn prepare(config: Config, workers: usize) -> io::Result<Running> {
     shared.start_health(background.clone());
     shared.start_dns(&background);
     spawn_limit_sweep(&shared, &background, stop_rx.clone());
+    spawn_series_tick(&shared, &background, end_rx.clone());
     let workers = Workers::spawn(workers, shared.current(), &stop_rx)?;
     let control = Control::new(Arc::clone(&shared), workers.commands(), &config);
     let admin = match &config.admin {
@@ -157,3 +158,44 @@ fn spawn_limit_sweep(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, mut
         }
     });
 }
+
+/// Folds each second into the status page's time series (`observe::series`),
+/// just after the second ends; only when there is a board (an admin listener to
+/// show it). It runs until the admin listener closes (`end`), so the page keeps
+/// moving through a drain.
+fn spawn_series_tick(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, mut end: Stop) {
+    if shared.metrics.board().is_none() {
+        return;
+    }
+    let weak = Arc::downgrade(shared);
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval_at(next_second(), Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stopped(&mut end) => return,
+                _ = tick.tick() => match weak.upgrade() {
+                    Some(shared) => {
+                        if let Some(board) = shared.metrics.board() {
+                            board.tick(tokio::time::Instant::now(), &shared.load().upstreams);
+                        }
+                    }
+                    None => return,
+                },
+            }
+        }
+    });
+}
+
+/// A little after the next whole second of the series' clock: what finished in
+/// the second before is counted by then (a request's end races the turn of the
+/// second by nanoseconds, not milliseconds).
+fn next_second() -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    let into = crate::clock::nanos(now) % 1_000_000_000;
+    now + Duration::from_nanos(1_000_000_000 - into) + SERIES_TICK_MARGIN
+}
+
+/// How long after a second's end it is folded: enough for a worker thread that
+/// read the clock just before the turn to finish its three additions.
+const SERIES_TICK_MARGIN: Duration = Duration::from_millis(20);

@@ -71,7 +71,7 @@ impl Shared {
         };
         let config = shared.config();
         let snapshot = shared.build(&config, log, true, None);
-        shared.go_live(Arc::new(snapshot));
+        shared.go_live(Arc::new(snapshot), None);
         Ok(Arc::new(shared))
     }
 
@@ -134,7 +134,7 @@ impl Shared {
         let log = open_log(old.access_log.as_ref(), &config)?;
         self.membership.reloaded(&config.upstreams);
         let snapshot = Arc::new(self.build(&config, log, false, Some(&old)));
-        self.go_live(Arc::clone(&snapshot));
+        self.go_live(Arc::clone(&snapshot), Some("configuration reload"));
         self.metrics.applied();
         let config = Arc::new(config);
         *current = Arc::clone(&config);
@@ -151,7 +151,7 @@ impl Shared {
         name: &str,
         server: ServerConfig,
     ) -> Result<Arc<Upstream>, MemberError> {
-        self.change_members(name, |ms, c| ms.add(c, server))
+        self.change_members(name, "admin API", |ms, c| ms.add(c, server))
     }
 
     /// Removes the server at `addr` from upstream `name`'s servers.
@@ -160,13 +160,13 @@ impl Shared {
         name: &str,
         addr: SocketAddr,
     ) -> Result<Arc<Upstream>, MemberError> {
-        self.change_members(name, |ms, c| ms.remove(c, addr))
+        self.change_members(name, "admin API", |ms, c| ms.remove(c, addr))
     }
 
     /// Rebuilds upstream `name` with its servers as they are, for an operator's
     /// weight, which balancers precompute.
     pub fn reweigh(&self, name: &str) -> Result<Arc<Upstream>, MemberError> {
-        self.change_members(name, |_, _| Ok(()))
+        self.change_members(name, "admin API", |_, _| Ok(()))
     }
 
     /// Records what discovery source `source` reports for upstream `name` and
@@ -178,7 +178,7 @@ impl Shared {
                 ms.relisted(c);
                 Ok(())
             };
-            if let Err(e) = self.change_members(name, lapse) {
+            if let Err(e) = self.change_members(name, "discovery", lapse) {
                 tracing::debug!(upstream = name, error = %e, "discovered servers kept for later");
             }
         }
@@ -228,6 +228,7 @@ impl Shared {
     fn change_members(
         &self,
         name: &str,
+        why: &str,
         change: impl FnOnce(&Membership, &UpstreamConfig) -> Result<(), MemberError>,
     ) -> Result<Arc<Upstream>, MemberError> {
         let config = self.config.lock().unwrap_or_else(|e| e.into_inner());
@@ -251,7 +252,7 @@ impl Shared {
             Some(prev),
         ));
         let snapshot = Arc::new(old.with_upstream(i, Arc::clone(&rebuilt)));
-        self.go_live(Arc::clone(&snapshot));
+        self.go_live(Arc::clone(&snapshot), Some(why));
         drop(config);
         self.sync_health(&snapshot);
         Ok(rebuilt)
@@ -261,8 +262,12 @@ impl Shared {
     /// requests waiting in their queues pick from when woken (each queue is woken
     /// once: the new server set may have room). The queues learn first, so that
     /// no request that started on the new snapshot is ever sent back to an older
-    /// server set.
-    fn go_live(&self, snapshot: Arc<Snapshot>) {
+    /// server set. `why`: what changed the server sets, for the status page's
+    /// time line (`None`: the first configuration, which changes nothing).
+    fn go_live(&self, snapshot: Arc<Snapshot>, why: Option<&str>) {
+        if let (Some(board), Some(why)) = (self.metrics.board(), why) {
+            board.membership(&self.load().upstreams, &snapshot.upstreams, why);
+        }
         for u in &snapshot.upstreams {
             u.queue.publish(u);
         }

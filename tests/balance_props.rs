@@ -90,6 +90,7 @@ impl Setup {
                 passive: Default::default(),
                 source: Source::File,
                 requests: Box::new([]),
+                series: None,
                 state: registry.server(
                     ServerKey {
                         upstream: Arc::clone(&name),
@@ -581,6 +582,7 @@ fn swrr_live_mode_concurrent_picks_keep_exact_proportions() {
                 passive: Default::default(),
                 source: Source::File,
                 requests: Box::new([]),
+                series: None,
                 state: registry.server(
                     ServerKey {
                         upstream: Arc::from("live"),

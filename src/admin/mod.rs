@@ -4,6 +4,7 @@
 //! - `GET  /healthz`, `GET /livez`                        200 while the process runs
 //! - `GET  /readyz`                                       200 once listening, 503 before and while draining
 //! - `GET  /status`, `GET /status.json`                   the status page, as HTML or JSON
+//! - `GET  /status/series.json?since=SECOND`              the dashboard's last 15 minutes
 //! - `GET  /upstreams`                                    every upstream and server with its state
 //! - `GET  /upstreams/NAME`                               one upstream
 //! - `POST /upstreams/NAME/servers/ADDR/drain|undrain`    maintenance: no new requests / back
@@ -23,6 +24,8 @@
 //! shutdown's drain (`/readyz` 503, the liveness probes 200, `/metrics` as usual)
 //! and closes when the drain is over.
 
+mod charts;
+mod dashboard;
 mod metrics;
 pub(crate) mod status;
 pub(crate) mod status_page;
@@ -42,6 +45,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::control::Control;
+use dashboard::Dashboard;
 use status::Status;
 
 /// Largest admin request body read; the API takes tiny JSON documents.
@@ -155,8 +159,30 @@ async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> Response<Full
             )
         }
         (&Method::GET, ["status"]) => {
-            let page = status_page::render(&Status::collect(control));
+            let status = Status::collect(control);
+            let board = Dashboard::collect(control, &status, 0);
+            let page = status_page::render(&status, board.as_ref());
             text(StatusCode::OK, "text/html; charset=utf-8", page)
+        }
+        (&Method::GET, ["status", "series.json"]) => {
+            let since = req
+                .uri()
+                .query()
+                .unwrap_or_default()
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("since="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let status = Status::collect(control);
+            match Dashboard::collect(control, &status, since) {
+                // Compact: 15 minutes of columns, polled every few seconds.
+                Some(d) => text(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::to_string(&d).unwrap_or_default(),
+                ),
+                None => not_found("no time series (metrics are off)"),
+            }
         }
         (&Method::GET, ["upstreams"]) => json_reply(upstreams::list(&control.shared)),
         (&Method::GET, ["upstreams", name]) => json_reply(upstreams::one(&control.shared, name)),

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use super::series::{Board, Series};
 use super::store::{Locked, Store};
 use crate::error::Reason;
 use metrics::{Counter, Gauge, Histogram};
@@ -125,6 +126,8 @@ pub struct Metrics {
     store: Option<Arc<Store>>,
     /// Configurations applied since start (1 for the first).
     generation: AtomicU64,
+    /// The status page's time series; `None` with metrics (no admin listener).
+    board: Option<Arc<Board>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -140,7 +143,13 @@ impl Metrics {
         Arc::new(Metrics {
             store: enabled.then(|| Arc::new(Store::new(HELP))),
             generation: AtomicU64::new(1),
+            board: enabled.then(Arc::default),
         })
+    }
+
+    /// The time series of the status page (`None` while metrics are off).
+    pub fn board(&self) -> Option<&Arc<Board>> {
+        self.board.as_ref()
     }
 
     pub fn enabled(&self) -> bool {
@@ -205,6 +214,13 @@ impl Metrics {
             bytes_in: self.counter(BYTES_RECEIVED, &labels),
             bytes_out: self.counter(BYTES_SENT, &labels),
             unsent: self.server_requests(route, upstream, NONE),
+            series: self.board.as_ref().map(|b| {
+                if upstream == NONE {
+                    Arc::clone(b.total())
+                } else {
+                    b.upstream(upstream)
+                }
+            }),
         }
     }
 
@@ -381,6 +397,9 @@ pub struct RouteMetrics {
     /// `requests_limited_total`, indexed by `Reason as usize` (`Reason::ALL`'s
     /// order).
     limited: [Counter; Reason::ALL.len()],
+    /// The time series requests no server answered count in: the upstream's, or
+    /// the whole proxy's for routes without one.
+    pub series: Option<Arc<Series>>,
 }
 
 impl RouteMetrics {

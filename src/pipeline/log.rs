@@ -1,7 +1,9 @@
 //! What one request leaves behind: a `Record` filled in as the request goes (route,
 //! server, tries, upstream status and time), closed when the response body ends or
-//! is dropped. Closing counts the request in the route's metrics and writes its
-//! access-log line, so both see the whole response: its bytes and its duration.
+//! is dropped. Closing counts the request in the route's metrics and in the
+//! status page's time series (the answering server's, else the upstream's or the
+//! proxy's) and writes its access-log line, so all see the whole response: its
+//! bytes and its duration.
 //!
 //! A protocol switch (WebSocket) is counted when its 101 goes out, but its bytes
 //! and its log line wait for the tunnel to close (`TunnelEnd`), as nginx's
@@ -23,6 +25,7 @@ use super::session::Turn;
 use crate::body::{BoxError, SendProgress};
 use crate::observe::access_log::{AccessLog, Entry};
 use crate::observe::metrics::{class, ClassCounters, RouteMetrics};
+use crate::observe::series::{Outcome, Series};
 
 /// Where the request body's size comes from.
 #[derive(Debug, Default)]
@@ -126,12 +129,14 @@ impl Record {
 
     /// The response, with a body that closes the record when it ends. `requests`
     /// are the counters the request counts in: the answering server's for its
-    /// route, or the route's (or the unrouted) `unsent`.
+    /// route, or the route's (or the unrouted) `unsent`; `series` is the time
+    /// series it counts in likewise (the server's, the upstream's or the proxy's).
     pub fn respond(
         self,
         res: Response<RespBody>,
         route: &Arc<RouteMetrics>,
         requests: &ClassCounters,
+        series: Option<&Arc<Series>>,
     ) -> Response<Observed> {
         let (head, body) = res.into_parts();
         let mut record = self;
@@ -144,7 +149,12 @@ impl Record {
         let body = Observed {
             body,
             bytes: 0,
-            open: Some((record, status, requests)),
+            open: Some(Open {
+                record,
+                status,
+                requests,
+                series: series.cloned(),
+            }),
             tunnel: head.extensions.remove::<TunnelEnd>(),
         };
         Response::from_parts(head, body)
@@ -156,12 +166,18 @@ impl Record {
         mut self,
         status: StatusCode,
         requests: &metrics::Counter,
+        series: Option<&Series>,
         bytes_out: u64,
         tunnel: Option<TunnelEnd>,
     ) {
         let Some(route) = &self.route else { return };
         requests.increment(1);
-        route.record_duration(self.start.elapsed());
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.start);
+        route.record_duration(elapsed);
+        if let Some(s) = series {
+            s.record(now, Outcome::of(status, self.upstream_status), elapsed);
+        }
         match tunnel {
             Some(tunnel) => {
                 // What the connection and the limits hold ends with the response
@@ -338,15 +354,30 @@ impl Drop for TunnelClose {
 pub struct Observed {
     body: RespBody,
     bytes: u64,
-    open: Option<(Record, StatusCode, metrics::Counter)>,
+    open: Option<Open>,
     /// A switch's tunnel, which the record's bytes and line wait for.
     tunnel: Option<TunnelEnd>,
 }
 
+/// What closing a record needs, held by its response body until then.
+#[derive(Debug)]
+struct Open {
+    record: Record,
+    status: StatusCode,
+    requests: metrics::Counter,
+    series: Option<Arc<Series>>,
+}
+
 impl Observed {
     fn close(&mut self) {
-        if let Some((record, status, requests)) = self.open.take() {
-            record.close(status, &requests, self.bytes, self.tunnel.take());
+        if let Some(o) = self.open.take() {
+            o.record.close(
+                o.status,
+                &o.requests,
+                o.series.as_deref(),
+                self.bytes,
+                self.tunnel.take(),
+            );
         }
     }
 }

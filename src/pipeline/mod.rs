@@ -148,20 +148,27 @@ impl ProxyService {
         }
         let rec = ctx.rec;
         // The request counts against the last server it was sent to, if any.
-        let (metrics, requests) = match route {
+        let (metrics, requests, series) = match route {
             Some(r) => {
                 let tried = match (r.action.proxy(), rec.server) {
                     (Some(p), Some((i, _))) => snapshot.upstreams[p.upstream]
                         .servers
                         .get(i)
-                        .and_then(|s| s.requests.get(p.slot)),
+                        .and_then(|s| Some((s.requests.get(p.slot)?, &s.series))),
                     _ => None,
                 };
-                (&r.metrics, tried.unwrap_or(&r.metrics.unsent))
+                match tried {
+                    Some((requests, series)) => (&r.metrics, requests, series),
+                    None => (&r.metrics, &r.metrics.unsent, &r.metrics.series),
+                }
             }
-            None => (&snapshot.unrouted, &snapshot.unrouted.unsent),
+            None => (
+                &snapshot.unrouted,
+                &snapshot.unrouted.unsent,
+                &snapshot.unrouted.series,
+            ),
         };
-        rec.respond(res, metrics, requests)
+        rec.respond(res, metrics, requests, series.as_ref())
     }
 }
 

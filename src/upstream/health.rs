@@ -108,7 +108,13 @@ pub(super) struct Health {
     /// on the request path.
     last_check: Mutex<Option<Event>>,
     last_change: Mutex<Option<Event>>,
+    /// The last `HISTORY` changes, oldest first, for the status page's time line.
+    history: Mutex<VecDeque<Event>>,
 }
+
+/// Changes a server keeps for the status page's time line: enough for a flapping
+/// server's last quarter of an hour at a change a minute, bounded whatever it does.
+const HISTORY: usize = 16;
 
 impl Health {
     pub(super) fn new(active: Active) -> Self {
@@ -124,6 +130,7 @@ impl Health {
             checks_failed: AtomicU64::new(0),
             last_check: Mutex::new(None),
             last_change: Mutex::new(None),
+            history: Mutex::new(VecDeque::new()),
         }
     }
 }
@@ -326,6 +333,7 @@ impl ServerState {
             self.health
                 .ramp_start
                 .store(now_stamp(Instant::now()), Ordering::Relaxed);
+            self.note("slow_start", &format!("ramping over {slow_start:?}"));
         }
     }
 
@@ -387,6 +395,35 @@ impl ServerState {
         });
     }
 
+    /// The server's last changes (`HISTORY` at most), oldest first.
+    pub fn history(&self) -> Vec<Event> {
+        let h = self
+            .health
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        h.iter().cloned().collect()
+    }
+
+    /// Keeps `what` (a state it entered) in the server's history.
+    pub(super) fn note(&self, what: &'static str, detail: &str) -> Event {
+        let e = Event {
+            at: std::time::SystemTime::now(),
+            what,
+            detail: detail.to_owned(),
+        };
+        let mut h = self
+            .health
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if h.len() == HISTORY {
+            h.pop_front();
+        }
+        h.push_back(e.clone());
+        e
+    }
+
     fn changed(&self, state: &'static str, reason: &str) {
         let h = &self.health;
         h.transitions.fetch_add(1, Ordering::Relaxed);
@@ -395,11 +432,8 @@ impl ServerState {
             "down" => h.downs.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };
-        *h.last_change.lock().unwrap_or_else(|e| e.into_inner()) = Some(Event {
-            at: std::time::SystemTime::now(),
-            what: state,
-            detail: reason.to_owned(),
-        });
+        let event = self.note(state, reason);
+        *h.last_change.lock().unwrap_or_else(|e| e.into_inner()) = Some(event);
         if state == "up" || state == "restored" || state == "ramped" {
             tracing::info!(upstream = %self.key.upstream, server = %self.key.addr, state, reason, "server state changed");
         } else {

@@ -31,6 +31,7 @@ pub use wire::Wire;
 use crate::balance::{self, Affine, Balancer, Candidate, Latency, PickCtx};
 use crate::config::{BalanceKind, HashKey, HealthCheckConfig, ServerConfig, StickyConfig};
 use crate::config::{UpstreamConfig, UpstreamProtocol};
+use crate::observe::series::Series;
 use crate::observe::{ClassCounters, Metrics, UpstreamMetrics};
 use transport::Transport;
 
@@ -110,6 +111,8 @@ pub struct Upstream {
     queue_refusals: Box<[metrics::Counter]>,
     /// The rustls client configuration of the servers, reused by later builds.
     tls_client: Option<Arc<rustls::ClientConfig>>,
+    /// The status page's time series of the upstream (`None` without metrics).
+    pub series: Option<Arc<Series>>,
 }
 
 /// Whether an upstream has room for a request (`Upstream::room`).
@@ -145,6 +148,8 @@ pub struct UpstreamServer {
     pub state: Arc<ServerState>,
     /// `requests_total` by route slot and status class.
     pub requests: Box<[ClassCounters]>,
+    /// The status page's time series of the server (`None` without metrics).
+    pub series: Option<Arc<Series>>,
 }
 
 /// A server's passive-health settings (nginx's `max_fails`, `fail_timeout`, and
@@ -309,6 +314,7 @@ impl Upstream {
             queue: b.registry.queue(&name),
             queue_refusals,
             tls_client,
+            series: b.metrics.board().map(|board| board.upstream(&name)),
             name,
             config,
         };
@@ -557,6 +563,7 @@ fn server(
             slow_start: s.slow_start,
         },
         source: m.source.clone(),
+        series: b.metrics.board().map(|board| board.server(name, s.addr)),
         state,
         requests,
     }
@@ -584,6 +591,7 @@ pub(crate) fn test_servers(weights: &[u32]) -> Vec<UpstreamServer> {
                 std::time::Duration::from_millis(30),
             ),
             requests: Box::new([]),
+            series: None,
         })
         .collect()
 }

@@ -146,6 +146,7 @@ impl ServerState {
     pub fn set_drained(&self, drained: bool) {
         if self.drained.swap(drained, Ordering::Relaxed) != drained {
             let state = if drained { "drained" } else { "undrained" };
+            self.note(state, "by the operator");
             tracing::info!(upstream = %self.key.upstream, server = %self.key.addr, state, "server state changed by the operator");
         }
     }
