@@ -41,7 +41,14 @@ require() { # CMD...
     for t in "$@"; do command -v "$t" >/dev/null || die "$t is required"; done
 }
 
+# SWITCHYARD=/path/to/switchyard: measure that binary instead of building the
+# tree's (a build made earlier, or on a machine too busy to build during a run).
 build_switchyard() {
+    if [ -n "${SWITCHYARD:-}" ]; then
+        [ -x "$SWITCHYARD" ] || die "SWITCHYARD is not an executable file: $SWITCHYARD"
+        log "using $SWITCHYARD (SWITCHYARD set: no build)"
+        return
+    fi
     log "building switchyard (release)"
     (cd "$ROOT" && cargo build --release --quiet --bin switchyard)
 }
@@ -134,7 +141,7 @@ make_workdir() {
 copy_switchyard() {
     mkdir -p "$1"
     SY=$1/switchyard
-    cp "$ROOT/target/release/switchyard" "$SY"
+    cp "${SWITCHYARD:-$ROOT/target/release/switchyard}" "$SY"
 }
 
 # copy_baseline BINARY DIR: SY_BASE, a copy of another build of switchyard (the

@@ -51,7 +51,7 @@ BASELINE=${BASELINE:-}         # another switchyard binary: add "baseline" (A/B)
 SY_BASE_PORT=${SY_BASE_PORT:-18084}
 ORIGIN_PORTS=${ORIGIN_PORTS:-"19101 19102 19103"}
 KEEP_TMP=${KEEP_TMP:-0}        # 1: keep the temp dir (configs, logs, wrk output)
-IDLE=${IDLE:-10000}            # idle keep-alive client connections held per proxy at the end; 0: skip
+IDLE=${IDLE:-9500}             # idle keep-alive client connections held per proxy at the end; 0: skip
 TUNNELS=${TUNNELS:-1000}       # idle WebSocket tunnels through Switchyard at the end; 0: skip
 SY_WS_PORT=${SY_WS_PORT:-18085} # the Switchyard that carries them, and its upgrade origin on +1
 
@@ -125,7 +125,9 @@ pin_setup
 # The idle phase holds IDLE sockets in the client and as many in each proxy.
 if [ "$IDLE" -gt 0 ] || [ "$TUNNELS" -gt 0 ]; then
     want=$(( (IDLE > TUNNELS * 2 ? IDLE : TUNNELS * 2) + 1024 ))
-    ulimit -n "$want" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    # As much room as the hard limit allows (raised where we may).
+    ulimit -Hn 65536 2>/dev/null || true
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     [ "$(ulimit -n)" -ge "$want" ] || die "IDLE=$IDLE / TUNNELS=$TUNNELS need $want open files; ulimit -n allows $(ulimit -n)"
     require python3
 fi
