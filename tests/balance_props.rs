@@ -950,3 +950,94 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------
+// A slow origin under closed-loop load (issue #18), in simulated time
+
+/// How a simulated origin treats concurrent requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Origin {
+    /// Each request takes the origin's latency, however many are in flight.
+    Concurrent,
+    /// One request at a time, the others wait in line.
+    Queueing,
+}
+
+/// Share of requests server 2 (10× slower: 50 ms against 5 ms) gets from `clients`
+/// closed-loop clients under `balance` with default settings, over 10 s after a 2 s
+/// warm-up. An event simulation on the paused clock: each client's request holds
+/// its `InFlight` guard until its answer, so the balancer sees exactly what the
+/// proxy would, in-flight counts and samples included.
+async fn slow_share(balance: &str, origin: Origin, clients: usize) -> f64 {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    let latency = [5 * MS, 5 * MS, 50 * MS];
+    let (warmup, end) = (Duration::from_secs(2), Duration::from_secs(12));
+    let s = Setup::new(balance, &[1, 1, 1]);
+    let measure = s.measure();
+    let t0 = Instant::now();
+    let mut free_at = [Duration::ZERO; 3];
+    let mut held: Vec<Option<InFlight>> = (0..clients).map(|_| None).collect();
+    // (answer due, client): clients start 100 µs apart.
+    let mut due: BinaryHeap<Reverse<(Duration, usize)>> = (0..clients)
+        .map(|c| Reverse((Duration::from_micros(100) * c as u32, c)))
+        .collect();
+    let mut counts = [0u64; 3];
+    while let Some(Reverse((at, c))) = due.pop() {
+        if at >= end {
+            break;
+        }
+        tokio::time::advance(at - t0.elapsed()).await;
+        drop(held[c].take());
+        let i = s.pick(None).expect("a server");
+        held[c] = Some(InFlight::new(Arc::clone(&s.servers[i].state), measure));
+        let done = match origin {
+            Origin::Concurrent => at + latency[i],
+            Origin::Queueing => {
+                free_at[i] = free_at[i].max(at) + latency[i];
+                free_at[i]
+            }
+        };
+        if at >= warmup {
+            counts[i] += 1;
+        }
+        due.push(Reverse((done, c)));
+    }
+    let share = counts[2] as f64 / counts.iter().sum::<u64>() as f64;
+    eprintln!("{balance}, {origin:?} origins, {clients} clients: {counts:?}, slow {share:.4}");
+    share
+}
+
+/// The issue's target: with origins that serve requests in parallel, a busy fast
+/// origin is no dearer than an idle one 10× slower, so the slow one gets at most
+/// 0.5 % of the requests (Finagle's cost, estimate × (in-flight + 1), gave it 2–9 %).
+#[tokio::test(start_paused = true)]
+async fn a_slow_concurrent_origin_gets_almost_nothing() {
+    for balance in ["ewma", "least_time"] {
+        for clients in [6, 24] {
+            let share = slow_share(balance, Origin::Concurrent, clients).await;
+            assert!(
+                share <= 0.005,
+                "{balance}, {clients} clients: the slow origin got {:.2} %",
+                share * 100.0
+            );
+        }
+    }
+}
+
+/// With origins that queue, in-flight does add latency: the longer the fast
+/// origins' lines, the more the slow one is worth a try (with 24 clients the fast
+/// ones hold ≈ 11 requests each, a wait of ≈ 57 ms against the slow one's 50 ms);
+/// with 6 clients it is still avoided.
+#[tokio::test(start_paused = true)]
+async fn a_slow_queueing_origin_takes_requests_only_when_queues_are_long() {
+    for balance in ["ewma", "least_time"] {
+        let few = slow_share(balance, Origin::Queueing, 6).await;
+        let many = slow_share(balance, Origin::Queueing, 24).await;
+        assert!(few <= 0.01, "{balance}, 6 clients: {:.2} %", few * 100.0);
+        assert!(many > few, "{balance}: 24 clients {many}, 6 clients {few}");
+    }
+}

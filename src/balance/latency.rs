@@ -3,7 +3,7 @@
 //! compare-and-swap. The math is in pure functions taking the elapsed time, so it can
 //! be checked against a worked trace.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -14,6 +14,14 @@ use crate::clock::stamp;
 /// (linkerd2-proxy PR #4537). A backend that fails fast must not look fast; the
 /// penalty enters as a peak, so it dominates at once and then fades with τ.
 pub const FAILURE_PENALTY: Duration = Duration::from_secs(5);
+
+/// Weight of one sample in `Latency::load_ewma`, the in-flight count at which
+/// recent samples were taken: about the last 8 samples count, so it follows a
+/// server whose load changes within a few round trips. Per sample rather than per
+/// unit of time, so it moves only as requests complete: a server that completes
+/// nothing (hung, black-holing) keeps its old figure, and its growing in-flight
+/// count prices it out as in Finagle's cost.
+pub const LOAD_WEIGHT: f64 = 1.0 / 8.0;
 
 /// Weight of the old estimate after `dt`: exp(−dt/τ). Samples arrive unevenly, so
 /// the weight depends on elapsed time, not on the number of samples (Finagle).
@@ -61,11 +69,17 @@ fn elapsed(now: u32, word: u64) -> Duration {
     Duration::from_millis(u64::from(since(now, word as u32)))
 }
 
-/// The two estimates of one server.
+/// The two estimates of one server, and the load they were measured at.
 #[derive(Debug)]
 pub struct Latency {
     peak: AtomicU64,
     average: AtomicU64,
+    /// The in-flight count the last pick of this server saw (before its own
+    /// request): what the next sample was most likely measured at.
+    seen: AtomicU32,
+    /// `f32` bits: the time-independent average of `seen` over recent samples
+    /// (`LOAD_WEIGHT`).
+    load: AtomicU32,
 }
 
 impl Latency {
@@ -74,7 +88,47 @@ impl Latency {
         Latency {
             peak: AtomicU64::new(word),
             average: AtomicU64::new(word),
+            seen: AtomicU32::new(0),
+            load: AtomicU32::new(0f32.to_bits()),
         }
+    }
+
+    /// The balancer picked this server while it had `inflight` requests.
+    pub fn note_pick(&self, inflight: usize) {
+        let n = u32::try_from(inflight).unwrap_or(u32::MAX);
+        // Skip the store when it would not change anything: a busy server's count
+        // rarely moves between picks, and a store dirties the line for every core.
+        if self.seen.load(Ordering::Relaxed) != n {
+            self.seen.store(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The in-flight count recent samples were measured at (`LOAD_WEIGHT`).
+    pub fn load_ewma(&self) -> f64 {
+        f64::from(f32::from_bits(self.load.load(Ordering::Relaxed)))
+    }
+
+    /// How much more than its estimate a new request should take on this server
+    /// with `inflight` requests already there: (in-flight + 1) ÷ (the load the
+    /// estimate was measured at + 1). Finagle's factor is (in-flight + 1), which
+    /// prices a server at its usual concurrency as if each request waited for all
+    /// the others: a busy fast server that serves requests in parallel then looks
+    /// dearer than an idle one ten times slower. An estimate measured at load L
+    /// already contains whatever queueing L causes, so only load beyond L adds to
+    /// it (and an origin that does queue is still priced right: its estimate grows
+    /// with L, so the cost grows with in-flight).
+    pub fn load_factor(&self, inflight: usize) -> f64 {
+        (inflight as f64 + 1.0) / (self.load_ewma() + 1.0)
+    }
+
+    /// A sample arrived: the load it was measured at joins `load`. Load and store,
+    /// not a compare-and-swap: two racing samples lose one update, which the next
+    /// ones make up for.
+    fn learn_load(&self) {
+        let seen = f64::from(self.seen.load(Ordering::Relaxed));
+        let old = self.load_ewma();
+        let next = old + (seen - old) * LOAD_WEIGHT;
+        self.load.store((next as f32).to_bits(), Ordering::Relaxed);
     }
 
     fn update(&self, cell: &AtomicU64, now: Instant, f: impl Fn(f64, Duration) -> f64) {
@@ -93,12 +147,14 @@ impl Latency {
     pub fn observe_peak(&self, now: Instant, sample: Duration, tau: Duration) {
         let s = sample.as_nanos() as f64;
         self.update(&self.peak, now, |v, dt| peak_update(v, dt, s, tau));
+        self.learn_load();
     }
 
     /// Records a sample in the average.
     pub fn observe_average(&self, now: Instant, sample: Duration, tau: Duration) {
         let s = sample.as_nanos() as f64;
         self.update(&self.average, now, |v, dt| average_update(v, dt, s, tau));
+        self.learn_load();
     }
 
     /// The peak estimate at `now`, in nanoseconds (decayed, not stored).
@@ -202,5 +258,27 @@ mod tests {
         let w = pack(123_456_789.0, 42);
         assert!((value(w) - 123_456_789.0).abs() < 10.0);
         assert_eq!(w as u32, 42);
+    }
+
+    /// The load factor divides by the in-flight count samples were taken at, which
+    /// follows samples (not picks): a pick alone changes nothing, a hung server's
+    /// load stays where its last samples left it.
+    #[tokio::test(start_paused = true)]
+    async fn load_factor_follows_the_load_samples_were_taken_at() {
+        let l = Latency::new(Duration::from_millis(30));
+        assert_eq!(l.load_factor(0), 1.0);
+        assert_eq!(l.load_factor(3), 4.0, "no samples: Finagle's factor");
+        l.note_pick(12);
+        assert_eq!(l.load_factor(3), 4.0, "a pick alone teaches nothing");
+        for _ in 0..60 {
+            l.observe_peak(Instant::now(), Duration::from_millis(7), TAU);
+        }
+        // 12 × (1 − (7/8)^60) ≈ 11.996.
+        assert!((l.load_ewma() - 12.0).abs() < 0.05, "{}", l.load_ewma());
+        assert!((l.load_factor(12) - 1.0).abs() < 0.01);
+        assert!(l.load_factor(0) < 0.1, "an idle moment is cheap");
+        l.note_pick(0);
+        l.observe_average(Instant::now(), Duration::from_millis(7), TAU);
+        assert!((l.load_ewma() - 12.0 * 7.0 / 8.0).abs() < 0.05);
     }
 }

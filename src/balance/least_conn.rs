@@ -2,8 +2,13 @@
 //! weighted round-robin among the tied servers, as in nginx: the smooth weighted
 //! cycle is walked to the next tied server, which keeps the tied servers' weight
 //! proportions (an idle pool is served exactly as by `round_robin`).
+//!
+//! Exact up to `EXACT_SCAN` servers; above, two choices (`two_choices`): the
+//! cycle's next turn against a random server, fewer in-flight per weight winning.
+//! An idle pool is still served in weighted round-robin order, but under load the
+//! least loaded server is no longer guaranteed to win.
 
-use super::{Balancer, Candidate, PickCtx, RoundRobin};
+use super::{less_loaded, two_choices, Balancer, Candidate, PickCtx, RoundRobin, EXACT_SCAN};
 
 #[derive(Debug)]
 pub struct LeastConn {
@@ -27,6 +32,14 @@ impl<S: Candidate> Balancer<S> for LeastConn {
     }
 
     fn pick(&self, servers: &[S], ctx: &PickCtx<'_>) -> Option<usize> {
+        if servers.len() > EXACT_SCAN {
+            let sampled = two_choices(&self.ties, servers, ctx, |b, a| {
+                less_loaded(&servers[b], &servers[a])
+            });
+            if sampled.is_some() {
+                return sampled;
+            }
+        }
         // The best so far as (index, in-flight, weight): one atomic load per server,
         // loads compared per weight by cross-multiplication.
         let mut best: Option<(usize, u64, u64)> = None;

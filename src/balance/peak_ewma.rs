@@ -1,22 +1,24 @@
 //! Peak-EWMA with power of two choices, as Finagle and linkerd do it: two distinct
-//! random eligible servers, the one with the lower cost = estimate × (pending + 1)
-//! wins. The estimate jumps to a slower sample at once and blends faster ones in
-//! with weight exp(−Δt/τ) (`upstream::latency`); failures enter as a penalty.
+//! random eligible servers, the one with the lower cost wins. The estimate jumps to
+//! a slower sample at once and blends faster ones in with weight exp(−Δt/τ)
+//! (`balance::latency`); failures enter as a penalty.
 //!
-//! Our extension: the cost is divided by the server's weight, so a server of weight
-//! 2 is preferred until it is twice as loaded (or twice as slow) as a weight-1 one.
-//! With equal weights this is exactly Finagle's rule.
+//! Our extensions:
+//! - the cost is estimate × (pending + 1) ÷ (L + 1), L being the in-flight count
+//!   the estimate was measured at (`Latency::load_factor`), where Finagle's is
+//!   estimate × (pending + 1). Finagle's makes a fast server that serves requests
+//!   in parallel look dearer, at its usual concurrency, than an idle server ten
+//!   times slower, which then gets a steady share of the traffic. With L = 0 (no
+//!   samples yet, or a server that answers one request at a time) the two agree.
+//! - the cost is divided by the server's weight, so a server of weight 2 is
+//!   preferred until it is twice as loaded (or twice as slow) as a weight-1 one.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Balancer, Candidate, PickCtx};
+use super::{Balancer, Candidate, PickCtx, DRAWS};
 use crate::rng;
-
-/// Random draws tried before falling back to a scan for eligible servers. With
-/// half the servers ineligible, 8 draws all fail with probability 2⁻⁸.
-const DRAWS: usize = 8;
 
 #[derive(Debug)]
 pub struct PeakEwma {
@@ -29,7 +31,8 @@ impl PeakEwma {
     }
 
     fn cost<S: Candidate>(&self, s: &S, now: Instant) -> f64 {
-        s.latency().peak_ns(now, self.tau) * (s.inflight() as f64 + 1.0) / s.live_weight() as f64
+        let l = s.latency();
+        l.peak_ns(now, self.tau) * l.load_factor(s.inflight()) / s.live_weight() as f64
     }
 }
 
@@ -57,22 +60,27 @@ pub(super) fn eligible_pair<S: Candidate>(
 }
 
 impl<S: Candidate> Balancer<S> for PeakEwma {
-    /// The cost in seconds: the estimate × (in-flight + 1) per unit of weight.
+    /// The cost in seconds: the estimate × `load_factor` per unit of weight.
     fn load(&self, s: &S) -> f64 {
         self.cost(s, Instant::now()) * f64::from(1u32 << super::WEIGHT_SCALE) / 1e9
     }
 
     fn pick(&self, servers: &[S], ctx: &PickCtx<'_>) -> Option<usize> {
         let (a, b) = eligible_pair(servers, ctx)?;
-        let Some(b) = b else { return Some(a) };
-        let now = Instant::now();
-        // A tie goes to the first drawn, as in tower and linkerd.
-        Some(
-            if self.cost(&servers[a], now) <= self.cost(&servers[b], now) {
-                a
-            } else {
-                b
-            },
-        )
+        let chosen = match b {
+            None => a,
+            Some(b) => {
+                let now = Instant::now();
+                // A tie goes to the first drawn, as in tower and linkerd.
+                if self.cost(&servers[a], now) <= self.cost(&servers[b], now) {
+                    a
+                } else {
+                    b
+                }
+            }
+        };
+        let s = &servers[chosen];
+        s.latency().note_pick(s.inflight());
+        Some(chosen)
     }
 }

@@ -2,11 +2,8 @@
 //! proportional to weight; the one with fewer in-flight requests per unit of weight
 //! wins.
 
-use super::{less_loaded, Balancer, Candidate, PickCtx};
+use super::{less_loaded, Balancer, Candidate, PickCtx, DRAWS};
 use crate::rng;
-
-/// Draws before falling back to a scan (see `peak_ewma::DRAWS`).
-const DRAWS: usize = 8;
 
 #[derive(Debug)]
 pub struct RandomTwo {
