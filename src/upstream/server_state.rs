@@ -280,10 +280,10 @@ fn per_upstream<T: Default>(map: &Mutex<Live<Arc<str>, T>>, name: &Arc<str>) -> 
 const MIN_PRUNE: usize = 64;
 
 /// Values by key, held weakly: each lives as long as some snapshot holds it. The
-/// entries of dropped values are pruned once the map has doubled since the last
-/// prune, so that a reload building n servers costs O(n), not the O(n²) of a
-/// prune per lookup, while the dead entries (each keeps its value's allocation)
-/// stay fewer than the live ones were.
+/// entries of dropped values are pruned once the map has grown by a quarter since
+/// the last prune, so that a reload building n servers costs O(n), not the O(n²)
+/// of a prune per lookup, while the dead entries (each keeps its value's
+/// allocation) stay under a quarter of the live ones.
 #[derive(Debug)]
 struct Live<K, T> {
     map: HashMap<K, Weak<T>>,
@@ -309,7 +309,7 @@ impl<K: std::hash::Hash + Eq, T> Live<K, T> {
         if self.map.len() >= self.prune_at {
             self.map.retain(|_, w| w.strong_count() > 0);
             self.map.shrink_to(self.map.len() * 2);
-            self.prune_at = (self.map.len() * 2).max(MIN_PRUNE);
+            self.prune_at = self.map.len() + (self.map.len() / 4).max(MIN_PRUNE);
         }
         self.map.insert(key, Arc::downgrade(value));
     }
