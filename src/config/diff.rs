@@ -25,7 +25,9 @@
 //! name), each upstream's own keys before its servers (by address); within an
 //! element, keys in the file's order.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 
 use serde::Serialize;
@@ -104,8 +106,17 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
 fn tree_of(c: &Config) -> Table {
     let mut root = table_of(&c.file_shape(Paths::Resolved, Secrets::Tagged));
     if let Some(Node::Table(upstreams)) = root.get_mut("upstream") {
+        // By name, found once each: a search of the table per upstream made this
+        // quadratic in the number of upstreams.
+        let mut by_name: HashMap<&str, &mut Table> =
+            HashMap::with_capacity(upstreams.entries.len());
+        for (name, node) in &mut upstreams.entries {
+            if let Node::Table(t) = node {
+                by_name.entry(name.as_str()).or_insert(t);
+            }
+        }
         for u in &c.upstreams {
-            if let Some(Node::Table(t)) = upstreams.get_mut(&u.name) {
+            if let Some(t) = by_name.get_mut(u.name.as_str()) {
                 if let Some(servers) = t.get_mut("servers") {
                     let discovered = u.resolve.iter().map(|e| {
                         // Named by what it looks up: `dns bots.internal:8000`.
@@ -472,11 +483,13 @@ impl<'a> Diff<'a> {
             return;
         };
         let (old, new) = (elements(old), elements(new));
-        let same = |a: &Table, b: &Table| identity(rule, a) == identity(rule, b);
-        let in_old = |n: &Table| old.iter().enumerate().find(|(_, o)| same(o, n));
+        // Each element's identity, and the first element of each identity: pairing
+        // by a search of the other list was quadratic (thousands of routes).
+        let (old_ids, new_ids) = (idents(rule, &old), idents(rule, &new));
+        let (old_at, new_at) = (first_of(&old_ids), first_of(&new_ids));
         let mut matched: Vec<Matched<'_>> = Vec::new();
         for (i, o) in old.iter().enumerate() {
-            if !new.iter().any(|n| same(n, o)) {
+            if !new_at.contains_key(&old_ids[i]) {
                 matched.push(Matched {
                     old: Some((i, o)),
                     new: None,
@@ -485,7 +498,7 @@ impl<'a> Diff<'a> {
         }
         for (i, n) in new.iter().enumerate() {
             matched.push(Matched {
-                old: in_old(n).map(|(j, o)| (j, *o)),
+                old: old_at.get(&new_ids[i]).map(|&j| (j, old[j])),
                 new: Some((i, n)),
             });
         }
@@ -600,31 +613,75 @@ struct Matched<'t> {
 }
 
 /// The keys of two tables, each with its values and schema path: a struct's in
-/// the file's order (a key only in `old` where it stood there), a map's sorted.
+/// the file's order (a key only in `old` where it stood there: after the key of
+/// both that preceded it in `old`), a map's sorted.
 fn pairs<'t>(schema: &str, old: &'t Table, new: &'t Table) -> Vec<Pair<'t>> {
     let data = old.data_keys || new.data_keys;
-    let mut keys: Vec<&'t str> = new.entries.iter().map(|(k, _)| k.as_str()).collect();
-    let mut at = 0;
+    let (old_keys, new_keys) = (Keys::of(old), Keys::of(new));
+    // Keys only in `old`, each with the number of `new`'s keys it follows.
+    let mut only_old: Vec<(usize, &'t str)> = Vec::new();
+    let mut after = 0;
     for (k, _) in &old.entries {
-        match keys.iter().position(|n| n == k) {
-            Some(i) => at = i + 1,
-            None => {
-                keys.insert(at, k);
-                at += 1;
-            }
+        match new_keys.position(k) {
+            Some(i) => after = i + 1,
+            None => only_old.push((after, k)),
+        }
+    }
+    // Stable: keys after the same one keep their order in `old`.
+    only_old.sort_by_key(|&(after, _)| after);
+    let mut keys: Vec<&'t str> = Vec::with_capacity(new.entries.len() + only_old.len());
+    let mut rest = only_old.into_iter().peekable();
+    for i in 0..=new.entries.len() {
+        while let Some((_, k)) = rest.next_if(|&(after, _)| after == i) {
+            keys.push(k);
+        }
+        if let Some((k, _)) = new.entries.get(i) {
+            keys.push(k);
         }
     }
     if data {
         keys.sort_unstable();
     }
+    let value = |t: &'t Table, at: &Keys<'t>, key: &str| at.position(key).map(|i| &t.entries[i].1);
     keys.into_iter()
         .map(|key| Pair {
             key,
             schema: child_schema(schema, key, data),
-            old: old.get(key),
-            new: new.get(key),
+            old: value(old, &old_keys, key),
+            new: value(new, &new_keys, key),
         })
         .collect()
+}
+
+/// Where a table's keys are: a scan for the few keys of a struct, a hash map for
+/// the many of a map (a configuration's upstreams), found once each.
+enum Keys<'t> {
+    Few(&'t Table),
+    Many(HashMap<&'t str, usize>),
+}
+
+impl<'t> Keys<'t> {
+    /// Past this many keys a hash map beats a scan.
+    const SCAN: usize = 16;
+
+    fn of(t: &'t Table) -> Self {
+        if t.entries.len() <= Self::SCAN {
+            return Keys::Few(t);
+        }
+        let mut at = HashMap::with_capacity(t.entries.len());
+        for (i, (k, _)) in t.entries.iter().enumerate() {
+            at.entry(k.as_str()).or_insert(i);
+        }
+        Keys::Many(at)
+    }
+
+    /// The first entry with `key`, as `Table::get` finds it.
+    fn position(&self, key: &str) -> Option<usize> {
+        match self {
+            Keys::Few(t) => t.entries.iter().position(|(k, _)| k == key),
+            Keys::Many(at) => at.get(key).copied(),
+        }
+    }
 }
 
 /// `upstream.*` for the entries of a map, `upstream.*.health_check` for a key.
@@ -656,6 +713,65 @@ fn elements(list: Option<&Node>) -> Vec<&Table> {
 
 fn identity<'t>(rule: &ListRule, t: &'t Table) -> Vec<Option<&'t Node>> {
     rule.identity.iter().map(|k| t.get(k)).collect()
+}
+
+fn idents<'t>(rule: &ListRule, items: &[&'t Table]) -> Vec<Ident<'t>> {
+    items.iter().map(|t| Ident(identity(rule, t))).collect()
+}
+
+/// The index of the first element of each identity.
+fn first_of<'a, 't>(ids: &'a [Ident<'t>]) -> HashMap<&'a Ident<'t>, usize> {
+    let mut at = HashMap::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        at.entry(id).or_insert(i);
+    }
+    at
+}
+
+/// An element's identity as a hash map key: equal as its values are.
+#[derive(PartialEq)]
+struct Ident<'t>(Vec<Option<&'t Node>>);
+
+/// Identities are names, addresses, hosts, paths, methods and file paths: no
+/// float, the one value that is not equal to itself (were one NaN, its element
+/// would match nothing, as with `==`).
+impl Eq for Ident<'_> {}
+
+impl Hash for Ident<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        for n in &self.0 {
+            match n {
+                None => h.write_u8(0),
+                Some(n) => hash_node(n, h),
+            }
+        }
+    }
+}
+
+/// Hashes `n` consistently with its `==`: nodes that are equal hash alike.
+fn hash_node<H: Hasher>(n: &Node, h: &mut H) {
+    std::mem::discriminant(n).hash(h);
+    match n {
+        Node::Bool(b) => b.hash(h),
+        Node::Int(i) => i.hash(h),
+        // 0.0 == -0.0; NaN equals nothing, so any hash will do.
+        Node::Float(x) => (if *x == 0.0 { 0.0f64 } else { *x }).to_bits().hash(h),
+        Node::Text(s) | Node::Bare(s) => s.hash(h),
+        Node::List(items) => {
+            items.len().hash(h);
+            for i in items {
+                hash_node(i, h);
+            }
+        }
+        Node::Table(t) => {
+            t.data_keys.hash(h);
+            t.entries.len().hash(h);
+            for (k, v) in &t.entries {
+                k.hash(h);
+                hash_node(v, h);
+            }
+        }
+    }
 }
 
 /// An element's identity as one value (for a compact list).
@@ -1559,6 +1675,63 @@ health_check = { method = "HEAD", path = "/ready", host = "bots.internal", port 
                 "added limits (rps 100)",
             ]
         );
+    }
+
+    /// The ordering `pairs` gives is the one of the search it replaced: keys of
+    /// `new` in order, each key only in `old` inserted after the last key of `old`
+    /// found before it.
+    #[test]
+    fn pairs_orders_keys_as_the_plain_search_did() {
+        fn by_search(old: &Table, new: &Table) -> Vec<String> {
+            let mut keys: Vec<&str> = new.entries.iter().map(|(k, _)| k.as_str()).collect();
+            let mut at = 0;
+            for (k, _) in &old.entries {
+                match keys.iter().position(|n| n == k) {
+                    Some(i) => at = i + 1,
+                    None => {
+                        keys.insert(at, k);
+                        at += 1;
+                    }
+                }
+            }
+            keys.into_iter().map(str::to_owned).collect()
+        }
+        let table = |keys: &[usize]| Table {
+            entries: keys
+                .iter()
+                .map(|k| (format!("k{k}"), Node::Int(*k as i64)))
+                .collect(),
+            data_keys: false,
+        };
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        for round in 0..2_000 {
+            // Small and large tables (a scan and a hash map), keys shuffled.
+            let size = if round % 10 == 0 { 40 } else { 8 };
+            let mut pick = |n: usize| -> Vec<usize> {
+                let mut keys: Vec<usize> = (0..size).filter(|_| next(3) > 0).collect();
+                for i in (1..keys.len()).rev() {
+                    keys.swap(i, next(i + 1));
+                }
+                keys.truncate(n.max(1));
+                keys
+            };
+            let (old, new) = (table(&pick(size)), table(&pick(size)));
+            let got: Vec<String> = pairs("", &old, &new)
+                .iter()
+                .map(|p| p.key.to_owned())
+                .collect();
+            assert_eq!(got, by_search(&old, &new), "{old:?} → {new:?}");
+            for p in pairs("", &old, &new) {
+                assert_eq!(p.old, old.get(p.key));
+                assert_eq!(p.new, new.get(p.key));
+            }
+        }
     }
 
     #[test]

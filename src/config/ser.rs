@@ -583,13 +583,14 @@ enum Written<'a> {
 
 impl Serialize for WrittenServers<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let servers = self.0;
+        // Each name at its first address; a set rather than a look back over the
+        // list, which was quadratic in an upstream's servers.
+        let mut seen = std::collections::HashSet::with_capacity(self.0.len());
         s.collect_seq(
-            servers
+            self.0
                 .iter()
-                .enumerate()
-                .filter(|(i, srv)| !servers[..*i].iter().any(|p| p.name == srv.name))
-                .map(|(_, srv)| Written::Static(srv))
+                .filter(|srv| seen.insert(srv.name.as_str()))
+                .map(Written::Static)
                 .chain(self.1.iter().map(Written::Resolve)),
         )
     }

@@ -181,9 +181,9 @@ impl ServerState {
 /// configuration still references it.
 #[derive(Debug)]
 pub struct Registry {
-    servers: Mutex<HashMap<ServerKey, Weak<ServerState>>>,
-    budgets: Mutex<HashMap<Arc<str>, Weak<RetryBudget>>>,
-    queues: Mutex<HashMap<Arc<str>, Weak<Queue>>>,
+    servers: Mutex<Live<ServerKey, ServerState>>,
+    budgets: Mutex<Live<Arc<str>, RetryBudget>>,
+    queues: Mutex<Live<Arc<str>, Queue>>,
     /// Worker threads, hence connection-pool shards per server.
     workers: usize,
 }
@@ -197,9 +197,9 @@ impl Default for Registry {
 impl Registry {
     pub fn new(workers: usize) -> Self {
         Registry {
-            servers: Mutex::new(HashMap::new()),
-            budgets: Mutex::new(HashMap::new()),
-            queues: Mutex::new(HashMap::new()),
+            servers: Mutex::default(),
+            budgets: Mutex::default(),
+            queues: Mutex::default(),
             workers: workers.max(1),
         }
     }
@@ -237,8 +237,7 @@ impl Registry {
         fresh: impl FnOnce(&ServerState),
     ) -> Arc<ServerState> {
         let mut map = self.servers.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, w| w.strong_count() > 0);
-        if let Some(s) = map.get(&key).and_then(Weak::upgrade) {
+        if let Some(s) = map.get(&key) {
             if s.pool.transport().key == transport.key {
                 s.pool.set_max_idle(keepalive);
                 s.pool.set_max_head(max_head);
@@ -250,7 +249,7 @@ impl Registry {
         s.pool.set_max_head(max_head);
         fresh(&s);
         let s = Arc::new(s);
-        map.insert(key, Arc::downgrade(&s));
+        map.insert(key, &s);
         s
     }
 
@@ -267,14 +266,52 @@ impl Registry {
 }
 
 /// The live `T` of upstream `name` in `map`, or a new one: shared while any
-/// snapshot holds it, dropped (and pruned here) once none does.
-fn per_upstream<T: Default>(map: &Mutex<HashMap<Arc<str>, Weak<T>>>, name: &Arc<str>) -> Arc<T> {
+/// snapshot holds it, dropped (and pruned from `map` later) once none does.
+fn per_upstream<T: Default>(map: &Mutex<Live<Arc<str>, T>>, name: &Arc<str>) -> Arc<T> {
     let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
-    map.retain(|_, w| w.strong_count() > 0);
-    if let Some(t) = map.get(name).and_then(Weak::upgrade) {
+    if let Some(t) = map.get(name) {
         return t;
     }
     let t = Arc::new(T::default());
-    map.insert(Arc::clone(name), Arc::downgrade(&t));
+    map.insert(Arc::clone(name), &t);
     t
+}
+
+/// Below this size a `Live` map is not worth pruning.
+const MIN_PRUNE: usize = 64;
+
+/// Values by key, held weakly: each lives as long as some snapshot holds it. The
+/// entries of dropped values are pruned once the map has grown by a quarter since
+/// the last prune, so that a reload building n servers costs O(n), not the O(n²)
+/// of a prune per lookup, while the dead entries (each keeps its value's
+/// allocation) stay under a quarter of the live ones.
+#[derive(Debug)]
+struct Live<K, T> {
+    map: HashMap<K, Weak<T>>,
+    /// The size at which the next insert prunes first.
+    prune_at: usize,
+}
+
+impl<K, T> Default for Live<K, T> {
+    fn default() -> Self {
+        Live {
+            map: HashMap::new(),
+            prune_at: MIN_PRUNE,
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, T> Live<K, T> {
+    fn get(&self, key: &K) -> Option<Arc<T>> {
+        self.map.get(key).and_then(Weak::upgrade)
+    }
+
+    fn insert(&mut self, key: K, value: &Arc<T>) {
+        if self.map.len() >= self.prune_at {
+            self.map.retain(|_, w| w.strong_count() > 0);
+            self.map.shrink_to(self.map.len() * 2);
+            self.prune_at = self.map.len() + (self.map.len() / 4).max(MIN_PRUNE);
+        }
+        self.map.insert(key, Arc::downgrade(value));
+    }
 }

@@ -8,7 +8,7 @@ mod redirect;
 mod respond;
 pub mod telegram;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use http::{HeaderName, Method};
 use serde::ser::SerializeMap;
@@ -323,7 +323,8 @@ pub(super) fn check_routes(
     dir: &std::path::Path,
 ) -> Vec<RouteConfig> {
     // Per place: the methods claimed so far (`None`: a route for every method).
-    let mut places: Vec<(Place, Vec<Option<Vec<Method>>>)> = Vec::new();
+    // Hashed: a search of the places seen was quadratic in the routes.
+    let mut places: HashMap<Place, Vec<Option<Vec<Method>>>> = HashMap::new();
     let mut names = HashSet::new();
     let mut out = Vec::new();
     for (i, r) in raw {
@@ -383,13 +384,7 @@ pub(super) fn check_routes(
         }
         if place_ok {
             let place = (r.listener.clone(), host.clone(), path.clone());
-            let claimed = match places.iter_mut().find(|(p, _)| *p == place) {
-                Some((_, claimed)) => claimed,
-                None => {
-                    places.push((place, Vec::new()));
-                    &mut places.last_mut().expect("just pushed").1
-                }
-            };
+            let claimed = places.entry(place).or_default();
             if let Some(clash) = claimed.iter().find_map(|m| overlap(m, &methods)) {
                 c.err(&base, clash);
             }
