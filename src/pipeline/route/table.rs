@@ -1,0 +1,62 @@
+//! The routes of one host group, by path: exact paths in a hash map, prefixes in a
+//! sorted list (`Prefixes`) where the longest match wins.
+
+use std::collections::{BTreeMap, HashMap};
+
+use http::Method;
+
+use super::place::Place;
+use super::prefixes::Prefixes;
+use super::RouteMatch;
+use crate::config::{PathMatch, RouteConfig};
+
+#[derive(Debug, Default)]
+pub(super) struct Table {
+    exact: HashMap<String, Place>,
+    prefixes: Prefixes<Place>,
+}
+
+/// A table while the router is built: prefixes arrive in any order and are
+/// sorted once at the end.
+#[derive(Debug, Default)]
+pub(super) struct TableBuilder {
+    exact: HashMap<String, Place>,
+    prefixes: BTreeMap<String, Place>,
+}
+
+impl TableBuilder {
+    pub(super) fn insert(&mut self, route: &RouteConfig, i: usize) {
+        let place = match &route.path {
+            PathMatch::Exact(p) => self.exact.entry(p.clone()).or_default(),
+            PathMatch::Prefix(p) => self.prefixes.entry(p.clone()).or_default(),
+        };
+        place.add(route, i);
+    }
+
+    pub(super) fn build(self) -> Table {
+        Table {
+            exact: self.exact,
+            prefixes: Prefixes::new(self.prefixes),
+        }
+    }
+}
+
+impl Table {
+    /// `None`: nothing in this group takes the path; the next group is asked.
+    pub(super) fn find(&self, path: &str, method: &Method) -> Option<RouteMatch<'_>> {
+        if let Some(place) = self.exact.get(path) {
+            return Some(place.choose(method));
+        }
+        // A path equal to a slash-terminated prefix minus its slash, with no route
+        // of its own, is redirected (checked first, as nginx's implicit exact match).
+        if !path.ends_with('/')
+            && self.prefixes.contains_with_slash(path)
+            && !self.prefixes.contains(path)
+        {
+            return Some(RouteMatch::AddSlash);
+        }
+        self.prefixes
+            .longest(path)
+            .map(|place| place.choose(method))
+    }
+}
