@@ -70,20 +70,6 @@ impl<T> Prefixes<T> {
             at = e.parent?;
         }
     }
-
-    pub(super) fn contains(&self, prefix: &str) -> bool {
-        self.entries
-            .binary_search_by(|e| e.prefix.as_str().cmp(prefix))
-            .is_ok()
-    }
-
-    /// Whether `path` followed by a slash is an entry, without building that string.
-    pub(super) fn contains_with_slash(&self, path: &str) -> bool {
-        let want = path.bytes().chain([b'/']);
-        self.entries
-            .binary_search_by(|e| e.prefix.bytes().cmp(want.clone()))
-            .is_ok()
-    }
 }
 
 #[cfg(test)]
@@ -108,8 +94,5 @@ mod tests {
         assert_eq!(get("/a-c"), Some("/a"));
         assert_eq!(get("/b"), Some("/"));
         assert_eq!(get(""), None);
-        assert!(s.contains_with_slash("/a"));
-        assert!(!s.contains_with_slash("/ab"));
-        assert!(s.contains("/a-b") && !s.contains("/a-"));
     }
 }

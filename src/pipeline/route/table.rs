@@ -1,7 +1,7 @@
 //! The routes of one host group, by path: exact paths in a hash map, prefixes in a
 //! sorted list (`Prefixes`) where the longest match wins.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use http::Method;
 
@@ -14,6 +14,10 @@ use crate::config::{PathMatch, RouteConfig};
 pub(super) struct Table {
     exact: HashMap<String, Place>,
     prefixes: Prefixes<Place>,
+    /// Slash-terminated prefixes without their slash, where no prefix of that name
+    /// exists: the paths answered `AddSlash`, one hash lookup instead of two
+    /// searches per request.
+    bare: HashSet<String>,
 }
 
 /// A table while the router is built: prefixes arrive in any order and are
@@ -34,9 +38,15 @@ impl TableBuilder {
     }
 
     pub(super) fn build(self) -> Table {
+        let bare = (self.prefixes.keys())
+            .filter_map(|p| p.strip_suffix('/'))
+            .filter(|stem| !self.prefixes.contains_key(*stem))
+            .map(str::to_owned)
+            .collect();
         Table {
             exact: self.exact,
             prefixes: Prefixes::new(self.prefixes),
+            bare,
         }
     }
 }
@@ -49,10 +59,7 @@ impl Table {
         }
         // A path equal to a slash-terminated prefix minus its slash, with no route
         // of its own, is redirected (checked first, as nginx's implicit exact match).
-        if !path.ends_with('/')
-            && self.prefixes.contains_with_slash(path)
-            && !self.prefixes.contains(path)
-        {
+        if !path.ends_with('/') && self.bare.contains(path) {
             return Some(RouteMatch::AddSlash);
         }
         self.prefixes
