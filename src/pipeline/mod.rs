@@ -231,7 +231,7 @@ async fn walk<'s>(
                 Ok(snapshot.add_slash.run(req.method(), &vars(ctx, &req))),
             )
         }
-        RouteMatch::MethodNotAllowed(allow) => return (None, Ok(method_not_allowed(&allow))),
+        RouteMatch::MethodNotAllowed(allow) => return (None, Ok(method_not_allowed(allow))),
         RouteMatch::None => return (None, Err(Stop::Error(ProxyError::NoRoute))),
     };
     for f in route.filters.iter() {
