@@ -177,7 +177,7 @@ fn spawn_series_tick(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, mut
                 _ = tick.tick() => match weak.upgrade() {
                     Some(shared) => {
                         if let Some(board) = shared.metrics.board() {
-                            board.tick(tokio::time::Instant::now(), &shared.load().upstreams);
+                            crate::upstream::series::fold(board, tokio::time::Instant::now(), &shared.load().upstreams);
                         }
                     }
                     None => return,

@@ -265,8 +265,13 @@ impl Shared {
     /// server set. `why`: what changed the server sets, for the status page's
     /// time line (`None`: the first configuration, which changes nothing).
     fn go_live(&self, snapshot: Arc<Snapshot>, why: Option<&str>) {
-        if let (Some(board), Some(why)) = (self.metrics.board(), why) {
-            board.membership(&self.load().upstreams, &snapshot.upstreams, why);
+        // Upstreams without series (no admin listener, so no dashboard) are skipped.
+        if let Some(why) = why {
+            crate::upstream::series::note_membership(
+                &self.load().upstreams,
+                &snapshot.upstreams,
+                why,
+            );
         }
         for u in &snapshot.upstreams {
             u.queue.publish(u);

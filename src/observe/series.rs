@@ -30,8 +30,6 @@ use std::time::{Duration, SystemTime};
 use http::StatusCode;
 use tokio::time::Instant;
 
-use crate::upstream::{Event, Upstream};
-
 /// Seconds of history kept: 15 minutes, what an operator scrolls back over when
 /// paged ("what changed before it broke?"), at 32 bytes a second per series.
 pub const SPAN: usize = 900;
@@ -163,7 +161,7 @@ pub(crate) struct Taken {
 }
 
 impl Taken {
-    fn add(&mut self, o: &Taken) {
+    pub(crate) fn add(&mut self, o: &Taken) {
         self.requests = self.requests.saturating_add(o.requests);
         for (a, b) in self.errors.iter_mut().zip(o.errors) {
             *a = a.saturating_add(b);
@@ -173,7 +171,7 @@ impl Taken {
         }
     }
 
-    fn point(&self, gauges: Gauges) -> Point {
+    pub(crate) fn point(&self, gauges: Gauges) -> Point {
         let n: u32 = self.latency.iter().fold(0u32, |a, &b| a.saturating_add(b));
         Point {
             requests: self.requests,
@@ -354,6 +352,20 @@ impl Series {
     }
 }
 
+// ===== state changes =====
+
+/// Something that happened to a server, with when and why: a health check's
+/// result or a state change (kept by `upstream::health`), or a server added or
+/// removed (noted in its upstream's series). Defined here, with the series that
+/// keep them, because the upstream layer sits above this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub at: SystemTime,
+    /// For a check: `passed` or `failed`; for a change: the new state.
+    pub what: &'static str,
+    pub detail: String,
+}
+
 // ===== every series of a proxy =====
 
 /// A server's key among the series: its upstream and address.
@@ -405,76 +417,9 @@ impl Board {
         shared(&self.servers, (Arc::clone(upstream), addr))
     }
 
-    /// Folds the second before `now` into every series of `upstreams` (the
-    /// current snapshot's) and the total; once per second, off the request path.
-    pub fn tick(&self, now: Instant, upstreams: &[Arc<Upstream>]) {
-        let at = second(now).saturating_sub(1);
-        if at == 0 || at <= self.newest() {
-            return;
-        }
-        let mut total = self.total.take(at);
-        let mut total_gauges = Gauges::default();
-        for u in upstreams {
-            let Some(series) = &u.series else { continue };
-            let mut sum = series.take(at);
-            let mut gauges = Gauges::default();
-            let mut loads = 0u32;
-            for (i, s) in u.servers.iter().enumerate() {
-                let Some(ss) = &s.series else { continue };
-                let taken = ss.take(at);
-                let g = Gauges {
-                    inflight: s.state.inflight() as u32,
-                    load: u.load_estimate(i) as f32,
-                };
-                ss.push(at, taken.point(g));
-                sum.add(&taken);
-                gauges.inflight += g.inflight;
-                gauges.load += g.load;
-                loads += 1;
-            }
-            if loads > 0 {
-                // An upstream's estimate: its servers' mean.
-                gauges.load /= loads as f32;
-            }
-            series.push(at, sum.point(gauges));
-            total.add(&sum);
-            total_gauges.inflight += gauges.inflight;
-        }
-        self.total.push(at, total.point(total_gauges));
+    /// Marks `at` as the newest second folded (by `upstream::series::fold`).
+    pub(crate) fn folded(&self, at: u64) {
         self.newest.store(at, Ordering::Relaxed);
-    }
-
-    /// Notes in the upstreams' series which servers `new` added and removed
-    /// compared with `old` (a reload, the admin API, discovery), with `why`.
-    pub fn membership(&self, old: &[Arc<Upstream>], new: &[Arc<Upstream>], why: &str) {
-        let at = SystemTime::now();
-        for u in new {
-            let Some(series) = &u.series else { continue };
-            let before = old.iter().find(|o| o.name == u.name);
-            let had = |addr| before.is_some_and(|b| b.position(addr).is_some());
-            for s in &u.servers {
-                if !had(s.state.addr()) {
-                    let what = match s.source {
-                        crate::upstream::Source::Discovered(_) => "discovered",
-                        _ => "added",
-                    };
-                    series.note(Event {
-                        at,
-                        what,
-                        detail: format!("{} ({why}, source {})", s.state.addr(), s.source.as_str()),
-                    });
-                }
-            }
-            for s in before.iter().flat_map(|b| b.servers.iter()) {
-                if u.position(s.state.addr()).is_none() {
-                    series.note(Event {
-                        at,
-                        what: "removed",
-                        detail: format!("{} ({why})", s.state.addr()),
-                    });
-                }
-            }
-        }
     }
 }
 

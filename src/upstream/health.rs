@@ -81,14 +81,7 @@ pub struct HealthView {
     pub last_change: Option<Event>,
 }
 
-/// Something that happened to a server, with when and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub at: std::time::SystemTime,
-    /// For a check: `passed` or `failed`; for a change: the new state.
-    pub what: &'static str,
-    pub detail: String,
-}
+pub use crate::observe::series::Event;
 
 #[derive(Debug)]
 pub(super) struct Health {

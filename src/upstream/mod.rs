@@ -10,6 +10,7 @@ mod inflight;
 mod pool;
 mod queue;
 mod response;
+pub mod series;
 mod server_state;
 pub mod transport;
 mod wire;
