@@ -25,7 +25,7 @@
 #
 # Knobs (environment): PROXIES THREADS CONNECTIONS DURATION WARMUP ROUNDS
 # SCENARIO PIN SY_PORT NGINX_PORT HAPROXY_PORT OBSERVE SY_OBS_PORT BASELINE
-# SY_BASE_PORT ORIGIN_PORTS KEEP_TMP IDLE TUNNELS SY_WS_PORT.
+# SY_BASE_PORT ORIGIN_PORTS KEEP_TMP SY_APPEND IDLE TUNNELS SY_WS_PORT.
 #
 # At the end, IDLE keep-alive client connections are held open on each proxy
 # (one request each, then quiet) and the growth of its RSS per connection is
@@ -51,6 +51,7 @@ BASELINE=${BASELINE:-}         # another switchyard binary: add "baseline" (A/B)
 SY_BASE_PORT=${SY_BASE_PORT:-18084}
 ORIGIN_PORTS=${ORIGIN_PORTS:-"19101 19102 19103"}
 KEEP_TMP=${KEEP_TMP:-0}        # 1: keep the temp dir (configs, logs, wrk output)
+SY_APPEND=${SY_APPEND:-}       # TOML appended to switchyard's and baseline's configs (printf %b)
 IDLE=${IDLE:-9500}             # idle keep-alive client connections held per proxy at the end; 0: skip
 TUNNELS=${TUNNELS:-1000}       # idle WebSocket tunnels through Switchyard at the end; 0: skip
 SY_WS_PORT=${SY_WS_PORT:-18085} # the Switchyard that carries them, and its upgrade origin on +1
@@ -137,6 +138,7 @@ start_origins
 log "starting$(for p in "${PROXIES[@]}"; do printf ' %s :%s' "$p" "${PORT[$p]}"; done)"
 if has switchyard; then
     render "$HERE/switchyard.toml.tmpl" "$TMP/switchyard.toml" "$TMP" "$SY_PORT"
+    printf '%b' "$SY_APPEND" >>"$TMP/switchyard.toml"
     "$SY" check --config "$TMP/switchyard.toml" >/dev/null
     RUST_LOG=warn launch switchyard "$SY_PORT" "$SY" run --config "$TMP/switchyard.toml"
 fi
@@ -146,6 +148,7 @@ if has baseline; then
     # here rather than as a proxy that fails to start.
     mkdir -p "$TMP/baseline"
     render "$HERE/switchyard.toml.tmpl" "$TMP/baseline/switchyard.toml" "$TMP/baseline" "$SY_BASE_PORT"
+    printf '%b' "$SY_APPEND" >>"$TMP/baseline/switchyard.toml"
     "$SY_BASE" check --config "$TMP/baseline/switchyard.toml" >/dev/null \
         || die "the baseline binary rejected $TMP/baseline/switchyard.toml"
     RUST_LOG=warn launch baseline "$SY_BASE_PORT" "$SY_BASE" run --config "$TMP/baseline/switchyard.toml"
