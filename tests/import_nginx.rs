@@ -9,7 +9,9 @@
 //! Equivalence: `botfleet.conf`, `api.conf`, `multi.conf` (globbed includes)
 //! and `limits.conf` (rate and connection limits), rewritten to loopback (free
 //! ports, the sample origins in place of the servers, a temporary prefix), are
-//! run by Debian's nginx and, imported, by Switchyard; the same requests go to
+//! run by Debian's nginx and, imported, by Switchyard (`limits.conf` behind an
+//! origin that holds a download until the test releases it, so "in flight" is
+//! an awaited event); the same requests go to
 //! both, and each answer must have the same status, come from the same pool
 //! (the sample origins are named after their upstream), carry the same
 //! redirect target or fixed body, and the origin must see the same forwarded
@@ -776,11 +778,13 @@ async fn limits_refuse_what_nginx_refuses() {
     if !nginx_here() {
         return;
     }
+    let (origin, held) = holding_origin().await;
+    let origin = origin.to_string();
     let p = pair(
         "limits",
         &[("listen 8082;", 8082)],
-        &[("10.0.10.1:8080", "auth-1")],
         &[],
+        &[("10.0.10.1:8080", &origin)],
     )
     .await;
     let (n, s) = p.ports[&8082];
@@ -817,40 +821,71 @@ async fn limits_refuse_what_nginx_refuses() {
         );
     }
     // One download at a time: the second, while the first is in flight, gets 503.
+    // The origin holds `/download/big` until the test lets it go, so "in flight"
+    // is an event awaited, not a race against a delay.
     let get = |addr: SocketAddr, path: &'static str| async move {
         send(addr, "GET", path, &[("host", "auth.example.com")], None)
             .await
             .status
             .as_u16()
     };
+    let mut held = held;
     for (who, addr) in [("nginx", n), ("switchyard", s)] {
-        let mut refused = false;
-        // A poll may take the slot before the slow download does, which is then
-        // the one refused: start again (bounded).
-        for _ in 0..5 {
-            let slow = tokio::spawn(get(addr, "/download/big?delay=1500ms"));
-            let t = Instant::now();
-            while !slow.is_finished() && t.elapsed() < EXCHANGE_LIMIT {
-                if get(addr, "/download/small").await == 503 {
-                    refused = true;
-                    break;
-                }
-            }
-            let first = slow.await.unwrap();
-            if refused {
-                assert_eq!(first, 200, "{who}: the download in flight");
-                break;
-            }
-            assert_eq!(first, 503, "{who}: neither download was refused");
-        }
-        assert!(
-            refused,
+        let slow = tokio::spawn(get(addr, "/download/big"));
+        let release = tokio::time::timeout(EXCHANGE_LIMIT, held.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{who}: the first download reaches the origin"))
+            .unwrap();
+        assert_eq!(
+            get(addr, "/download/small").await,
+            503,
             "{who}: a second download while one is in flight is refused"
         );
+        release.send(()).unwrap();
+        assert_eq!(slow.await.unwrap(), 200, "{who}: the download in flight");
         assert_eq!(
             get(addr, "/download/small").await,
             200,
             "{who}: the slot is free again"
         );
     }
+}
+
+/// An origin that answers 200 at once, except `/download/big`, which it holds
+/// until the test sends on the oneshot it hands over when the request arrives.
+async fn holding_origin() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>,
+) {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind(common::loopback0())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        if req.uri().path() == "/download/big" {
+                            let (go, wait) = tokio::sync::oneshot::channel();
+                            let _ = tx.send(go);
+                            let _ = wait.await;
+                        }
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from_static(b"ok\n"),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, rx)
 }
