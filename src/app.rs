@@ -140,46 +140,62 @@ fn background_runtime(mut stop: Stop) -> io::Result<tokio::runtime::Handle> {
 /// Sweeps the rate limiters' expired keys every `SWEEP_INTERVAL`, so that keys
 /// with no traffic cost no memory after their window, whether their shard sees
 /// requests or not. One shard's lock is held at a time.
-fn spawn_limit_sweep(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, mut stop: Stop) {
-    let weak = Arc::downgrade(shared);
-    runtime.spawn(async move {
-        let mut tick = tokio::time::interval(crate::limit::table::SWEEP_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stopped(&mut stop) => return,
-                _ = tick.tick() => match weak.upgrade() {
-                    Some(shared) => {
-                        shared.limits().sweep(crate::limit::now());
-                    }
-                    None => return,
-                },
-            }
-        }
-    });
+fn spawn_limit_sweep(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, stop: Stop) {
+    spawn_every(
+        shared,
+        runtime,
+        stop,
+        tokio::time::Instant::now,
+        crate::limit::table::SWEEP_INTERVAL,
+        |shared| {
+            shared.limits().sweep(crate::limit::now());
+        },
+    );
 }
 
 /// Folds each second into the status page's time series (`observe::series`),
 /// just after the second ends; only when there is a board (an admin listener to
 /// show it). It runs until the admin listener closes (`end`), so the page keeps
 /// moving through a drain.
-fn spawn_series_tick(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, mut end: Stop) {
+fn spawn_series_tick(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, end: Stop) {
     if shared.metrics.board().is_none() {
         return;
     }
+    spawn_every(
+        shared,
+        runtime,
+        end,
+        next_second,
+        Duration::from_secs(1),
+        |shared| {
+            if let Some(board) = shared.metrics.board() {
+                let now = tokio::time::Instant::now();
+                crate::upstream::series::fold(board, now, &shared.load().upstreams);
+            }
+        },
+    );
+}
+
+/// Runs `job` on `runtime` at `first()` (read on that runtime's clock), then every `period` (a late turn delays
+/// the next ones rather than bunching them), until `stop` or until the proxy
+/// (`shared`) is gone.
+fn spawn_every(
+    shared: &Arc<Shared>,
+    runtime: &tokio::runtime::Handle,
+    mut stop: Stop,
+    first: fn() -> tokio::time::Instant,
+    period: Duration,
+    job: impl Fn(&Shared) + Send + 'static,
+) {
     let weak = Arc::downgrade(shared);
     runtime.spawn(async move {
-        let mut tick = tokio::time::interval_at(next_second(), Duration::from_secs(1));
+        let mut tick = tokio::time::interval_at(first(), period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = stopped(&mut end) => return,
+                _ = stopped(&mut stop) => return,
                 _ = tick.tick() => match weak.upgrade() {
-                    Some(shared) => {
-                        if let Some(board) = shared.metrics.board() {
-                            crate::upstream::series::fold(board, tokio::time::Instant::now(), &shared.load().upstreams);
-                        }
-                    }
+                    Some(shared) => job(&shared),
                     None => return,
                 },
             }

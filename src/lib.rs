@@ -36,6 +36,7 @@ mod tls;
 pub mod upstream;
 pub mod uri_path;
 pub mod watch;
+mod weak_map;
 
 pub use app::{prepare, start, Running};
 pub use config::Config;

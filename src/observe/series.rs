@@ -7,7 +7,7 @@
 //! - `Live`: counters of the current second, two sets used alternately by the
 //!   second's parity. A finished request adds to three of them (`fetch_add`).
 //! - `Ring`: one `Point` per second for `SPAN` seconds, allocated once. Written
-//!   once a second by the background task (`Board::tick`), which takes the last
+//!   once a second by the background task (`upstream::series::fold`), which takes the last
 //!   second's counters (swapping them to zero for the second after next), turns
 //!   its latency histogram into percentiles and samples the gauges; read by the
 //!   admin listener. Its lock is only ever taken off the request path.
@@ -21,14 +21,16 @@
 //! seconds it missed are folded into the next one it takes: totals stay right,
 //! their second may be off by the delay.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
 use tokio::time::Instant;
+
+use crate::weak_map::{shared, WeakMap};
 
 /// Seconds of history kept: 15 minutes, what an operator scrolls back over when
 /// paged ("what changed before it broke?"), at 32 bytes a second per series.
@@ -255,8 +257,8 @@ impl Ring {
 pub struct Series {
     live: Live,
     ring: Mutex<Ring>,
-    /// State changes, oldest first (upstreams only; see `MAX_EVENTS`).
-    events: Mutex<VecDeque<Event>>,
+    /// State changes (upstreams only; see `MAX_EVENTS`).
+    events: Timeline,
 }
 
 impl Default for Series {
@@ -267,7 +269,7 @@ impl Default for Series {
                 points: vec![Point::default(); SPAN].into_boxed_slice(),
                 newest: 0,
             }),
-            events: Mutex::new(VecDeque::new()),
+            events: Timeline::new(MAX_EVENTS),
         }
     }
 }
@@ -316,8 +318,9 @@ impl Series {
             .push(at, p);
     }
 
-    /// Takes second `at` and stores its point with `gauges`: what `Board::tick`
-    /// does for a server.
+    /// Takes second `at` and stores its point with `gauges`: what
+    /// `upstream::series::fold` does for each server (which also keeps the counts
+    /// taken, to sum them into the upstream's point).
     pub fn fold(&self, at: u64, gauges: Gauges) -> Point {
         let p = self.take(at).point(gauges);
         self.push(at, p);
@@ -334,21 +337,12 @@ impl Series {
 
     /// Notes a change (a server added, removed); the oldest goes past `MAX_EVENTS`.
     pub fn note(&self, e: Event) {
-        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-        if events.len() == MAX_EVENTS {
-            events.pop_front();
-        }
-        events.push_back(e);
+        self.events.push(e);
     }
 
     /// The changes noted, oldest first.
     pub fn events(&self) -> Vec<Event> {
-        self.events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect()
+        self.events.to_vec()
     }
 }
 
@@ -366,6 +360,38 @@ pub struct Event {
     pub detail: String,
 }
 
+/// The last events of something, oldest first, at most `cap` of them: bounded
+/// whatever happens (a flapping server, a discovery source that churns).
+#[derive(Debug)]
+pub struct Timeline {
+    cap: usize,
+    events: Mutex<VecDeque<Event>>,
+}
+
+impl Timeline {
+    pub const fn new(cap: usize) -> Timeline {
+        Timeline {
+            cap,
+            events: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Adds `e`; the oldest goes past `cap`.
+    pub fn push(&self, e: Event) {
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        if events.len() == self.cap {
+            events.pop_front();
+        }
+        events.push_back(e);
+    }
+
+    /// The events, oldest first.
+    pub fn to_vec(&self) -> Vec<Event> {
+        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        events.iter().cloned().collect()
+    }
+}
+
 // ===== every series of a proxy =====
 
 /// A server's key among the series: its upstream and address.
@@ -377,23 +403,10 @@ type ServerId = (Arc<str>, SocketAddr);
 pub struct Board {
     /// The whole proxy; its own counts are the requests no upstream saw.
     total: Arc<Series>,
-    upstreams: Mutex<HashMap<Arc<str>, Weak<Series>>>,
-    servers: Mutex<HashMap<ServerId, Weak<Series>>>,
+    upstreams: Mutex<WeakMap<Arc<str>, Series>>,
+    servers: Mutex<WeakMap<ServerId, Series>>,
     /// The newest second folded; 0: none yet.
     newest: AtomicU64,
-}
-
-/// The live series of `key` in `map`, or a new one: shared while any snapshot
-/// holds it, pruned once none does.
-fn shared<K: Eq + std::hash::Hash>(map: &Mutex<HashMap<K, Weak<Series>>>, key: K) -> Arc<Series> {
-    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
-    map.retain(|_, w| w.strong_count() > 0);
-    if let Some(s) = map.get(&key).and_then(Weak::upgrade) {
-        return s;
-    }
-    let s = Arc::new(Series::default());
-    map.insert(key, Arc::downgrade(&s));
-    s
 }
 
 impl Board {

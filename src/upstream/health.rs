@@ -82,6 +82,7 @@ pub struct HealthView {
 }
 
 pub use crate::observe::series::Event;
+use crate::observe::series::Timeline;
 
 #[derive(Debug)]
 pub(super) struct Health {
@@ -102,7 +103,7 @@ pub(super) struct Health {
     last_check: Mutex<Option<Event>>,
     last_change: Mutex<Option<Event>>,
     /// The last `HISTORY` changes, oldest first, for the status page's time line.
-    history: Mutex<VecDeque<Event>>,
+    history: Timeline,
 }
 
 /// Changes a server keeps for the status page's time line: enough for a flapping
@@ -123,7 +124,7 @@ impl Health {
             checks_failed: AtomicU64::new(0),
             last_check: Mutex::new(None),
             last_change: Mutex::new(None),
-            history: Mutex::new(VecDeque::new()),
+            history: Timeline::new(HISTORY),
         }
     }
 }
@@ -390,12 +391,7 @@ impl ServerState {
 
     /// The server's last changes (`HISTORY` at most), oldest first.
     pub fn history(&self) -> Vec<Event> {
-        let h = self
-            .health
-            .history
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        h.iter().cloned().collect()
+        self.health.history.to_vec()
     }
 
     /// Keeps `what` (a state it entered) in the server's history.
@@ -405,15 +401,7 @@ impl ServerState {
             what,
             detail: detail.to_owned(),
         };
-        let mut h = self
-            .health
-            .history
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if h.len() == HISTORY {
-            h.pop_front();
-        }
-        h.push_back(e.clone());
+        self.health.history.push(e.clone());
         e
     }
 

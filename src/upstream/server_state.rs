@@ -1,7 +1,6 @@
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use http::HeaderValue;
 
@@ -11,6 +10,7 @@ use super::pool::Pool;
 use super::queue::Queue;
 use super::transport::Transport;
 use crate::balance::Latency;
+use crate::weak_map::{shared, WeakMap};
 
 /// A server's identity across reloads: the upstream it belongs to and its address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -181,9 +181,9 @@ impl ServerState {
 /// configuration still references it.
 #[derive(Debug)]
 pub struct Registry {
-    servers: Mutex<Live<ServerKey, ServerState>>,
-    budgets: Mutex<Live<Arc<str>, RetryBudget>>,
-    queues: Mutex<Live<Arc<str>, Queue>>,
+    servers: Mutex<WeakMap<ServerKey, ServerState>>,
+    budgets: Mutex<WeakMap<Arc<str>, RetryBudget>>,
+    queues: Mutex<WeakMap<Arc<str>, Queue>>,
     /// Worker threads, hence connection-pool shards per server.
     workers: usize,
 }
@@ -255,63 +255,12 @@ impl Registry {
 
     /// The retry budget of upstream `name`, shared across reloads like server state.
     pub fn budget(&self, name: &Arc<str>) -> Arc<RetryBudget> {
-        per_upstream(&self.budgets, name)
+        shared(&self.budgets, Arc::clone(name))
     }
 
     /// The queue of upstream `name`, shared by its servers and every snapshot that
     /// has it, so that waiting requests outlive reloads.
     pub fn queue(&self, name: &Arc<str>) -> Arc<Queue> {
-        per_upstream(&self.queues, name)
-    }
-}
-
-/// The live `T` of upstream `name` in `map`, or a new one: shared while any
-/// snapshot holds it, dropped (and pruned from `map` later) once none does.
-fn per_upstream<T: Default>(map: &Mutex<Live<Arc<str>, T>>, name: &Arc<str>) -> Arc<T> {
-    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(t) = map.get(name) {
-        return t;
-    }
-    let t = Arc::new(T::default());
-    map.insert(Arc::clone(name), &t);
-    t
-}
-
-/// Below this size a `Live` map is not worth pruning.
-const MIN_PRUNE: usize = 64;
-
-/// Values by key, held weakly: each lives as long as some snapshot holds it. The
-/// entries of dropped values are pruned once the map has grown by a quarter since
-/// the last prune, so that a reload building n servers costs O(n), not the O(n²)
-/// of a prune per lookup, while the dead entries (each keeps its value's
-/// allocation) stay under a quarter of the live ones.
-#[derive(Debug)]
-struct Live<K, T> {
-    map: HashMap<K, Weak<T>>,
-    /// The size at which the next insert prunes first.
-    prune_at: usize,
-}
-
-impl<K, T> Default for Live<K, T> {
-    fn default() -> Self {
-        Live {
-            map: HashMap::new(),
-            prune_at: MIN_PRUNE,
-        }
-    }
-}
-
-impl<K: std::hash::Hash + Eq, T> Live<K, T> {
-    fn get(&self, key: &K) -> Option<Arc<T>> {
-        self.map.get(key).and_then(Weak::upgrade)
-    }
-
-    fn insert(&mut self, key: K, value: &Arc<T>) {
-        if self.map.len() >= self.prune_at {
-            self.map.retain(|_, w| w.strong_count() > 0);
-            self.map.shrink_to(self.map.len() * 2);
-            self.prune_at = self.map.len() + (self.map.len() / 4).max(MIN_PRUNE);
-        }
-        self.map.insert(key, Arc::downgrade(value));
+        shared(&self.queues, Arc::clone(name))
     }
 }
