@@ -87,7 +87,10 @@ pub async fn check(limiters: &[Limiter], keys: &[Option<KeyRef<'_>>], now: u64) 
         // The usual case: one synchronous decision.
         return local::check(limiters, keys, now);
     }
-    shared::check(limiters, keys, now).await
+    // Boxed: a Redis round trip's future is large, and inline it would grow
+    // every request's future (the proxy's whole pipeline is one), allocated and
+    // copied per request, whether its route has a shared limit or not.
+    Box::pin(shared::check(limiters, keys, now)).await
 }
 
 /// The proxy's clock for the limiters, now: nanoseconds since a process-wide

@@ -174,7 +174,14 @@ impl Pool {
     /// the first with a free stream; else a new one.
     pub async fn checkout(&self, connect_timeout: Duration) -> Result<PooledConn, ProxyError> {
         if self.transport.protocol().is_h2() {
-            return self.checkout_h2(connect_timeout).await;
+            if let Some(lease) = take_h2(&mut self.lock()) {
+                return Ok(PooledConn {
+                    tx: Sender::H2(lease),
+                    reused: true,
+                });
+            }
+            // Boxed, as a new connection below (see `ProxyService::call`).
+            return Box::pin(self.checkout_h2(connect_timeout)).await;
         }
         if let Some(conn) = self.take_idle() {
             return Ok(PooledConn {
@@ -182,7 +189,7 @@ impl Pool {
                 reused: true,
             });
         }
-        self.connect(connect_timeout)
+        Box::pin(self.connect(connect_timeout))
             .await
             .map(|tx| PooledConn { tx, reused: false })
     }

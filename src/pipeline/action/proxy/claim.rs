@@ -197,7 +197,9 @@ impl<'a> Waiting<'a> {
             let Some(ticket) = self.ticket.as_mut() else {
                 unreachable!("entered")
             };
-            if Instant::now() >= deadline || !ticket.wait(deadline).await {
+            // Boxed: only requests that find every server full wait here (see
+            // `ProxyService::call`).
+            if Instant::now() >= deadline || !Box::pin(ticket.wait(deadline)).await {
                 self.settle(u);
                 return Err(refused());
             }

@@ -85,7 +85,8 @@ pub(super) async fn exchange(
             Ok(res) => return Ok((conn, res)),
             Err(Attempt::NotSent(back)) if reused => {
                 req = *back;
-                conn = pool.checkout(timeouts.connect).await?;
+                // Boxed, as the fresh connection below: see `ProxyService::call`.
+                conn = Box::pin(pool.checkout(timeouts.connect)).await?;
             }
             Err(Attempt::NotSent(_)) => {
                 return Err(ProxyError::Connect(
@@ -111,7 +112,7 @@ pub(super) async fn exchange(
                 req = copy;
                 replayed = true;
                 conn = PooledConn {
-                    tx: pool.connect(timeouts.connect).await?,
+                    tx: Box::pin(pool.connect(timeouts.connect)).await?,
                     reused: false,
                 };
             }
