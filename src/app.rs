@@ -176,9 +176,9 @@ fn spawn_series_tick(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, end
     );
 }
 
-/// Runs `job` on `runtime` at `first()` (read on that runtime's clock), then every `period` (a late turn delays
-/// the next ones rather than bunching them), until `stop` or until the proxy
-/// (`shared`) is gone.
+/// Runs `job` on `runtime` at `first()` (read on that runtime's clock), then
+/// every `period` (a late turn delays the next ones rather than bunching them),
+/// until `stop` or until the proxy (`shared`) is gone.
 fn spawn_every(
     shared: &Arc<Shared>,
     runtime: &tokio::runtime::Handle,

@@ -778,7 +778,7 @@ async fn limits_refuse_what_nginx_refuses() {
     if !nginx_here() {
         return;
     }
-    let (origin, held) = holding_origin().await;
+    let (origin, mut held) = holding_origin().await;
     let origin = origin.to_string();
     let p = pair(
         "limits",
@@ -829,7 +829,6 @@ async fn limits_refuse_what_nginx_refuses() {
             .status
             .as_u16()
     };
-    let mut held = held;
     for (who, addr) in [("nginx", n), ("switchyard", s)] {
         let slow = tokio::spawn(get(addr, "/download/big"));
         let release = tokio::time::timeout(EXCHANGE_LIMIT, held.recv())

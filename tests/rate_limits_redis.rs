@@ -482,11 +482,11 @@ async fn a_shared_limits_state_survives_a_reload_and_is_the_same_in_another_repl
     // A decision Redis did not make in `DECISION_TIMEOUT` (a loaded machine) is
     // the replica's own, from a fresh budget: such an answer is retried, and
     // must show in the replica's fallback count.
-    let mut fallbacks = 0.0;
+    let (mut fallbacks, mut refused) = (0.0, false);
     for _ in 0..5 {
         let r = Client::new(late.addr).get("/").await.expect("an answer");
         if r.status.as_u16() == 503 {
-            fallbacks = -1.0;
+            refused = true;
             break;
         }
         let now = late
@@ -500,7 +500,7 @@ async fn a_shared_limits_state_survives_a_reload_and_is_the_same_in_another_repl
         );
         fallbacks = now;
     }
-    assert_eq!(fallbacks, -1.0, "no 503 in five tries: {}", late.log());
+    assert!(refused, "no 503 in five tries: {}", late.log());
     // A route elsewhere is another limit, with a budget of its own; the store
     // the old route used is the same one, still.
     let moved = text.replace("path = \"/\"", "path = \"/v2/\"");

@@ -257,12 +257,12 @@ async fn act<'s>(
     let (parts, body) = req.into_parts();
     let proxy = match &route.action {
         Action::Proxy(p) => p,
-        // Boxed, as the reading of a held body below: see `ProxyService::call`.
+        // Boxed: see `ProxyService::call`.
         Action::Telegram(t) => return Ok(Box::pin(t.run(snapshot, ctx, parts, body)).await?),
         Action::Redirect(_) | Action::Respond(_) => {
             // The answer does not need the body; filters may still look at it.
             if route.body_limit.is_some() {
-                Box::pin(body_phase(route, ctx, body, None)).await?;
+                body_phase(route, ctx, body, None).await?;
             }
             let req = Request::from_parts(parts, ());
             return Ok(match &route.action {
@@ -273,13 +273,7 @@ async fn act<'s>(
         }
     };
     let hold = proxy.hold(&parts.method);
-    let payload = match (route.body_limit, hold) {
-        // The usual cases, without a wait: a body that streams, or none at all
-        // (a GET held for a retry has nothing to hold).
-        (None, None) => Payload::stream(body, ctx.body_limits()),
-        (None, Some(_)) if http_body::Body::is_end_stream(&body) => Payload::Empty,
-        _ => Box::pin(body_phase(route, ctx, body, hold)).await?,
-    };
+    let payload = body_phase(route, ctx, body, hold).await?;
     let upstream = &snapshot.upstreams[proxy.upstream];
     Ok(proxy
         .run(ctx, upstream, &route.filters, parts, payload)
@@ -354,10 +348,11 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
     type Future = Pin<Box<dyn Future<Output = Result<Response<Observed>, Infallible>> + Send>>;
 
     /// The returned future is every request's: its size is allocated and copied
-    /// per request (8 544 bytes before the rare paths were boxed, 7 864 after), so paths most
-    /// requests do not take (a Redis-backed limit, the Telegram mode, reading a
-    /// body to hold it, a new upstream connection, a retry on a fresh one) await
-    /// a boxed future of their own rather than growing this one.
+    /// per request (8 544 bytes before the rare paths were boxed, 7 864 after),
+    /// so paths most requests do not take (a Redis-backed limit, the Telegram
+    /// mode, reading a body to hold it, a new upstream connection, a retry on a
+    /// fresh one, a queue wait) await a boxed future of their own where they
+    /// begin, rather than growing this one.
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move { Ok(this.serve(req).await) })

@@ -49,14 +49,23 @@ impl Payload {
         if body.is_end_stream() {
             return Ok(Payload::Empty);
         }
-        let over = |n: u64| limits.max_size.filter(|&max| n > max);
-        if let Some(max) = over(body.size_hint().lower()) {
+        if let Some(max) = over(limits, body.size_hint().lower()) {
             return Err(ProxyError::BodyTooLarge(max));
         }
         if body.size_hint().lower() > hold {
             return Ok(Payload::Stream(Some((Bytes::new(), body)), limits));
         }
-        let mut body = body;
+        // Boxed: the read loop's state would otherwise grow every request's
+        // future (see `ProxyService::call`), though most bodies are empty.
+        Box::pin(Self::read_all(body, hold, limits)).await
+    }
+
+    /// `read` past its checks: frames until the end, or until `hold` is passed.
+    async fn read_all(
+        mut body: Incoming,
+        hold: u64,
+        limits: BodyLimits,
+    ) -> Result<Payload, ProxyError> {
         let mut buf = BytesMut::new();
         let mut trailers = None;
         loop {
@@ -68,7 +77,7 @@ impl Payload {
             match frame.into_data() {
                 Ok(data) => {
                     let total = (buf.len() + data.len()) as u64;
-                    if let Some(max) = over(total) {
+                    if let Some(max) = over(limits, total) {
                         return Err(ProxyError::BodyTooLarge(max));
                     }
                     buf.extend_from_slice(&data);
@@ -134,4 +143,9 @@ impl Payload {
             Some(p),
         ))
     }
+}
+
+/// `limits.max_size` when `n` bytes are past it.
+fn over(limits: BodyLimits, n: u64) -> Option<u64> {
+    limits.max_size.filter(|&max| n > max)
 }

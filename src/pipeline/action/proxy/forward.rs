@@ -85,8 +85,7 @@ pub(super) async fn exchange(
             Ok(res) => return Ok((conn, res)),
             Err(Attempt::NotSent(back)) if reused => {
                 req = *back;
-                // Boxed, as the fresh connection below: see `ProxyService::call`.
-                conn = Box::pin(pool.checkout(timeouts.connect)).await?;
+                conn = pool.checkout(timeouts.connect).await?;
             }
             Err(Attempt::NotSent(_)) => {
                 return Err(ProxyError::Connect(
@@ -112,6 +111,7 @@ pub(super) async fn exchange(
                 req = copy;
                 replayed = true;
                 conn = PooledConn {
+                    // Boxed: see `ProxyService::call`.
                     tx: Box::pin(pool.connect(timeouts.connect)).await?,
                     reused: false,
                 };
